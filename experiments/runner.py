@@ -515,6 +515,8 @@ def _versions() -> dict[str, str | None]:
             versions[distribution] = None
     import hypergrad
 
+    # hypergrad may run from a checkout rather than an installed distribution.
+    versions["hypergrad"] = versions["hypergrad"] or hypergrad.__version__
     versions["hypergrad_path"] = str(Path(hypergrad.__file__).parent)
     return versions
 
