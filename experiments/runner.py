@@ -184,17 +184,26 @@ class MethodResult:
 # ----------------------------------------------------------------------------- files
 
 
-def _atomic_write(path: Path, write: Callable[[io.TextIOBase], None]) -> None:
-    """Write through ``write`` into a temporary file next to ``path``, then rename it over ``path``."""
+def _atomic_write(path: Path, write_file: Callable[[str], None]) -> None:
+    """Let ``write_file`` write a temporary file next to ``path``, then rename it over ``path``:
+    readers see the old file or the new one, never half of one (Ctrl-C, crash, full disk)."""
     path.parent.mkdir(parents=True, exist_ok=True)
     handle, temporary = tempfile.mkstemp(dir=path.parent, prefix=path.name + ".", suffix=".tmp")
+    os.close(handle)
     try:
-        with os.fdopen(handle, "w", newline="") as stream:
-            write(stream)
+        write_file(temporary)
         os.replace(temporary, path)
     finally:
         if os.path.exists(temporary):
             os.remove(temporary)
+
+
+def _atomic_write_text(path: Path, write: Callable[[io.TextIOBase], None]) -> None:
+    def write_file(temporary: str) -> None:
+        with open(temporary, "w", newline="") as stream:
+            write(stream)
+
+    _atomic_write(path, write_file)
 
 
 def write_csv(path: Path, columns: Sequence[str], rows: Sequence[Sequence]) -> None:
@@ -205,7 +214,7 @@ def write_csv(path: Path, columns: Sequence[str], rows: Sequence[Sequence]) -> N
         writer.writerow(columns)
         writer.writerows([[repr(v) if isinstance(v, float) else v for v in row] for row in rows])
 
-    _atomic_write(path, write)
+    _atomic_write_text(path, write)
 
 
 def write_json(path: Path, content: dict) -> None:
@@ -220,19 +229,7 @@ def write_json(path: Path, content: dict) -> None:
             return [clean(item) for item in value]
         return value
 
-    _atomic_write(path, lambda stream: json.dump(clean(content), stream, indent=2, default=str))
-
-
-def _save_checkpoint(path: Path, checkpoint: dict) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    handle, temporary = tempfile.mkstemp(dir=path.parent, prefix=path.name + ".", suffix=".tmp")
-    os.close(handle)
-    try:
-        torch.save(checkpoint, temporary)
-        os.replace(temporary, path)
-    finally:
-        if os.path.exists(temporary):
-            os.remove(temporary)
+    _atomic_write_text(path, lambda stream: json.dump(clean(content), stream, indent=2, default=str))
 
 
 # ----------------------------------------------------------------------------- data
@@ -417,13 +414,13 @@ def run_method(
         state["wall_time_s"] = earlier_wall_time_s + time.perf_counter() - wall_start
         write_csv(paths["epochs"], EPOCH_COLUMNS, state["epoch_rows"])
         write_csv(paths["iterations"], ITERATION_COLUMNS, state["iteration_rows"])
-        _save_checkpoint(paths["checkpoint"], {
+        _atomic_write(paths["checkpoint"], lambda temporary: torch.save({
             "version": CHECKPOINT_VERSION, "method": method, "config": config.identity(), "state": state,
             "model": model.state_dict(), "optimizer": optimizer.state_dict(),
             "scheduler": scheduler.state_dict() if scheduler is not None else None,
             "rng_cpu": torch.get_rng_state(),
             "rng_cuda": torch.cuda.get_rng_state(device) if device.type == "cuda" else None,
-        })
+        }, temporary))
 
     if state["status"] == "completed" and state["iteration"] < total_iterations:
         state["status"] = "running"  # resumed with more epochs than before
