@@ -386,7 +386,8 @@ def run_method(
     state = {"epoch": 0, "iteration": 0, "train_time_s": 0.0, "wall_time_s": 0.0, "status": "running",
              "diverged_at_iteration": None, "epoch_rows": [], "iteration_rows": []}
     if resume and paths["checkpoint"].is_file():
-        checkpoint = torch.load(paths["checkpoint"], map_location=device, weights_only=False)
+        # On the CPU first: RNG states must stay CPU tensors; load_state_dict moves the rest.
+        checkpoint = torch.load(paths["checkpoint"], map_location="cpu", weights_only=False)
         if checkpoint["config"] != config.identity() or checkpoint["method"] != method:
             raise ValueError(
                 f"cannot resume {paths['checkpoint']}: it was made with {checkpoint['config']} "
