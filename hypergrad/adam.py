@@ -45,6 +45,8 @@ class AdamHD(HypergradOptimizer):
         lr: initial learning rate ``alpha_0``; afterwards ``param_groups[i]["lr"]`` holds the
             adapted one.
         betas, eps, weight_decay, amsgrad, maximize, foreach: as in ``torch.optim.Adam``.
+        capturable: as in ``torch.optim.Adam``: allows ``step()`` to be captured in a CUDA graph.
+            The step never waits for the device either way (lr and step counts live there).
         hypergrad_lr: ``beta``. The default 1e-7 is the reference code's choice for Adam-HD on
             MNIST logistic regression and MLP (it used 1e-8 for VGG on CIFAR-10). It is much
             smaller than SGD-HD's 1e-3 because Adam's direction is normalised per coordinate:
@@ -69,6 +71,7 @@ class AdamHD(HypergradOptimizer):
         lr_bounds: Sequence[float] | None = None,
         maximize: bool = False,
         foreach: bool | None = None,
+        capturable: bool = False,
     ) -> None:
         validate_adam_arguments(betas, eps, weight_decay)
         defaults = dict(
@@ -79,6 +82,7 @@ class AdamHD(HypergradOptimizer):
             amsgrad=amsgrad,
             maximize=maximize,
             foreach=foreach,
+            capturable=capturable,
         )
         super().__init__(
             params, defaults, hypergrad_lr=hypergrad_lr, hypergrad_rule=hypergrad_rule, lr_bounds=lr_bounds
@@ -121,7 +125,7 @@ class AdamHD(HypergradOptimizer):
         second_moment = "max_exp_avg_sq" if group["amsgrad"] else "exp_avg_sq"
         foreach = self._use_foreach(group, tensors.params)
         grads, states = tensors.grads, tensors.states
-        if states[0]["step"].is_cpu:
+        if _on_host(states[0]["step"]):
             # Host step counts: skip parameters without a previous direction (u_0 = 0).
             started = [i for i, s in enumerate(states) if s["step"].item() > 0]
             grads, states = [grads[i] for i in started], [states[i] for i in started]
@@ -161,9 +165,15 @@ def validate_adam_arguments(betas: Sequence[float], eps: float, weight_decay: fl
         raise ValueError(f"Invalid weight_decay: {weight_decay} (must be >= 0)")
 
 
+def _on_host(step: Tensor) -> bool:
+    """Whether the step count is read on the host. Not under torch.compile, where a read would
+    break the graph (torch.optim's ``_get_value`` makes the same choice)."""
+    return step.is_cpu and not torch.compiler.is_compiling()
+
+
 def _bias_corrections(step: Tensor, beta1: float, beta2: float) -> tuple[float | Tensor, float | Tensor]:
-    """``(1 - beta1^t, sqrt(1 - beta2^t))`` as floats for a host step count, tensors on a device."""
-    if step.is_cpu:
+    """``(1 - beta1^t, sqrt(1 - beta2^t))`` as floats for a host step count, tensors otherwise."""
+    if _on_host(step):
         t = step.item()
         return 1 - beta1**t, math.sqrt(1 - beta2**t)
     return 1 - torch.pow(beta1, step), (1 - torch.pow(beta2, step)).sqrt()
@@ -184,13 +194,14 @@ def previous_adam_directions(
     unscaled directions (a generator: each lives only while its dot product is taken) and scales.
 
     On a device a step count may be 0 (host branches would synchronise): it is read as 1 there,
-    which gives the right direction, 0, because ``m = v = 0`` then.
+    which gives the right direction, 0, because ``m = v = 0`` then. Each direction is divided into
+    its denominator's memory: one temporary per tensor, no more passes than the arithmetic needs.
     """
     scales: list[float | Tensor] = []
     shifts: list[float | Tensor] = []
     for step in steps:
         bias_correction1, bias_correction2_sqrt = _bias_corrections(
-            step if step.is_cpu else step.clamp(min=1), beta1, beta2
+            step if _on_host(step) else step.clamp(min=1), beta1, beta2
         )
         scales.append(bias_correction2_sqrt / bias_correction1)
         shifts.append(eps * bias_correction2_sqrt)
@@ -202,7 +213,7 @@ def previous_adam_directions(
         else:
             denoms = (v.sqrt().add_(shift) for v, shift in zip(second_moments, shifts))
         for m, denom in zip(exp_avgs, denoms):
-            yield m / denom
+            yield torch.div(m, denom, out=denom)
 
     return directions(), scales
 
@@ -271,7 +282,7 @@ def _multi_tensor_update(
         else:
             second_moments = exp_avg_sqs
         denoms = torch._foreach_sqrt(second_moments)
-        if steps[0].is_cpu and not isinstance(lr, Tensor):
+        if _on_host(steps[0]) and not isinstance(lr, Tensor):
             corrections = [_bias_corrections(step, beta1, beta2) for step in steps]
             torch._foreach_div_(denoms, [bc2_sqrt for _, bc2_sqrt in corrections])
             torch._foreach_add_(denoms, eps)
