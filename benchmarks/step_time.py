@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import argparse
 import math
+import os
 import platform
 import statistics
 import sys
@@ -39,16 +40,19 @@ from torch import Tensor
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 import hypergrad  # noqa: E402
 
-# HD optimizer, torch.optim base, base settings. The hypergradient learning rates are small so that
+# HD optimizer, torch.optim base, base settings. "SGD-HD wd" has the paper's weight decay
+# (its effective gradient is a fresh tensor, which SGD-HD keeps instead of copying). The
+# hypergradient learning rates are small so that
 # the lr stays near 1e-3 under the constant fake gradients; the work per step does not depend on it.
 VARIANTS: dict[str, tuple[type, type, dict[str, Any], float]] = {
     "SGD-HD": (hypergrad.SGDHD, torch.optim.SGD, dict(lr=1e-3), 1e-9),
+    "SGD-HD wd": (hypergrad.SGDHD, torch.optim.SGD, dict(lr=1e-3, weight_decay=1e-4), 1e-9),
     "heavy-ball-HD": (hypergrad.SGDHD, torch.optim.SGD, dict(lr=1e-3, momentum=0.9), 1e-10),
     "SGDN-HD": (hypergrad.SGDHD, torch.optim.SGD, dict(lr=1e-3, momentum=0.9, nesterov=True), 1e-10),
     "Adam-HD": (hypergrad.AdamHD, torch.optim.Adam, dict(lr=1e-3), 1e-12),
 }
 # The memory table of docs/hypergradient.md: extra state per parameter element beyond the base.
-DOCUMENTED_EXTRA_STATE = {"SGD-HD": 1.0, "heavy-ball-HD": 0.0, "SGDN-HD": 1.0, "Adam-HD": 0.0}
+DOCUMENTED_EXTRA_STATE = {"SGD-HD": 1.0, "SGD-HD wd": 1.0, "heavy-ball-HD": 0.0, "SGDN-HD": 1.0, "Adam-HD": 0.0}
 
 
 def mlp_parameters(device: torch.device) -> list[Tensor]:
@@ -162,25 +166,32 @@ def peak_step_allocation(step: Callable[[], None], device: torch.device) -> int:
     return peak
 
 
+def clock(device: torch.device) -> Callable[[], float]:
+    """CPU seconds of this process on the CPU (time spent descheduled on a shared machine does
+    not count; with several threads their times add up), wall-clock seconds on a GPU."""
+    return time.perf_counter if device.type == "cuda" else time.process_time
+
+
 def time_steps(steps: dict[str, Callable[[], None]], device: torch.device, rounds: int,
                steps_per_round: int) -> dict[str, float]:
     """Median seconds per step of each callable, over interleaved rounds in rotating order."""
+    now = clock(device)
     names = list(steps)
     samples: dict[str, list[float]] = {name: [] for name in names}
     for round_index in range(rounds):
         shift = round_index % len(names)
         for name in names[shift:] + names[:shift]:
             synchronize(device)
-            start = time.perf_counter()
+            start = now()
             for _ in range(steps_per_round):
                 steps[name]()
             synchronize(device)
-            samples[name].append((time.perf_counter() - start) / steps_per_round)
+            samples[name].append((now() - start) / steps_per_round)
     return {name: statistics.median(times) for name, times in samples.items()}
 
 
 def benchmark_variant(variant: str, params: list[Tensor], device: torch.device, rounds: int,
-                      warmup: int, round_seconds: float) -> dict[str, Any]:
+                      warmup: int, round_seconds: float, compile_step: bool) -> dict[str, Any]:
     hd_cls, base_cls, settings, hypergrad_lr = VARIANTS[variant]
     generator = torch.Generator().manual_seed(0)
     gradients = [(1e-3 * torch.randn(p.shape, generator=generator)).to(device) for p in params]
@@ -194,6 +205,13 @@ def benchmark_variant(variant: str, params: list[Tensor], device: torch.device, 
         ),
     }
     steps = {name: optimizer.step for name, optimizer in optimizers.items()}
+    if compile_step:
+        # A tensor lr from the start: the first compiled step need not turn a float into one.
+        optimizers["ours (compiled)"] = hd_cls(
+            with_gradients(params, gradients), hypergrad_lr=hypergrad_lr,
+            **dict(settings, lr=torch.tensor(settings["lr"], device=device)),
+        )
+        steps["ours (compiled)"] = torch.compile(optimizers["ours (compiled)"].step)
     for step in steps.values():
         for _ in range(warmup):
             step()
@@ -215,13 +233,16 @@ def benchmark_variant(variant: str, params: list[Tensor], device: torch.device, 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--device", default="cpu", help="cpu or cuda (default cpu)")
-    parser.add_argument("--threads", type=int, default=2, help="torch CPU threads (default 2)")
+    parser.add_argument("--threads", type=int, default=1,
+                        help="torch CPU threads (default 1: on a shared machine a descheduled OpenMP thread stalls the others)")
     parser.add_argument("--models", default=",".join(MODELS), help=f"comma-separated, from {list(MODELS)}")
     parser.add_argument("--variants", default=",".join(VARIANTS), help=f"comma-separated, from {list(VARIANTS)}")
     parser.add_argument("--rounds", type=int, default=31, help="interleaved timing rounds (default 31)")
     parser.add_argument("--warmup", type=int, default=5, help="untimed steps per optimizer first (default 5)")
     parser.add_argument("--round-seconds", type=float, default=0.05,
                         help="about this long per implementation per round (default 0.05)")
+    parser.add_argument("--compile", action="store_true",
+                        help="also time torch.compile(optimizer.step) (inductor; compiling takes minutes)")
     args = parser.parse_args()
     device = torch.device(args.device)
     if device.type == "cuda" and not torch.cuda.is_available():
@@ -235,9 +256,11 @@ def main() -> None:
     torch.set_num_threads(args.threads)
     torch.manual_seed(0)
     device_name = torch.cuda.get_device_name(device) if device.type == "cuda" else platform.processor() or "cpu"
+    clock_name = "wall-clock" if device.type == "cuda" else "process CPU"
     print(f"torch {torch.__version__}, device {device} ({device_name}), {torch.get_num_threads()} threads, "
-          f"float32; medians of {args.rounds} interleaved rounds of ~{args.round_seconds * 1e3:.0f} ms "
-          f"per implementation after {args.warmup} warm-up steps")
+          f"float32; {clock_name} time, medians of {args.rounds} interleaved rounds of "
+          f"~{args.round_seconds * 1e3:.0f} ms per implementation after {args.warmup} warm-up steps; "
+          f"load average {os.getloadavg()[0]:.1f} on {os.cpu_count()} cores")
     for model in models:
         params = MODELS[model](device)
         numel = sum(p.numel() for p in params)
@@ -247,8 +270,11 @@ def main() -> None:
                   f"{'base':>5} {'extra':>5} {'doc':>4} {'flat':>5} | {'peak temp/param: ours':>21} {'base':>5}")
         print(header)
         for variant in variants:
-            result = benchmark_variant(variant, params, device, args.rounds, args.warmup, args.round_seconds)
+            result = benchmark_variant(variant, params, device, args.rounds, args.warmup, args.round_seconds,
+                                       args.compile)
             t, state, peak = result["times"], result["state"], result["peak"]
+            compiled = (f" | compiled {t['ours (compiled)'] * 1e3:.2f}ms {t['ours (compiled)'] / t['torch base']:.2f}x"
+                        if args.compile else "")
             ours = min(t["ours (for-loop)"], t["ours (foreach)"])
             ours_state = state["ours (foreach)"]
             print(f"{variant:<14} {t['ours (for-loop)'] * 1e3:8.2f}ms {t['ours (foreach)'] * 1e3:10.2f}ms "
@@ -256,8 +282,8 @@ def main() -> None:
                   f"{t['flat-vector HD'] * 1e3:9.2f}ms {t['flat-vector HD'] / t['torch base']:5.2f}x | "
                   f"{ours_state:17.2f} {state['torch base']:5.2f} {ours_state - state['torch base']:5.2f} "
                   f"{DOCUMENTED_EXTRA_STATE[variant]:4.1f} {state['flat-vector HD']:5.2f} | "
-                  f"{max(peak['ours (for-loop)'], peak['ours (foreach)']):21.2f} {peak['torch base']:5.2f}",
-                  flush=True)
+                  f"{max(peak['ours (for-loop)'], peak['ours (foreach)']):21.2f} {peak['torch base']:5.2f}"
+                  f"{compiled}", flush=True)
     print("\nratio: the faster of our two paths / torch.optim's foreach step. state: bytes of optimizer "
           "state / bytes of parameters (extra: ours - base; doc: the extra the memory table allows). "
           "peak temp: the larger peak of our two paths' allocations during one step, same units.")
