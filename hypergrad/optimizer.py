@@ -232,7 +232,7 @@ class HypergradOptimizer(Optimizer):
                 if statistics is not None:
                     hypergrad_rate = updated_lr(hypergrad_rate, statistics, group)
                     group["lr_hd"] = hypergrad_rate if isinstance(lr, Tensor) else hypergrad_rate.item()
-                store_lr(group, torch.as_tensor(blended_lr(group["lr_hd"], group, blend_step)))
+                store_lr(group, torch.as_tensor(blended_lr(group["lr_hd"], group, blend_step), dtype=torch.float64))
             self._update_params(group, tensors, group["lr"])
             return
         scales = self._lr_scales(group, tensors)
