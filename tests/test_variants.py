@@ -316,3 +316,23 @@ def test_non_finite_hypergradient_leaves_the_lr_unchanged(name, granularity):
     else:
         assert after["hidden.weight"][0, 0] == before["hidden.weight"][0, 0]
         assert not torch.equal(after["out.weight"], before["out.weight"])
+
+
+@pytest.mark.parametrize("variant", [dict(), dict(granularity="tensor"), dict(granularity="element", lr_limit=0.02),
+                                     dict(lr_limit=0.02)], ids=lambda v: "-".join(f"{k}={v[k]}" for k in v) or "plain")
+@pytest.mark.parametrize("name", list(OPTIMIZERS))
+def test_tensor_lr_steps_like_float_lr(name, variant):
+    """A 0-dim tensor lr (the form an accelerator keeps it in, no host reads) takes the same steps."""
+    batches = make_batches(10)
+    runs = []
+    for lr in (0.01, torch.tensor(0.01, dtype=torch.float64)):
+        model = TinyNet()
+        optimizer = make(name, model, lr=lr, **variant)
+        train(model, optimizer, batches)
+        runs.append((model, optimizer))
+    (float_model, float_optimizer), (tensor_model, tensor_optimizer) = runs
+    assert isinstance(tensor_optimizer.param_groups[0]["lr"], torch.Tensor)
+    for ours, theirs in zip(tensor_model.parameters(), float_model.parameters()):
+        torch.testing.assert_close(ours, theirs, rtol=1e-12, atol=1e-15)
+    torch.testing.assert_close(all_rates(tensor_optimizer, tensor_model), all_rates(float_optimizer, float_model),
+                               rtol=1e-12, atol=0.0)
