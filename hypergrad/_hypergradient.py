@@ -203,6 +203,9 @@ def updated_lr(lr: LearningRate, statistics: Tensor, group: dict) -> Tensor:
     Additive: ``lr + beta * dot``. Multiplicative: ``lr * (1 + beta * dot / (|g| |u|))``, with the
     cosine taken as 0 when either vector is zero (the first step). Then clipped into
     ``lr_bounds``; a non-finite result (from a NaN or inf gradient) leaves ``lr`` unchanged.
+
+    Elementwise throughout: ``lr`` may also be a tensor of rates (one per tensor, or one per
+    weight) with the statistics stacked along dimension 0 (``statistics[0]`` shaped like ``lr``).
     """
     beta = group["hypergrad_lr"]
     dot = statistics[0]

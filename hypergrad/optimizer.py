@@ -13,7 +13,6 @@ from torch.optim.optimizer import _default_to_fused_or_foreach
 
 from ._hypergradient import (
     LearningRate,
-    blend_weight,
     blended_lr,
     check_group_settings,
     element_statistics,
@@ -73,7 +72,12 @@ class HypergradOptimizer(Optimizer):
     ``p`` keeps ``state[p]["lr_scale"]`` (a 0-dim tensor, or a tensor shaped like ``p``): its rate
     is ``group["lr"] * lr_scale``, and the hypergradient of that rate, ``-g_t^p . u_{t-1}^p`` (or
     ``-g_t^p * u_{t-1}^p`` per weight), drives it exactly as the group's dot product drives the
-    group's rate. ``learning_rates(model.named_parameters())`` reads the rates by name.
+    group's rate. ``learning_rates(model.named_parameters())`` reads the rates by name. Cost: the
+    base step runs with ``group["lr"]`` unchanged, then each tensor moves on by
+    ``-(rate - lr) * u_t`` (``u_t`` from ``_previous_directions``: a buffer read, or Adam's
+    direction recomputed once more), so no base rule needs a per-tensor kernel. Per weight, the
+    rates are one parameter-sized buffer, and a step holds the per-weight statistics (1 or 3
+    parameter-sized tensors; 3 for the multiplicative rule) of all groups at once.
 
     Blend (``lr_limit`` is not None; paper Sec. 5): the rate used at step t is
     ``delta(t) * alpha_t^HD + (1 - delta(t)) * lr_limit``, ``delta(t) = t^-lr_limit_power``, while
@@ -305,8 +309,9 @@ class HypergradOptimizer(Optimizer):
     def learning_rates(self, named_parameters: Iterable[tuple[str, Tensor]]) -> dict[str, float | Tensor]:
         """The learning rate each parameter was stepped with at the last step, by name.
 
-        A float per parameter at ``granularity="group"`` (the group's ``lr``) and ``"tensor"``; a
-        tensor shaped like the parameter at ``"element"`` (a copy). Before the first step, the
+        A float per parameter at ``granularity="group"`` (the group's ``lr``) and ``"tensor"``
+        (``group["lr"] * state[p]["lr_scale"]``, blended with ``lr_limit`` where set); a new tensor
+        shaped like the parameter at ``"element"``. Before the first step, the
         initial rates. ``named_parameters`` is typically ``model.named_parameters()``.
         """
         group_of = {id(p): group for group in self.param_groups for p in group["params"]}
@@ -321,7 +326,7 @@ class HypergradOptimizer(Optimizer):
                 continue
             blend_step = group.get("hypergrad_step") if group["lr_limit"] is not None else None
             rate = self._applied_rate(group, scale, group["lr"], blend_step)
-            rates[name] = rate.item() if group["granularity"] == "tensor" else rate.clone()
+            rates[name] = rate.item() if group["granularity"] == "tensor" else rate
         return rates
 
 
