@@ -194,3 +194,35 @@ def test_per_weight_lr_change_is_that_weights_hypergradient(case):
         error = (observed_change - expected_change).abs().max() / expected_change.abs().max()
         assert error < 1e-6, (name, error)
     assert all(r.unique().numel() > 1 for r in rates_previous.values())  # the rates have separated
+
+
+@pytest.mark.parametrize("case", ["sgd", "nesterov", "adamw", "adagrad-decay-init-wd", "rmsprop-centered-momentum"])
+def test_blended_runs_keep_an_exact_hypergradient_chain(case):
+    """With lr_limit the step uses the blended rate, and the unblended HD rate group["lr_hd"] moves
+    by -beta times the hypergradient with respect to the rate the previous step used."""
+    hd_cls, base_cls, settings = CASES[case]
+    batches = make_batches(STEPS_BEFORE + 2)
+    model = TinyNet()
+    optimizer = hd_cls(model.parameters(), lr_limit=0.02, **settings)
+    group = optimizer.param_groups[0]
+    train(model, optimizer, batches[:STEPS_BEFORE])
+    snapshot_params = copy.deepcopy(model.state_dict())
+    snapshot_state = {name: copy.deepcopy(optimizer.state[p]) for name, p in model.named_parameters()}
+    train(model, optimizer, batches[STEPS_BEFORE:STEPS_BEFORE + 1])
+    applied_previous, chain_previous = group["lr"], group["lr_hd"]
+    assert applied_previous != pytest.approx(chain_previous)  # the blend is in force
+    train(model, optimizer, batches[STEPS_BEFORE + 1:])
+
+    def next_objective(alpha: float) -> float:
+        replica, base = _base_replica(
+            base_cls, lambda m: [{"params": list(m.parameters()), "lr": alpha}],
+            settings, snapshot_params, snapshot_state, batches[STEPS_BEFORE],
+        )
+        base.step()
+        with torch.no_grad():
+            return objective(replica, batches[STEPS_BEFORE + 1], settings, base_cls).item()
+
+    h = 1e-5 * applied_previous
+    hypergradient = (next_objective(applied_previous + h) - next_objective(applied_previous - h)) / (2 * h)
+    expected_change = -settings["hypergrad_lr"] * hypergradient
+    assert relative_error(group["lr_hd"] - chain_previous, expected_change) < 1e-6
