@@ -43,7 +43,8 @@ class RMSpropHD(HypergradOptimizer):
         params: parameters or param groups; a group may override ``lr`` and ``hypergrad_lr``.
         lr: initial learning rate ``alpha_0`` (default 1e-2, as torch.optim.RMSprop).
         alpha, eps, weight_decay, momentum, centered, foreach, maximize: as in
-            ``torch.optim.RMSprop``.
+            ``torch.optim.RMSprop`` (``foreach`` and ``maximize`` keyword-only here: torch's next
+            positional argument is ``capturable``, which this optimizer does not take).
         hypergrad_lr: ``beta``. The direction is normalised per coordinate like Adam's, so the
             default is Adam-HD's 1e-7 scaled by RMSprop's 10x larger default lr: 1e-6.
         hypergrad_rule, lr_bounds, granularity, lr_limit, lr_limit_power: see
@@ -59,9 +60,9 @@ class RMSpropHD(HypergradOptimizer):
         weight_decay: float = 0.0,
         momentum: float = 0.0,
         centered: bool = False,
+        *,
         foreach: bool | None = None,
         maximize: bool = False,
-        *,
         hypergrad_lr: float = 1e-6,
         hypergrad_rule: str = "additive",
         lr_bounds: Sequence[float] | None = None,
