@@ -50,9 +50,15 @@ VARIANTS: dict[str, tuple[type, type, dict[str, Any], float]] = {
     "heavy-ball-HD": (hypergrad.SGDHD, torch.optim.SGD, dict(lr=1e-3, momentum=0.9), 1e-10),
     "SGDN-HD": (hypergrad.SGDHD, torch.optim.SGD, dict(lr=1e-3, momentum=0.9, nesterov=True), 1e-10),
     "Adam-HD": (hypergrad.AdamHD, torch.optim.Adam, dict(lr=1e-3), 1e-12),
+    "AdamW-HD": (hypergrad.AdamWHD, torch.optim.AdamW, dict(lr=1e-3), 1e-12),
+    "Adagrad-HD": (hypergrad.AdagradHD, torch.optim.Adagrad, dict(lr=1e-3), 1e-12),
+    "RMSprop-HD": (hypergrad.RMSpropHD, torch.optim.RMSprop, dict(lr=1e-3), 1e-12),
 }
 # The memory table of docs/hypergradient.md: extra state per parameter element beyond the base.
-DOCUMENTED_EXTRA_STATE = {"SGD-HD": 1.0, "SGD-HD wd": 1.0, "heavy-ball-HD": 0.0, "SGDN-HD": 1.0, "Adam-HD": 0.0}
+DOCUMENTED_EXTRA_STATE = {
+    "SGD-HD": 1.0, "SGD-HD wd": 1.0, "heavy-ball-HD": 0.0, "SGDN-HD": 1.0, "Adam-HD": 0.0, "AdamW-HD": 0.0,
+    "Adagrad-HD": 1.0, "RMSprop-HD": 1.0,
+}
 
 
 def mlp_parameters(device: torch.device) -> list[Tensor]:
@@ -80,8 +86,9 @@ class FlatVectorHD:
     """The reference code's way of doing HD, minimal: one flat gradient and one flat previous
     direction per step, around a torch.optim optimizer (``foreach=True``) that takes the step.
 
-    ``flat_direction`` turns the base optimizer's state after its step into the flat direction
-    ``u_t`` (plain SGD: the flat gradient itself).
+    ``flat_direction(base, before)`` gives the flat direction ``u_t`` after the base step, from
+    the base's state and ``before``: the flat gradient (plain SGD's ``u_t`` itself), or for
+    ``parameter_change`` the flat parameters before the step.
     """
 
     def __init__(self, base: torch.optim.Optimizer, hypergrad_lr: float,
@@ -94,8 +101,11 @@ class FlatVectorHD:
         flat_grad = torch.cat([p.grad.reshape(-1) for p in group["params"]])
         if self.previous is not None:
             group["lr"] += self.hypergrad_lr * torch.dot(flat_grad, self.previous).item()
+        before = flat_grad
+        if self.flat_direction is parameter_change:
+            before = torch.cat([p.reshape(-1) for p in group["params"]])
         self.base.step()
-        self.previous = self.flat_direction(self.base, flat_grad)
+        self.previous = self.flat_direction(self.base, before)
 
     def state_tensors(self) -> list[Tensor]:
         return [self.previous] if self.previous is not None else []
@@ -122,6 +132,13 @@ def adam_flat_direction(optimizer: torch.optim.Optimizer, flat_grad: Tensor) -> 
     return m_hat.div_(v_hat.sqrt_().add_(group["eps"]))
 
 
+def parameter_change(optimizer: torch.optim.Optimizer, flat_params_before: Tensor) -> Tensor:
+    """Any base rule's direction: ``u_t = (theta_{t-1} - theta_t) / lr`` (AdamW, Adagrad, RMSprop)."""
+    group = optimizer.param_groups[0]
+    flat_params = torch.cat([p.reshape(-1) for p in group["params"]])
+    return flat_params_before.sub_(flat_params).div_(group["lr"])
+
+
 def with_gradients(params: list[Tensor], gradients: list[Tensor]) -> list[Tensor]:
     """Fresh leaf parameters equal to ``params`` holding copies of ``gradients``."""
     leaves = [torch.nn.Parameter(p.clone()) for p in params]
@@ -139,6 +156,9 @@ def state_bytes(optimizer: Any) -> int:
     if isinstance(optimizer, FlatVectorHD):
         return state_bytes(optimizer.base) + sum(t.nbytes for t in optimizer.state_tensors())
     return sum(v.nbytes for s in optimizer.state.values() for v in s.values() if isinstance(v, Tensor))
+
+
+FLAT_DIRECTIONS = {torch.optim.SGD: sgd_flat_direction, torch.optim.Adam: adam_flat_direction}
 
 
 def peak_step_allocation(step: Callable[[], None], device: torch.device) -> int:
@@ -200,7 +220,7 @@ def benchmark_variant(variant: str, params: list[Tensor], device: torch.device, 
         "torch base": base_cls(with_gradients(params, gradients), foreach=True, **settings),
         "flat-vector HD": FlatVectorHD(
             base_cls(with_gradients(params, gradients), foreach=True, **settings), hypergrad_lr,
-            adam_flat_direction if base_cls is torch.optim.Adam else sgd_flat_direction,
+            FLAT_DIRECTIONS.get(base_cls, parameter_change),
         ),
     }
     steps = {name: optimizer.step for name, optimizer in optimizers.items()}

@@ -119,6 +119,10 @@ class HypergradOptimizer(Optimizer):
             lr_limit=lr_limit,
             lr_limit_power=lr_limit_power,
         )
+        # Every group has the key, whether or not the subclass offers the keyword: torch's
+        # capture health check reads it, and torch.compile adds it while tracing (its guard on
+        # the key then fails within the same frame when the key was absent).
+        defaults.setdefault("capturable", False)
         super().__init__(params, defaults)
 
     def add_param_group(self, param_group: dict[str, Any]) -> None:
@@ -178,8 +182,7 @@ class HypergradOptimizer(Optimizer):
     @torch.no_grad()
     def step(self, closure: Callable[[], float] | None = None) -> float | None:  # type: ignore[override]
         """Perform one optimisation step; ``closure`` re-evaluates the model and returns the loss."""
-        if any("capturable" in group for group in self.param_groups):
-            self._accelerator_graph_capture_health_check()
+        self._accelerator_graph_capture_health_check()
         loss = None
         if closure is not None:
             with torch.enable_grad():
