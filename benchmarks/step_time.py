@@ -4,7 +4,8 @@ For each variant (SGD-HD, heavy-ball HD, SGDN-HD, Adam-HD) and each parameter se
 784-1000-1000-10 MLP, 1.8 M parameters, and a 25 M parameter transformer encoder) this prints
 
 * our step time, with the for-loop and with the foreach (multi-tensor) path;
-* torch.optim's base step time (``foreach=True``) and the ratio HD / base;
+* torch.optim's base step time (``foreach=True``) and the ratio HD / base; also torch.optim's
+  for-loop step (``foreach=False``, its default on the CPU) and our for-loop's ratio to it;
 * the step time of a reference-style HD optimizer written here (the paper's code's approach: every
   step concatenates all gradients into one flat vector, dots it with the stored flat previous
   direction, updates the lr, then takes torch.optim's step and stores the new flat direction);
@@ -218,6 +219,7 @@ def benchmark_variant(variant: str, params: list[Tensor], device: torch.device, 
         "ours (for-loop)": hd_cls(with_gradients(params, gradients), hypergrad_lr=hypergrad_lr, foreach=False, **settings),
         "ours (foreach)": hd_cls(with_gradients(params, gradients), hypergrad_lr=hypergrad_lr, foreach=True, **settings),
         "torch base": base_cls(with_gradients(params, gradients), foreach=True, **settings),
+        "torch base (for-loop)": base_cls(with_gradients(params, gradients), foreach=False, **settings),
         "flat-vector HD": FlatVectorHD(
             base_cls(with_gradients(params, gradients), foreach=True, **settings), hypergrad_lr,
             FLAT_DIRECTIONS.get(base_cls, parameter_change),
@@ -285,7 +287,7 @@ def main() -> None:
         numel = sum(p.numel() for p in params)
         print(f"\n## {model}: {numel / 1e6:.1f} M parameters in {len(params)} tensors")
         header = (f"{'variant':<14} {'ours loop':>10} {'ours foreach':>12} {'torch base':>10} "
-                  f"{'ratio':>6} {'flat-vector':>11} {'ratio':>6} | {'state/param: ours':>17} "
+                  f"{'ratio':>6} {'torch loop':>10} {'ratio':>6} {'flat-vector':>11} {'ratio':>6} | {'state/param: ours':>17} "
                   f"{'base':>5} {'extra':>5} {'doc':>4} {'flat':>5} | {'peak temp/param: ours':>21} {'base':>5}")
         print(header)
         for variant in variants:
@@ -298,12 +300,15 @@ def main() -> None:
             ours_state = state["ours (foreach)"]
             print(f"{variant:<14} {t['ours (for-loop)'] * 1e3:8.2f}ms {t['ours (foreach)'] * 1e3:10.2f}ms "
                   f"{t['torch base'] * 1e3:8.2f}ms {ours / t['torch base']:5.2f}x "
+                  f"{t['torch base (for-loop)'] * 1e3:8.2f}ms "
+                  f"{t['ours (for-loop)'] / t['torch base (for-loop)']:5.2f}x "
                   f"{t['flat-vector HD'] * 1e3:9.2f}ms {t['flat-vector HD'] / t['torch base']:5.2f}x | "
                   f"{ours_state:17.2f} {state['torch base']:5.2f} {ours_state - state['torch base']:5.2f} "
                   f"{DOCUMENTED_EXTRA_STATE[variant]:4.1f} {state['flat-vector HD']:5.2f} | "
                   f"{max(peak['ours (for-loop)'], peak['ours (foreach)']):21.2f} {peak['torch base']:5.2f}"
                   f"{compiled}", flush=True)
-    print("\nratio: the faster of our two paths / torch.optim's foreach step. state: bytes of optimizer "
+    print("\nratio: the faster of our two paths / torch.optim's foreach step; after 'torch loop' (torch.optim "
+          "with foreach=False, its CPU default): our for-loop / that. state: bytes of optimizer "
           "state / bytes of parameters (extra: ours - base; doc: the extra the memory table allows). "
           "peak temp: the larger peak of our two paths' allocations during one step, same units.")
 
