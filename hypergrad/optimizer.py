@@ -90,9 +90,10 @@ class HypergradOptimizer(Optimizer):
     ``torch.compile`` it becomes a 0-dim tensor on the CPU too: a float changes every step and
     would recompile the step every time.
 
-    A group with ``capturable=True`` (on CUDA) keeps every buffer at a fixed address, so that
-    ``step()`` can be captured in a CUDA graph; torch.optim's health check refuses a capture of a
-    group without it.
+    ``capturable`` is torch.optim's flag: every group carries it (False unless the optimizer offers
+    the keyword: SGDHD and AdamHD do, and then keep their buffers at fixed addresses so that
+    ``step()`` can be captured in a CUDA graph); torch.optim's health check refuses to capture a
+    step of a group without it.
     """
 
     def __init__(
