@@ -1,0 +1,153 @@
+"""The hypergradient rule: the one place where a learning rate learns from its own gradient.
+
+Every base rule we wrap moves the parameters as ``theta_t = theta_{t-1} - alpha_t * u_t``. Holding
+everything else fixed, the derivative of the loss at step t with respect to the previous learning
+rate is ``h_t = -g_t . u_{t-1}`` (``g_t`` the gradient the base rule uses at step t). The optimizers
+compute the statistics of that dot product; this module validates the hypergradient settings and
+turns the statistics into the new learning rate:
+
+* additive (the paper's HD): ``alpha_t = alpha_{t-1} + beta * g_t . u_{t-1}``
+* multiplicative (normalised HDM): ``alpha_t = alpha_{t-1} * (1 + beta * cos(g_t, u_{t-1}))``
+
+then clips into ``lr_bounds`` and keeps the previous value when the result is not finite. The
+learning rate may be a Python float (CPU, one host read per group per step, which costs nothing
+there) or a 0-dim tensor on the parameters' device (no host-device synchronisation at all).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterable, Sequence
+from typing import Literal, Union
+
+import torch
+from torch import Tensor
+
+HypergradRule = Literal["additive", "multiplicative"]
+HYPERGRAD_RULES: tuple[str, ...] = ("additive", "multiplicative")
+LearningRate = Union[float, Tensor]
+
+
+def _as_float(value: LearningRate) -> float:
+    return float(value.item()) if isinstance(value, Tensor) else float(value)
+
+
+def validate_lr(lr: LearningRate, name: str = "lr") -> None:
+    """Raise ``ValueError`` unless ``lr`` is a finite non-negative number or a 1-element tensor."""
+    if isinstance(lr, Tensor):
+        if lr.numel() != 1:
+            raise ValueError(f"{name} as a tensor must have exactly one element, got shape {tuple(lr.shape)}")
+        if lr.requires_grad:
+            raise ValueError(f"{name} as a tensor must not require grad")
+    elif not isinstance(lr, (int, float)) or isinstance(lr, bool):
+        raise TypeError(f"{name} must be a float or a 0-dim tensor, got {type(lr).__name__}")
+    value = _as_float(lr)
+    if not math.isfinite(value) or value < 0.0:
+        raise ValueError(f"Invalid {name}: {value} (must be a finite number >= 0)")
+
+
+def validate_hypergrad_settings(
+    hypergrad_lr: float, hypergrad_rule: str, lr_bounds: Sequence[float] | None
+) -> tuple[float, float] | None:
+    """Check the hypergradient keywords shared by every HD optimizer; return normalised bounds."""
+    if isinstance(hypergrad_lr, bool) or not isinstance(hypergrad_lr, (int, float)):
+        raise TypeError(f"hypergrad_lr must be a float, got {type(hypergrad_lr).__name__}")
+    if not math.isfinite(hypergrad_lr) or hypergrad_lr < 0.0:
+        raise ValueError(f"Invalid hypergrad_lr: {hypergrad_lr} (must be a finite number >= 0)")
+    if hypergrad_rule not in HYPERGRAD_RULES:
+        raise ValueError(f"Invalid hypergrad_rule: {hypergrad_rule!r} (must be one of {HYPERGRAD_RULES})")
+    if hypergrad_rule == "multiplicative" and hypergrad_lr >= 1.0:
+        raise ValueError(
+            f"Invalid hypergrad_lr: {hypergrad_lr} for hypergrad_rule='multiplicative' "
+            "(must be in [0, 1) so that the learning rate stays positive)"
+        )
+    if lr_bounds is None:
+        return None
+    try:
+        low, high = (float(b) for b in lr_bounds)
+    except (TypeError, ValueError):
+        raise ValueError(f"Invalid lr_bounds: {lr_bounds!r} (must be a pair (low, high) of numbers)") from None
+    if math.isnan(low) or math.isnan(high) or low > high:
+        raise ValueError(f"Invalid lr_bounds: {lr_bounds!r} (must satisfy low <= high)")
+    return (low, high)
+
+
+def check_group_settings(group: dict) -> None:
+    """Validate the hypergradient keys of one param group (groups may override the defaults)."""
+    validate_lr(group["lr"])
+    group["lr_bounds"] = validate_hypergrad_settings(
+        group["hypergrad_lr"], group["hypergrad_rule"], group["lr_bounds"]
+    )
+
+
+def flat_dot(a: Tensor, b: Tensor) -> Tensor:
+    """``sum(a * b)`` over all elements in one pass (a real dot product for complex tensors too)."""
+    if a.is_complex():
+        a, b = torch.view_as_real(a), torch.view_as_real(b)
+    return torch.dot(a.reshape(-1), b.reshape(-1))
+
+
+def hypergradient_statistics(
+    grads: Sequence[Tensor],
+    directions: Iterable[Tensor],
+    rule: str,
+    scales: Sequence[float | Tensor] | None = None,
+) -> Tensor | None:
+    """Statistics of ``g_t . u_{t-1}`` over a group: ``[dot]`` or ``[dot, |g|^2, |u|^2]``.
+
+    ``grads`` are the gradients the base rule uses at step t and ``directions`` yields the previous
+    update directions, pairwise (it may be a generator, so that a direction recomputed from
+    optimizer state lives only while its dot product is taken). ``scales`` multiplies each
+    direction (Adam's bias corrections), so that it need not be materialised scaled. One 1-D tensor
+    comes back, accumulated on the tensors' device in float64 where the device has it, so that the
+    learning rate does not lose precision to float32; ``None`` when there is no previous direction
+    at all (the first step), which leaves the learning rate as it is.
+    """
+    per_tensor = []
+    for g, u in zip(grads, directions):
+        if rule == "additive":
+            per_tensor.append(flat_dot(g, u).reshape(1))
+        else:
+            per_tensor.append(torch.stack((flat_dot(g, u), flat_dot(g, g), flat_dot(u, u))))
+    if not per_tensor:
+        return None
+    device = per_tensor[0].device
+    accumulate = torch.float64 if device.type != "mps" else torch.float32
+    stacked = torch.stack(per_tensor).to(accumulate)
+    if scales is not None:
+        scale = torch.stack([torch.as_tensor(s, dtype=accumulate, device=device) for s in scales])
+        if rule == "additive":
+            stacked = stacked * scale[:, None]
+        else:
+            stacked = stacked * torch.stack((scale, torch.ones_like(scale), scale * scale), 1)
+    return stacked.sum(0)
+
+
+def updated_lr(lr: LearningRate, statistics: Tensor, group: dict) -> Tensor:
+    """The group's next learning rate from the statistics of ``g_t . u_{t-1}`` (a 0-dim tensor).
+
+    Additive: ``lr + beta * dot``. Multiplicative: ``lr * (1 + beta * dot / (|g| |u|))``, with the
+    cosine taken as 0 when either vector is zero (the first step). Then clipped into
+    ``lr_bounds``; a non-finite result (from a NaN or inf gradient) leaves ``lr`` unchanged.
+    """
+    beta = group["hypergrad_lr"]
+    dot = statistics[0]
+    if group["hypergrad_rule"] == "additive":
+        new_lr = lr + beta * dot
+    else:
+        norm_product = (statistics[1] * statistics[2]).sqrt()
+        cosine = torch.where(norm_product > 0, dot / norm_product, torch.zeros_like(dot))
+        new_lr = lr * (1.0 + beta * cosine)
+    bounds = group["lr_bounds"]
+    if bounds is not None:
+        new_lr = new_lr.clamp(bounds[0], bounds[1])
+    return torch.where(torch.isfinite(new_lr), new_lr, lr)
+
+
+def store_lr(group: dict, new_lr: Tensor) -> None:
+    """Write the new learning rate back in the form the group keeps it (float or tensor, in place)."""
+    lr = group["lr"]
+    if isinstance(lr, Tensor):
+        lr.copy_(new_lr)
+    else:
+        group["lr"] = new_lr.item()

@@ -1,0 +1,217 @@
+"""SGD-HD, heavy-ball HD and SGDN-HD: ``torch.optim.SGD`` whose learning rate learns online."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+import torch
+from torch import Tensor
+
+from ._hypergradient import LearningRate, hypergradient_statistics
+from .optimizer import GroupTensors, HypergradOptimizer, effective_grads
+
+__all__ = ["SGDHD"]
+
+
+class SGDHD(HypergradOptimizer):
+    r"""Stochastic gradient descent (optionally with momentum or Nesterov momentum) whose learning
+    rate adapts online by hypergradient descent (Baydin et al., ICLR 2018).
+
+    Every argument of :class:`torch.optim.SGD` keeps its meaning; with ``hypergrad_lr=0`` this is
+    exactly ``torch.optim.SGD``. Plain SGD gives SGD-HD, ``momentum > 0`` heavy-ball HD and
+    ``nesterov=True`` SGDN-HD.
+
+    .. math::
+        \begin{aligned}
+            &g_t = \pm\nabla f_t(\theta_{t-1}) + \lambda\,\theta_{t-1}
+                \quad(\text{minus with } \textit{maximize};\ \lambda = \text{weight\_decay}) \\
+            &\alpha_t = \alpha_{t-1} + \beta\, g_t \cdot u_{t-1}
+                \quad(\text{additive; } u_0 = 0,\ \beta = \text{hypergrad\_lr}) \\
+            &\alpha_t = \alpha_{t-1}\,\bigl(1 + \beta \cos(g_t, u_{t-1})\bigr)
+                \quad(\text{multiplicative}) \\
+            &\alpha_t \leftarrow \operatorname{clip}(\alpha_t, \text{lr\_bounds});\quad
+                \alpha_t \leftarrow \alpha_{t-1} \text{ if not finite} \\
+            &v_t = \mu v_{t-1} + (1 - \tau) g_t \quad (v_1 = g_1;\ \mu = \text{momentum},
+                \ \tau = \text{dampening}) \\
+            &u_t = g_t \ (\mu = 0), \quad u_t = v_t \ (\text{heavy ball}),
+                \quad u_t = g_t + \mu v_t \ (\text{Nesterov}) \\
+            &\theta_t = \theta_{t-1} - \alpha_t u_t
+        \end{aligned}
+
+    ``g_t . u_{t-1} = -d f_t / d alpha_{t-1}``: the learning rate descends the derivative of the
+    current loss with respect to the learning rate used one step earlier. It is one dot product
+    over all parameters of the group, taken once per step, before the parameters move. Memory:
+    heavy ball needs nothing extra (the momentum buffer is ``u_{t-1}``); plain SGD and Nesterov
+    keep one buffer, ``state["hypergrad_direction"]``.
+
+    Args:
+        params: parameters or param groups; a group may override ``lr`` and ``hypergrad_lr``.
+        lr: initial learning rate ``alpha_0``; afterwards ``param_groups[i]["lr"]`` holds the
+            adapted one.
+        momentum, dampening, weight_decay, nesterov, maximize, foreach: as in ``torch.optim.SGD``.
+        hypergrad_lr: ``beta``, the learning rate of the learning rate. The default 1e-3 is the
+            reference code's choice for the SGD variants at ``lr=1e-3`` (MNIST logistic regression
+            and MLP): for additive HD, ``beta * g . u`` has the units of ``lr``, and
+            ``|g|^2 ~ 1e-2..1`` in those networks moves ``lr`` by ~1e-5..1e-3 per step. Scale it
+            with the size of ``|g|^2``; see the README.
+        hypergrad_rule: ``"additive"`` (the paper's HD) or ``"multiplicative"`` (normalised HDM:
+            scale-free, ``hypergrad_lr`` in [0, 1), lr stays positive).
+        lr_bounds: optional ``(low, high)``; the lr is clipped into it after every update.
+    """
+
+    def __init__(
+        self,
+        params: Any,
+        lr: float | Tensor = 1e-3,
+        momentum: float = 0.0,
+        dampening: float = 0.0,
+        weight_decay: float = 0.0,
+        nesterov: bool = False,
+        *,
+        hypergrad_lr: float = 1e-3,
+        hypergrad_rule: str = "additive",
+        lr_bounds: Sequence[float] | None = None,
+        maximize: bool = False,
+        foreach: bool | None = None,
+    ) -> None:
+        if not 0.0 <= momentum:
+            raise ValueError(f"Invalid momentum: {momentum} (must be >= 0)")
+        if not 0.0 <= dampening <= 1.0:
+            raise ValueError(f"Invalid dampening: {dampening} (must be in [0, 1])")
+        if not 0.0 <= weight_decay:
+            raise ValueError(f"Invalid weight_decay: {weight_decay} (must be >= 0)")
+        if nesterov and (momentum <= 0 or dampening != 0):
+            raise ValueError("Invalid nesterov: Nesterov momentum requires momentum > 0 and dampening = 0")
+        defaults = dict(
+            lr=lr,
+            momentum=momentum,
+            dampening=dampening,
+            weight_decay=weight_decay,
+            nesterov=nesterov,
+            maximize=maximize,
+            foreach=foreach,
+        )
+        super().__init__(
+            params, defaults, hypergrad_lr=hypergrad_lr, hypergrad_rule=hypergrad_rule, lr_bounds=lr_bounds
+        )
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        super().__setstate__(state)
+        for group in self.param_groups:
+            group.setdefault("nesterov", False)
+
+    def _init_group(self, group: dict[str, Any]) -> GroupTensors:
+        tensors = GroupTensors()
+        for p in group["params"]:
+            if p.grad is None or p.numel() == 0:
+                continue
+            if p.grad.is_sparse:
+                raise RuntimeError("SGDHD does not support sparse gradients")
+            tensors.params.append(p)
+            tensors.grads.append(p.grad)
+            tensors.states.append(self.state[p])
+        if tensors.params:
+            tensors.grads = effective_grads(
+                tensors.params, tensors.grads, group["weight_decay"], group["maximize"],
+                self._use_foreach(group, tensors.params),
+            )
+        return tensors
+
+    def _hypergradient_statistics(self, group: dict[str, Any], tensors: GroupTensors) -> Tensor | None:
+        # u_{t-1} is the momentum buffer for heavy ball, else the stored direction; a parameter
+        # without one (its first step) has u_{t-1} = 0 and adds nothing.
+        key = "momentum_buffer" if group["momentum"] != 0 and not group["nesterov"] else "hypergrad_direction"
+        pairs = [(g, s[key]) for g, s in zip(tensors.grads, tensors.states) if key in s]
+        return hypergradient_statistics(
+            [g for g, _ in pairs], [u for _, u in pairs], group["hypergrad_rule"]
+        )
+
+    def _update_params(self, group: dict[str, Any], tensors: GroupTensors, lr: LearningRate) -> None:
+        sgd_hd_update = _multi_tensor_update if self._use_foreach(group, tensors.params) else _single_tensor_update
+        sgd_hd_update(
+            tensors.params,
+            tensors.grads,
+            tensors.states,
+            lr=lr,
+            momentum=group["momentum"],
+            dampening=group["dampening"],
+            nesterov=group["nesterov"],
+        )
+
+
+def _direction_buffer(state: dict[str, Any], like: Tensor) -> Tensor:
+    if "hypergrad_direction" not in state:
+        state["hypergrad_direction"] = torch.empty_like(like, memory_format=torch.preserve_format)
+    return state["hypergrad_direction"]
+
+
+def _single_tensor_update(
+    params: list[Tensor],
+    grads: list[Tensor],
+    states: list[dict[str, Any]],
+    *,
+    lr: LearningRate,
+    momentum: float,
+    dampening: float,
+    nesterov: bool,
+) -> None:
+    for param, grad, state in zip(params, grads, states):
+        if momentum != 0:
+            buf = state.get("momentum_buffer")
+            if buf is None:
+                buf = state["momentum_buffer"] = grad.detach().clone()
+            else:
+                buf.mul_(momentum).add_(grad, alpha=1 - dampening)
+            if nesterov:
+                direction = _direction_buffer(state, grad).copy_(grad).add_(buf, alpha=momentum)
+            else:
+                direction = buf
+        else:
+            direction = _direction_buffer(state, grad).copy_(grad)
+        if isinstance(lr, Tensor):
+            param.addcmul_(direction, lr, value=-1)
+        else:
+            param.add_(direction, alpha=-lr)
+
+
+def _multi_tensor_update(
+    params: list[Tensor],
+    grads: list[Tensor],
+    states: list[dict[str, Any]],
+    *,
+    lr: LearningRate,
+    momentum: float,
+    dampening: float,
+    nesterov: bool,
+) -> None:
+    grouped = torch.optim.Optimizer._group_tensors_by_device_and_dtype([params, grads], with_indices=True)
+    for (device_params, device_grads), indices in grouped.values():
+        device_states = [states[i] for i in indices]
+        if momentum != 0:
+            if all("momentum_buffer" in s for s in device_states):
+                bufs = [s["momentum_buffer"] for s in device_states]
+                torch._foreach_mul_(bufs, momentum)
+                torch._foreach_add_(bufs, device_grads, alpha=1 - dampening)
+            else:
+                bufs = []
+                for grad, state in zip(device_grads, device_states):
+                    buf = state.get("momentum_buffer")
+                    if buf is None:
+                        buf = state["momentum_buffer"] = grad.detach().clone()
+                    else:
+                        buf.mul_(momentum).add_(grad, alpha=1 - dampening)
+                    bufs.append(buf)
+            if nesterov:
+                directions = [_direction_buffer(s, g) for s, g in zip(device_states, device_grads)]
+                torch._foreach_copy_(directions, device_grads)
+                torch._foreach_add_(directions, bufs, alpha=momentum)
+            else:
+                directions = bufs
+        else:
+            directions = [_direction_buffer(s, g) for s, g in zip(device_states, device_grads)]
+            torch._foreach_copy_(directions, device_grads)
+        if isinstance(lr, Tensor):
+            torch._foreach_sub_(device_params, torch._foreach_mul(directions, lr))
+        else:
+            torch._foreach_add_(device_params, directions, alpha=-lr)
