@@ -10,6 +10,7 @@ import pytest
 import torch
 from torch import nn
 
+from hypergrad import AdamHD, SGDHD
 from hypergrad.lr_finder import LRFinderResult, find_lr
 
 matplotlib.use("Agg")
@@ -476,3 +477,44 @@ def test_plot_has_log_axis_and_a_marker_per_suggestion():
     for method in ("valley", "steep", "minimum"):
         assert any(label.startswith(method) for label in labels)
     plt.close(ax.figure)
+
+
+# ---- hypergradient optimizers ----------------------------------------------------------------
+
+
+@pytest.mark.parametrize("hd_cls, base_cls, kwargs, beta", [
+    (SGDHD, torch.optim.SGD, {"lr": 0.05, "momentum": 0.9}, 1e-2),
+    (AdamHD, torch.optim.Adam, {"lr": 1e-3}, 1e-4),
+])
+def test_hd_optimizer_is_tested_as_its_base(hd_cls, base_cls, kwargs, beta):
+    """With HD switched off the curve is the base optimizer's (from the same start)."""
+    x, y, _ = least_squares()
+    curves = []
+    for cls, extra in ((hd_cls, {"hypergrad_lr": beta}), (base_cls, {})):
+        model = nn.Linear(x.shape[1], 1, bias=False).double()
+        with torch.no_grad():
+            model.weight.zero_()
+        optimizer = cls(model.parameters(), **kwargs, **extra)
+        before = snapshot(model, optimizer)
+        curves.append(find_lr(model, optimizer, mse, [(x, y)], start_lr=1e-4, end_lr=1.0,
+                              num_iter=40, smooth=1.0).raw_losses)
+        assert_restored(before, model, optimizer)
+    np.testing.assert_allclose(curves[0], curves[1], rtol=1e-12)
+
+
+@pytest.mark.parametrize("exc", [RuntimeError("boom"), KeyboardInterrupt()])
+def test_hd_optimizer_restored_when_interrupted(exc):
+    torch.manual_seed(0)
+    model = BNNet()
+    groups = [{"params": model.body.parameters(), "lr": 1e-3},
+              {"params": model.head.parameters(), "lr": 1e-2, "hypergrad_lr": 1e-6}]
+    optimizer = AdamHD(groups, hypergrad_lr=1e-7)
+    batches = classification_batches()
+    for x, t in batches:
+        optimizer.zero_grad()
+        nn.functional.cross_entropy(model(x), t).backward()
+        optimizer.step()
+    before = snapshot(model, optimizer)
+    with pytest.raises(type(exc)):
+        find_lr(model, optimizer, RaisesAt(k=9, exc=exc), batches, num_iter=30)
+    assert_restored(before, model, optimizer)
