@@ -49,8 +49,12 @@ RANGE_TEST_ITERATIONS = 100
 
 
 def one_cycle(optimizer, iterations_per_epoch: int, total_iterations: int, *, max_lr: float) -> OneCycleLR:
-    """``OneCycleLR`` over the whole run (torch's defaults: 30% warm-up, cosine, div 25)."""
-    return OneCycleLR(optimizer, max_lr=max_lr, total_steps=total_iterations)
+    """``OneCycleLR`` over the whole run (torch's defaults: 30% warm-up, cosine, div 25).
+
+    The runner steps the scheduler after every optimizer step, the last one included, so the
+    schedule gets one point more than there are steps (else that last call runs past its end).
+    """
+    return OneCycleLR(optimizer, max_lr=max_lr, total_steps=total_iterations + 1)
 
 
 def cosine_hypergrad_decay(optimizer, iterations_per_epoch: int, total_iterations: int) -> LambdaHypergradLR:

@@ -1,7 +1,8 @@
 """torch's lr schedulers with the hypergradient optimizers, and LambdaHypergradLR.
 
 Chainable schedulers (StepLR, ExponentialLR, CosineAnnealingLR, ...) multiply the current, adapted
-lr; CyclicLR and OneCycleLR compute the lr from the step count and overwrite the adaptation.
+lr; CyclicLR, OneCycleLR and LambdaLR compute the lr from the step count and overwrite the
+adaptation.
 """
 
 from __future__ import annotations
@@ -63,8 +64,9 @@ def test_decay_schedulers_scale_the_adapted_lr(optimizer_cls, kwargs, make_sched
 @pytest.mark.parametrize("make_scheduler", [
     lambda opt: lr_scheduler.OneCycleLR(opt, max_lr=0.1, total_steps=20),
     lambda opt: lr_scheduler.CyclicLR(opt, base_lr=0.01, max_lr=0.1, step_size_up=5),
+    lambda opt: lr_scheduler.LambdaLR(opt, lambda t: 1 / (1 + t)),
 ])
-def test_cyclical_schedulers_overwrite_the_adapted_lr(optimizer_cls, base_cls, kwargs, beta,
+def test_step_count_schedulers_overwrite_the_adapted_lr(optimizer_cls, base_cls, kwargs, beta,
                                                       make_scheduler):
     """After every scheduler step the lr is the schedule's value, exactly as with the base
     optimizer; HD only moves it within the step (the lr the step used)."""
