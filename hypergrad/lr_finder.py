@@ -279,10 +279,16 @@ def _interp_log(lr: float, lrs: list[float], values: list[float]) -> float:
     return values[-1]
 
 
-def _set_group_value(group: dict[str, Any], key: str, value: float) -> None:
+# Param-group keys with which a hypergradient optimizer moves its lr by itself, and the values
+# that switch that off (the optimizer is then exactly its torch.optim base): the hypergradient
+# step size, and the convergence-ensuring blend towards a fixed lr, which rewrites the lr.
+_HYPERGRADIENT_OFF: dict[str, float | None] = {"hypergrad_lr": 0.0, "lr_limit": None}
+
+
+def _set_group_value(group: dict[str, Any], key: str, value: float | None) -> None:
     """Write a hyperparameter in place when it is a tensor (as torch's schedulers do), so a
     tensor lr stays the same tensor object (CUDA graphs and capturable optimizers rely on it)."""
-    if isinstance(group[key], Tensor):
+    if isinstance(group[key], Tensor) and value is not None:
         group[key].fill_(value)
     else:
         group[key] = value
@@ -417,8 +423,10 @@ def find_lr(
     param group value (lr, ``hypergrad_lr``, ...). This also holds when the test raises or is
     interrupted (the exception propagates). Global RNG state is not restored.
 
-    Works with any optimizer. Hypergradient optimizers are tested as their base optimizer:
-    ``hypergrad_lr`` is set to 0 in every group that has it, for the duration of the test.
+    Works with any optimizer. Hypergradient optimizers are tested as their base optimizer: for
+    the duration of the test, every group that has them gets ``hypergrad_lr = 0`` and
+    ``lr_limit = None`` (no blend). With ``granularity="tensor"`` / ``"element"`` the schedule
+    sets the base rate ``group["lr"]``, which the (then frozen) per-tensor scales multiply.
 
     Args:
         model: the model to test; its parameters must already be on ``device``.
@@ -486,8 +494,9 @@ def find_lr(
     diverged = False
     try:
         for group in optimizer.param_groups:
-            if "hypergrad_lr" in group:
-                _set_group_value(group, "hypergrad_lr", 0.0)
+            for key, off in _HYPERGRADIENT_OFF.items():
+                if key in group:
+                    _set_group_value(group, key, off)
         model.train()
         batches = _cycle(loader)
         avg, best = 0.0, math.inf

@@ -10,7 +10,7 @@ import pytest
 import torch
 from torch import nn
 
-from hypergrad import AdamHD, SGDHD
+from hypergrad import AdagradHD, AdamHD, AdamWHD, AdaptiveGainSGD, RMSpropHD, SGDHD
 from hypergrad.lr_finder import LRFinderResult, find_lr
 
 matplotlib.use("Agg")
@@ -502,15 +502,22 @@ def test_plot_has_log_axis_and_a_marker_per_suggestion():
 # ---- hypergradient optimizers ----------------------------------------------------------------
 
 
-@pytest.mark.parametrize("hd_cls, base_cls, kwargs, beta", [
-    (SGDHD, torch.optim.SGD, {"lr": 0.05, "momentum": 0.9}, 1e-2),
-    (AdamHD, torch.optim.Adam, {"lr": 1e-3}, 1e-4),
+@pytest.mark.parametrize("hd_cls, base_cls, kwargs, hd_kwargs", [
+    (SGDHD, torch.optim.SGD, {"lr": 0.05, "momentum": 0.9}, {"hypergrad_lr": 1e-2}),
+    (SGDHD, torch.optim.SGD, {"lr": 0.05}, {"hypergrad_lr": 1e-2, "granularity": "tensor"}),
+    (SGDHD, torch.optim.SGD, {"lr": 0.05}, {"hypergrad_lr": 1e-2, "lr_limit": 0.01}),
+    (AdamHD, torch.optim.Adam, {"lr": 1e-3}, {"hypergrad_lr": 1e-4}),
+    (AdamWHD, torch.optim.AdamW, {"lr": 1e-3}, {"hypergrad_lr": 1e-4}),
+    (AdagradHD, torch.optim.Adagrad, {"lr": 1e-2}, {"hypergrad_lr": 1e-4}),
+    (RMSpropHD, torch.optim.RMSprop, {"lr": 1e-3, "centered": True},
+     {"hypergrad_lr": 1e-4, "hypergrad_rule": "multiplicative"}),
 ])
-def test_hd_optimizer_is_tested_as_its_base(hd_cls, base_cls, kwargs, beta):
-    """With HD switched off the curve is the base optimizer's (from the same start)."""
+def test_hd_optimizer_is_tested_as_its_base(hd_cls, base_cls, kwargs, hd_kwargs):
+    """With HD (and the blend) switched off the curve is the base optimizer's, from the same
+    start; afterwards every group value, hypergrad_lr and lr_limit included, is back."""
     x, y, _ = least_squares()
     curves = []
-    for cls, extra in ((hd_cls, {"hypergrad_lr": beta}), (base_cls, {})):
+    for cls, extra in ((hd_cls, hd_kwargs), (base_cls, {})):
         model = nn.Linear(x.shape[1], 1, bias=False).double()
         with torch.no_grad():
             model.weight.zero_()
@@ -519,7 +526,15 @@ def test_hd_optimizer_is_tested_as_its_base(hd_cls, base_cls, kwargs, beta):
         curves.append(find_lr(model, optimizer, mse, [(x, y)], start_lr=1e-4, end_lr=1.0,
                               num_iter=40, smooth=1.0).raw_losses)
         assert_restored(before, model, optimizer)
-    np.testing.assert_allclose(curves[0], curves[1], rtol=1e-12)
+    np.testing.assert_allclose(curves[0], curves[1], rtol=1e-10)
+
+
+def test_adaptive_gain_sgd_is_restored():
+    """Per-weight gains are optimizer state like any other: put back after the test."""
+    model, optimizer, batches = trained_bn_setup(AdaptiveGainSGD, lr=0.01, momentum=0.9)
+    before = snapshot(model, optimizer)
+    find_lr(model, optimizer, nn.functional.cross_entropy, batches, num_iter=20)
+    assert_restored(before, model, optimizer)
 
 
 @pytest.mark.parametrize("exc", [RuntimeError("boom"), KeyboardInterrupt()])
