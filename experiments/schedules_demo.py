@@ -101,7 +101,7 @@ def main(argv: list[str] | None = None) -> None:
     # 1. Range tests -> OneCycleLR's max_lr.
     fig, axes = plt.subplots(1, len(RANGE_TESTS), figsize=(12, 4))
     max_lrs = {}
-    for ax, method in zip(axes, RANGE_TESTS):
+    for ax, method in zip(axes, RANGE_TESTS, strict=True):
         result = range_test(config, method)
         _, max_lrs[method] = result.range()
         print(f"range test {method}: " + ", ".join(f"{k} {v:.3g}" for k, v in result.suggestions().items())
@@ -128,7 +128,7 @@ def main(argv: list[str] | None = None) -> None:
         ):
             runs[name] = (f"{method} from alpha_0 {alpha:g}" + (", cosine-decayed beta" if factory else ""),
                           run_method(config, method, out / "runs" / name, lr=alpha, lr_scheduler=factory))
-    for name, (description, result) in runs.items():
+    for name, (_, result) in runs.items():
         print(f"{name:<22} {result.status:<9} train loss {result.final_train_loss:.4f}  valid acc "
               f"{result.final_valid_accuracy:.4f}  final lr {result.final_lr:.3g}")
 

@@ -97,7 +97,7 @@ def pretrain(x: torch.Tensor, y: torch.Tensor, cache: Path) -> dict[str, torch.T
     model = build_model("mlp", num_classes=len(PRETRAIN_CLASSES))
     optimizer = torch.optim.Adam(model.parameters(), lr=PRETRAIN_LR)
     generator = torch.Generator().manual_seed(0)
-    for epoch in range(PRETRAIN_EPOCHS):
+    for _ in range(PRETRAIN_EPOCHS):
         for xb, yb in batches(x, y, PRETRAIN_BATCH, generator):
             optimizer.zero_grad(set_to_none=True)
             F.cross_entropy(model(xb), yb).backward()
@@ -139,7 +139,7 @@ def finetune(variant, model, lr, train, test, seed):
     generator = torch.Generator().manual_seed(seed)
     accuracies = [evaluate(model, *test, batch_size=1000)[1]]
     group_lrs = [[float(g["lr"]) for g in optimizer.param_groups]]
-    for epoch in range(FINETUNE_EPOCHS):
+    for _ in range(FINETUNE_EPOCHS):
         model.train()
         for xb, yb in batches(*train, FINETUNE_BATCH, generator):
             optimizer.zero_grad(set_to_none=True)
@@ -201,7 +201,7 @@ def main(argv: list[str] | None = None) -> None:
             curves[variant].append(accuracies)
             if variant.startswith("adam_hd"):
                 lr_rows += [[variant, seed, step, name, value]
-                            for step, values in enumerate(group_lrs) for name, value in zip(names, values)]
+                            for step, values in enumerate(group_lrs) for name, value in zip(names, values, strict=True)]
                 if seed == SEEDS[0]:
                     first_seed_lrs[variant] = (names, group_lrs)
 
@@ -244,7 +244,7 @@ def main(argv: list[str] | None = None) -> None:
     ax.legend(loc="best")
     ax.grid(alpha=0.3, which="both")
     layers = build_model("mlp", num_classes=len(FINETUNE_CLASSES))
-    for ax, variant in zip(axes[1:], ("adam_hd_layerwise", "adam_hd")):
+    for ax, variant in zip(axes[1:], ("adam_hd_layerwise", "adam_hd"), strict=True):
         names, group_lrs = first_seed_lrs[variant]
         values = torch.tensor(group_lrs)
         for i, name in enumerate(names):

@@ -91,7 +91,7 @@ def assert_restored(before: dict, model: nn.Module, optimizer: torch.optim.Optim
     for k in before["model"]:
         assert bit_equal(before["model"][k], after["model"][k]), k
     assert len(before["grads"]) == len(after["grads"])
-    for a, b in zip(before["grads"], after["grads"]):
+    for a, b in zip(before["grads"], after["grads"], strict=True):
         assert (a is None and b is None) or bit_equal(a, b)
     assert before["training"] == after["training"]
     assert before["opt_state"].keys() == after["opt_state"].keys()
@@ -221,7 +221,7 @@ def test_restored_optimizer_continues_bit_for_bit_like_an_untouched_one():
             opt.zero_grad()
             nn.functional.cross_entropy(m(x), t).backward()
             opt.step()
-    for a, b in zip(model.state_dict().values(), twin_model.state_dict().values()):
+    for a, b in zip(model.state_dict().values(), twin_model.state_dict().values(), strict=True):
         assert bit_equal(a, b)
 
 
