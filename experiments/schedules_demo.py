@@ -92,6 +92,8 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--train-fraction", type=float, default=1.0)
     parser.add_argument("--seed", type=int, default=1)
     parser.add_argument("--out", default="results/schedules")
+    parser.add_argument("--resume", action="store_true",
+                        help="reuse finished runs in OUT/runs (and continue interrupted ones)")
     args = parser.parse_args(argv)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
@@ -119,7 +121,8 @@ def main(argv: list[str] | None = None) -> None:
         name = f"{method}_onecycle"
         factory = functools.partial(one_cycle, max_lr=max_lr)
         runs[name] = (f"{method}, OneCycleLR max_lr {max_lr:.3g}",
-                      run_method(config, method, out / "runs" / name, lr=max_lr, lr_scheduler=factory))
+                      run_method(config, method, out / "runs" / name, resume=args.resume, lr=max_lr,
+                                 lr_scheduler=factory))
     for alpha in ALPHAS:
         for name, method, factory in (
             (f"adam_a{alpha:g}", "adam", None),
@@ -127,7 +130,8 @@ def main(argv: list[str] | None = None) -> None:
             (f"adam_hd_cos_a{alpha:g}", "adam_hd", cosine_hypergrad_decay),
         ):
             runs[name] = (f"{method} from alpha_0 {alpha:g}" + (", cosine-decayed beta" if factory else ""),
-                          run_method(config, method, out / "runs" / name, lr=alpha, lr_scheduler=factory))
+                          run_method(config, method, out / "runs" / name, resume=args.resume, lr=alpha,
+                                     lr_scheduler=factory))
     for name, (_, result) in runs.items():
         print(f"{name:<22} {result.status:<9} train loss {result.final_train_loss:.4f}  valid acc "
               f"{result.final_valid_accuracy:.4f}  final lr {result.final_lr:.3g}")
@@ -166,15 +170,19 @@ def main(argv: list[str] | None = None) -> None:
             iterations = read_csv(result.iterations_csv)
             axes[2].plot(iterations["iteration"], iterations["lr"], color=colour, linestyle=style, label=description)
     axes[0].set(xlabel="epoch", ylabel="training loss (epoch mean of minibatch losses)", yscale="log",
-                title=f"{args.task}: training loss")
+                title="training loss")
     axes[1].set(xlabel="iteration", ylabel="learning rate", yscale="log",
-                title="learning rate (Adam fixed, AdamHD adapting, one-cycle)")
+                title="learning rate: Adam fixed, AdamHD adapting, one-cycle")
     axes[2].set(xlabel="iteration", ylabel="learning rate", yscale="log",
                 title="AdamHD: constant beta (solid) vs cosine-decayed beta (dotted)")
     for ax in axes:
         ax.grid(alpha=0.3, which="both")
-    axes[0].legend(fontsize=7, loc="upper right")
+    handles, labels = axes[0].get_legend_handles_labels()
+    fig.legend(handles, labels, loc="upper center", bbox_to_anchor=(0.36, 0.0), ncol=5, fontsize=8)
     axes[2].legend(fontsize=7, loc="lower right")
+    fig.suptitle(f"{TASKS[args.task].description}: {args.epochs} epochs on {args.train_fraction:.0%} of the training "
+                 f"set, batch {config.batch_size}, weight decay {config.weight_decay:g}, Adam-HD beta "
+                 f"{runs[f'adam_hd_a{ALPHAS[0]:g}'][1].hypergrad_lr:g}, seed {args.seed}")
     fig.tight_layout()
     save_figure(fig, out / "schedules.png")
     plt.close(fig)
