@@ -16,12 +16,14 @@ model with its new head (``hypergrad.find_lr``). Variants, all Adam-based:
 Run ``python -m experiments.transfer --out results/transfer``. Writes (atomically) ``transfer.csv``
 (per variant and seed: final test accuracy, lr), ``transfer_curves.csv`` (test accuracy per
 epoch), ``transfer_lrs.csv`` (per-group lr after every step of the HD variants), ``transfer.md``
-(the table) and ``transfer.png``. The pretrained weights are cached in ``pretrained.pt``.
+(the table) and ``transfer.png`` (``--plot-only`` redraws it from the CSVs). The pretrained
+weights are cached in ``pretrained.pt``.
 """
 
 from __future__ import annotations
 
 import argparse
+import csv
 import os
 import statistics
 import tempfile
@@ -150,13 +152,71 @@ def finetune(variant, model, lr, train, test, seed):
     return accuracies, group_lrs, [g["name"] for g in optimizer.param_groups]
 
 
+def make_figure(out: Path) -> None:
+    """``transfer.png`` from the CSVs: test error per epoch of every variant (mean and range
+    over seeds), and the per-group lr of both HD variants (first seed) beside their fixed Adam
+    counterparts."""
+    with open(out / "transfer_curves.csv", newline="") as stream:
+        curve_rows = list(csv.DictReader(stream))
+    with open(out / "transfer_lrs.csv", newline="") as stream:
+        lr_rows = list(csv.DictReader(stream))
+    fig, axes = plt.subplots(1, 3, figsize=(17, 5))
+    ax = axes[0]
+    for variant in VARIANTS:
+        colour, style = STYLE[variant]
+        by_seed: dict[str, list[float]] = {}
+        for row in curve_rows:
+            if row["variant"] == variant:
+                by_seed.setdefault(row["seed"], []).append(1 - float(row["test_accuracy"]))
+        errors = torch.tensor(list(by_seed.values()))
+        epochs = range(errors.shape[1])
+        ax.plot(epochs, errors.mean(0), color=colour, linestyle=style, label=variant)
+        if errors.shape[0] > 1:
+            ax.fill_between(epochs, errors.min(0).values, errors.max(0).values, color=colour, alpha=0.12)
+    ax.set_yscale("log")
+    ax.set_xlabel("fine-tuning epoch")
+    ax.set_ylabel("test error, digits 5-9 (1 - accuracy)")
+    ax.set_title(f"Test error (mean; band: min..max of {errors.shape[0]} seeds)", fontsize=10)
+    ax.legend(loc="upper right")
+    ax.grid(alpha=0.3, which="both")
+    layers = build_model("mlp", num_classes=len(FINETUNE_CLASSES))
+    first_seed = lr_rows[0]["seed"]
+    for ax, variant in zip(axes[1:], ("adam_hd_layerwise", "adam_hd"), strict=True):
+        series: dict[str, list[float]] = {}
+        for row in lr_rows:
+            if row["variant"] == variant and row["seed"] == first_seed:
+                series.setdefault(row["group"], []).append(float(row["lr"]))
+        for i, (name, values) in enumerate(series.items()):
+            layer = layers.get_submodule(HEAD if name == "head" else name)
+            label = f"{'new head' if name == 'head' else 'hidden'} {layer.in_features}->{layer.out_features}"
+            ax.plot(range(len(values)), values, color=f"C{i + 2}", label=f"{label}: AdamHD")
+            ax.axhline(values[0], color=f"C{i + 2}", linestyle="--", linewidth=1, label=f"{label}: Adam (fixed)")
+        ax.set_yscale("log")
+        ax.set_xlabel("fine-tuning step")
+        ax.set_ylabel("learning rate")
+        origin = "fastai slice(lr/100, lr)" if variant == "adam_hd_layerwise" else "one rate lr"
+        ax.set_title(f"{variant}: per-group lr from {origin} (seed {first_seed})", fontsize=10)
+        ax.grid(alpha=0.3, which="both")
+    handles, labels = axes[1].get_legend_handles_labels()
+    fig.legend(handles, labels, loc="upper center", bbox_to_anchor=(0.66, 0.0), ncol=3, fontsize=8)
+    fig.suptitle(f"MLP pretrained on MNIST digits 0-4, new head, fine-tuned on {PER_CLASS} images per digit 5-9 "
+                 f"(batch {FINETUNE_BATCH}, lr = range-test valley for Adam, AdamHD beta {HYPERGRAD_LR:g})")
+    fig.tight_layout()
+    save_figure(fig, out / "transfer.png")
+    plt.close(fig)
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(prog="python -m experiments.transfer", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--out", default="results/transfer", help="output folder")
     parser.add_argument("--seeds", type=int, default=len(SEEDS), help="how many of the seeds to run")
+    parser.add_argument("--plot-only", action="store_true", help="redraw transfer.png from the CSVs in --out")
     args = parser.parse_args(argv)
     out = Path(args.out)
+    if args.plot_only:
+        make_figure(out)
+        return
     out.mkdir(parents=True, exist_ok=True)
 
     # Data: digits 0-4 (all training images) to pretrain; PER_CLASS images of each of 5-9 to
@@ -174,7 +234,6 @@ def main(argv: list[str] | None = None) -> None:
 
     rows, curve_rows, lr_rows = [], [], []
     curves: dict[str, list[list[float]]] = {v: [] for v in VARIANTS}
-    first_seed_lrs: dict[str, tuple[list[str], list[list[float]]]] = {}
     for seed in SEEDS[: args.seeds]:
         train = few_per_class(pool_x, pool_y, PER_CLASS, seed)
         # The range test on the model with its new head, Adam, one rate everywhere.
@@ -202,8 +261,6 @@ def main(argv: list[str] | None = None) -> None:
             if variant.startswith("adam_hd"):
                 lr_rows += [[variant, seed, step, name, value]
                             for step, values in enumerate(group_lrs) for name, value in zip(names, values, strict=True)]
-                if seed == SEEDS[0]:
-                    first_seed_lrs[variant] = (names, group_lrs)
 
     write_csv(out / "transfer.csv", ["variant", "seed", "lr", "final_test_accuracy"], rows)
     write_csv(out / "transfer_curves.csv", ["variant", "seed", "epoch", "test_accuracy"], curve_rows)
@@ -226,43 +283,7 @@ def main(argv: list[str] | None = None) -> None:
     _atomic_write(out / "transfer.md", lambda stream: stream.write(table))
     print(table)
 
-    # The figure: test error per epoch; per-group lr of both HD variants (first seed).
-    fig, axes = plt.subplots(1, 3, figsize=(17, 4.8))
-    ax = axes[0]
-    for variant in VARIANTS:
-        colour, style = STYLE[variant]
-        errors = 1 - torch.tensor(curves[variant])
-        epochs = range(errors.shape[1])
-        ax.plot(epochs, errors.mean(0), color=colour, linestyle=style, label=variant)
-        if errors.shape[0] > 1:
-            ax.fill_between(epochs, errors.min(0).values, errors.max(0).values, color=colour, alpha=0.12)
-    ax.set_yscale("log")
-    ax.set_xlabel("fine-tuning epoch")
-    ax.set_ylabel("test error, digits 5-9 (1 - accuracy)")
-    ax.set_title(f"Fine-tuning on {PER_CLASS} images per digit (mean; band: min..max of {errors.shape[0]} seeds)",
-                 fontsize=10)
-    ax.legend(loc="best")
-    ax.grid(alpha=0.3, which="both")
-    layers = build_model("mlp", num_classes=len(FINETUNE_CLASSES))
-    for ax, variant in zip(axes[1:], ("adam_hd_layerwise", "adam_hd"), strict=True):
-        names, group_lrs = first_seed_lrs[variant]
-        values = torch.tensor(group_lrs)
-        for i, name in enumerate(names):
-            layer = layers.get_submodule(HEAD if name == "head" else name)
-            label = f"{'new head' if name == 'head' else 'hidden'} {layer.in_features}->{layer.out_features}"
-            ax.plot(range(values.shape[0]), values[:, i], color=f"C{i + 2}", label=f"{label}, AdamHD")
-            ax.axhline(float(values[0, i]), color=f"C{i + 2}", linestyle="--", linewidth=1,
-                       label=f"{label}, Adam (fixed)")
-        ax.set_yscale("log")
-        ax.set_xlabel("fine-tuning step")
-        ax.set_ylabel("learning rate")
-        origin = "fastai slice(lr/100, lr)" if variant == "adam_hd_layerwise" else "one rate lr"
-        ax.set_title(f"{variant}: per-group lr from {origin}, beta {HYPERGRAD_LR:g} (seed {SEEDS[0]})", fontsize=10)
-        ax.legend(loc="best", fontsize=8)
-        ax.grid(alpha=0.3, which="both")
-    fig.tight_layout()
-    save_figure(fig, out / "transfer.png")
-    plt.close(fig)
+    make_figure(out)
     print(f"wrote {out}/transfer.png, transfer.md, transfer.csv ({time.perf_counter() - start:.0f} s)")
 
 
