@@ -184,7 +184,7 @@ class MethodResult:
 # ----------------------------------------------------------------------------- files
 
 
-def _atomic_write(path: Path, write_file: Callable[[str], None]) -> None:
+def _atomic_write_file(path: Path, write_file: Callable[[str], None]) -> None:
     """Let ``write_file`` write a temporary file next to ``path``, then rename it over ``path``:
     readers see the old file or the new one, never half of one (Ctrl-C, crash, full disk)."""
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -198,12 +198,14 @@ def _atomic_write(path: Path, write_file: Callable[[str], None]) -> None:
             os.remove(temporary)
 
 
-def _atomic_write_text(path: Path, write: Callable[[io.TextIOBase], None]) -> None:
+def _atomic_write(path: Path, write: Callable[[io.TextIOBase], None]) -> None:
+    """Atomically write a text file through ``write(stream)``."""
+
     def write_file(temporary: str) -> None:
         with open(temporary, "w", newline="") as stream:
             write(stream)
 
-    _atomic_write(path, write_file)
+    _atomic_write_file(path, write_file)
 
 
 def write_csv(path: Path, columns: Sequence[str], rows: Sequence[Sequence]) -> None:
@@ -214,7 +216,7 @@ def write_csv(path: Path, columns: Sequence[str], rows: Sequence[Sequence]) -> N
         writer.writerow(columns)
         writer.writerows([[repr(v) if isinstance(v, float) else v for v in row] for row in rows])
 
-    _atomic_write_text(path, write)
+    _atomic_write(path, write)
 
 
 def write_json(path: Path, content: dict) -> None:
@@ -229,7 +231,7 @@ def write_json(path: Path, content: dict) -> None:
             return [clean(item) for item in value]
         return value
 
-    _atomic_write_text(path, lambda stream: json.dump(clean(content), stream, indent=2, default=str))
+    _atomic_write(path, lambda stream: json.dump(clean(content), stream, indent=2, default=str))
 
 
 # ----------------------------------------------------------------------------- data
@@ -415,7 +417,7 @@ def run_method(
         state["wall_time_s"] = earlier_wall_time_s + time.perf_counter() - wall_start
         write_csv(paths["epochs"], EPOCH_COLUMNS, state["epoch_rows"])
         write_csv(paths["iterations"], ITERATION_COLUMNS, state["iteration_rows"])
-        _atomic_write(paths["checkpoint"], lambda temporary: torch.save({
+        _atomic_write_file(paths["checkpoint"], lambda temporary: torch.save({
             "version": CHECKPOINT_VERSION, "method": method, "config": config.identity(), "state": state,
             "model": model.state_dict(), "optimizer": optimizer.state_dict(),
             "scheduler": scheduler.state_dict() if scheduler is not None else None,
