@@ -132,7 +132,8 @@ def _interrupt_after(monkeypatch, optimizer_class, calls: int) -> None:
 
 @pytest.mark.parametrize(
     "method, task, optimizer_path",
-    [("sgdm", "logreg", "torch.optim.SGD"), ("schedulefree_adamw", "cnn", "schedulefree.AdamWScheduleFree")],
+    [("sgdm", "logreg", "torch.optim.SGD"), ("sgdn_hd", "logreg", "hypergrad.SGDHD"),
+     ("adam_hd", "logreg", "hypergrad.AdamHD"), ("schedulefree_adamw", "cnn", "schedulefree.AdamWScheduleFree")],
 )
 def test_resume_after_interrupt_equals_uninterrupted_run(tmp_path, mnist_dir, monkeypatch, method, task, optimizer_path):
     data_dir = mnist_dir
