@@ -19,6 +19,7 @@ from ._hypergradient import (
     validate_hypergrad_settings,
     validate_lr,
 )
+from .distributed import all_reduce_statistics
 
 __all__ = ["HypergradOptimizer", "GroupTensors", "effective_grads"]
 
@@ -130,13 +131,14 @@ class HypergradOptimizer(Optimizer):
             if tensors.params:
                 active.append((group, tensors))
 
-        # Statistics of every group first, then the updates: one place where a distributed run
-        # reduces all groups' statistics together, and no group's parameters move before all
+        # Statistics of every group first, then the updates: sharded (FSDP2) runs sum all groups'
+        # statistics over the ranks in one all-reduce, and no group's parameters move before all
         # previous directions have been read.
         statistics = [
             self._hypergradient_statistics(group, tensors) if group["hypergrad_lr"] != 0 else None
             for group, tensors in active
         ]
+        statistics = all_reduce_statistics([tensors.params for _, tensors in active], statistics)
         for (group, tensors), group_statistics in zip(active, statistics):
             lr = self._place_lr(group, tensors.params[0].device)
             if group_statistics is not None:
