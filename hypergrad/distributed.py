@@ -132,7 +132,11 @@ def all_reduce_statistics(
         raise ValueError("param groups on different device meshes cannot share one hypergrad optimizer")
     local = [statistics[i] for i in sharded]
     summed = torch.cat([s.reshape(-1) for s in local])
-    torch.distributed.all_reduce(summed, group=mesh.get_group())
+    # CPU-offloaded shards (FSDP2's CPUOffloadPolicy) have their statistics on the CPU while a
+    # NCCL mesh reduces on its device: the copy there and back is of a few numbers.
+    on_mesh_device = summed.to(mesh.device_type)
+    torch.distributed.all_reduce(on_mesh_device, group=mesh.get_group())
+    summed = on_mesh_device.to(summed.device)
     reduced = list(statistics)
     for i, s, part in zip(sharded, local, summed.split([s.numel() for s in local])):
         reduced[i] = part.view_as(s)

@@ -1,5 +1,7 @@
-"""Two processes (gloo on 127.0.0.1) train with DDP and with FSDP2; every rank must end every step
-with the same learning rates, equal to those of one process trained on the concatenated batches.
+"""Two processes (gloo on 127.0.0.1) train with DDP, FSDP2 and 1-D tensor parallelism; every rank
+must end every step with the same learning rates, equal to those of one process trained on the
+concatenated batches (DDP, FSDP2: each rank takes half of every batch) or on the same batches
+(tensor parallel: each rank holds half of the weights).
 
 All cases run in one spawn of two workers (starting processes costs seconds); each worker writes
 its observations to a file and the tests below check them against a single-process run computed
@@ -34,16 +36,29 @@ OPTIMIZERS: dict[str, tuple[type, dict[str, Any]]] = {
     "AdamHD": (hypergrad.AdamHD, dict(lr=0.01, weight_decay=1e-2, hypergrad_lr=1e-3)),
     "AdamHD-mult": (hypergrad.AdamHD, dict(lr=0.01, hypergrad_lr=0.3, hypergrad_rule="multiplicative")),
 }
-MODES = ("ddp", "fsdp")
-FOREACH = (False, True)
+# foreach=None is torch.optim's default (the for-loop on CPU); FSDP2 runs both kernels on DTensors,
+# and with the lr kept as a 0-dim tensor, as it is for parameters on an accelerator.
+CASES = [
+    (mode, name, foreach)
+    for mode, kernels in (("ddp", (None,)), ("fsdp", (False, True)), ("fsdp-tensor-lr", (True,)), ("tp", (None,)))
+    for name in OPTIMIZERS
+    for foreach in kernels
+]
+# 5 hidden units shard unevenly over two ranks; tensor parallelism needs an even width.
+MODEL_WIDTH = {"ddp": 5, "fsdp": 5, "fsdp-tensor-lr": 5, "tp": 4}
 
 
-def make_optimizer(name: str, model: torch.nn.Module, foreach: bool | None = None) -> torch.optim.Optimizer:
+def make_optimizer(
+    name: str, model: torch.nn.Module, foreach: bool | None = None, tensor_lr: bool = False
+) -> torch.optim.Optimizer:
     """Two param groups with their own learning rates, so that their statistics share one reduction."""
     cls, settings = OPTIMIZERS[name]
+    lrs = [settings["lr"], settings["lr"] / 2]
+    if tensor_lr:
+        lrs = [torch.tensor(lr, dtype=torch.float64) for lr in lrs]
     groups = [
-        {"params": list(model.hidden.parameters())},
-        {"params": list(model.out.parameters()), "lr": settings["lr"] / 2},
+        {"params": list(model.hidden.parameters()), "lr": lrs[0]},
+        {"params": list(model.out.parameters()), "lr": lrs[1]},
     ]
     return cls(groups, foreach=foreach, **settings)
 
@@ -80,20 +95,34 @@ def full_parameters(model: torch.nn.Module) -> dict[str, torch.Tensor]:
 def sharded_model(mesh) -> TinyNet:
     from torch.distributed.fsdp import fully_shard
 
-    model = TinyNet()
+    model = TinyNet(width=MODEL_WIDTH["fsdp"])
     fully_shard(model.hidden, mesh=mesh)
     fully_shard(model, mesh=mesh)
     return model
 
 
-def _run_case(mode: str, name: str, foreach: bool, rows: slice, mesh) -> dict[str, Any]:
+def tensor_parallel_model(mesh) -> TinyNet:
+    """Megatron-style: hidden layer split by output rows (Shard(0)), output layer by input columns
+    (Shard(1)), its bias replicated."""
+    from torch.distributed.tensor.parallel import ColwiseParallel, RowwiseParallel, parallelize_module
+
+    model = TinyNet(width=MODEL_WIDTH["tp"])
+    return parallelize_module(model, mesh, {"hidden": ColwiseParallel(), "out": RowwiseParallel()})
+
+
+def _run_case(mode: str, name: str, foreach: bool | None, rank_rows: slice, mesh) -> dict[str, Any]:
     batches = make_batches(STEPS, batch=BATCH)
+    rows = rank_rows
     if mode == "ddp":
-        model = torch.nn.parallel.DistributedDataParallel(TinyNet())
+        model = torch.nn.parallel.DistributedDataParallel(TinyNet(width=MODEL_WIDTH[mode]))
         optimizer = make_optimizer(name, model.module, foreach)
-    else:
+    elif mode.startswith("fsdp"):
         model = sharded_model(mesh)
+        optimizer = make_optimizer(name, model, foreach, tensor_lr=mode == "fsdp-tensor-lr")
+    else:
+        model = tensor_parallel_model(mesh)
         optimizer = make_optimizer(name, model, foreach)
+        rows = slice(None)  # every rank sees the whole batch, and holds part of each layer
     lrs, collectives = train_steps(model, optimizer, batches, rows)
     params = full_parameters(model.module if mode == "ddp" else model)
     return dict(lrs=lrs, collectives=collectives, params=params)
@@ -172,10 +201,8 @@ def _worker(rank: int, port: int, out_dir: str) -> None:
         local = BATCH // WORLD_SIZE
         rows = slice(rank * local, (rank + 1) * local)
         results: dict[str, Any] = {"runs": {}}
-        for mode in MODES:
-            for name in OPTIMIZERS:
-                for foreach in FOREACH:
-                    results["runs"][mode, name, foreach] = _run_case(mode, name, foreach, rows, mesh)
+        for mode, name, foreach in CASES:
+            results["runs"][mode, name, foreach] = _run_case(mode, name, foreach, rows, mesh)
 
         # The same sharded run with the reduction taken out: each rank's statistics cover only its
         # shard. Shows that the equality checked above can fail.
@@ -216,9 +243,9 @@ def run_two_ranks(out_dir: Path) -> list[dict[str, Any]]:
     return [torch.load(out_dir / f"rank{rank}.pt", weights_only=False) for rank in range(WORLD_SIZE)]
 
 
-def single_process(name: str) -> dict[str, Any]:
+def single_process(name: str, width: int) -> dict[str, Any]:
     """The reference: one process, plain tensors, the concatenated batches."""
-    model = TinyNet()
+    model = TinyNet(width=width)
     optimizer = make_optimizer(name, model)
     lrs = []
     for batch in make_batches(STEPS, batch=BATCH):
@@ -241,18 +268,19 @@ def ranks(tmp_path_factory) -> list[dict[str, Any]]:
     return run_two_ranks(tmp_path_factory.mktemp("distributed"))
 
 
+def single_process_references() -> dict[tuple[str, int], dict[str, Any]]:
+    return {(name, width): single_process(name, width) for name in OPTIMIZERS for width in set(MODEL_WIDTH.values())}
+
+
 @pytest.fixture(scope="module")
-def references() -> dict[str, dict[str, Any]]:
-    return {name: single_process(name) for name in OPTIMIZERS}
-
-
-CASES = [(mode, name, foreach) for mode in MODES for name in OPTIMIZERS for foreach in FOREACH]
+def references() -> dict[tuple[str, int], dict[str, Any]]:
+    return single_process_references()
 
 
 @pytest.mark.parametrize("mode, name, foreach", CASES)
 def test_ranks_agree_with_one_process_on_the_whole_batch(ranks, references, mode, name, foreach):
     runs = [r["runs"][mode, name, foreach] for r in ranks]
-    reference = references[name]
+    reference = references[name, MODEL_WIDTH[mode]]
     assert runs[0]["lrs"] == runs[1]["lrs"]  # identical on every rank, bit for bit
     initial = reference["lrs"][0]
     assert relative_difference(reference["lrs"][-1], initial) > 0.05  # the lr did move
@@ -267,7 +295,7 @@ def test_one_all_reduce_per_step_when_sharded_none_with_ddp(ranks, mode, name, f
     for rank in ranks:
         collectives = rank["runs"][mode, name, foreach]["collectives"]
         # Step 1 has no previous direction, hence no statistics to reduce.
-        assert collectives == [0] + [1 if mode == "fsdp" else 0] * (STEPS - 1)
+        assert collectives == [0] + [0 if mode == "ddp" else 1] * (STEPS - 1)
 
 
 @pytest.mark.parametrize("name", list(OPTIMIZERS))
@@ -275,7 +303,7 @@ def test_without_the_reduction_ranks_drift_apart(ranks, references, name):
     rank_lrs = [r["unreduced"][name]["lrs"] for r in ranks]
     assert relative_difference(rank_lrs[0][-1], rank_lrs[1][-1]) > 1e-3
     for lrs in rank_lrs:
-        assert relative_difference(lrs, references[name]["lrs"]) > 1e-3
+        assert relative_difference(lrs, references[name, MODEL_WIDTH["fsdp"]]["lrs"]) > 1e-3
     assert all(count == 0 for r in ranks for count in r["unreduced"][name]["collectives"])
 
 
@@ -298,13 +326,13 @@ def test_sharded_state_dict_round_trips_through_distributed_checkpoint(ranks, na
 
 def print_table(ranks: list[dict[str, Any]]) -> None:
     """mode x optimizer x foreach -> each rank's final lrs, the single-process lrs, differences."""
-    references = {name: single_process(name) for name in OPTIMIZERS}
-    print(f"{STEPS} steps, global batch {BATCH} split over {WORLD_SIZE} ranks; lrs of groups 0 and 1 after the last step")
+    references = single_process_references()
+    print(f"{STEPS} steps, global batch {BATCH} (DDP, FSDP2: split over {WORLD_SIZE} ranks); lrs of groups 0 and 1 after the last step")
     print("| mode | optimizer | foreach | rank 0 lr | rank 1 lr | single-process lr | max rel. diff lr (all steps) | max rel. diff params | all-reduces per step |")
     print("|---|---|---|---|---|---|---|---|---|")
     for mode, name, foreach in CASES:
         runs = [r["runs"][mode, name, foreach] for r in ranks]
-        reference = references[name]
+        reference = references[name, MODEL_WIDTH[mode]]
         lr_difference = max(relative_difference(run["lrs"], reference["lrs"]) for run in runs)
         param_difference = max(
             relative_difference(run["params"][n], p) for run in runs for n, p in reference["params"].items()
@@ -315,7 +343,7 @@ def print_table(ranks: list[dict[str, Any]]) -> None:
     print("\nWithout the reduction (FSDP2, each rank's statistics over its shard only):")
     for name in OPTIMIZERS:
         lrs = [r["unreduced"][name]["lrs"][-1] for r in ranks]
-        print(f"  {name}: rank 0 {lrs[0]}, rank 1 {lrs[1]}, single process {references[name]['lrs'][-1]}")
+        print(f"  {name}: rank 0 {lrs[0]}, rank 1 {lrs[1]}, single process {references[name, MODEL_WIDTH['fsdp']]['lrs'][-1]}")
 
 
 if __name__ == "__main__":
