@@ -50,7 +50,8 @@ def _check_placement(tensor: Tensor, what: str) -> None:
         raise ValueError(
             f"hypergrad optimizers do not support {what} on a {mesh.ndim}-D device mesh "
             f"(placements {tensor.placements}): the learning-rate statistics are reduced over one "
-            "data-parallel mesh dimension only. Supported: FSDP2 (fully_shard on a 1-D mesh) and DDP."
+            "mesh dimension only. Supported: DDP, and DTensor parameters on a 1-D mesh (FSDP2's "
+            "fully_shard, or tensor parallelism)."
         )
     (placement,) = tensor.placements
     if not isinstance(placement, (module.Shard, module.Replicate)):
