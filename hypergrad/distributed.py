@@ -25,12 +25,15 @@ from __future__ import annotations
 
 import sys
 from collections.abc import Sequence
-from typing import Any
+from typing import Any, Union
 
 import torch
 from torch import Tensor
 
 __all__ = ["all_reduce_statistics", "local_operands", "local_tensors"]
+
+Statistics = Union[Tensor, list[Union[Tensor, None]], None]
+"""A group's statistics: sums over the group or per-tensor rows (a tensor), per-weight (a list)."""
 
 
 def _dtensor_module() -> Any | None:
@@ -114,8 +117,8 @@ def _group_mesh(params: Sequence[Tensor]) -> Any | None:
 
 
 def all_reduce_statistics(
-    group_params: Sequence[Sequence[Tensor]], statistics: Sequence[Tensor | None]
-) -> list[Tensor | None]:
+    group_params: Sequence[Sequence[Tensor]], statistics: Sequence[Statistics]
+) -> list[Statistics]:
     """Sum the statistics of the sharded groups over their mesh, all groups in one ``all_reduce``.
 
     ``group_params[i]`` are the parameters behind ``statistics[i]`` (``None`` where a group has no
@@ -125,7 +128,11 @@ def all_reduce_statistics(
     if _dtensor_module() is None:
         return list(statistics)
     meshes = [_group_mesh(params) for params in group_params]
-    sharded = [i for i, (mesh, s) in enumerate(zip(meshes, statistics)) if mesh is not None and s is not None]
+    # Sums over a group or one row per tensor are reduced; per-weight statistics (a list) need not
+    # be: each weight's statistics come from that weight alone, on whichever rank holds it.
+    sharded = [
+        i for i, (mesh, s) in enumerate(zip(meshes, statistics)) if mesh is not None and isinstance(s, Tensor)
+    ]
     if not sharded:
         return list(statistics)
     mesh = meshes[sharded[0]]

@@ -8,9 +8,9 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from ._hypergradient import LearningRate, hypergradient_statistics
+from ._hypergradient import LearningRate
 from .distributed import local_tensors
-from .optimizer import GroupTensors, HypergradOptimizer, effective_grads
+from .optimizer import GroupTensors, HypergradOptimizer, PreviousDirections, effective_grads
 
 __all__ = ["SGDHD"]
 
@@ -59,6 +59,8 @@ class SGDHD(HypergradOptimizer):
         hypergrad_rule: ``"additive"`` (the paper's HD) or ``"multiplicative"`` (normalised HDM:
             scale-free, ``hypergrad_lr`` in [0, 1), lr stays positive).
         lr_bounds: optional ``(low, high)``; the lr is clipped into it after every update.
+        granularity, lr_limit, lr_limit_power: one rate per group, tensor or weight, and the
+            convergence-ensuring blend; see :class:`hypergrad.HypergradOptimizer`.
     """
 
     def __init__(
@@ -73,6 +75,9 @@ class SGDHD(HypergradOptimizer):
         hypergrad_lr: float = 1e-3,
         hypergrad_rule: str = "additive",
         lr_bounds: Sequence[float] | None = None,
+        granularity: str = "group",
+        lr_limit: float | None = None,
+        lr_limit_power: float = 2.0,
         maximize: bool = False,
         foreach: bool | None = None,
     ) -> None:
@@ -94,7 +99,14 @@ class SGDHD(HypergradOptimizer):
             foreach=foreach,
         )
         super().__init__(
-            params, defaults, hypergrad_lr=hypergrad_lr, hypergrad_rule=hypergrad_rule, lr_bounds=lr_bounds
+            params,
+            defaults,
+            hypergrad_lr=hypergrad_lr,
+            hypergrad_rule=hypergrad_rule,
+            lr_bounds=lr_bounds,
+            granularity=granularity,
+            lr_limit=lr_limit,
+            lr_limit_power=lr_limit_power,
         )
 
     def __setstate__(self, state: dict[str, Any]) -> None:
@@ -119,14 +131,12 @@ class SGDHD(HypergradOptimizer):
             )
         return tensors
 
-    def _hypergradient_statistics(self, group: dict[str, Any], tensors: GroupTensors) -> Tensor | None:
+    def _previous_directions(self, group: dict[str, Any], tensors: GroupTensors) -> PreviousDirections:
         # u_{t-1} is the momentum buffer for heavy ball, else the stored direction; a parameter
         # without one (its first step) has u_{t-1} = 0 and adds nothing.
         key = "momentum_buffer" if group["momentum"] != 0 and not group["nesterov"] else "hypergrad_direction"
-        pairs = [(g, s[key]) for g, s in zip(tensors.grads, tensors.states) if key in s]
-        return hypergradient_statistics(
-            [g for g, _ in pairs], [u for _, u in pairs], group["hypergrad_rule"]
-        )
+        indices = [i for i, s in enumerate(tensors.states) if key in s]
+        return PreviousDirections(indices, [tensors.states[i][key] for i in indices])
 
     def _update_params(self, group: dict[str, Any], tensors: GroupTensors, lr: LearningRate) -> None:
         sgd_hd_update = _multi_tensor_update if self._use_foreach(group, tensors.params) else _single_tensor_update

@@ -35,14 +35,26 @@ OPTIMIZERS: dict[str, tuple[type, dict[str, Any]]] = {
     "SGDHD-nesterov-mult": (hypergrad.SGDHD, dict(lr=0.02, momentum=0.9, nesterov=True, hypergrad_lr=0.3, hypergrad_rule="multiplicative")),
     "AdamHD": (hypergrad.AdamHD, dict(lr=0.01, weight_decay=1e-2, hypergrad_lr=1e-3)),
     "AdamHD-mult": (hypergrad.AdamHD, dict(lr=0.01, hypergrad_lr=0.3, hypergrad_rule="multiplicative")),
+    "AdamWHD": (hypergrad.AdamWHD, dict(lr=0.01, weight_decay=0.1, hypergrad_lr=1e-3)),
+    "AdagradHD": (hypergrad.AdagradHD, dict(lr=0.05, hypergrad_lr=1e-3)),
+    "RMSpropHD": (hypergrad.RMSpropHD, dict(lr=0.005, hypergrad_lr=1e-4, centered=True)),
+    "RMSpropHD-momentum": (hypergrad.RMSpropHD, dict(lr=0.005, momentum=0.5, hypergrad_lr=1e-4)),
+    "SGDHD-nesterov-tensor": (hypergrad.SGDHD, dict(lr=0.02, momentum=0.9, nesterov=True, hypergrad_lr=1e-2, granularity="tensor")),
+    "AdamHD-mult-tensor": (hypergrad.AdamHD, dict(lr=0.01, hypergrad_lr=0.3, hypergrad_rule="multiplicative", granularity="tensor")),
+    "SGDHD-nesterov-element": (hypergrad.SGDHD, dict(lr=0.02, momentum=0.9, nesterov=True, hypergrad_lr=1e-1, granularity="element")),
+    "AdamHD-element": (hypergrad.AdamHD, dict(lr=0.01, hypergrad_lr=1e-2, granularity="element")),
+    "AdaptiveGainSGD": (hypergrad.AdaptiveGainSGD, dict(lr=0.02, momentum=0.5)),
 }
+HYPERGRADIENT = [name for name, (cls, _) in OPTIMIZERS.items() if issubclass(cls, hypergrad.HypergradOptimizer)]
+# Names whose statistics are sums over many weights, reduced across ranks (per-weight ones are not).
+REDUCED = [name for name in HYPERGRADIENT if OPTIMIZERS[name][1].get("granularity") != "element"]
 # foreach=None is torch.optim's default (the for-loop on CPU); FSDP2 runs both kernels on DTensors,
 # and with the lr kept as a 0-dim tensor, as it is for parameters on an accelerator.
 CASES = [
     (mode, name, foreach)
     for mode, kernels in (("ddp", (None,)), ("fsdp", (False, True)), ("fsdp-tensor-lr", (True,)), ("tp", (None,)))
     for name in OPTIMIZERS
-    for foreach in kernels
+    for foreach in (kernels if name in HYPERGRADIENT else (None,) if mode in ("ddp", "fsdp", "tp") else ())
 ]
 # 5 hidden units shard unevenly over two ranks; tensor parallelism needs an even width.
 MODEL_WIDTH = {"ddp": 5, "fsdp": 5, "fsdp-tensor-lr": 5, "tp": 4}
@@ -60,16 +72,32 @@ def make_optimizer(
         {"params": list(model.hidden.parameters()), "lr": lrs[0]},
         {"params": list(model.out.parameters()), "lr": lrs[1]},
     ]
+    if name not in HYPERGRADIENT:  # AdaptiveGainSGD: a for-loop only
+        return cls(groups, **settings)
     return cls(groups, foreach=foreach, **settings)
 
 
-def group_lrs(optimizer: torch.optim.Optimizer) -> list[float]:
-    return [float(group["lr"]) for group in optimizer.param_groups]
+def learning_rates(optimizer: torch.optim.Optimizer, model: torch.nn.Module) -> torch.Tensor:
+    """Every parameter's rate after the last step (its group's, its tensor's or each weight's;
+    AdaptiveGainSGD's lr times each weight's gain), flattened in parameter order; per-weight rates
+    of sharded parameters gathered in full."""
+    from torch.distributed.tensor import DTensor
+
+    if isinstance(optimizer, hypergrad.AdaptiveGainSGD):
+        lr_of = {p: group["lr"] for group in optimizer.param_groups for p in group["params"]}
+        rates = [lr_of[p] * optimizer.state[p]["gain"] for p in model.parameters()]
+    else:
+        rates = optimizer.learning_rates(model.named_parameters()).values()
+    return torch.cat([
+        torch.as_tensor(rate.full_tensor() if isinstance(rate, DTensor) else rate, dtype=torch.float64).reshape(-1)
+        for rate in rates
+    ])
 
 
-def train_steps(model, optimizer, batches, rows: slice = slice(None)) -> tuple[list[list[float]], list[int]]:
-    """One step per batch on ``rows`` of it; the lrs after each step and the collectives each
-    ``optimizer.step()`` issued (counted by DTensor's CommDebugMode: c10d and functional ones)."""
+def train_steps(model, optimizer, batches, rows: slice = slice(None)) -> tuple[torch.Tensor, list[int]]:
+    """One step per batch on ``rows`` of it; the rates after each step (a row per step) and the
+    collectives each ``optimizer.step()`` issued (DTensor's CommDebugMode counts c10d and
+    functional ones)."""
     from torch.distributed.tensor.debug import CommDebugMode
 
     lrs, collectives = [], []
@@ -78,9 +106,9 @@ def train_steps(model, optimizer, batches, rows: slice = slice(None)) -> tuple[l
         batch_loss(model, (x[rows], y[rows])).backward()
         with CommDebugMode() as comm:
             optimizer.step()
-        lrs.append(group_lrs(optimizer))
+        lrs.append(learning_rates(optimizer, model.module if hasattr(model, "module") else model))
         collectives.append(comm.get_total_counts())
-    return lrs, collectives
+    return torch.stack(lrs), collectives
 
 
 def full_parameters(model: torch.nn.Module) -> dict[str, torch.Tensor]:
@@ -209,7 +237,7 @@ def _worker(rank: int, port: int, out_dir: str) -> None:
         unreduced = hypergrad.optimizer.all_reduce_statistics
         hypergrad.optimizer.all_reduce_statistics = lambda params, statistics: list(statistics)
         try:
-            results["unreduced"] = {name: _run_case("fsdp", name, False, rows, mesh) for name in OPTIMIZERS}
+            results["unreduced"] = {name: _run_case("fsdp", name, False, rows, mesh) for name in REDUCED}
         finally:
             hypergrad.optimizer.all_reduce_statistics = unreduced
 
@@ -247,12 +275,7 @@ def single_process(name: str, width: int) -> dict[str, Any]:
     """The reference: one process, plain tensors, the concatenated batches."""
     model = TinyNet(width=width)
     optimizer = make_optimizer(name, model)
-    lrs = []
-    for batch in make_batches(STEPS, batch=BATCH):
-        optimizer.zero_grad()
-        batch_loss(model, batch).backward()
-        optimizer.step()
-        lrs.append(group_lrs(optimizer))
+    lrs, _ = train_steps(model, optimizer, make_batches(STEPS, batch=BATCH))
     return dict(lrs=lrs, params={n: p.detach().clone() for n, p in model.named_parameters()})
 
 
@@ -281,7 +304,7 @@ def references() -> dict[tuple[str, int], dict[str, Any]]:
 def test_ranks_agree_with_one_process_on_the_whole_batch(ranks, references, mode, name, foreach):
     runs = [r["runs"][mode, name, foreach] for r in ranks]
     reference = references[name, MODEL_WIDTH[mode]]
-    assert runs[0]["lrs"] == runs[1]["lrs"]  # identical on every rank, bit for bit
+    assert torch.equal(runs[0]["lrs"], runs[1]["lrs"])  # identical on every rank, bit for bit
     initial = reference["lrs"][0]
     assert relative_difference(reference["lrs"][-1], initial) > 0.05  # the lr did move
     assert relative_difference(runs[0]["lrs"], reference["lrs"]) < 1e-5
@@ -292,13 +315,15 @@ def test_ranks_agree_with_one_process_on_the_whole_batch(ranks, references, mode
 
 @pytest.mark.parametrize("mode, name, foreach", CASES)
 def test_one_all_reduce_per_step_when_sharded_none_with_ddp(ranks, mode, name, foreach):
+    # Per-weight rates need no reduction: each weight's statistics are its own.
+    per_step = 0 if mode == "ddp" or name not in REDUCED else 1
     for rank in ranks:
-        collectives = rank["runs"][mode, name, foreach]["collectives"]
-        # Step 1 has no previous direction, hence no statistics to reduce.
-        assert collectives == [0] + [0 if mode == "ddp" else 1] * (STEPS - 1)
+        first, *later = rank["runs"][mode, name, foreach]["collectives"]
+        # Step 1 may have no previous direction, hence no statistics to reduce.
+        assert first in (0, per_step) and later == [per_step] * (STEPS - 1)
 
 
-@pytest.mark.parametrize("name", list(OPTIMIZERS))
+@pytest.mark.parametrize("name", REDUCED)
 def test_without_the_reduction_ranks_drift_apart(ranks, references, name):
     rank_lrs = [r["unreduced"][name]["lrs"] for r in ranks]
     assert relative_difference(rank_lrs[0][-1], rank_lrs[1][-1]) > 1e-3
@@ -319,7 +344,7 @@ def test_unsupported_placements_raise_a_clear_error(ranks):
 def test_sharded_state_dict_round_trips_through_distributed_checkpoint(ranks, name):
     for rank in ranks:
         run = rank["checkpoint"][name]
-        assert run["resumed"] == run["uninterrupted"]
+        assert torch.equal(run["resumed"], run["uninterrupted"])
         for param_name, expected in run["uninterrupted_params"].items():
             torch.testing.assert_close(run["resumed_params"][param_name], expected, rtol=0, atol=0)
 
@@ -337,13 +362,14 @@ def print_table(ranks: list[dict[str, Any]]) -> None:
         param_difference = max(
             relative_difference(run["params"][n], p) for run in runs for n, p in reference["params"].items()
         )
-        cells = [", ".join(f"{lr:.9g}" for lr in lrs) for lrs in (runs[0]["lrs"][-1], runs[1]["lrs"][-1], reference["lrs"][-1])]
+        # the first weight's rate and the last one's: group 0's and group 1's lr at granularity "group"
+        cells = [f"{lrs[-1, 0]:.9g}, {lrs[-1, -1]:.9g}" for lrs in (runs[0]["lrs"], runs[1]["lrs"], reference["lrs"])]
         print(f"| {mode} | {name} | {foreach} | {cells[0]} | {cells[1]} | {cells[2]} | {lr_difference:.1e} | "
               f"{param_difference:.1e} | {runs[0]['collectives']} |")
     print("\nWithout the reduction (FSDP2, each rank's statistics over its shard only):")
-    for name in OPTIMIZERS:
-        lrs = [r["unreduced"][name]["lrs"][-1] for r in ranks]
-        print(f"  {name}: rank 0 {lrs[0]}, rank 1 {lrs[1]}, single process {references[name, MODEL_WIDTH['fsdp']]['lrs'][-1]}")
+    for name in REDUCED:
+        lrs = [r["unreduced"][name]["lrs"][-1] for r in ranks] + [references[name, MODEL_WIDTH["fsdp"]]["lrs"][-1]]
+        print(f"  {name}: " + ", ".join(f"{who} {rates[0]:.9g}, {rates[-1]:.9g}" for who, rates in zip(("rank 0", "rank 1", "single process"), lrs)))
 
 
 if __name__ == "__main__":

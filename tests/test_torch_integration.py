@@ -9,11 +9,17 @@ import torch
 from torch.optim import lr_scheduler
 
 import hypergrad
+from hypergrad.adagrad import AdagradHD
+from hypergrad.adam import AdamWHD
+from hypergrad.rmsprop import RMSpropHD
 from conftest import TinyNet, batch_loss, make_batches, train
 
 MAKERS = {
     "sgd_hd": lambda params: hypergrad.SGDHD(params, lr=0.05, momentum=0.9, hypergrad_lr=1e-2),
     "adam_hd": lambda params: hypergrad.AdamHD(params, lr=0.01, hypergrad_lr=1e-4),
+    "adamw_hd": lambda params: AdamWHD(params, lr=0.01, hypergrad_lr=1e-4),
+    "adagrad_hd": lambda params: AdagradHD(params, lr=0.05, lr_decay=0.01, hypergrad_lr=1e-4),
+    "rmsprop_hd": lambda params: RMSpropHD(params, lr=0.01, momentum=0.5, hypergrad_lr=1e-4),
 }
 
 
