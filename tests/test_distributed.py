@@ -48,14 +48,16 @@ OPTIMIZERS: dict[str, tuple[type, dict[str, Any]]] = {
 HYPERGRADIENT = [name for name, (cls, _) in OPTIMIZERS.items() if issubclass(cls, hypergrad.HypergradOptimizer)]
 # Names whose statistics are sums over many weights, reduced across ranks (per-weight ones are not).
 REDUCED = [name for name in HYPERGRADIENT if OPTIMIZERS[name][1].get("granularity") != "element"]
+# Rule and granularity variants run under FSDP2 only; the other modes run each base optimizer.
+BASES = [name for name, (_, settings) in OPTIMIZERS.items() if not {"hypergrad_rule", "granularity"} & set(settings)]
 # foreach=None is torch.optim's default (the for-loop on CPU); FSDP2 runs both kernels on DTensors,
 # and with the lr kept as a 0-dim tensor, as it is for parameters on an accelerator.
-CASES = [
-    (mode, name, foreach)
-    for mode, kernels in (("ddp", (None,)), ("fsdp", (False, True)), ("fsdp-tensor-lr", (True,)), ("tp", (None,)))
-    for name in OPTIMIZERS
-    for foreach in (kernels if name in HYPERGRADIENT else (None,) if mode in ("ddp", "fsdp", "tp") else ())
-]
+CASES = (
+    [("fsdp", name, foreach) for name in HYPERGRADIENT for foreach in (False, True)]
+    + [("fsdp", "AdaptiveGainSGD", None)]
+    + [("fsdp-tensor-lr", name, True) for name in BASES if name in HYPERGRADIENT]
+    + [(mode, name, None) for mode in ("ddp", "tp") for name in BASES]
+)
 # 5 hidden units shard unevenly over two ranks; tensor parallelism needs an even width.
 MODEL_WIDTH = {"ddp": 5, "fsdp": 5, "fsdp-tensor-lr": 5, "tp": 4}
 
