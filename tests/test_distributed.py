@@ -58,6 +58,7 @@ CASES = (
     + [("fsdp-tensor-lr", name, True) for name in BASES if name in HYPERGRADIENT]
     + [(mode, name, None) for mode in ("ddp", "tp") for name in BASES]
 )
+CHECKPOINTED = ["SGDHD-nesterov", "AdamHD", "AdamWHD", "AdamHD-mult-tensor", "SGDHD-nesterov-element"]
 # 5 hidden units shard unevenly over two ranks; tensor parallelism needs an even width.
 MODEL_WIDTH = {"ddp": 5, "fsdp": 5, "fsdp-tensor-lr": 5, "tp": 4}
 
@@ -246,7 +247,7 @@ def _worker(rank: int, port: int, out_dir: str) -> None:
         results["unsupported"] = _unsupported_setups(mesh)
         results["checkpoint"] = {
             name: _checkpoint_round_trip(name, mesh, os.path.join(out_dir, f"checkpoint-{name}"))
-            for name in ("SGDHD-nesterov", "AdamHD")
+            for name in CHECKPOINTED
         }
         torch.save(results, os.path.join(out_dir, f"rank{rank}.pt"))
     finally:
@@ -342,7 +343,7 @@ def test_unsupported_placements_raise_a_clear_error(ranks):
         assert "mixes DTensor" in errors["DTensor and plain tensor in one group"]
 
 
-@pytest.mark.parametrize("name", ["SGDHD-nesterov", "AdamHD"])
+@pytest.mark.parametrize("name", CHECKPOINTED)
 def test_sharded_state_dict_round_trips_through_distributed_checkpoint(ranks, name):
     for rank in ranks:
         run = rank["checkpoint"][name]
