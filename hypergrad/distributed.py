@@ -15,7 +15,8 @@ end the step with the same learning rate, the one a single process would compute
   sums. The sums are taken on local tensors (``to_local()``): no parameter is ever gathered.
 * Everything else raises ``ValueError`` rather than let ranks drift apart: meshes of more than one
   dimension (HSDP, FSDP x tensor parallel), ``Partial`` or other placements, gradients placed
-  unlike their parameters, one group mixing DTensor and plain tensors, groups on different meshes.
+  unlike their parameters, one group mixing DTensor and plain tensors, groups on different meshes,
+  and FSDP1 (``FullyShardedDataParallel``, whose flat shards are plain tensors).
 
 ``torch.distributed.tensor`` is looked up only once something else has imported it: no tensor can
 be a DTensor before that, and importing it here would add seconds to ``import hypergrad``.
@@ -101,6 +102,13 @@ def _group_mesh(params: Sequence[Tensor]) -> Any | None:
     """The device mesh of a group of DTensor parameters, or ``None`` for plain tensors."""
     distributed = [_is_dtensor(p) for p in params]
     if not any(distributed):
+        # FSDP1 imports torch.distributed.tensor too, so its flat shards are always checked here.
+        if any(getattr(p, "_fsdp_flattened", False) for p in params):
+            raise ValueError(
+                "hypergrad optimizers do not support FSDP1 (FullyShardedDataParallel): its parameters are "
+                "plain tensors holding each rank's flat shard, so the learning-rate statistics cannot be "
+                "summed across ranks. Use FSDP2 (torch.distributed.fsdp.fully_shard) or DDP."
+            )
         return None
     if not all(distributed):
         raise ValueError(

@@ -160,8 +160,9 @@ def _run_case(mode: str, name: str, foreach: bool | None, rank_rows: slice, mesh
 
 
 def _unsupported_setups(mesh) -> dict[str, str]:
-    """The error each unsupported placement raises at the first step ("" if none was raised)."""
+    """The error each unsupported setup raises at the first step ("" if none was raised)."""
     from torch.distributed.device_mesh import init_device_mesh
+    from torch.distributed.fsdp import FullyShardedDataParallel
     from torch.distributed.tensor import DTensor, Partial, Replicate, Shard, distribute_tensor
 
     def parameter(placements, on_mesh) -> torch.nn.Parameter:
@@ -175,7 +176,12 @@ def _unsupported_setups(mesh) -> dict[str, str]:
     partial.grad = DTensor.from_local(torch.ones(4, 3, dtype=torch.float64), mesh, [Partial()])
     plain = torch.nn.Parameter(torch.ones(3, dtype=torch.float64))
     plain.grad = torch.ones(3, dtype=torch.float64)
+    # FSDP1 gives each rank a plain tensor holding a flat shard of the parameters: nothing tells
+    # the optimizer its sums are partial but the mark FSDP1 leaves on them.
+    fsdp1 = FullyShardedDataParallel(TinyNet(), device_id=torch.device("cpu"))
+    batch_loss(fsdp1, make_batches(1, batch=BATCH)[0]).backward()
     setups = {
+        "FSDP1 (FullyShardedDataParallel)": list(fsdp1.parameters()),
         "2-D mesh (HSDP)": [parameter([Replicate(), Shard(0)], mesh_2d)],
         "Partial placement": [partial],
         "DTensor and plain tensor in one group": [parameter([Shard(0)], mesh), plain],
@@ -341,6 +347,7 @@ def test_unsupported_placements_raise_a_clear_error(ranks):
         assert "2-D device mesh" in errors["2-D mesh (HSDP)"]
         assert "Partial" in errors["Partial placement"]
         assert "mixes DTensor" in errors["DTensor and plain tensor in one group"]
+        assert "FullyShardedDataParallel" in errors["FSDP1 (FullyShardedDataParallel)"]
 
 
 @pytest.mark.parametrize("name", CHECKPOINTED)
