@@ -231,6 +231,8 @@ def store_lr(group: dict, new_lr: Tensor) -> None:
     """Write the new learning rate back in the form the group keeps it (float or tensor, in place)."""
     lr = group["lr"]
     if isinstance(lr, Tensor):
-        lr.copy_(new_lr)
+        # Written through a 1-element view: torch.compile (2.13) drops in-place writes to a 0-dim
+        # CPU tensor that lives outside the compiled function.
+        lr.view(1).copy_(new_lr.reshape(1))
     else:
         group["lr"] = new_lr.item()

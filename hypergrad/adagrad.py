@@ -7,6 +7,7 @@ from typing import Any
 
 import torch
 from torch import Tensor
+from torch.optim.optimizer import _get_value  # the step count as a float; a tensor under torch.compile
 
 from ._hypergradient import LearningRate
 from .distributed import local_tensors
@@ -128,7 +129,7 @@ class AdagradHD(HypergradOptimizer):
             return PreviousDirections(indices, directions)
         # The direction of step t was divided by 1 + (t - 1) * lr_decay; state["step"] is that t.
         scales: list[float | Tensor] = [
-            1.0 / (1.0 + (tensors.states[i]["step"].item() - 1) * group["lr_decay"]) for i in indices
+            1.0 / (1.0 + (_get_value(tensors.states[i]["step"]) - 1) * group["lr_decay"]) for i in indices
         ]
         return PreviousDirections(indices, directions, scales)
 
@@ -154,7 +155,7 @@ def _direction_buffer(state: dict[str, Any], like: Tensor) -> Tensor:
     return state["hypergrad_direction"]
 
 
-def _step_size(lr: LearningRate, step: float, lr_decay: float) -> LearningRate:
+def _step_size(lr: LearningRate, step: float | Tensor, lr_decay: float) -> LearningRate:
     """torch.optim.Adagrad's ``clr = lr / (1 + (step - 1) * lr_decay)``."""
     return lr / (1 + (step - 1) * lr_decay)
 
@@ -172,7 +173,7 @@ def _single_tensor_update(
     for param, grad, state in zip(params, grads, states):
         step_t = state["step"]
         step_t += 1
-        step_size = _step_size(lr, step_t.item(), lr_decay)
+        step_size = _step_size(lr, _get_value(step_t), lr_decay)
         state_sum = _real_sum(state)
         state_sum.addcmul_(grad, grad, value=1)
         std = state_sum.sqrt().add_(eps)
@@ -205,6 +206,6 @@ def _multi_tensor_update(
         directions = [_direction_buffer(s, g) for s, g in zip(device_states, device_grads)]
         torch._foreach_copy_(local_tensors(directions), local_tensors(device_grads))
         torch._foreach_div_(directions, std)
-        steps_down = torch._foreach_mul(directions, [-_step_size(1.0, step.item(), lr_decay) for step in steps])
+        steps_down = torch._foreach_mul(directions, [-_step_size(1.0, _get_value(step), lr_decay) for step in steps])
         torch._foreach_mul_(steps_down, lr)
         torch._foreach_add_(device_params, steps_down)

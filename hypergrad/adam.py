@@ -48,6 +48,8 @@ class AdamHD(HypergradOptimizer):
             adapted one.
         betas, eps, weight_decay, amsgrad, decoupled_weight_decay, maximize, foreach: as in
             ``torch.optim.Adam``.
+        capturable: as in ``torch.optim.Adam``: allows ``step()`` to be captured in a CUDA graph.
+            The step never waits for the device either way (lr and step counts live there).
         hypergrad_lr: ``beta``. The default 1e-7 is the reference code's choice for Adam-HD on
             MNIST logistic regression and MLP (it used 1e-8 for VGG on CIFAR-10). It is much
             smaller than SGD-HD's 1e-3 because Adam's direction is normalised per coordinate:
@@ -78,6 +80,7 @@ class AdamHD(HypergradOptimizer):
         lr_limit_power: float = 2.0,
         maximize: bool = False,
         foreach: bool | None = None,
+        capturable: bool = False,
     ) -> None:
         validate_adam_arguments(betas, eps, weight_decay)
         defaults = dict(
@@ -89,6 +92,7 @@ class AdamHD(HypergradOptimizer):
             decoupled_weight_decay=decoupled_weight_decay,
             maximize=maximize,
             foreach=foreach,
+            capturable=capturable,
         )
         super().__init__(
             params,
@@ -146,7 +150,7 @@ class AdamHD(HypergradOptimizer):
         second_moment = "max_exp_avg_sq" if group["amsgrad"] else "exp_avg_sq"
         foreach = self._use_foreach(group, tensors.params)
         indices = list(range(len(tensors.states)))
-        if tensors.states[0]["step"].is_cpu:
+        if _on_host(tensors.states[0]["step"]):
             # Host step counts: skip parameters without a previous direction (u_0 = 0).
             indices = [i for i in indices if tensors.states[i]["step"].item() > 0]
         states = [tensors.states[i] for i in indices]
@@ -279,9 +283,15 @@ def validate_adam_arguments(betas: Sequence[float], eps: float, weight_decay: fl
         raise ValueError(f"Invalid weight_decay: {weight_decay} (must be >= 0)")
 
 
+def _on_host(step: Tensor) -> bool:
+    """Whether the step count is read on the host. Not under torch.compile, where a read would
+    break the graph (torch.optim's ``_get_value`` makes the same choice)."""
+    return step.is_cpu and not torch.compiler.is_compiling()
+
+
 def _bias_corrections(step: Tensor, beta1: float, beta2: float) -> tuple[float | Tensor, float | Tensor]:
-    """``(1 - beta1^t, sqrt(1 - beta2^t))`` as floats for a host step count, tensors on a device."""
-    if step.is_cpu:
+    """``(1 - beta1^t, sqrt(1 - beta2^t))`` as floats for a host step count, tensors otherwise."""
+    if _on_host(step):
         t = step.item()
         return 1 - beta1**t, math.sqrt(1 - beta2**t)
     return 1 - torch.pow(beta1, step), (1 - torch.pow(beta2, step)).sqrt()
@@ -302,13 +312,14 @@ def previous_adam_directions(
     unscaled directions (a generator: each lives only while its dot product is taken) and scales.
 
     On a device a step count may be 0 (host branches would synchronise): it is read as 1 there,
-    which gives the right direction, 0, because ``m = v = 0`` then.
+    which gives the right direction, 0, because ``m = v = 0`` then. Each direction is divided into
+    its denominator's memory: one temporary per tensor, no more passes than the arithmetic needs.
     """
     scales: list[float | Tensor] = []
     shifts: list[float | Tensor] = []
     for step in steps:
         bias_correction1, bias_correction2_sqrt = _bias_corrections(
-            step if step.is_cpu else step.clamp(min=1), beta1, beta2
+            step if _on_host(step) else step.clamp(min=1), beta1, beta2
         )
         scales.append(bias_correction2_sqrt / bias_correction1)
         shifts.append(eps * bias_correction2_sqrt)
@@ -320,7 +331,7 @@ def previous_adam_directions(
         else:
             denoms = (v.sqrt().add_(shift) for v, shift in zip(second_moments, shifts))
         for m, denom in zip(exp_avgs, denoms):
-            yield m / denom
+            yield torch.div(m, denom, out=denom)
 
     return directions(), scales
 
@@ -389,7 +400,7 @@ def _multi_tensor_update(
         else:
             second_moments = exp_avg_sqs
         denoms = torch._foreach_sqrt(second_moments)
-        if steps[0].is_cpu and not isinstance(lr, Tensor):
+        if _on_host(steps[0]) and not isinstance(lr, Tensor):
             corrections = [_bias_corrections(step, beta1, beta2) for step in steps]
             torch._foreach_div_(denoms, [bc2_sqrt for _, bc2_sqrt in corrections])
             torch._foreach_add_(denoms, eps)

@@ -87,7 +87,14 @@ class HypergradOptimizer(Optimizer):
 
     ``group["lr"]`` is the current learning rate. On CPU it is a Python float. For parameters on
     an accelerator it is kept as a 0-dim tensor on their device, so that ``step()`` never waits for
-    the device; ``float(group["lr"])`` reads it either way (that read does synchronise).
+    the device; ``float(group["lr"])`` reads it either way (that read does synchronise). Under
+    ``torch.compile`` it becomes a 0-dim tensor on the CPU too: a float changes every step and
+    would recompile the step every time.
+
+    ``capturable`` is torch.optim's flag: every group carries it (False unless the optimizer offers
+    the keyword: SGDHD and AdamHD do, and then keep their buffers at fixed addresses so that
+    ``step()`` can be captured in a CUDA graph); torch.optim's health check refuses to capture a
+    step of a group without it.
     """
 
     def __init__(
@@ -114,6 +121,10 @@ class HypergradOptimizer(Optimizer):
             lr_limit=lr_limit,
             lr_limit_power=lr_limit_power,
         )
+        # Every group has the key, whether or not the subclass offers the keyword: torch's
+        # capture health check reads it, and torch.compile adds it while tracing (its guard on
+        # the key then fails within the same frame when the key was absent).
+        defaults.setdefault("capturable", False)
         super().__init__(params, defaults)
 
     def add_param_group(self, param_group: dict[str, Any]) -> None:
@@ -130,6 +141,7 @@ class HypergradOptimizer(Optimizer):
             group.setdefault("lr_limit_power", 2.0)
             group.setdefault("maximize", False)
             group.setdefault("foreach", None)
+            group.setdefault("capturable", False)
 
     # -- the three phases, provided by each base rule -------------------------------------------
     def _init_group(self, group: dict[str, Any]) -> GroupTensors:
@@ -159,11 +171,12 @@ class HypergradOptimizer(Optimizer):
     def _place_lr(group: dict[str, Any], device: torch.device) -> LearningRate:
         """Keep the group's lr where the step can use it without a host-device round trip."""
         lr = group["lr"]
-        if device.type == "cpu":
+        if device.type == "cpu" and not torch.compiler.is_compiling():
             return lr
         if not isinstance(lr, Tensor):
             dtype = torch.float64 if group["params"][0].dtype == torch.float64 else torch.float32
-            group["lr"] = lr = torch.tensor(lr, dtype=dtype, device=device)
+            # torch.full launches a fill; torch.tensor would copy from the host and synchronise.
+            group["lr"] = lr = torch.full((), lr, dtype=dtype, device=device)
         elif lr.device != device:
             group["lr"] = lr = lr.to(device)
         return lr
@@ -171,6 +184,7 @@ class HypergradOptimizer(Optimizer):
     @torch.no_grad()
     def step(self, closure: Callable[[], float] | None = None) -> float | None:  # type: ignore[override]
         """Perform one optimisation step; ``closure`` re-evaluates the model and returns the loss."""
+        self._accelerator_graph_capture_health_check()
         loss = None
         if closure is not None:
             with torch.enable_grad():
@@ -178,7 +192,9 @@ class HypergradOptimizer(Optimizer):
 
         active = []
         for group in self.param_groups:
-            tensors = self._init_group(group)
+            # Called through the class: torch.compile intercepts `self._init_group` (it expects
+            # torch.optim's signature, which returns a constant) and fails on ours.
+            tensors = type(self)._init_group(self, group)
             if tensors.params:
                 active.append((group, tensors))
 

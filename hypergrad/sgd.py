@@ -51,6 +51,10 @@ class SGDHD(HypergradOptimizer):
         lr: initial learning rate ``alpha_0``; afterwards ``param_groups[i]["lr"]`` holds the
             adapted one.
         momentum, dampening, weight_decay, nesterov, maximize, foreach: as in ``torch.optim.SGD``.
+        capturable: keep the stored direction in a fixed buffer (one copy per step), so that
+            ``step()`` can be captured in a CUDA graph. Without it, an effective gradient the
+            step computes anyway (with ``weight_decay`` or ``maximize``) becomes the stored
+            direction instead of being copied. The step never waits for the device either way.
         hypergrad_lr: ``beta``, the learning rate of the learning rate. The default 1e-3 is the
             reference code's choice for the SGD variants at ``lr=1e-3`` (MNIST logistic regression
             and MLP): for additive HD, ``beta * g . u`` has the units of ``lr``, and
@@ -80,6 +84,7 @@ class SGDHD(HypergradOptimizer):
         lr_limit_power: float = 2.0,
         maximize: bool = False,
         foreach: bool | None = None,
+        capturable: bool = False,
     ) -> None:
         if not 0.0 <= momentum:
             raise ValueError(f"Invalid momentum: {momentum} (must be >= 0)")
@@ -97,6 +102,7 @@ class SGDHD(HypergradOptimizer):
             nesterov=nesterov,
             maximize=maximize,
             foreach=foreach,
+            capturable=capturable,
         )
         super().__init__(
             params,
@@ -148,6 +154,10 @@ class SGDHD(HypergradOptimizer):
             momentum=group["momentum"],
             dampening=group["dampening"],
             nesterov=group["nesterov"],
+            # With maximize or weight decay the effective gradients are this step's own
+            # temporaries: they can become the stored direction instead of being copied into it.
+            # Not in a CUDA graph, which replays the buffers' addresses of its capture.
+            adopt_grads=(group["maximize"] or group["weight_decay"] != 0) and not group["capturable"],
         )
 
 
@@ -166,6 +176,7 @@ def _single_tensor_update(
     momentum: float,
     dampening: float,
     nesterov: bool,
+    adopt_grads: bool,
 ) -> None:
     for param, grad, state in zip(params, grads, states):
         if momentum != 0:
@@ -174,10 +185,14 @@ def _single_tensor_update(
                 buf = state["momentum_buffer"] = grad.detach().clone()
             else:
                 buf.mul_(momentum).add_(grad, alpha=1 - dampening)
-            if nesterov:
-                direction = _direction_buffer(state, grad).copy_(grad).add_(buf, alpha=momentum)
-            else:
+            if not nesterov:
                 direction = buf
+            elif adopt_grads:
+                direction = state["hypergrad_direction"] = grad.add_(buf, alpha=momentum)
+            else:
+                direction = torch.add(grad, buf, alpha=momentum, out=_direction_buffer(state, grad))
+        elif adopt_grads:
+            direction = state["hypergrad_direction"] = grad
         else:
             direction = _direction_buffer(state, grad).copy_(grad)
         if isinstance(lr, Tensor):
@@ -195,6 +210,7 @@ def _multi_tensor_update(
     momentum: float,
     dampening: float,
     nesterov: bool,
+    adopt_grads: bool,
 ) -> None:
     grouped = torch.optim.Optimizer._group_tensors_by_device_and_dtype([params, grads], with_indices=True)
     for (device_params, device_grads), indices in grouped.values():
@@ -213,12 +229,17 @@ def _multi_tensor_update(
                     else:
                         buf.mul_(momentum).add_(grad, alpha=1 - dampening)
                     bufs.append(buf)
-            if nesterov:
+            if not nesterov:
+                directions = bufs
+            elif adopt_grads:
+                torch._foreach_add_(device_grads, bufs, alpha=momentum)
+                directions = _adopt_directions(device_states, device_grads)
+            else:
                 directions = [_direction_buffer(s, g) for s, g in zip(device_states, device_grads)]
                 torch._foreach_copy_(local_tensors(directions), local_tensors(device_grads))
                 torch._foreach_add_(directions, bufs, alpha=momentum)
-            else:
-                directions = bufs
+        elif adopt_grads:
+            directions = _adopt_directions(device_states, device_grads)
         else:
             directions = [_direction_buffer(s, g) for s, g in zip(device_states, device_grads)]
             torch._foreach_copy_(local_tensors(directions), local_tensors(device_grads))
@@ -226,3 +247,10 @@ def _multi_tensor_update(
             torch._foreach_sub_(device_params, torch._foreach_mul(directions, lr))
         else:
             torch._foreach_add_(device_params, directions, alpha=-lr)
+
+
+def _adopt_directions(states: list[dict[str, Any]], directions: list[Tensor]) -> list[Tensor]:
+    """Keep this step's freshly computed directions as the stored ones (no copy)."""
+    for state, direction in zip(states, directions):
+        state["hypergrad_direction"] = direction
+    return directions
