@@ -60,3 +60,21 @@ def test_ddp_then_fsdp_resume_equals_one_process(tmp_path):
         assert_close_logs(parallel / f"{method}.iterations.csv", single / f"{method}.iterations.csv", ("loss", "lr"))
         assert_close_logs(parallel / f"{method}.epochs.csv", single / f"{method}.epochs.csv",
                           ("train_loss", "valid_loss", "valid_accuracy", "lr"))
+
+
+def test_distributed_without_torchrun_or_with_an_unshardable_method_is_refused(tmp_path, monkeypatch, capsys):
+    from experiments.__main__ import main
+
+    for variable in ("RANK", "WORLD_SIZE", "LOCAL_RANK", "MASTER_ADDR", "MASTER_PORT"):
+        monkeypatch.delenv(variable, raising=False)
+    data_dir = make_idx_dataset(tmp_path / "mnist", n_train=20, n_valid=10)
+    common = ["run", "logreg", "--epochs", "1", "--device", "cpu", "--data-dir", str(data_dir)]
+    with pytest.raises(SystemExit) as caught:
+        main(common + ["--methods", "sgd_hd", "--distributed", "ddp", "--out", str(tmp_path / "a")])
+    assert caught.value.code == 2 and "torchrun" in capsys.readouterr().err
+    with pytest.raises(SystemExit) as caught:
+        main(common + ["--methods", "sgd_hd,prodigy", "--distributed", "fsdp", "--out", str(tmp_path / "b")])
+    assert caught.value.code == 2 and "prodigy" in capsys.readouterr().err
+    assert not (tmp_path / "a").exists() and not (tmp_path / "b").exists()
+    with pytest.raises(ValueError, match="distributed must be"):
+        RunConfig(task="logreg", distributed="zero")
