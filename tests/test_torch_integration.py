@@ -51,7 +51,7 @@ def test_step_and_exponential_decay_scale_the_adapted_lr(name, make_scheduler, f
     [
         lambda opt: lr_scheduler.CyclicLR(opt, base_lr=1e-3, max_lr=1e-2, step_size_up=3, cycle_momentum=False),
         lambda opt: lr_scheduler.OneCycleLR(opt, max_lr=1e-2, total_steps=8, cycle_momentum=False),
-        lambda opt: lr_scheduler.CosineAnnealingLR(opt, T_max=8),
+        lambda opt: lr_scheduler.CosineAnnealingWarmRestarts(opt, T_0=3),
     ],
 )
 def test_overwriting_schedulers_run(name, make_scheduler):
