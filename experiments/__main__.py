@@ -48,6 +48,10 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--resume", action="store_true", help="continue an interrupted run in --out")
     run.add_argument("--threads", type=int, default=None,
                      help="CPU threads for torch (default: torch's own choice); 1 is much faster on a busy machine")
+    run.add_argument("--distributed", choices=("ddp", "fsdp"), default=None,
+                     help="data-parallel over the processes torchrun starts (torchrun --nproc_per_node=N "
+                     "-m experiments run ...): each --batch-size batch is split across them; gloo on CPU, "
+                     "NCCL on CUDA; rank 0 writes the files")
     return parser
 
 
@@ -67,11 +71,14 @@ def main(argv: list[str] | None = None) -> int:
             task=args.task, epochs=args.epochs, lr=args.lr, hypergrad_lr=args.hypergrad_lr,
             weight_decay=args.weight_decay, batch_size=args.batch_size, seed=args.seed, device=args.device,
             data_dir=args.data_dir, download=args.download, max_iterations=args.max_iterations,
-            train_fraction=args.train_fraction,
+            train_fraction=args.train_fraction, distributed=args.distributed,
         )
         run_suite(config, methods, args.out or f"runs/{args.task}", resume=args.resume)
     except (ValueError, TypeError, MethodUnavailableError, DatasetNotFoundError, DatasetFileError) as error:
         parser.exit(2, f"error: {error}\n")
+    finally:
+        if args.distributed and torch.distributed.is_initialized():
+            torch.distributed.destroy_process_group()
     return 0
 
 

@@ -86,6 +86,9 @@ class RunConfig:
         lr_scheduler: ``(optimizer, iterations_per_epoch, total_iterations) -> scheduler``,
             stepped after every optimizer step (for tuned-schedule baselines).
         eval_batch_size: batch size for evaluation only (does not change results).
+        distributed: ``None`` (one process), ``ddp`` or ``fsdp``: a data-parallel run launched
+            by ``torchrun`` (see :mod:`experiments.distributed`); each ``batch_size`` batch is
+            split across the ranks and only rank 0 writes files.
     """
 
     task: str
@@ -102,6 +105,7 @@ class RunConfig:
     train_fraction: float = 1.0
     lr_scheduler: LRSchedulerFactory | None = field(default=None, repr=False)
     eval_batch_size: int = 1000
+    distributed: str | None = None
 
     def __post_init__(self) -> None:
         if self.task not in TASKS:
@@ -120,6 +124,8 @@ class RunConfig:
         if self.lr_scheduler is not None and not callable(self.lr_scheduler):
             raise TypeError(f"lr_scheduler must be callable or None, got {type(self.lr_scheduler).__name__}")
         torch.device("cuda" if self.device == "auto" else self.device)  # raises on a malformed device
+        if self.distributed is not None and self.distributed not in ("ddp", "fsdp"):
+            raise ValueError(f"distributed must be None, 'ddp' or 'fsdp', got {self.distributed!r}")
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-ready fields; the scheduler factory is recorded by its qualified name."""
@@ -131,9 +137,10 @@ class RunConfig:
         """The fields that determine the numbers a run produces (resume refuses a mismatch).
 
         ``epochs`` is left out so that a finished run can be extended; where the data were read
-        from and the evaluation batch size do not change results."""
+        from, the evaluation batch size and how many processes shared each batch do not change
+        results (beyond floating-point rounding)."""
         fields = self.to_dict()
-        for name in ("epochs", "data_dir", "download", "eval_batch_size"):
+        for name in ("epochs", "data_dir", "download", "eval_batch_size", "distributed"):
             del fields[name]
         return fields
 
@@ -313,6 +320,22 @@ def _recompute_batch_norm(model: nn.Module, x: torch.Tensor, batch_size: int) ->
 # ----------------------------------------------------------------------------- one method
 
 
+def _data_parallel(config: RunConfig, methods: Sequence[str], device: torch.device):
+    """This process's :class:`experiments.distributed.DataParallel` (joining the torchrun run),
+    or None for a one-process run."""
+    if config.distributed is None:
+        return None
+    from experiments.distributed import NOT_SHARDABLE, data_parallel
+
+    unshardable = [method for method in methods if method in NOT_SHARDABLE]
+    if config.distributed == "fsdp" and unshardable:
+        raise ValueError(
+            f"method(s) {unshardable} cannot run with distributed='fsdp': their step takes norms over "
+            "all parameters without reducing them across ranks; use distributed='ddp'"
+        )
+    return data_parallel(config.distributed, device)
+
+
 def run_method(
     config: RunConfig,
     method: str,
@@ -348,6 +371,10 @@ def run_method(
     }
     wall_start = time.perf_counter()
     device = resolve_device(config.device)
+    parallel = _data_parallel(config, [method], device)
+    if parallel is not None:
+        device = parallel.device
+    writes_files = parallel is None or parallel.writes_files
 
     # Data: tensors on the device, batched by index slicing.
     splits = dataset_for(config)
@@ -365,6 +392,8 @@ def run_method(
     # Model and optimizer: the same initial weights for every method (seeded here).
     torch.manual_seed(config.seed)
     model = build_model(config.task, splits.num_classes).to(device)
+    if parallel is not None:
+        model = parallel.wrap(model)
     hypergrad_lr = config.hypergrad_lr if spec.hypergradient else None
     if spec.hypergradient and hypergrad_lr is None:
         hypergrad_lr = default_hypergrad_lr(method, config.task)
@@ -395,8 +424,11 @@ def run_method(
                 f"cannot resume {paths['checkpoint']}: it was made with {checkpoint['config']} "
                 f"for {checkpoint['method']!r}, now {config.identity()} for {method!r}"
             )
-        model.load_state_dict(checkpoint["model"])
-        optimizer.load_state_dict(checkpoint["optimizer"])
+        if parallel is None:
+            model.load_state_dict(checkpoint["model"])
+            optimizer.load_state_dict(checkpoint["optimizer"])
+        else:
+            parallel.load_state_dicts(model, optimizer, checkpoint["model"], checkpoint["optimizer"])
         if scheduler is not None:
             scheduler.load_state_dict(checkpoint["scheduler"])
         torch.set_rng_state(checkpoint["rng_cpu"])
@@ -404,7 +436,7 @@ def run_method(
             torch.cuda.set_rng_state(checkpoint["rng_cuda"], device)
         state = checkpoint["state"]
     else:
-        for path in paths.values():
+        for path in paths.values() if writes_files else ():
             path.unlink(missing_ok=True)
         eval_mode()
         train_loss, _ = evaluate(model, train_x, train_y, config.eval_batch_size)
@@ -415,11 +447,17 @@ def run_method(
 
     def save() -> None:
         state["wall_time_s"] = earlier_wall_time_s + time.perf_counter() - wall_start
+        if parallel is None:
+            model_state, optimizer_state = model.state_dict(), optimizer.state_dict()
+        else:  # gathered from every rank (FSDP shards), unwrapped names: loads into either kind of run
+            model_state, optimizer_state = parallel.state_dicts(model, optimizer)
+        if not writes_files:
+            return
         write_csv(paths["epochs"], EPOCH_COLUMNS, state["epoch_rows"])
         write_csv(paths["iterations"], ITERATION_COLUMNS, state["iteration_rows"])
         _atomic_write_file(paths["checkpoint"], lambda temporary: torch.save({
             "version": CHECKPOINT_VERSION, "method": method, "config": config.identity(), "state": state,
-            "model": model.state_dict(), "optimizer": optimizer.state_dict(),
+            "model": model_state, "optimizer": optimizer_state,
             "scheduler": scheduler.state_dict() if scheduler is not None else None,
             "rng_cpu": torch.get_rng_state(),
             "rng_cuda": torch.cuda.get_rng_state(device) if device.type == "cuda" else None,
@@ -433,7 +471,8 @@ def run_method(
 
     progress = tqdm(
         total=total_iterations, initial=min(state["iteration"], total_iterations), desc=f"{config.task} {method}",
-        unit="it", leave=False, disable=not (sys.stderr.isatty() if show_progress is None else show_progress),
+        unit="it", leave=False,
+        disable=not writes_files or not (sys.stderr.isatty() if show_progress is None else show_progress),
     )
     while state["status"] == "running" and state["iteration"] < total_iterations:
         epoch = state["epoch"] + 1
@@ -450,8 +489,12 @@ def run_method(
                 x = random_crop_flip(x, 4, black, generator)
             step_start = time.perf_counter()
             optimizer.zero_grad(set_to_none=True)
-            loss = F.cross_entropy(model(x), y)
-            loss.backward()
+            if parallel is None:
+                loss = F.cross_entropy(model(x), y)
+                loss.backward()
+            else:
+                rows = parallel.local_rows(len(y))
+                loss = parallel.backward(model(x[rows]), y[rows], len(y))
             optimizer.step()
             if scheduler is not None:
                 scheduler.step()
@@ -557,10 +600,12 @@ def run_suite(
     recorded and the suite goes on.
     """
     resolve_methods(methods)
+    device = resolve_device(config.device)
+    parallel = _data_parallel(config, methods, device)
+    writes_files = parallel is None or parallel.writes_files
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     splits = dataset_for(config)
-    device = resolve_device(config.device)
     run_json = out_dir / "run.json"
     previous = json.loads(run_json.read_text()) if resume and run_json.is_file() else {}
     record: dict[str, Any] = {
@@ -571,17 +616,20 @@ def run_suite(
             "name": splits.name, "source": splits.source.kind, "files": list(splits.source.files),
             "sha256": splits.source.sha256, "train_size": len(splits.train_y), "valid_size": len(splits.valid_y),
         },
-        "device": _device_info(device),
+        "device": _device_info(parallel.device if parallel is not None else device),
+        "processes": parallel.world_size if parallel is not None else 1,
         "methods": previous.get("methods", {}),
     }
-    write_json(run_json, record)
+    if writes_files:
+        write_json(run_json, record)
     results = []
     for method in methods:
         result = run_method(config, method, out_dir, resume=resume, show_progress=show_progress)
         results.append(result)
         record["methods"][method] = dataclasses.asdict(result)
-        write_json(run_json, record)
-    if print_summary:
+        if writes_files:
+            write_json(run_json, record)
+    if print_summary and writes_files:
         print(f"{config.task}: {TASKS[config.task].description}; results in {out_dir}")
         print(summary_table(results))
     return results

@@ -26,6 +26,8 @@ from typing import Literal, Union
 import torch
 from torch import Tensor
 
+from .distributed import local_operands
+
 HypergradRule = Literal["additive", "multiplicative"]
 HYPERGRAD_RULES: tuple[str, ...] = ("additive", "multiplicative")
 Granularity = Literal["group", "tensor", "element"]
@@ -110,7 +112,11 @@ def check_group_settings(group: dict) -> None:
 
 
 def flat_dot(a: Tensor, b: Tensor) -> Tensor:
-    """``sum(a * b)`` over all elements in one pass (a real dot product for complex tensors too)."""
+    """``sum(a * b)`` over all elements in one pass (a real dot product for complex tensors too).
+
+    For sharded DTensors, the part of the sum this rank counts (see ``distributed.py``).
+    """
+    a, b = local_operands(a, b)
     if a.is_complex():
         a, b = torch.view_as_real(a), torch.view_as_real(b)
     return torch.dot(a.reshape(-1), b.reshape(-1))

@@ -10,6 +10,7 @@ from torch import Tensor
 from torch.optim.optimizer import _get_value  # the step count as a float; a tensor under torch.compile
 
 from ._hypergradient import LearningRate
+from .distributed import local_tensors
 from .optimizer import GroupTensors, HypergradOptimizer, PreviousDirections, effective_grads
 
 __all__ = ["AdagradHD"]
@@ -203,7 +204,7 @@ def _multi_tensor_update(
         std = torch._foreach_sqrt(state_sums)
         torch._foreach_add_(std, eps)
         directions = [_direction_buffer(s, g) for s, g in zip(device_states, device_grads)]
-        torch._foreach_copy_(directions, device_grads)
+        torch._foreach_copy_(local_tensors(directions), local_tensors(device_grads))
         torch._foreach_div_(directions, std)
         steps_down = torch._foreach_mul(directions, [-_step_size(1.0, _get_value(step), lr_decay) for step in steps])
         torch._foreach_mul_(steps_down, lr)

@@ -10,6 +10,7 @@ import torch
 from torch import Tensor
 
 from ._hypergradient import LearningRate
+from .distributed import local_tensors
 from .optimizer import GroupTensors, HypergradOptimizer, PreviousDirections, effective_grads
 
 __all__ = ["AdamHD", "AdamWHD"]
@@ -177,7 +178,7 @@ class AdamHD(HypergradOptimizer):
             previous_params = [s["previous_param"] for s in tensors.states]
             decay = 1 - lr * group["weight_decay"]
             if foreach:
-                torch._foreach_copy_(previous_params, tensors.params)
+                torch._foreach_copy_(local_tensors(previous_params), local_tensors(tensors.params))
                 torch._foreach_mul_(tensors.params, decay)
             else:
                 for param, previous_param in zip(tensors.params, previous_params):

@@ -24,6 +24,7 @@ from ._hypergradient import (
     validate_lr,
     validate_variant_settings,
 )
+from .distributed import all_reduce_statistics
 
 __all__ = ["HypergradOptimizer", "GroupTensors", "PreviousDirections", "effective_grads"]
 
@@ -197,13 +198,14 @@ class HypergradOptimizer(Optimizer):
             if tensors.params:
                 active.append((group, tensors))
 
-        # Statistics of every group first, then the updates: one place where a distributed run
-        # reduces all groups' statistics together, and no group's parameters move before all
+        # Statistics of every group first, then the updates: sharded (FSDP2) runs sum all groups'
+        # statistics over the ranks in one all-reduce, and no group's parameters move before all
         # previous directions have been read.
         statistics = [
             self._hypergradient_statistics(group, tensors) if group["hypergrad_lr"] != 0 else None
             for group, tensors in active
         ]
+        statistics = all_reduce_statistics([tensors.params for _, tensors in active], statistics)
         for (group, tensors), group_statistics in zip(active, statistics):
             self._step_group(group, tensors, group_statistics)
         return loss

@@ -9,6 +9,7 @@ import torch
 from torch import Tensor
 
 from ._hypergradient import LearningRate
+from .distributed import local_tensors
 from .optimizer import GroupTensors, HypergradOptimizer, PreviousDirections, effective_grads
 
 __all__ = ["RMSpropHD"]
@@ -230,7 +231,7 @@ def _multi_tensor_update(
             torch._foreach_addcdiv_(directions, device_grads, avg)
         else:
             directions = [_direction_buffer(s, g) for s, g in zip(device_states, device_grads)]
-            torch._foreach_copy_(directions, device_grads)
+            torch._foreach_copy_(local_tensors(directions), local_tensors(device_grads))
             torch._foreach_div_(directions, avg)
         if isinstance(lr, Tensor):
             torch._foreach_sub_(device_params, torch._foreach_mul(directions, lr))

@@ -9,6 +9,7 @@ import torch
 from torch import Tensor
 
 from ._hypergradient import LearningRate
+from .distributed import local_tensors
 from .optimizer import GroupTensors, HypergradOptimizer, PreviousDirections, effective_grads
 
 __all__ = ["SGDHD"]
@@ -235,13 +236,13 @@ def _multi_tensor_update(
                 directions = _adopt_directions(device_states, device_grads)
             else:
                 directions = [_direction_buffer(s, g) for s, g in zip(device_states, device_grads)]
-                torch._foreach_copy_(directions, device_grads)
+                torch._foreach_copy_(local_tensors(directions), local_tensors(device_grads))
                 torch._foreach_add_(directions, bufs, alpha=momentum)
         elif adopt_grads:
             directions = _adopt_directions(device_states, device_grads)
         else:
             directions = [_direction_buffer(s, g) for s, g in zip(device_states, device_grads)]
-            torch._foreach_copy_(directions, device_grads)
+            torch._foreach_copy_(local_tensors(directions), local_tensors(device_grads))
         if isinstance(lr, Tensor):
             torch._foreach_sub_(device_params, torch._foreach_mul(directions, lr))
         else:

@@ -9,11 +9,11 @@ import torch
 class TinyNet(torch.nn.Module):
     """Two layers and a tanh: non-convex, several tensors of different shapes."""
 
-    def __init__(self, dtype: torch.dtype = torch.float64) -> None:
+    def __init__(self, dtype: torch.dtype = torch.float64, width: int = 5) -> None:
         super().__init__()
         generator = torch.Generator().manual_seed(0)
-        self.hidden = torch.nn.Linear(6, 5, dtype=dtype)
-        self.out = torch.nn.Linear(5, 2, dtype=dtype)
+        self.hidden = torch.nn.Linear(6, width, dtype=dtype)
+        self.out = torch.nn.Linear(width, 2, dtype=dtype)
         with torch.no_grad():
             for p in self.parameters():
                 p.copy_(torch.randn(p.shape, generator=generator, dtype=dtype) * 0.5)
