@@ -11,7 +11,7 @@ from torch.optim.optimizer import _get_value  # the step count as a float; a ten
 
 from ._hypergradient import LearningRate
 from .distributed import local_tensors
-from .optimizer import GroupTensors, HypergradOptimizer, PreviousDirections, effective_grads
+from .optimizer import GroupTensors, HypergradOptimizer, PreviousDirections
 
 __all__ = ["AdagradHD"]
 
@@ -96,31 +96,13 @@ class AdagradHD(HypergradOptimizer):
             lr_limit_power=lr_limit_power,
         )
 
-    def _init_group(self, group: dict[str, Any]) -> GroupTensors:
-        tensors = GroupTensors()
-        for p in group["params"]:
-            if p.grad is None or p.numel() == 0:
-                continue
-            if p.grad.is_sparse:
-                raise RuntimeError(f"{type(self).__name__} does not support sparse gradients")
-            state = self.state[p]
-            param, grad = (torch.view_as_real(p), torch.view_as_real(p.grad)) if p.is_complex() else (p, p.grad)
-            if not state:
-                # torch.optim.Adagrad's layout: a host step counter and the sum of squares.
-                state["step"] = torch.tensor(0.0, dtype=torch.float32)
-                state["sum"] = torch.full_like(
-                    p, _accumulator_value(p, group["initial_accumulator_value"]),
-                    memory_format=torch.preserve_format,
-                )
-            tensors.params.append(param)
-            tensors.grads.append(grad)
-            tensors.states.append(state)
-        if tensors.params:
-            tensors.grads = effective_grads(
-                tensors.params, tensors.grads, group["weight_decay"], group["maximize"],
-                self._use_foreach(group, tensors.params),
+    def _init_state(self, group: dict[str, Any], param: Tensor, state: dict[str, Any]) -> None:
+        if not state:
+            # torch.optim.Adagrad's layout: a host step counter and the sum of squares.
+            state["step"] = torch.tensor(0.0, dtype=torch.float32)
+            state["sum"] = torch.full_like(
+                param, group["initial_accumulator_value"], memory_format=torch.preserve_format
             )
-        return tensors
 
     def _previous_directions(self, group: dict[str, Any], tensors: GroupTensors) -> PreviousDirections:
         indices = [i for i, s in enumerate(tensors.states) if "hypergrad_direction" in s]
@@ -138,10 +120,6 @@ class AdagradHD(HypergradOptimizer):
         adagrad_update(
             tensors.params, tensors.grads, tensors.states, lr=lr, lr_decay=group["lr_decay"], eps=group["eps"]
         )
-
-
-def _accumulator_value(param: Tensor, value: float) -> float | complex:
-    return complex(value, value) if param.is_complex() else value
 
 
 def _real_sum(state: dict[str, Any]) -> Tensor:

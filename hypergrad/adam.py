@@ -11,7 +11,7 @@ from torch import Tensor
 
 from ._hypergradient import LearningRate
 from .distributed import local_tensors
-from .optimizer import GroupTensors, HypergradOptimizer, PreviousDirections, effective_grads
+from .optimizer import GroupTensors, HypergradOptimizer, PreviousDirections
 
 __all__ = ["AdamHD", "AdamWHD"]
 
@@ -111,39 +111,24 @@ class AdamHD(HypergradOptimizer):
             group.setdefault("amsgrad", False)
             group.setdefault("decoupled_weight_decay", False)
 
-    def _init_group(self, group: dict[str, Any]) -> GroupTensors:
-        tensors = GroupTensors()
-        for p in group["params"]:
-            if p.grad is None or p.numel() == 0:
-                continue
-            if p.grad.is_sparse:
-                raise RuntimeError(f"{type(self).__name__} does not support sparse gradients")
-            state = self.state[p]
-            param, grad = (torch.view_as_real(p), torch.view_as_real(p.grad)) if p.is_complex() else (p, p.grad)
-            if not state:
-                # A step counter on the parameter's device keeps bias corrections off the host.
-                step_device = p.device if p.device.type != "cpu" else torch.device("cpu")
-                state["step"] = torch.zeros((), dtype=torch.float32, device=step_device)
-                state["exp_avg"] = torch.zeros_like(param, memory_format=torch.preserve_format)
-                state["exp_avg_sq"] = torch.zeros_like(param, memory_format=torch.preserve_format)
-                if group["amsgrad"]:
-                    state["max_exp_avg_sq"] = torch.zeros_like(param, memory_format=torch.preserve_format)
-            if _keeps_previous_param(group) and "previous_param" not in state:
-                # theta_{t-2} for the decay term of u_{t-1}; zeros before the first step (u_0 = 0).
-                # A state from elsewhere (a torch.optim.AdamW checkpoint) lacks it: the current
-                # parameter is the nearest value we have.
-                started = bool(state["step"] > 0)
-                state["previous_param"] = param.detach().clone() if started else torch.zeros_like(param)
-            tensors.params.append(param)
-            tensors.grads.append(grad)
-            tensors.states.append(state)
-        if tensors.params:
-            coupled_decay = 0.0 if group["decoupled_weight_decay"] else group["weight_decay"]
-            tensors.grads = effective_grads(
-                tensors.params, tensors.grads, coupled_decay, group["maximize"],
-                self._use_foreach(group, tensors.params),
-            )
-        return tensors
+    def _init_state(self, group: dict[str, Any], param: Tensor, state: dict[str, Any]) -> None:
+        if not state:
+            # A step counter on the parameter's device keeps bias corrections off the host.
+            step_device = param.device if param.device.type != "cpu" else torch.device("cpu")
+            state["step"] = torch.zeros((), dtype=torch.float32, device=step_device)
+            state["exp_avg"] = torch.zeros_like(param, memory_format=torch.preserve_format)
+            state["exp_avg_sq"] = torch.zeros_like(param, memory_format=torch.preserve_format)
+            if group["amsgrad"]:
+                state["max_exp_avg_sq"] = torch.zeros_like(param, memory_format=torch.preserve_format)
+        if _keeps_previous_param(group) and "previous_param" not in state:
+            # theta_{t-2} for the decay term of u_{t-1}; zeros before the first step (u_0 = 0).
+            # A state from elsewhere (a torch.optim.AdamW checkpoint) lacks it: the current
+            # parameter is the nearest value we have.
+            started = bool(state["step"] > 0)
+            state["previous_param"] = param.detach().clone() if started else torch.zeros_like(param)
+
+    def _coupled_weight_decay(self, group: dict[str, Any]) -> float:
+        return 0.0 if group["decoupled_weight_decay"] else group["weight_decay"]
 
     def _previous_directions(self, group: dict[str, Any], tensors: GroupTensors) -> PreviousDirections:
         beta1, beta2 = group["betas"]

@@ -143,9 +143,10 @@ class HypergradOptimizer(Optimizer):
             group.setdefault("foreach", None)
             group.setdefault("capturable", False)
 
-    # -- the three phases, provided by each base rule -------------------------------------------
-    def _init_group(self, group: dict[str, Any]) -> GroupTensors:
-        raise NotImplementedError
+    # -- what each base rule provides -------------------------------------------------------------
+    def _init_state(self, group: dict[str, Any], param: Tensor, state: dict[str, Any]) -> None:
+        """Create the base rule's state for ``param`` (complex parameters come viewed as real)
+        where it is missing; torch.optim's layout where the rule has a torch.optim twin."""
 
     def _previous_directions(self, group: dict[str, Any], tensors: GroupTensors) -> PreviousDirections:
         """The base rule's last update directions ``u`` (before the update: ``u_{t-1}``; after it,
@@ -155,7 +156,33 @@ class HypergradOptimizer(Optimizer):
     def _update_params(self, group: dict[str, Any], tensors: GroupTensors, lr: LearningRate) -> None:
         raise NotImplementedError
 
+    def _coupled_weight_decay(self, group: dict[str, Any]) -> float:
+        """The L2 coefficient folded into the gradient (0 where the decay is decoupled)."""
+        return group["weight_decay"]
+
     # -- shared machinery --------------------------------------------------------------------------
+    def _init_group(self, group: dict[str, Any]) -> GroupTensors:
+        """Phase 1: the parameters that have a gradient (and elements), their state, and the
+        gradients the base rule uses. Complex parameters are stepped as real views."""
+        tensors = GroupTensors()
+        for p in group["params"]:
+            if p.grad is None or p.numel() == 0:
+                continue
+            if p.grad.is_sparse:
+                raise RuntimeError(f"{type(self).__name__} does not support sparse gradients")
+            param, grad = (torch.view_as_real(p), torch.view_as_real(p.grad)) if p.is_complex() else (p, p.grad)
+            state = self.state[p]
+            self._init_state(group, param, state)
+            tensors.params.append(param)
+            tensors.grads.append(grad)
+            tensors.states.append(state)
+        if tensors.params:
+            tensors.grads = effective_grads(
+                tensors.params, tensors.grads, self._coupled_weight_decay(group), group["maximize"],
+                self._use_foreach(group, tensors.params),
+            )
+        return tensors
+
     @staticmethod
     def _use_foreach(group: dict[str, Any], params: list[Tensor]) -> bool:
         """torch.optim's choice: the user's ``foreach``, else multi-tensor kernels on devices

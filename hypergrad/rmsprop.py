@@ -10,7 +10,7 @@ from torch import Tensor
 
 from ._hypergradient import LearningRate
 from .distributed import local_tensors
-from .optimizer import GroupTensors, HypergradOptimizer, PreviousDirections, effective_grads
+from .optimizer import GroupTensors, HypergradOptimizer, PreviousDirections
 
 __all__ = ["RMSpropHD"]
 
@@ -106,32 +106,15 @@ class RMSpropHD(HypergradOptimizer):
             group.setdefault("momentum", 0.0)
             group.setdefault("centered", False)
 
-    def _init_group(self, group: dict[str, Any]) -> GroupTensors:
-        tensors = GroupTensors()
-        for p in group["params"]:
-            if p.grad is None or p.numel() == 0:
-                continue
-            if p.grad.is_sparse:
-                raise RuntimeError(f"{type(self).__name__} does not support sparse gradients")
-            state = self.state[p]
-            param, grad = (torch.view_as_real(p), torch.view_as_real(p.grad)) if p.is_complex() else (p, p.grad)
-            if not state:
-                # torch.optim.RMSprop's layout (its step counter is kept though nothing reads it).
-                state["step"] = torch.tensor(0.0, dtype=torch.float32)
-                state["square_avg"] = torch.zeros_like(p, memory_format=torch.preserve_format)
-                if group["momentum"] > 0:
-                    state["momentum_buffer"] = torch.zeros_like(p, memory_format=torch.preserve_format)
-                if group["centered"]:
-                    state["grad_avg"] = torch.zeros_like(p, memory_format=torch.preserve_format)
-            tensors.params.append(param)
-            tensors.grads.append(grad)
-            tensors.states.append(state)
-        if tensors.params:
-            tensors.grads = effective_grads(
-                tensors.params, tensors.grads, group["weight_decay"], group["maximize"],
-                self._use_foreach(group, tensors.params),
-            )
-        return tensors
+    def _init_state(self, group: dict[str, Any], param: Tensor, state: dict[str, Any]) -> None:
+        if not state:
+            # torch.optim.RMSprop's layout (its step counter is kept though nothing reads it).
+            state["step"] = torch.tensor(0.0, dtype=torch.float32)
+            state["square_avg"] = torch.zeros_like(param, memory_format=torch.preserve_format)
+            if group["momentum"] > 0:
+                state["momentum_buffer"] = torch.zeros_like(param, memory_format=torch.preserve_format)
+            if group["centered"]:
+                state["grad_avg"] = torch.zeros_like(param, memory_format=torch.preserve_format)
 
     def _previous_directions(self, group: dict[str, Any], tensors: GroupTensors) -> PreviousDirections:
         # With momentum u_{t-1} is the momentum buffer (zeros before the first step: u_0 = 0).

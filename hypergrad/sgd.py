@@ -10,7 +10,7 @@ from torch import Tensor
 
 from ._hypergradient import LearningRate
 from .distributed import local_tensors
-from .optimizer import GroupTensors, HypergradOptimizer, PreviousDirections, effective_grads
+from .optimizer import GroupTensors, HypergradOptimizer, PreviousDirections
 
 __all__ = ["SGDHD"]
 
@@ -120,22 +120,8 @@ class SGDHD(HypergradOptimizer):
         for group in self.param_groups:
             group.setdefault("nesterov", False)
 
-    def _init_group(self, group: dict[str, Any]) -> GroupTensors:
-        tensors = GroupTensors()
-        for p in group["params"]:
-            if p.grad is None or p.numel() == 0:
-                continue
-            if p.grad.is_sparse:
-                raise RuntimeError("SGDHD does not support sparse gradients")
-            tensors.params.append(p)
-            tensors.grads.append(p.grad)
-            tensors.states.append(self.state[p])
-        if tensors.params:
-            tensors.grads = effective_grads(
-                tensors.params, tensors.grads, group["weight_decay"], group["maximize"],
-                self._use_foreach(group, tensors.params),
-            )
-        return tensors
+    def _init_state(self, group: dict[str, Any], param: Tensor, state: dict[str, Any]) -> None:
+        """Nothing up front: the momentum buffer and the direction are created at the first step."""
 
     def _previous_directions(self, group: dict[str, Any], tensors: GroupTensors) -> PreviousDirections:
         # u_{t-1} is the momentum buffer for heavy ball, else the stored direction; a parameter

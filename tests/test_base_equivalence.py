@@ -111,3 +111,30 @@ def test_per_tensor_and_per_weight_rates_with_zero_hypergrad_lr_are_the_base(hd_
     train(models[1], base, batches)
     for ours, theirs in zip(models[0].parameters(), models[1].parameters()):
         torch.testing.assert_close(ours, theirs, rtol=1e-12, atol=1e-12)
+
+
+@pytest.mark.parametrize(
+    "hd_cls, base_cls, flags",
+    [
+        (hypergrad.SGDHD, torch.optim.SGD, dict(lr=0.05, momentum=0.9, nesterov=True, weight_decay=1e-2)),
+        (hypergrad.AdamHD, torch.optim.Adam, dict(lr=0.01, amsgrad=True)),
+        (hypergrad.AdamWHD, torch.optim.AdamW, dict(lr=0.01)),
+        (hypergrad.AdagradHD, torch.optim.Adagrad, dict(lr=0.1, initial_accumulator_value=0.1)),
+        (hypergrad.RMSpropHD, torch.optim.RMSprop, dict(lr=0.01, centered=True, momentum=0.5)),
+    ],
+)
+def test_complex_parameters_step_like_torch(hd_cls, base_cls, flags):
+    """Complex parameters are stepped as their real views, as torch.optim steps them."""
+    generator = torch.Generator().manual_seed(2)
+    start = torch.randn(4, 3, dtype=torch.complex128, generator=generator)
+    targets = [torch.randn(4, 3, dtype=torch.complex128, generator=generator) for _ in range(10)]
+    results = []
+    for make in (lambda p: hd_cls(p, hypergrad_lr=0.0, **flags), lambda p: base_cls(p, **flags)):
+        z = torch.nn.Parameter(start.clone())
+        optimizer = make([z])
+        for target in targets:
+            optimizer.zero_grad()
+            (z - target).abs().pow(2).sum().backward()
+            optimizer.step()
+        results.append(z.detach())
+    torch.testing.assert_close(results[0], results[1], rtol=1e-6, atol=1e-9)
