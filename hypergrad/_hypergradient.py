@@ -138,17 +138,17 @@ def tensor_statistics(
     the device has it, so that the learning rate does not lose precision to float32; ``None`` when
     there is no previous direction at all (the first step), which leaves the learning rate as it is.
     """
-    per_tensor = []
-    for g, u in zip(grads, directions):
-        if rule == "additive":
-            per_tensor.append(flat_dot(g, u).reshape(1))
-        else:
-            per_tensor.append(torch.stack((flat_dot(g, u), flat_dot(g, g), flat_dot(u, u))))
+    if rule == "additive":
+        per_tensor = [flat_dot(g, u) for g, u in zip(grads, directions)]
+    else:
+        per_tensor = [torch.stack((flat_dot(g, u), flat_dot(g, g), flat_dot(u, u))) for g, u in zip(grads, directions)]
     if not per_tensor:
         return None
     device = per_tensor[0].device
     accumulate = torch.float64 if device.type != "mps" else torch.float32
     stacked = torch.stack(per_tensor).to(accumulate)
+    if rule == "additive":
+        stacked = stacked[:, None]
     if scales is not None:
         scale = torch.stack([torch.as_tensor(s, dtype=accumulate, device=device) for s in scales])
         if rule == "additive":

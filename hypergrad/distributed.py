@@ -72,6 +72,8 @@ def local_operands(a: Tensor, b: Tensor) -> tuple[Tensor, Tensor]:
     shards of a ``Shard(dim)`` pair; the local copies of a ``Replicate()`` pair on the mesh's first
     rank and empty tensors on the others, so that the all-reduced sum counts every element once.
     """
+    if type(a) is Tensor and type(b) is Tensor:  # the common case, without a module lookup
+        return a, b
     a_distributed, b_distributed = _is_dtensor(a), _is_dtensor(b)
     if not (a_distributed or b_distributed):
         return a, b
