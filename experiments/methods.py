@@ -1,0 +1,238 @@
+"""Every optimizer the experiments compare, in one registry: name -> :class:`Method`.
+
+* Baselines are torch.optim's own classes: ``sgd``, ``sgdm`` (momentum 0.9), ``sgdn``
+  (Nesterov, momentum 0.9), ``adagrad``, ``rmsprop``, ``adam``, ``adamw``.
+* ``NAME_hd`` is the same base with hypergradient descent on its learning rate, from
+  :mod:`hypergrad`. An HD class that this ``hypergrad`` does not export yet gives a clear
+  :class:`MethodUnavailableError`.
+* Learning-rate-free peers through their own packages, at their documented defaults (their own
+  ``lr``, which is a multiplier, not alpha_0): ``prodigy`` (prodigyopt), ``dadapt_adam``
+  (dadaptation), ``schedulefree_adamw`` (schedulefree; needs ``train()``/``eval()`` calls),
+  ``dog`` (dog-optimizer; ``reps_rel`` 1e-4 for batch-norm models, 1e-6 otherwise, as its
+  docstring advises).
+
+Every method gets the same ``weight_decay`` (L2 through the optimizer's own argument; decoupled
+where the method's definition says so: AdamW, Prodigy, Schedule-Free AdamW).
+"""
+
+from __future__ import annotations
+
+import importlib
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass
+
+import torch
+from torch.optim import Optimizer
+
+from experiments.models import TASKS
+
+__all__ = [
+    "METHODS",
+    "PAPER_METHODS",
+    "Method",
+    "MethodSettings",
+    "MethodUnavailableError",
+    "build_optimizer",
+    "default_hypergrad_lr",
+    "resolve_methods",
+]
+
+MOMENTUM = 0.9
+SGD_HYPERGRAD_LR = 1e-3
+"""The reference code's beta for SGD-type HD methods on every task."""
+PAPER_METHODS = ("sgd", "sgd_hd", "sgdn", "sgdn_hd", "adam", "adam_hd")
+PEER_DISTRIBUTIONS = {"prodigyopt": "prodigyopt", "dadaptation": "dadaptation", "schedulefree": "schedulefree",
+                      "dog": "dog-optimizer"}
+"""Import name -> PyPI distribution of the learning-rate-free peers."""
+
+
+class MethodUnavailableError(RuntimeError):
+    """The method's optimizer class or package is not installed / not exported yet."""
+
+
+@dataclass(frozen=True)
+class MethodSettings:
+    """What a method's constructor is given."""
+
+    lr: float
+    hypergrad_lr: float | None
+    weight_decay: float
+    model_has_batch_norm: bool
+
+
+@dataclass(frozen=True)
+class Method:
+    """One entry of the registry.
+
+    Attributes:
+        name: registry key (CSV file names use it).
+        description: one line for tables and ``--help``.
+        build: ``(params, settings) -> optimizer``.
+        hypergradient: ``"sgd"`` or ``"adaptive"`` for HD methods (picks the default beta),
+            None for the rest.
+        uses_alpha0: whether ``--lr`` is the method's initial learning rate (False for the
+            learning-rate-free peers, which keep their documented ``lr``).
+        has_train_eval_modes: the optimizer needs ``optimizer.train()`` before training steps and
+            ``optimizer.eval()`` before evaluation (Schedule-Free).
+        effective_lr: the step size the method used, for the logs.
+        requires: what provides the optimizer: ``"torch"``, ``"hypergrad.CLASS"`` or a peer's
+            module, for availability checks before anything trains.
+    """
+
+    name: str
+    description: str
+    build: Callable[[Iterable[torch.nn.Parameter], MethodSettings], Optimizer]
+    requires: str
+    hypergradient: str | None = None
+    uses_alpha0: bool = True
+    has_train_eval_modes: bool = False
+    effective_lr: Callable[[Optimizer], float] = lambda optimizer: float(optimizer.param_groups[0]["lr"])
+
+
+def _hypergrad_class(class_name: str) -> type[Optimizer]:
+    import hypergrad
+
+    optimizer_class = getattr(hypergrad, class_name, None)
+    if optimizer_class is None:
+        raise MethodUnavailableError(
+            f"hypergrad.{class_name} is not available in this hypergrad ({hypergrad.__file__}); "
+            f"it lands with the family of HD optimizers. Choose other --methods meanwhile."
+        )
+    return optimizer_class
+
+
+def _import_peer(module: str):
+    try:
+        return importlib.import_module(module)
+    except ImportError as error:
+        distribution = PEER_DISTRIBUTIONS[module]
+        raise MethodUnavailableError(f"needs the {distribution} package: pip install {distribution}") from error
+
+
+def _sgd(momentum: float = 0.0, nesterov: bool = False):
+    def build(params, s: MethodSettings) -> Optimizer:
+        return torch.optim.SGD(params, lr=s.lr, momentum=momentum, nesterov=nesterov, weight_decay=s.weight_decay)
+
+    return build
+
+
+def _sgd_hd(momentum: float = 0.0, nesterov: bool = False):
+    def build(params, s: MethodSettings) -> Optimizer:
+        return _hypergrad_class("SGDHD")(
+            params, lr=s.lr, momentum=momentum, nesterov=nesterov, weight_decay=s.weight_decay,
+            hypergrad_lr=s.hypergrad_lr,
+        )
+
+    return build
+
+
+def _torch_base(class_name: str):
+    def build(params, s: MethodSettings) -> Optimizer:
+        return getattr(torch.optim, class_name)(params, lr=s.lr, weight_decay=s.weight_decay)
+
+    return build
+
+
+def _hd(class_name: str):
+    def build(params, s: MethodSettings) -> Optimizer:
+        return _hypergrad_class(class_name)(params, lr=s.lr, weight_decay=s.weight_decay, hypergrad_lr=s.hypergrad_lr)
+
+    return build
+
+
+def _prodigy(params, s: MethodSettings) -> Optimizer:
+    return _import_peer("prodigyopt").Prodigy(params, weight_decay=s.weight_decay)
+
+
+def _dadapt_adam(params, s: MethodSettings) -> Optimizer:
+    return _import_peer("dadaptation").DAdaptAdam(params, weight_decay=s.weight_decay)
+
+
+def _schedulefree_adamw(params, s: MethodSettings) -> Optimizer:
+    return _import_peer("schedulefree").AdamWScheduleFree(params, weight_decay=s.weight_decay)
+
+
+def _dog(params, s: MethodSettings) -> Optimizer:
+    reps_rel = 1e-4 if s.model_has_batch_norm else 1e-6
+    return _import_peer("dog").DoG(params, reps_rel=reps_rel, weight_decay=s.weight_decay)
+
+
+def _d_times_lr(optimizer: Optimizer) -> float:
+    """Prodigy and D-Adaptation step with ``d * lr``."""
+    group = optimizer.param_groups[0]
+    return float(group["d"]) * float(group["lr"])
+
+
+def _dog_eta(optimizer: Optimizer) -> float:
+    """DoG's step size; one value per group (a list with one entry per parameter)."""
+    eta = optimizer.param_groups[0].get("eta")
+    return float(eta[0]) if eta else float("nan")
+
+
+def _methods() -> dict[str, Method]:
+    entries = [
+        Method("sgd", "SGD", _sgd(), "torch"),
+        Method("sgd_hd", "SGD with HD", _sgd_hd(), "hypergrad.SGDHD", hypergradient="sgd"),
+        Method("sgdm", "SGD, momentum 0.9", _sgd(MOMENTUM), "torch"),
+        Method("sgdm_hd", "SGD, momentum 0.9, with HD", _sgd_hd(MOMENTUM), "hypergrad.SGDHD", hypergradient="sgd"),
+        Method("sgdn", "SGD, Nesterov momentum 0.9", _sgd(MOMENTUM, nesterov=True), "torch"),
+        Method("sgdn_hd", "SGD, Nesterov momentum 0.9, with HD", _sgd_hd(MOMENTUM, nesterov=True), "hypergrad.SGDHD",
+               hypergradient="sgd"),
+        Method("adagrad", "Adagrad", _torch_base("Adagrad"), "torch"),
+        Method("adagrad_hd", "Adagrad with HD", _hd("AdagradHD"), "hypergrad.AdagradHD", hypergradient="adaptive"),
+        Method("rmsprop", "RMSprop", _torch_base("RMSprop"), "torch"),
+        Method("rmsprop_hd", "RMSprop with HD", _hd("RMSpropHD"), "hypergrad.RMSpropHD", hypergradient="adaptive"),
+        Method("adam", "Adam", _torch_base("Adam"), "torch"),
+        Method("adam_hd", "Adam with HD", _hd("AdamHD"), "hypergrad.AdamHD", hypergradient="adaptive"),
+        Method("adamw", "AdamW", _torch_base("AdamW"), "torch"),
+        Method("adamw_hd", "AdamW with HD", _hd("AdamWHD"), "hypergrad.AdamWHD", hypergradient="adaptive"),
+        Method("prodigy", "Prodigy (prodigyopt defaults)", _prodigy, "prodigyopt", uses_alpha0=False,
+               effective_lr=_d_times_lr),
+        Method("dadapt_adam", "D-Adaptation Adam (dadaptation defaults)", _dadapt_adam, "dadaptation",
+               uses_alpha0=False, effective_lr=_d_times_lr),
+        Method("schedulefree_adamw", "Schedule-Free AdamW (schedulefree defaults)", _schedulefree_adamw,
+               "schedulefree", uses_alpha0=False, has_train_eval_modes=True),
+        Method("dog", "DoG (dog-optimizer defaults)", _dog, "dog", uses_alpha0=False, effective_lr=_dog_eta),
+    ]
+    return {method.name: method for method in entries}
+
+
+METHODS: dict[str, Method] = _methods()
+
+def default_hypergrad_lr(method: str, task: str) -> float | None:
+    """The reference code's beta: 1e-3 for SGD-type HD; for Adam-type (and the other adaptive
+    bases, whose directions have Adam's per-coordinate scale) 1e-7 on logreg/mlp, 1e-8 on
+    cnn/vgg. None for methods without HD."""
+    kind = METHODS[method].hypergradient
+    if kind is None:
+        return None
+    return SGD_HYPERGRAD_LR if kind == "sgd" else TASKS[task].adaptive_hypergrad_lr
+
+
+def resolve_methods(names: Sequence[str]) -> list[Method]:
+    """Look up ``names`` and check that each one can be built here, before anything trains.
+
+    Raises:
+        ValueError: an unknown or repeated name (listing the known ones).
+        MethodUnavailableError: a method whose package or hypergrad class is missing.
+    """
+    unknown = [name for name in names if name not in METHODS]
+    if unknown:
+        raise ValueError(f"unknown method(s) {unknown}; methods are: {', '.join(METHODS)}")
+    if len(set(names)) != len(names):
+        raise ValueError(f"methods must not repeat, got {list(names)}")
+    if not names:
+        raise ValueError("methods must name at least one method")
+    for name in names:
+        method = METHODS[name]
+        module, _, class_name = method.requires.partition(".")
+        if module == "hypergrad":
+            _hypergrad_class(class_name)
+        elif module != "torch":
+            _import_peer(module)
+    return [METHODS[name] for name in names]
+
+
+def build_optimizer(method: str, params: Iterable[torch.nn.Parameter], settings: MethodSettings) -> Optimizer:
+    """Construct ``method``'s optimizer over ``params``."""
+    return METHODS[method].build(params, settings)
