@@ -1,0 +1,166 @@
+"""Shared plotting style for every figure of the experiments.
+
+One rule makes all figures comparable: each base rule has one colour; its hypergradient (HD)
+variant is drawn solid and the base dashed in that colour. Learning-rate schedules of a base
+("sgd_cosine", ...) are dotted in the base's colour; peer methods (Prodigy, D-Adaptation,
+Schedule-Free, DoG) are dash-dotted in colours of their own.
+
+Figures are written with :func:`save_figure` (PNG and PDF, each atomically) and legends are put
+outside the data with :func:`legend_outside`.
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")  # figures are only ever written to files, also on machines without a display
+
+from matplotlib import animation  # noqa: E402
+from matplotlib.axes import Axes  # noqa: E402
+from matplotlib.figure import Figure  # noqa: E402
+from matplotlib.legend import Legend  # noqa: E402
+
+# Base rules: (colour, label). Colours are matplotlib's colour-blind-friendlier tab10 set.
+BASE_STYLES: dict[str, tuple[str, str]] = {
+    "sgd": ("tab:blue", "SGD"),
+    "sgdm": ("tab:orange", "SGD momentum"),
+    "sgdn": ("tab:green", "SGD Nesterov"),
+    "adagrad": ("tab:red", "AdaGrad"),
+    "rmsprop": ("tab:purple", "RMSprop"),
+    "adam": ("tab:brown", "Adam"),
+    "adamw": ("tab:pink", "AdamW"),
+}
+
+PEER_STYLES: dict[str, tuple[str, str]] = {
+    "prodigy": ("tab:gray", "Prodigy"),
+    "dadapt_adam": ("tab:olive", "D-Adapt Adam"),
+    "schedulefree_adamw": ("tab:cyan", "Schedule-Free AdamW"),
+    "dog": ("black", "DoG"),
+}
+
+HD_LINESTYLE = "-"
+BASE_LINESTYLE = "--"
+SCHEDULE_LINESTYLE = ":"
+PEER_LINESTYLE = "-."
+
+
+@dataclass(frozen=True)
+class MethodStyle:
+    """How one method is drawn: matplotlib colour, linestyle and legend label."""
+
+    color: str
+    linestyle: str
+    label: str
+
+    def kwargs(self) -> dict[str, str]:
+        """Keyword arguments for ``Axes.plot``."""
+        return {"color": self.color, "linestyle": self.linestyle, "label": self.label}
+
+
+def method_style(method: str) -> MethodStyle:
+    """Style of a method named as in the experiments' registry.
+
+    ``"<base>"`` is dashed, ``"<base>_hd"`` solid, ``"<base>_<schedule>"`` (e.g. ``"sgd_cosine"``)
+    dotted, all in the base's colour; peers are dash-dotted in their own colours.
+    """
+    if not isinstance(method, str):
+        raise TypeError(f"method must be a str, got {type(method).__name__}")
+    if method in PEER_STYLES:
+        color, label = PEER_STYLES[method]
+        return MethodStyle(color, PEER_LINESTYLE, label)
+    if method in BASE_STYLES:
+        color, label = BASE_STYLES[method]
+        return MethodStyle(color, BASE_LINESTYLE, label)
+    # Longest base first so that "sgdn_hd" is not read as base "sgd" with suffix "n_hd".
+    for base in sorted(BASE_STYLES, key=len, reverse=True):
+        if method.startswith(base + "_"):
+            color, label = BASE_STYLES[base]
+            suffix = method[len(base) + 1 :]
+            if suffix == "hd":
+                return MethodStyle(color, HD_LINESTYLE, f"{label}-HD")
+            return MethodStyle(color, SCHEDULE_LINESTYLE, f"{label} + {suffix.replace('_', ' ')}")
+    known = sorted(BASE_STYLES) + sorted(PEER_STYLES)
+    raise ValueError(
+        f"method {method!r} has no plot style; expected one of {known}, "
+        "'<base>_hd' or '<base>_<schedule>'"
+    )
+
+
+def legend_outside(target: Axes | Figure, where: str = "right", **kwargs) -> Legend:
+    """Put the legend of ``target`` outside its data: right of an Axes, or below a whole Figure.
+
+    Extra keyword arguments go to ``legend`` (e.g. ``handles``, ``ncol``). Save with
+    :func:`save_figure`, whose tight bounding box keeps the outside legend in the file.
+    """
+    if where not in ("right", "below"):
+        raise ValueError(f"where must be 'right' or 'below', got {where!r}")
+    if where == "right":
+        placement = {"loc": "center left", "bbox_to_anchor": (1.01, 0.5)}
+    else:
+        placement = {"loc": "upper center", "bbox_to_anchor": (0.5, -0.01)}
+    placement.update(kwargs)
+    placement.setdefault("frameon", False)
+    if isinstance(target, Figure):
+        return target.legend(**placement)
+    if isinstance(target, Axes):
+        return target.legend(**placement)
+    raise TypeError(f"target must be a matplotlib Axes or Figure, got {type(target).__name__}")
+
+
+def _replace_from_temp(final_path: Path, write) -> Path:
+    """Call ``write(temp_path)`` for a temp file beside ``final_path``, then move it into place."""
+    final_path.parent.mkdir(parents=True, exist_ok=True)
+    fd, temp_name = tempfile.mkstemp(
+        dir=final_path.parent, prefix=f".{final_path.stem}.", suffix=final_path.suffix
+    )
+    os.close(fd)
+    try:
+        write(temp_name)
+        return Path(temp_name)
+    except BaseException:
+        os.unlink(temp_name)
+        raise
+
+
+def save_figure(fig: Figure, path_without_ext: str | os.PathLike, dpi: int = 150) -> tuple[Path, Path]:
+    """Write ``fig`` as ``<path>.png`` and ``<path>.pdf``; return both paths.
+
+    Both files are rendered to temp files first and only then moved into place, so an error leaves
+    no half-written figure behind.
+    """
+    base = Path(path_without_ext)
+    if base.suffix.lower() in (".png", ".pdf"):
+        raise ValueError(f"path_without_ext must not end in an extension, got {str(base)!r}")
+    finals = [base.with_name(base.name + ".png"), base.with_name(base.name + ".pdf")]
+    temps: list[Path] = []
+    try:
+        for final in finals:
+            fmt = final.suffix[1:]
+            temps.append(
+                _replace_from_temp(
+                    final,
+                    lambda name, fmt=fmt: fig.savefig(name, format=fmt, dpi=dpi, bbox_inches="tight"),
+                )
+            )
+    except BaseException:
+        for temp in temps:
+            temp.unlink(missing_ok=True)
+        raise
+    for temp, final in zip(temps, finals):
+        os.replace(temp, final)
+    return finals[0], finals[1]
+
+
+def save_animation(anim: animation.FuncAnimation, path: str | os.PathLike, fps: int, dpi: int) -> Path:
+    """Write ``anim`` as an animated GIF (Pillow) at ``path``, atomically."""
+    final = Path(path)
+    if final.suffix.lower() != ".gif":
+        raise ValueError(f"path must end in .gif, got {str(final)!r}")
+    temp = _replace_from_temp(final, lambda name: anim.save(name, writer=animation.PillowWriter(fps=fps), dpi=dpi))
+    os.replace(temp, final)
+    return final
