@@ -5,8 +5,8 @@ variant is drawn solid and the base dashed in that colour. Learning-rate schedul
 ("sgd_cosine", ...) are dotted in the base's colour; peer methods (Prodigy, D-Adaptation,
 Schedule-Free, DoG) are dash-dotted in colours of their own.
 
-Figures are written with :func:`save_figure` (PNG and PDF, each atomically) and legends are put
-outside the data with :func:`legend_outside`.
+Figures are written with :func:`save_figure` (PNG and PDF, each atomically), animations with
+:func:`save_gif`, and legends are put outside the data with :func:`legend_outside`.
 """
 
 from __future__ import annotations
@@ -14,13 +14,15 @@ from __future__ import annotations
 import os
 import tempfile
 from dataclasses import dataclass
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 import matplotlib
+import numpy as np
+from PIL import Image
 
 matplotlib.use("Agg")  # figures are only ever written to files, also on machines without a display
 
-from matplotlib import animation  # noqa: E402
 from matplotlib.axes import Axes  # noqa: E402
 from matplotlib.figure import Figure  # noqa: E402
 from matplotlib.legend import Legend  # noqa: E402
@@ -92,33 +94,37 @@ def method_style(method: str) -> MethodStyle:
 
 
 def legend_outside(target: Axes | Figure, where: str = "right", **kwargs) -> Legend:
-    """Put the legend of ``target`` outside its data: right of an Axes, or below a whole Figure.
+    """Put the legend of ``target`` where it covers no data.
 
-    Extra keyword arguments go to ``legend`` (e.g. ``handles``, ``ncol``). Save with
-    :func:`save_figure`, whose tight bounding box keeps the outside legend in the file.
+    ``"right"``: just right of the Axes or Figure (save with :func:`save_figure`, whose tight
+    bounding box keeps it in the file). ``"below"``: for an Axes under its x label; for a Figure
+    centred in its bottom margin, which the caller reserves (e.g. ``tight_layout(rect=(0, 0.05,
+    1, 1))``) so that the legend is inside the canvas, also in animation frames. Extra keyword
+    arguments go to ``legend`` (e.g. ``handles``, ``ncol``).
     """
     if where not in ("right", "below"):
         raise ValueError(f"where must be 'right' or 'below', got {where!r}")
+    if not isinstance(target, (Axes, Figure)):
+        raise TypeError(f"target must be a matplotlib Axes or Figure, got {type(target).__name__}")
     if where == "right":
         placement = {"loc": "center left", "bbox_to_anchor": (1.01, 0.5)}
+    elif isinstance(target, Figure):
+        placement = {"loc": "lower center", "bbox_to_anchor": (0.5, 0.0)}
     else:
-        placement = {"loc": "upper center", "bbox_to_anchor": (0.5, -0.01)}
+        placement = {"loc": "upper center", "bbox_to_anchor": (0.5, -0.18)}
     placement.update(kwargs)
     placement.setdefault("frameon", False)
-    if isinstance(target, Figure):
-        return target.legend(**placement)
-    if isinstance(target, Axes):
-        return target.legend(**placement)
-    raise TypeError(f"target must be a matplotlib Axes or Figure, got {type(target).__name__}")
+    return target.legend(**placement)
 
 
-def _replace_from_temp(final_path: Path, write) -> Path:
+def _write_temp_beside(final_path: Path, write: Callable[[str], None]) -> Path:
     """Call ``write(temp_path)`` for a temp file beside ``final_path``, then move it into place."""
     final_path.parent.mkdir(parents=True, exist_ok=True)
     fd, temp_name = tempfile.mkstemp(
         dir=final_path.parent, prefix=f".{final_path.stem}.", suffix=final_path.suffix
     )
     os.close(fd)
+    os.chmod(temp_name, 0o644)  # mkstemp makes 0600; a figure is meant to be read by others
     try:
         write(temp_name)
         return Path(temp_name)
@@ -142,7 +148,7 @@ def save_figure(fig: Figure, path_without_ext: str | os.PathLike, dpi: int = 150
         for final in finals:
             fmt = final.suffix[1:]
             temps.append(
-                _replace_from_temp(
+                _write_temp_beside(
                     final,
                     lambda name, fmt=fmt: fig.savefig(name, format=fmt, dpi=dpi, bbox_inches="tight"),
                 )
@@ -156,11 +162,37 @@ def save_figure(fig: Figure, path_without_ext: str | os.PathLike, dpi: int = 150
     return finals[0], finals[1]
 
 
-def save_animation(anim: animation.FuncAnimation, path: str | os.PathLike, fps: int, dpi: int) -> Path:
-    """Write ``anim`` as an animated GIF (Pillow) at ``path``, atomically."""
+def save_gif(frames: Sequence[np.ndarray], path: str | os.PathLike, fps: float) -> Path:
+    """Write RGB(A) uint8 frames as a looping animated GIF at ``path``, atomically.
+
+    All frames share one palette taken from the last frame (the most complete picture), without
+    dithering: flat colours that repeat from frame to frame are what keeps a GIF small.
+    """
     final = Path(path)
     if final.suffix.lower() != ".gif":
         raise ValueError(f"path must end in .gif, got {str(final)!r}")
-    temp = _replace_from_temp(final, lambda name: anim.save(name, writer=animation.PillowWriter(fps=fps), dpi=dpi))
+    if not frames:
+        raise ValueError("frames must not be empty")
+    if not fps > 0:
+        raise ValueError(f"fps must be > 0, got {fps}")
+    images = [Image.fromarray(np.asarray(frame)[..., :3]) for frame in frames]
+    palette = images[-1].quantize(colors=256, method=Image.Quantize.MEDIANCUT, dither=Image.Dither.NONE)
+    indexed = [image.quantize(palette=palette, dither=Image.Dither.NONE) for image in images]
+
+    def write(name: str) -> None:
+        indexed[0].save(
+            name, format="GIF", save_all=True, append_images=indexed[1:], duration=round(1000 / fps), loop=0
+        )
+
+    temp = _write_temp_beside(final, write)
+    os.replace(temp, final)
+    return final
+
+
+def write_text_atomically(path: str | os.PathLike, text: str) -> Path:
+    """Write ``text`` (UTF-8) to ``path`` through a temp file beside it, so that readers see the
+    old file or the whole new one, never a part."""
+    final = Path(path)
+    temp = _write_temp_beside(final, lambda name: Path(name).write_text(text, encoding="utf-8"))
     os.replace(temp, final)
     return final
