@@ -162,8 +162,9 @@ def save_figure(fig: Figure, path_without_ext: str | os.PathLike, dpi: int = 150
     return finals[0], finals[1]
 
 
-def save_gif(frames: Sequence[np.ndarray], path: str | os.PathLike, fps: float) -> Path:
-    """Write RGB(A) uint8 frames as a looping animated GIF at ``path``, atomically.
+def save_gif(frames: Sequence[np.ndarray], path: str | os.PathLike, fps: float, final_pause_s: float = 0.0) -> Path:
+    """Write RGB(A) uint8 frames as a looping animated GIF at ``path``, atomically; the last frame
+    stays ``final_pause_s`` seconds longer before the loop restarts.
 
     All frames share one palette taken from the last frame (the most complete picture), without
     dithering: flat colours that repeat from frame to frame are what keeps a GIF small.
@@ -175,13 +176,18 @@ def save_gif(frames: Sequence[np.ndarray], path: str | os.PathLike, fps: float) 
         raise ValueError("frames must not be empty")
     if not fps > 0:
         raise ValueError(f"fps must be > 0, got {fps}")
+    if not final_pause_s >= 0:
+        raise ValueError(f"final_pause_s must be >= 0, got {final_pause_s}")
+    # GIF stores durations in units of 10 ms.
+    durations = [10 * round(100 / fps)] * len(frames)
+    durations[-1] += 10 * round(100 * final_pause_s)
     images = [Image.fromarray(np.asarray(frame)[..., :3]) for frame in frames]
     palette = images[-1].quantize(colors=256, method=Image.Quantize.MEDIANCUT, dither=Image.Dither.NONE)
     indexed = [image.quantize(palette=palette, dither=Image.Dither.NONE) for image in images]
 
     def write(name: str) -> None:
         indexed[0].save(
-            name, format="GIF", save_all=True, append_images=indexed[1:], duration=round(1000 / fps), loop=0
+            name, format="GIF", save_all=True, append_images=indexed[1:], duration=durations, loop=0
         )
 
     temp = _write_temp_beside(final, write)

@@ -442,7 +442,6 @@ def draw_path_grid(
 
 
 GIF_FRAMES = 60
-GIF_HOLD_FRAMES = 12  # the finished paths stay on screen this many frames before the loop restarts
 
 
 def frame_steps(total_steps: int, frames: int) -> np.ndarray:
@@ -456,7 +455,7 @@ def animation_frames(
     grid: PathGrid, surfaces: Sequence[Surface], paths: Mapping[str, Mapping[str, OptimizerPath]], frames: int, dpi: int
 ) -> list[np.ndarray]:
     """RGB frames of the grid with growing paths: in frame i every row shows its first
-    frame_steps(...)[i] steps; the last frame is held GIF_HOLD_FRAMES times.
+    frame_steps(...)[i] steps.
 
     The contours, markers and titles are rendered once and every frame only redraws the path
     lines onto that background (blitting), which is what makes a 24-panel animation cheap.
@@ -484,7 +483,7 @@ def animation_frames(
         for artist in moving:
             (artist.axes or fig).draw_artist(artist)
         images.append(np.asarray(canvas.buffer_rgba())[..., :3].copy())
-    return images + [images[-1]] * GIF_HOLD_FRAMES
+    return images
 
 
 F_FLOOR = 1e-16  # f values below this are float64 round-off around the minimum; plots clip there
@@ -671,7 +670,8 @@ def rosenbrock_markdown(rows: Sequence[Mapping[str, object]], lr_factor: float, 
 # Entry points.
 
 GIF_DPI = 75
-GIF_FPS = 8
+GIF_FPS = 10
+GIF_FINAL_PAUSE_S = 2.0  # the finished paths stay on screen before the loop restarts
 ROSENBROCK_LR_FACTOR = 0.01
 ROSENBROCK_MAX_STEPS = {True: 5_000, False: 20_000}  # quick, full
 
@@ -691,7 +691,9 @@ def run_surfaces(out_dir: str | Path, quick: bool = True, hd: HypergradSettings 
     paths = run_all(surfaces, hd)
     grid = draw_path_grid(surfaces, paths, hd)
     figure_files = list(save_figure(grid.fig, out / "surfaces"))
-    gif_file = save_gif(animation_frames(grid, surfaces, paths, GIF_FRAMES, GIF_DPI), out / "surfaces.gif", GIF_FPS)
+    gif_file = save_gif(
+        animation_frames(grid, surfaces, paths, GIF_FRAMES, GIF_DPI), out / "surfaces.gif", GIF_FPS, GIF_FINAL_PAUSE_S
+    )
     plt.close(grid.fig)
     curves = draw_curves(surfaces, paths, hd)
     figure_files += save_figure(curves, out / "surfaces_curves")
