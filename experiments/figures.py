@@ -52,3 +52,11 @@ def log_axis(ax, axis: str = "y") -> None:
     target.set_major_formatter(ticker.FuncFormatter(lambda value, _: f"{value:g}"))
     target.set_minor_formatter(ticker.FuncFormatter(
         lambda value, _: f"{value:g}" if str(f"{value:.0e}")[0] in "25" else ""))
+
+
+def layout_with_legend_below(fig, handles, ncol: int) -> None:
+    """``tight_layout`` leaving a strip at the bottom of ``fig`` for a legend of ``handles``."""
+    rows = -(-len(handles) // ncol)
+    strip = (0.28 * rows + 0.15) / fig.get_figheight()
+    fig.tight_layout(rect=(0, strip, 1, 1))
+    fig.legend(handles=handles, loc="lower center", bbox_to_anchor=(0.5, 0), ncol=ncol, frameon=False)

@@ -243,6 +243,7 @@ class RunLog:
 DONE_FILE = "done.json"
 
 
+@dataclass
 class RunCache:
     """Training runs keyed by their :class:`RunSpec`, under ``root/runs/``.
 
@@ -250,31 +251,34 @@ class RunCache:
     resuming it if an earlier session was interrupted). ``trained`` and ``reused`` count both cases.
     """
 
-    def __init__(self, root: Path, *, data_dir: str | None = None, device: str = "auto",
-                 show_progress: bool | None = None) -> None:
-        self.root = Path(root)
-        self.data_dir = data_dir
-        self.device = device
-        self.show_progress = show_progress
-        self.trained = 0
-        self.reused = 0
+    root: Path
+    data_dir: str | None = None
+    device: str = "auto"
+    show_progress: bool | None = None
+    trained: int = 0
+    reused: int = 0
 
     def folder(self, spec: RunSpec) -> Path:
-        return self.root / "runs" / spec.key()
+        return Path(self.root) / "runs" / spec.key()
 
     def is_done(self, spec: RunSpec) -> bool:
         return (self.folder(spec) / DONE_FILE).is_file()
 
-    def get(self, spec: RunSpec) -> RunLog:
+    def train(self, spec: RunSpec) -> None:
+        """Train (or resume) ``spec``'s run and mark it done; its checkpoint is then deleted."""
         folder = self.folder(spec)
+        write_json(folder / "config.json", dataclasses.asdict(spec))
+        result = run_method(spec.run_config(self.data_dir, self.device), spec.method, folder, resume=True,
+                            show_progress=self.show_progress, train_metrics=spec.train_metrics)
+        shutil.rmtree(folder / "checkpoints", ignore_errors=True)
+        write_json(folder / DONE_FILE, dataclasses.asdict(result))
+
+    def get(self, spec: RunSpec) -> RunLog:
+        """The finished run of ``spec``, trained first if needed."""
         if self.is_done(spec):
             self.reused += 1
         else:
-            write_json(folder / "config.json", dataclasses.asdict(spec))
-            result = run_method(spec.run_config(self.data_dir, self.device), spec.method, folder, resume=True,
-                                show_progress=self.show_progress, train_metrics=spec.train_metrics)
-            shutil.rmtree(folder / "checkpoints", ignore_errors=True)
-            write_json(folder / DONE_FILE, dataclasses.asdict(result))
+            self.train(spec)
             self.trained += 1
         return self.read(spec)
 
@@ -316,17 +320,39 @@ class SuiteContext:
     progress: Callable[[str], None] = print
     written: list[Path] = field(default_factory=list)
 
+    jobs: int = 1
+
     def get_all(self, specs: Sequence[RunSpec], what: str) -> list[RunLog]:
-        """Fetch (train or reuse) ``specs`` in order, with a progress bar over the runs."""
+        """Fetch (train or reuse) ``specs``, with a progress bar over the runs.
+
+        With ``jobs > 1`` the missing runs train in that many worker processes, one torch
+        thread each (runs are independent; each writes only its own folder)."""
         from tqdm.auto import tqdm
 
-        logs = []
-        bar = tqdm(specs, desc=what, unit="run", leave=False, disable=not sys.stderr.isatty())
-        for spec in bar:
-            bar.set_postfix_str(spec.key()[:40])
-            logs.append(self.cache.get(spec))
+        unique = list(dict.fromkeys(specs))
+        missing = [spec for spec in unique if not self.cache.is_done(spec)]
+        bar = tqdm(total=len(unique), desc=what, unit="run", leave=False, disable=not sys.stderr.isatty())
+        bar.update(len(unique) - len(missing))
+        if self.jobs > 1 and len(missing) > 1:
+            import multiprocessing
+            from concurrent.futures import ProcessPoolExecutor, as_completed
+
+            worker_cache = dataclasses.replace(self.cache, show_progress=False)
+            with ProcessPoolExecutor(self.jobs, mp_context=multiprocessing.get_context("spawn"),
+                                     initializer=torch.set_num_threads, initargs=(1,)) as pool:
+                for future in as_completed([pool.submit(worker_cache.train, spec) for spec in missing]):
+                    future.result()
+                    self.cache.trained += 1
+                    bar.update()
+        else:
+            for spec in missing:
+                bar.set_postfix_str(spec.key()[:40])
+                self.cache.train(spec)
+                self.cache.trained += 1
+                bar.update()
         bar.close()
-        return logs
+        self.cache.reused += len(specs) - len(missing)
+        return [self.cache.read(spec) for spec in specs]
 
 
 @dataclass(frozen=True)
@@ -392,6 +418,7 @@ def reproduce(
     command: str | None = None,
     show_progress: bool | None = None,
     progress: Callable[[str], None] = print,
+    jobs: int = 1,
 ) -> list[Path]:
     """Run the selected studies (all by default) and return the files written.
 
@@ -402,7 +429,10 @@ def reproduce(
         data_dir: a folder to look in first for the datasets.
         device: ``auto``, ``cpu``, ``cuda``...
         command: the command line recorded in ``summary.md``.
+        jobs: runs trained in parallel worker processes (one torch thread each).
     """
+    if isinstance(jobs, bool) or not isinstance(jobs, int) or jobs < 1:
+        raise ValueError(f"jobs must be an int >= 1, got {jobs!r}")
     if mode not in BUDGETS:
         raise ValueError(f"mode must be one of {sorted(BUDGETS)}, got {mode!r}")
     names = list(STUDY_NAMES) if only is None else parse_only(",".join(only))
@@ -411,7 +441,7 @@ def reproduce(
     command = command or f"python -m experiments reproduce --{mode} --out {out_dir}"
     context = SuiteContext(
         cache=RunCache(out_dir, data_dir=data_dir, device=device, show_progress=show_progress),
-        budget=BUDGETS[mode], out_dir=out_dir, command=command, progress=progress,
+        budget=BUDGETS[mode], out_dir=out_dir, command=command, progress=progress, jobs=jobs,
     )
     studies = _study_table()
     for name in names:
@@ -440,6 +470,10 @@ def add_arguments(parser) -> None:
     parser.add_argument("--only", default=None, help=f"comma-separated studies from: {', '.join(STUDY_NAMES)}")
     parser.add_argument("--data-dir", default=None, help="folder to look in first for the datasets")
     parser.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:N")
+    parser.add_argument("--jobs", type=int, default=1,
+                        help="train this many runs at once in worker processes (one torch thread each)")
+    parser.add_argument("--threads", type=int, default=None,
+                        help="CPU threads for torch (default: torch's own choice); 1 is much faster on a busy machine")
 
 
 def run_from_args(args, parser) -> int:
@@ -448,6 +482,10 @@ def run_from_args(args, parser) -> int:
     from experiments.methods import MethodUnavailableError
 
     started = time.perf_counter()
+    if args.threads is not None:
+        if args.threads < 1:
+            parser.error(f"--threads must be >= 1, got {args.threads}")
+        torch.set_num_threads(args.threads)
     try:
         only = parse_only(args.only)
         argv = ["python", "-m", "experiments", "reproduce", f"--{args.mode}", "--out", args.out]
@@ -455,9 +493,13 @@ def run_from_args(args, parser) -> int:
             argv += ["--only", args.only]
         if args.data_dir:
             argv += ["--data-dir", args.data_dir]
+        if args.threads:
+            argv += ["--threads", str(args.threads)]
+        if args.jobs != 1:
+            argv += ["--jobs", str(args.jobs)]
         files = reproduce(args.out, mode=args.mode, only=only, data_dir=args.data_dir, device=args.device,
-                          command=shlex.join(argv))
-    except (ValueError, TypeError, MethodUnavailableError, DatasetNotFoundError, DatasetFileError) as error:
+                          command=shlex.join(argv), jobs=args.jobs)
+    except (ValueError, MethodUnavailableError, DatasetNotFoundError, DatasetFileError) as error:
         parser.exit(2, f"error: {error}\n")
     print(f"\nwrote {len(files)} files in {time.perf_counter() - started:.0f} s:")
     for path in files:

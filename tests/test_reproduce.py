@@ -13,18 +13,19 @@ import torch
 
 import experiments.reproduce as reproduce_module
 import experiments.runner as runner_module
+from experiments.studies import comparison, convergence, lr_sweep, peers, sensitivity
 from experiments.__main__ import main
 from experiments.data import DatasetSource, DatasetSplits
 from experiments.reproduce import BUDGETS, STUDY_NAMES, RunSpec, SuiteBudget, TaskBudget, parse_only, reproduce
 
-TINY = TaskBudget(epochs=2)
+TINY = TaskBudget(epochs=1)
 TINY_BUDGET = SuiteBudget(
     name="quick",
     comparison={"logreg": TINY, "mlp": TINY, "cnn": TINY},
     sensitivity={"logreg": TINY, "mlp": TINY},
     convergence=TINY,
     lr_sweep=TINY,
-    lr_finder_iterations=20,
+    lr_finder_iterations=40,
     lr_finder_fraction={"logreg": 1.0, "mlp": 1.0, "cnn": 1.0},
     peers={"logreg": TINY, "mlp": TINY, "cnn": TINY},
     peer_seeds=(1, 2),
@@ -44,6 +45,15 @@ def tiny_suite(monkeypatch):
     """Synthetic data and tiny budgets; counts the runner's training calls."""
     monkeypatch.setattr(runner_module, "dataset_for", lambda config: _synthetic_splits(config.task, None, False))
     monkeypatch.setattr(reproduce_module, "BUDGETS", {**BUDGETS, "quick": TINY_BUDGET})
+    # Smaller grids: every study still runs end to end, with a few runs each.
+    monkeypatch.setattr(sensitivity, "TASK_NAMES", ("logreg",))
+    monkeypatch.setattr(sensitivity, "ALPHA0S", (1e-3, 1e-1))
+    monkeypatch.setattr(convergence, "ALPHA0S", (1e-3, 1e-1))
+    monkeypatch.setattr(convergence, "BETAS", (1e-3,))
+    monkeypatch.setattr(lr_sweep, "LEARNING_RATES", (1.0, 0.1, 0.01))
+    monkeypatch.setattr(peers, "TASK_NAMES", ("logreg", "cnn"))
+    monkeypatch.setattr(peers, "PEERS", ("prodigy",))
+    monkeypatch.setattr(peers, "SCHEDULES", ("cosine",))
     calls = []
     real_run_method = reproduce_module.run_method
 
@@ -82,26 +92,10 @@ def test_run_spec_rejects_bad_input():
     assert parse_only("peers,comparison") == ["comparison", "peers"]  # suite order
 
 
-def test_finished_runs_are_reused_and_summary_is_written(tiny_suite, tmp_path):
-    files = reproduce(tmp_path, only=["comparison", "lr_sweep"], progress=lambda text: None)
-    assert len(tiny_suite) == 3 * 6 + 5  # six methods on three tasks, five fixed lrs
-    for name in ("logreg", "mlp", "cnn", "lr_sweep"):
-        assert tmp_path / f"{name}.png" in files and (tmp_path / f"{name}.pdf").is_file()
-    summary = (tmp_path / "summary.md").read_text()
-    assert "logreg.png" in summary and "lr_sweep.png" in summary and "sensitivity.png" not in summary
-    assert not list(tmp_path.glob("runs/*/checkpoints"))  # finished runs keep no checkpoint
-    (tmp_path / "logreg.png").unlink()
-
-    tiny_suite.clear()
-    reproduce(tmp_path, only=["comparison", "lr_sweep"], progress=lambda text: None)
-    assert tiny_suite == []  # nothing retrained
-    assert (tmp_path / "logreg.png").is_file()  # figures are redrawn from the CSVs
-
-
 def test_interrupted_run_is_redone(tiny_suite, tmp_path):
     reproduce(tmp_path, only=["lr_sweep"], progress=lambda text: None)
     done_files = sorted(tmp_path.glob("runs/*/done.json"))
-    assert len(done_files) == 5
+    assert len(done_files) == 3
     done_files[0].unlink()  # as if the session had stopped before the run finished
     tiny_suite.clear()
     reproduce(tmp_path, only=["lr_sweep"], progress=lambda text: None)
@@ -113,18 +107,34 @@ def test_only_selects_studies_from_the_command_line(tiny_suite, tmp_path, capsys
     written = {path.name for path in tmp_path.iterdir()}
     assert {"lr_finder.png", "sensitivity.png", "summary.md"} <= written
     assert not written & {"logreg.png", "peers.png", "convergence.png", "lr_sweep.png"}
-    assert {run[0] for run in tiny_suite} == {"logreg", "mlp"}
+    assert {run[0] for run in tiny_suite} == {"logreg"}
     assert "summary.md" in capsys.readouterr().out
     with pytest.raises(SystemExit):
         main(["reproduce", "--only", "nonsense", "--out", str(tmp_path)])
 
 
-def test_every_study_runs(tiny_suite, tmp_path):
+def test_every_study_runs_and_a_second_run_reuses_the_cache(tiny_suite, tmp_path):
     files = reproduce(tmp_path, progress=lambda text: None)
     names = {path.name for path in files}
     for study_file in ("logreg.png", "mlp.png", "cnn.png", "sensitivity.png", "convergence.png", "surfaces.png",
                        "surfaces.gif", "lr_sweep.png", "lr_finder.png", "peers.png", "summary.md"):
         assert study_file in names and (tmp_path / study_file).is_file()
+        if study_file.endswith(".png"):
+            assert (tmp_path / study_file).with_suffix(".pdf").is_file()
     summary = (tmp_path / "summary.md").read_text()
-    assert all(f"{name}" in summary for name in ("convergence.png", "peers.png", "surfaces.png"))
-    assert len(STUDY_NAMES) == 7
+    for study_file in ("logreg.png", "cnn.png", "sensitivity.png", "convergence.png", "surfaces.png", "lr_sweep.png",
+                       "lr_finder.png", "peers.png"):
+        assert study_file in summary
+    assert "python -m experiments reproduce" in summary
+    assert not list(tmp_path.glob("runs/*/checkpoints"))  # finished runs keep no checkpoint
+    # Runs shared between studies train once: comparison 18; sensitivity 8 - 2 (SGD and Adam at 1e-3 are
+    # comparison runs); convergence 8 - 5 (its base cells are sensitivity runs, SGD-HD at 1e-3 with the default
+    # beta a comparison run); lr_sweep 3; peers 2 tasks x 2 seeds x 4 - 4 (seed-1 HD runs are comparison runs).
+    assert len(tiny_suite) == 18 + 6 + 3 + 3 + 12
+    assert len({path.parent for path in tmp_path.glob("runs/*-*/done.json")}) == len(tiny_suite)
+
+    (tmp_path / "logreg.png").unlink()
+    tiny_suite.clear()
+    reproduce(tmp_path, progress=lambda text: None)
+    assert tiny_suite == []  # nothing retrained
+    assert (tmp_path / "logreg.png").is_file()  # figures are redrawn from the CSVs

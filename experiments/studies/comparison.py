@@ -11,10 +11,10 @@ from __future__ import annotations
 import numpy as np
 from matplotlib import pyplot as plt, ticker
 
-from experiments.figures import format_value, label, log_axis, markdown_table
+from experiments.figures import format_value, label, layout_with_legend_below, log_axis, markdown_table
 from experiments.methods import PAPER_METHODS
 from experiments.models import TASKS
-from experiments.plotting import legend_outside, method_style, save_figure
+from experiments.plotting import method_style, save_figure
 from experiments.reproduce import RunLog, RunSpec, StudyOutput, SuiteContext
 
 TASK_NAMES = ("logreg", "mlp", "cnn")
@@ -86,8 +86,7 @@ def draw(task: str, logs: list[RunLog], budget_text: str):
     fig.suptitle(f"{TASKS[task].description}\n"
                  f"alpha_0={ALPHA0:g}, {_beta_text(logs)}\n"
                  f"batch 128, weight decay 1e-4, seed {logs[0].spec.seed}; {budget_text}", fontsize=10)
-    fig.tight_layout()
-    legend_outside(fig, "below", ncol=3, handles=ax_train.get_lines())
+    layout_with_legend_below(fig, ax_train.get_lines(), ncol=3)
     return fig
 
 

@@ -13,9 +13,9 @@ import numpy as np
 from matplotlib import pyplot as plt, ticker
 from matplotlib.lines import Line2D
 
-from experiments.figures import format_value, log_axis, markdown_table
+from experiments.figures import format_value, layout_with_legend_below, log_axis, markdown_table
 from experiments.models import TASKS
-from experiments.plotting import legend_outside, save_figure
+from experiments.plotting import save_figure
 from experiments.reproduce import RunLog, RunSpec, StudyOutput, SuiteContext
 
 TASK = "logreg"
@@ -73,8 +73,7 @@ def run(context: SuiteContext) -> StudyOutput:
     fig.suptitle(f"Fixed learning rates, plain SGD: {TASKS[TASK].description}, batch 128, weight decay 1e-4, "
                  f"seed 1; --{context.budget.name}: {budget.describe(TASK)}"
                  + (f"\nlowest final validation loss: lr = {best.spec.lr:g}" if best else ""), fontsize=10)
-    fig.tight_layout()
-    legend_outside(fig, "below", ncol=len(handles), handles=handles)
+    layout_with_legend_below(fig, handles, ncol=len(handles))
     files = list(save_figure(fig, context.out_dir / "lr_sweep", dpi=110))
     plt.close(fig)
     summary = (

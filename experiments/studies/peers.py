@@ -19,7 +19,7 @@ import numpy as np
 from matplotlib import pyplot as plt, ticker
 from matplotlib.lines import Line2D
 
-from experiments.figures import format_value, label, log_axis, markdown_table
+from experiments.figures import format_value, label, layout_with_legend_below, log_axis, markdown_table
 from experiments.models import TASKS
 from experiments.plotting import method_style, save_figure
 from experiments.reproduce import SCHEDULES, RunLog, RunSpec, StudyOutput, SuiteContext
@@ -136,8 +136,7 @@ def run(context: SuiteContext) -> StudyOutput:
         + f"\nbars: mean final validation loss over seeds {', '.join(map(str, seeds))}, error bars min..max, dots = seeds"
         + "; schedules start at the LR range test's suggestion ("
         + ", ".join(f"{task} {lr:.2g}" for task, lr in schedule_lrs.items() if lr) + ")", fontsize=10)
-    fig.tight_layout()
-    fig.legend(handles=handles, loc="upper center", bbox_to_anchor=(0.5, 0.0), ncol=5, frameon=False)
+    layout_with_legend_below(fig, handles, ncol=5)
     files = list(save_figure(fig, context.out_dir / "peers", dpi=100))
     plt.close(fig)
     return StudyOutput(files, "\n\n".join(sections))

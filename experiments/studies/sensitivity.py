@@ -11,9 +11,9 @@ import math
 import numpy as np
 from matplotlib import pyplot as plt
 
-from experiments.figures import format_value, label, markdown_table
+from experiments.figures import format_value, label, layout_with_legend_below, log_axis, markdown_table
 from experiments.models import TASKS
-from experiments.plotting import legend_outside, method_style, save_figure
+from experiments.plotting import method_style, save_figure
 from experiments.reproduce import RunLog, RunSpec, StudyOutput, SuiteContext
 
 TASK_NAMES = ("logreg", "mlp")
@@ -35,10 +35,10 @@ def final_losses(logs: list[RunLog], method: str) -> np.ndarray:
 
 
 def run(context: SuiteContext) -> StudyOutput:
-    fig, axes = plt.subplots(1, len(TASK_NAMES), figsize=(11, 4.2))
+    fig, axes = plt.subplots(1, len(TASK_NAMES), figsize=(11, 4.2), squeeze=False)
     sections = ["## Sensitivity to the initial learning rate (sensitivity.png)",
                 f"Final training loss; beta = {BETA:g} for SGD-HD and Adam-HD; batch 128, weight decay 1e-4, seed 1."]
-    for ax, task in zip(axes, TASK_NAMES):
+    for ax, task in zip(axes[0], TASK_NAMES):
         logs = context.get_all(specs(context, task), f"sensitivity {task}")
         budget = context.budget.sensitivity[task]
         rows = []
@@ -56,7 +56,7 @@ def run(context: SuiteContext) -> StudyOutput:
                 ax.plot(diverged, [top] * len(diverged), marker="x", linestyle="none", markersize=9,
                         color=method_style(method).color)
         ax.set_xscale("log")
-        ax.set_yscale("log")
+        log_axis(ax)
         ax.set_ylim(top=top * 1.2)
         ax.set_xlabel("initial learning rate alpha_0")
         ax.set_ylabel("final training loss (cross-entropy, nats)")
@@ -66,8 +66,7 @@ def run(context: SuiteContext) -> StudyOutput:
                         + markdown_table(["method"] + [f"alpha_0={a:g}" for a in ALPHA0S], rows))
     fig.suptitle(f"Final training loss vs initial learning rate (beta={BETA:g} for the HD methods; "
                  f"x on the top edge = diverged); --{context.budget.name}", fontsize=10)
-    fig.tight_layout()
-    legend_outside(fig, "below", ncol=4)
+    layout_with_legend_below(fig, axes[0, 0].get_lines()[:len(METHOD_NAMES)], ncol=4)
     files = list(save_figure(fig, context.out_dir / "sensitivity", dpi=110))
     plt.close(fig)
     return StudyOutput(files, "\n\n".join(sections))
