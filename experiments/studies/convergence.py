@@ -11,7 +11,7 @@ from __future__ import annotations
 import math
 
 import numpy as np
-from matplotlib import colors, pyplot as plt
+from matplotlib import colors, pyplot as plt, ticker
 
 from experiments.figures import markdown_table, trailing_mean
 from experiments.models import TASKS
@@ -64,7 +64,7 @@ def run(context: SuiteContext) -> StudyOutput:
     logs = context.get_all(specs(context), "convergence")
     budget = context.budget.convergence
     total = int(max(log.result["iterations"] for log in logs))
-    fig, axes = plt.subplots(1, 2, figsize=(12, 4.8))
+    fig, axes = plt.subplots(1, 2, figsize=(13, 5.2), layout="constrained")
     norm = colors.LogNorm(vmin=WINDOW, vmax=max(total, WINDOW + 1))
     column_labels = ["0\n(base)"] + [f"{b:.0e}".replace("e-0", "e-") for b in BETAS]
     sections = ["## Iterations to reach the training-loss threshold (convergence.png)",
@@ -94,7 +94,10 @@ def run(context: SuiteContext) -> StudyOutput:
                 for i, alpha0 in enumerate(ALPHA0S)]
         sections.append(f"### {hd_method} (beta = 0: {base})\n\n"
                         + markdown_table(["alpha_0 \\ beta", "0 (base)"] + [f"{b:g}" for b in BETAS], rows))
-    fig.colorbar(image, ax=axes, label="iterations to threshold (log scale)", fraction=0.03)
+    colorbar = fig.colorbar(image, ax=axes, label="iterations to threshold (log scale)", fraction=0.03)
+    colorbar.ax.yaxis.set_major_formatter(ticker.FuncFormatter(lambda value, _: f"{value:g}"))
+    colorbar.ax.yaxis.set_minor_formatter(ticker.FuncFormatter(
+        lambda value, _: f"{value:g}" if f"{value:.0e}"[0] in "25" else ""))
     fig.suptitle(f"Iterations until the trailing {WINDOW}-iteration mean training loss < {THRESHOLD} nats; "
                  f"{TASKS[TASK].description}, {budget.describe(TASK)} = {total} iterations, --{context.budget.name}\n"
                  f"grey '-' = not reached within the budget, 'div' = diverged", fontsize=10)

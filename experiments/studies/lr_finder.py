@@ -15,7 +15,7 @@ from matplotlib import pyplot as plt
 from experiments.figures import markdown_table
 from experiments.methods import MOMENTUM
 from experiments.models import TASKS, build_model
-from experiments.plotting import save_figure
+from experiments.plotting import legend_outside, save_figure
 from experiments.reproduce import StudyOutput, SuiteContext
 from experiments import runner
 
@@ -83,7 +83,7 @@ def run(context: SuiteContext) -> StudyOutput:
             suggestions[rule] = result.suggest(rule)
         except ValueError:
             unusable.append(rule)
-    fig, ax = plt.subplots(figsize=(8, 4.8))
+    fig, ax = plt.subplots(figsize=(9, 4.8))
     raw = [v if math.isfinite(v) else math.nan for v in result.raw_losses]
     ax.plot(result.lrs, raw, color="0.75", linewidth=0.8, label="raw minibatch loss", zorder=0)
     result.plot(ax, suggestions=tuple(suggestions))
@@ -95,7 +95,7 @@ def run(context: SuiteContext) -> StudyOutput:
                  f"{result.num_iter} steps from {START_LR:g} to {END_LR:g}, batch {BATCH_SIZE}, weight decay 1e-4, "
                  f"{fraction:.0%} of the training set; smoothed loss (EMA 0.05), dotted = last 5 points "
                  f"(ignored by the rules){'; stopped early: diverged' if result.diverged else ''}", fontsize=9)
-    ax.legend(loc="upper left", fontsize=8)
+    legend_outside(ax, "right", fontsize=8)
     files = list(save_figure(fig, context.out_dir / "lr_finder", dpi=110))
     plt.close(fig)
     summary = (
