@@ -7,13 +7,15 @@ The studies run end to end through the real runner, on tiny synthetic datasets (
 from __future__ import annotations
 
 import dataclasses
+import json
 
 import pytest
 import torch
 
 import experiments.reproduce as reproduce_module
 import experiments.runner as runner_module
-from experiments.studies import comparison, convergence, lr_sweep, peers, sensitivity
+from experiments.studies import convergence, lr_sweep, peers, sensitivity
+from experiments.studies import surfaces as surfaces_study
 from experiments.__main__ import main
 from experiments.data import DatasetSource, DatasetSplits
 from experiments.reproduce import BUDGETS, STUDY_NAMES, RunSpec, SuiteBudget, TaskBudget, parse_only, reproduce
@@ -51,7 +53,7 @@ def tiny_suite(monkeypatch):
     monkeypatch.setattr(convergence, "ALPHA0S", (1e-3, 1e-1))
     monkeypatch.setattr(convergence, "BETAS", (1e-3,))
     monkeypatch.setattr(lr_sweep, "LEARNING_RATES", (1.0, 0.1, 0.01))
-    monkeypatch.setattr(peers, "TASK_NAMES", ("logreg", "cnn"))
+    monkeypatch.setattr(peers, "TASK_NAMES", ("logreg",))
     monkeypatch.setattr(peers, "PEERS", ("prodigy",))
     monkeypatch.setattr(peers, "SCHEDULES", ("cosine",))
     calls = []
@@ -113,28 +115,53 @@ def test_only_selects_studies_from_the_command_line(tiny_suite, tmp_path, capsys
         main(["reproduce", "--only", "nonsense", "--out", str(tmp_path)])
 
 
+NOT_SURFACES = [name for name in STUDY_NAMES if name != "surfaces"]
+
+
 def test_every_study_runs_and_a_second_run_reuses_the_cache(tiny_suite, tmp_path):
-    files = reproduce(tmp_path, progress=lambda text: None)
+    # The surfaces study is run_surfaces (tests/test_surfaces.py) behind a reuse check tested below.
+    files = reproduce(tmp_path, only=NOT_SURFACES, progress=lambda text: None)
     names = {path.name for path in files}
-    for study_file in ("logreg.png", "mlp.png", "cnn.png", "sensitivity.png", "convergence.png", "surfaces.png",
-                       "surfaces.gif", "lr_sweep.png", "lr_finder.png", "peers.png", "summary.md"):
+    for study_file in ("logreg.png", "mlp.png", "cnn.png", "sensitivity.png", "convergence.png", "lr_sweep.png",
+                       "lr_finder.png", "peers.png", "summary.md"):
         assert study_file in names and (tmp_path / study_file).is_file()
         if study_file.endswith(".png"):
             assert (tmp_path / study_file).with_suffix(".pdf").is_file()
     summary = (tmp_path / "summary.md").read_text()
-    for study_file in ("logreg.png", "cnn.png", "sensitivity.png", "convergence.png", "surfaces.png", "lr_sweep.png",
+    for study_file in ("logreg.png", "cnn.png", "sensitivity.png", "convergence.png", "lr_sweep.png",
                        "lr_finder.png", "peers.png"):
         assert study_file in summary
     assert "python -m experiments reproduce" in summary
     assert not list(tmp_path.glob("runs/*/checkpoints"))  # finished runs keep no checkpoint
     # Runs shared between studies train once: comparison 18; sensitivity 8 - 2 (SGD and Adam at 1e-3 are
     # comparison runs); convergence 8 - 5 (its base cells are sensitivity runs, SGD-HD at 1e-3 with the default
-    # beta a comparison run); lr_sweep 3; peers 2 tasks x 2 seeds x 4 - 4 (seed-1 HD runs are comparison runs).
-    assert len(tiny_suite) == 18 + 6 + 3 + 3 + 12
-    assert len({path.parent for path in tmp_path.glob("runs/*-*/done.json")}) == len(tiny_suite)
+    # beta a comparison run); lr_sweep 3; peers 2 seeds x 4 - 2 (seed-1 HD runs are comparison runs).
+    assert len(tiny_suite) == 18 + 6 + 3 + 3 + 6
+    assert len(list(tmp_path.glob("runs/*/done.json"))) == len(tiny_suite)
 
     (tmp_path / "logreg.png").unlink()
     tiny_suite.clear()
-    reproduce(tmp_path, progress=lambda text: None)
+    reproduce(tmp_path, only=NOT_SURFACES, progress=lambda text: None)
     assert tiny_suite == []  # nothing retrained
     assert (tmp_path / "logreg.png").is_file()  # figures are redrawn from the CSVs
+
+
+def test_surfaces_study_reuses_finished_files(monkeypatch, tmp_path):
+    calls = []
+
+    def fake_run_surfaces(out_dir, quick):
+        calls.append(quick)
+        for name in surfaces_study.FILES:
+            (tmp_path / name).write_text("")
+        hd = surfaces_study.HypergradSettings()
+        settings = {"quick": quick, "hypergrad_rule": hd.rule, "hypergrad_lr": hd.hypergrad_lr,
+                    "methods": surfaces_study.methods_available()}
+        (tmp_path / "surfaces.json").write_text(json.dumps({"settings": settings}))
+        (tmp_path / "surfaces.md").write_text("### Optimizer paths on 2-D test surfaces (surfaces.png)\n\ntable")
+        return {"markdown": (tmp_path / "surfaces.md").read_text()}
+
+    monkeypatch.setattr(surfaces_study, "run_surfaces", fake_run_surfaces)
+    for mode in ("quick", "quick", "full"):
+        reproduce(tmp_path, mode=mode, only=["surfaces"], progress=lambda text: None)
+    assert calls == [True, False]  # the second quick run reused the files; --full redid them
+    assert "table" in (tmp_path / "summary.md").read_text()

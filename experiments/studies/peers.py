@@ -99,7 +99,8 @@ def run(context: SuiteContext) -> StudyOutput:
         context.progress(f"[peers] the tuned schedules are skipped: {missing}")
     budget = context.budget
     seeds = budget.peer_seeds
-    fig, axes = plt.subplots(2, len(TASK_NAMES), figsize=(15, 9), gridspec_kw={"height_ratios": [1.1, 1]})
+    fig, axes = plt.subplots(2, len(TASK_NAMES), figsize=(15, 9), gridspec_kw={"height_ratios": [1.1, 1]},
+                             squeeze=False)
     sections = ["## HD against learning-rate-free peers and tuned schedules (peers.png)",
                 f"Final validation loss over seeds {', '.join(map(str, seeds))}: mean [min, max]. "
                 f"HD methods at alpha_0 = {ALPHA0:g} with the paper's betas; peers at their packages' defaults; "
