@@ -11,7 +11,7 @@ from __future__ import annotations
 import numpy as np
 from matplotlib import pyplot as plt, ticker
 
-from experiments.figures import format_value, label, layout_with_legend_below, log_axis, markdown_table
+from experiments.studies.common import format_value, label, layout_with_legend_below, log_axis, markdown_table
 from experiments.methods import PAPER_METHODS
 from experiments.models import TASKS
 from experiments.plotting import method_style, save_figure

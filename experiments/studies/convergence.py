@@ -13,7 +13,7 @@ import math
 import numpy as np
 from matplotlib import colors, pyplot as plt, ticker
 
-from experiments.figures import markdown_table, trailing_mean
+from experiments.studies.common import markdown_table, trailing_mean
 from experiments.models import TASKS
 from experiments.plotting import save_figure
 from experiments.reproduce import RunLog, RunSpec, StudyOutput, SuiteContext

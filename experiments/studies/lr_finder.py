@@ -12,7 +12,7 @@ import torch
 import torch.nn.functional as F
 from matplotlib import pyplot as plt
 
-from experiments.figures import markdown_table
+from experiments.studies.common import markdown_table
 from experiments.methods import MOMENTUM
 from experiments.models import TASKS, build_model
 from experiments.plotting import legend_outside, save_figure

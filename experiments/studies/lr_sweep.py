@@ -13,7 +13,7 @@ import numpy as np
 from matplotlib import pyplot as plt, ticker
 from matplotlib.lines import Line2D
 
-from experiments.figures import format_value, layout_with_legend_below, log_axis, markdown_table
+from experiments.studies.common import format_value, layout_with_legend_below, log_axis, markdown_table
 from experiments.models import TASKS
 from experiments.plotting import save_figure
 from experiments.reproduce import RunLog, RunSpec, StudyOutput, SuiteContext

@@ -19,7 +19,7 @@ import numpy as np
 from matplotlib import pyplot as plt, ticker
 from matplotlib.lines import Line2D
 
-from experiments.figures import format_value, label, layout_with_legend_below, log_axis, markdown_table
+from experiments.studies.common import format_value, label, layout_with_legend_below, log_axis, markdown_table
 from experiments.models import TASKS
 from experiments.plotting import method_style, save_figure
 from experiments.reproduce import SCHEDULES, RunLog, RunSpec, StudyOutput, SuiteContext

@@ -11,7 +11,7 @@ import math
 import numpy as np
 from matplotlib import pyplot as plt
 
-from experiments.figures import format_value, label, layout_with_legend_below, log_axis, markdown_table
+from experiments.studies.common import format_value, label, layout_with_legend_below, log_axis, markdown_table
 from experiments.models import TASKS
 from experiments.plotting import method_style, save_figure
 from experiments.reproduce import RunLog, RunSpec, StudyOutput, SuiteContext

@@ -1,4 +1,4 @@
-"""Small helpers the study figures and tables share (the plot style itself is :mod:`experiments.plotting`)."""
+"""Helpers the study figures and tables share (the plot style itself is :mod:`experiments.plotting`)."""
 
 from __future__ import annotations
 
