@@ -5,6 +5,8 @@ from __future__ import annotations
 import argparse
 import sys
 
+import torch
+
 from experiments.methods import METHODS, PAPER_METHODS, MethodUnavailableError
 from experiments.models import TASKS
 
@@ -44,6 +46,8 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--train-fraction", type=float, default=1.0, help="train on a seeded subset this large")
     run.add_argument("--out", default=None, help="output folder (default: runs/TASK)")
     run.add_argument("--resume", action="store_true", help="continue an interrupted run in --out")
+    run.add_argument("--threads", type=int, default=None,
+                     help="CPU threads for torch (default: torch's own choice); 1 is much faster on a busy machine")
     from experiments.reproduce import add_arguments
 
     reproduce = commands.add_parser(
@@ -68,6 +72,10 @@ def main(argv: list[str] | None = None) -> int:
     from experiments.data import DatasetFileError, DatasetNotFoundError
     from experiments.runner import RunConfig, run_suite
 
+    if args.threads is not None:
+        if args.threads < 1:
+            parser.error(f"--threads must be >= 1, got {args.threads}")
+        torch.set_num_threads(args.threads)
     methods = [name.strip() for name in args.methods.split(",") if name.strip()]
     try:
         config = RunConfig(

@@ -188,17 +188,28 @@ class MethodResult:
 # ----------------------------------------------------------------------------- files
 
 
-def _atomic_write(path: Path, write: Callable[[io.TextIOBase], None]) -> None:
-    """Write through ``write`` into a temporary file next to ``path``, then rename it over ``path``."""
+def _atomic_write_file(path: Path, write_file: Callable[[str], None]) -> None:
+    """Let ``write_file`` write a temporary file next to ``path``, then rename it over ``path``:
+    readers see the old file or the new one, never half of one (Ctrl-C, crash, full disk)."""
     path.parent.mkdir(parents=True, exist_ok=True)
     handle, temporary = tempfile.mkstemp(dir=path.parent, prefix=path.name + ".", suffix=".tmp")
+    os.close(handle)
     try:
-        with os.fdopen(handle, "w", newline="") as stream:
-            write(stream)
+        write_file(temporary)
         os.replace(temporary, path)
     finally:
         if os.path.exists(temporary):
             os.remove(temporary)
+
+
+def _atomic_write(path: Path, write: Callable[[io.TextIOBase], None]) -> None:
+    """Atomically write a text file through ``write(stream)``."""
+
+    def write_file(temporary: str) -> None:
+        with open(temporary, "w", newline="") as stream:
+            write(stream)
+
+    _atomic_write_file(path, write_file)
 
 
 def write_csv(path: Path, columns: Sequence[str], rows: Sequence[Sequence]) -> None:
@@ -225,18 +236,6 @@ def write_json(path: Path, content: dict) -> None:
         return value
 
     _atomic_write(path, lambda stream: json.dump(clean(content), stream, indent=2, default=str))
-
-
-def _save_checkpoint(path: Path, checkpoint: dict) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    handle, temporary = tempfile.mkstemp(dir=path.parent, prefix=path.name + ".", suffix=".tmp")
-    os.close(handle)
-    try:
-        torch.save(checkpoint, temporary)
-        os.replace(temporary, path)
-    finally:
-        if os.path.exists(temporary):
-            os.remove(temporary)
 
 
 # ----------------------------------------------------------------------------- data
@@ -397,7 +396,8 @@ def run_method(
     state = {"epoch": 0, "iteration": 0, "train_time_s": 0.0, "wall_time_s": 0.0, "status": "running",
              "diverged_at_iteration": None, "epoch_rows": [], "iteration_rows": [], "train_metric_rows": []}
     if resume and paths["checkpoint"].is_file():
-        checkpoint = torch.load(paths["checkpoint"], map_location=device, weights_only=False)
+        # On the CPU first: RNG states must stay CPU tensors; load_state_dict moves the rest.
+        checkpoint = torch.load(paths["checkpoint"], map_location="cpu", weights_only=False)
         if checkpoint["config"] != config.identity() or checkpoint["method"] != method:
             raise ValueError(
                 f"cannot resume {paths['checkpoint']}: it was made with {checkpoint['config']} "
@@ -430,13 +430,13 @@ def run_method(
         write_csv(paths["iterations"], ITERATION_COLUMNS, state["iteration_rows"])
         if train_metrics:
             write_csv(paths["train_metrics"], TRAIN_METRIC_COLUMNS, state["train_metric_rows"])
-        _save_checkpoint(paths["checkpoint"], {
+        _atomic_write_file(paths["checkpoint"], lambda temporary: torch.save({
             "version": CHECKPOINT_VERSION, "method": method, "config": config.identity(), "state": state,
             "model": model.state_dict(), "optimizer": optimizer.state_dict(),
             "scheduler": scheduler.state_dict() if scheduler is not None else None,
             "rng_cpu": torch.get_rng_state(),
             "rng_cuda": torch.cuda.get_rng_state(device) if device.type == "cuda" else None,
-        })
+        }, temporary))
 
     if state["status"] == "completed" and state["iteration"] < total_iterations:
         state["status"] = "running"  # resumed with more epochs than before
@@ -530,6 +530,8 @@ def _versions() -> dict[str, str | None]:
             versions[distribution] = None
     import hypergrad
 
+    # hypergrad may run from a checkout rather than an installed distribution.
+    versions["hypergrad"] = versions["hypergrad"] or hypergrad.__version__
     versions["hypergrad_path"] = str(Path(hypergrad.__file__).parent)
     return versions
 

@@ -1,13 +1,34 @@
 """hypergrad: PyTorch optimizers that adapt their learning rate online by hypergradient descent.
 
-Drop-in replacements for torch.optim: ``SGDHD`` for ``torch.optim.SGD`` (plain, heavy-ball and
-Nesterov momentum) and ``AdamHD`` for ``torch.optim.Adam``. Each param group's ``"lr"`` is the
+Drop-in replacements for torch.optim: ``SGDHD`` (plain, heavy-ball and Nesterov momentum),
+``AdamHD``, ``AdamWHD``, ``AdagradHD`` and ``RMSpropHD``. Each param group's ``"lr"`` is the
 current, adapted learning rate; ``"hypergrad_lr"`` is the learning rate of the learning rate.
+``AdaptiveGainSGD`` is the classic per-weight gain rule (Jacobs 1988) for comparison. Around them:
+the learning-rate range test ``find_lr``, ``layerwise_param_groups`` for discriminative rates and
+``LambdaHypergradLR`` to schedule ``hypergrad_lr`` itself.
 """
 
-from .adam import AdamHD
+from .adagrad import AdagradHD
+from .adam import AdamHD, AdamWHD
+from .adaptive_gain import AdaptiveGainSGD
+from .lr_finder import LRFinderResult, find_lr
 from .optimizer import HypergradOptimizer
+from .param_groups import layerwise_param_groups
+from .rmsprop import RMSpropHD
+from .schedulers import LambdaHypergradLR
 from .sgd import SGDHD
 
-__all__ = ["AdamHD", "HypergradOptimizer", "SGDHD"]
+__all__ = [
+    "AdagradHD",
+    "AdamHD",
+    "AdamWHD",
+    "AdaptiveGainSGD",
+    "HypergradOptimizer",
+    "LRFinderResult",
+    "LambdaHypergradLR",
+    "RMSpropHD",
+    "SGDHD",
+    "find_lr",
+    "layerwise_param_groups",
+]
 __version__ = "0.1.0"

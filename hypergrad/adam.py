@@ -9,10 +9,10 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from ._hypergradient import LearningRate, hypergradient_statistics
-from .optimizer import GroupTensors, HypergradOptimizer, effective_grads
+from ._hypergradient import LearningRate
+from .optimizer import GroupTensors, HypergradOptimizer, PreviousDirections, effective_grads
 
-__all__ = ["AdamHD"]
+__all__ = ["AdamHD", "AdamWHD"]
 
 
 class AdamHD(HypergradOptimizer):
@@ -20,7 +20,8 @@ class AdamHD(HypergradOptimizer):
     (Baydin et al., ICLR 2018).
 
     Every argument of :class:`torch.optim.Adam` keeps its meaning (``weight_decay`` is the coupled
-    L2 term, as there); with ``hypergrad_lr=0`` this is exactly ``torch.optim.Adam``.
+    L2 term, as there, unless ``decoupled_weight_decay=True``: then it is AdamW's, see
+    :class:`AdamWHD`); with ``hypergrad_lr=0`` this is exactly ``torch.optim.Adam``.
 
     .. math::
         \begin{aligned}
@@ -44,7 +45,10 @@ class AdamHD(HypergradOptimizer):
         params: parameters or param groups; a group may override ``lr`` and ``hypergrad_lr``.
         lr: initial learning rate ``alpha_0``; afterwards ``param_groups[i]["lr"]`` holds the
             adapted one.
-        betas, eps, weight_decay, amsgrad, maximize, foreach: as in ``torch.optim.Adam``.
+        betas, eps, weight_decay, amsgrad, decoupled_weight_decay, maximize, foreach: as in
+            ``torch.optim.Adam``.
+        capturable: as in ``torch.optim.Adam``: allows ``step()`` to be captured in a CUDA graph.
+            The step never waits for the device either way (lr and step counts live there).
         hypergrad_lr: ``beta``. The default 1e-7 is the reference code's choice for Adam-HD on
             MNIST logistic regression and MLP (it used 1e-8 for VGG on CIFAR-10). It is much
             smaller than SGD-HD's 1e-3 because Adam's direction is normalised per coordinate:
@@ -53,6 +57,8 @@ class AdamHD(HypergradOptimizer):
         hypergrad_rule: ``"additive"`` or ``"multiplicative"`` (scale-free; ``hypergrad_lr`` in
             [0, 1)).
         lr_bounds: optional ``(low, high)``; the lr is clipped into it after every update.
+        granularity, lr_limit, lr_limit_power: one rate per group, tensor or weight, and the
+            convergence-ensuring blend; see :class:`hypergrad.HypergradOptimizer`.
     """
 
     def __init__(
@@ -64,11 +70,16 @@ class AdamHD(HypergradOptimizer):
         weight_decay: float = 0.0,
         amsgrad: bool = False,
         *,
+        decoupled_weight_decay: bool = False,
         hypergrad_lr: float = 1e-7,
         hypergrad_rule: str = "additive",
         lr_bounds: Sequence[float] | None = None,
+        granularity: str = "group",
+        lr_limit: float | None = None,
+        lr_limit_power: float = 2.0,
         maximize: bool = False,
         foreach: bool | None = None,
+        capturable: bool = False,
     ) -> None:
         validate_adam_arguments(betas, eps, weight_decay)
         defaults = dict(
@@ -77,17 +88,27 @@ class AdamHD(HypergradOptimizer):
             eps=eps,
             weight_decay=weight_decay,
             amsgrad=amsgrad,
+            decoupled_weight_decay=decoupled_weight_decay,
             maximize=maximize,
             foreach=foreach,
+            capturable=capturable,
         )
         super().__init__(
-            params, defaults, hypergrad_lr=hypergrad_lr, hypergrad_rule=hypergrad_rule, lr_bounds=lr_bounds
+            params,
+            defaults,
+            hypergrad_lr=hypergrad_lr,
+            hypergrad_rule=hypergrad_rule,
+            lr_bounds=lr_bounds,
+            granularity=granularity,
+            lr_limit=lr_limit,
+            lr_limit_power=lr_limit_power,
         )
 
     def __setstate__(self, state: dict[str, Any]) -> None:
         super().__setstate__(state)
         for group in self.param_groups:
             group.setdefault("amsgrad", False)
+            group.setdefault("decoupled_weight_decay", False)
 
     def _init_group(self, group: dict[str, Any]) -> GroupTensors:
         tensors = GroupTensors()
@@ -106,35 +127,63 @@ class AdamHD(HypergradOptimizer):
                 state["exp_avg_sq"] = torch.zeros_like(param, memory_format=torch.preserve_format)
                 if group["amsgrad"]:
                     state["max_exp_avg_sq"] = torch.zeros_like(param, memory_format=torch.preserve_format)
+            if _keeps_previous_param(group) and "previous_param" not in state:
+                # theta_{t-2} for the decay term of u_{t-1}; zeros before the first step (u_0 = 0).
+                # A state from elsewhere (a torch.optim.AdamW checkpoint) lacks it: the current
+                # parameter is the nearest value we have.
+                started = bool(state["step"] > 0)
+                state["previous_param"] = param.detach().clone() if started else torch.zeros_like(param)
             tensors.params.append(param)
             tensors.grads.append(grad)
             tensors.states.append(state)
         if tensors.params:
+            coupled_decay = 0.0 if group["decoupled_weight_decay"] else group["weight_decay"]
             tensors.grads = effective_grads(
-                tensors.params, tensors.grads, group["weight_decay"], group["maximize"],
+                tensors.params, tensors.grads, coupled_decay, group["maximize"],
                 self._use_foreach(group, tensors.params),
             )
         return tensors
 
-    def _hypergradient_statistics(self, group: dict[str, Any], tensors: GroupTensors) -> Tensor | None:
+    def _previous_directions(self, group: dict[str, Any], tensors: GroupTensors) -> PreviousDirections:
         beta1, beta2 = group["betas"]
         second_moment = "max_exp_avg_sq" if group["amsgrad"] else "exp_avg_sq"
         foreach = self._use_foreach(group, tensors.params)
-        grads, states = tensors.grads, tensors.states
-        if states[0]["step"].is_cpu:
+        indices = list(range(len(tensors.states)))
+        if _on_host(tensors.states[0]["step"]):
             # Host step counts: skip parameters without a previous direction (u_0 = 0).
-            started = [i for i, s in enumerate(states) if s["step"].item() > 0]
-            grads, states = [grads[i] for i in started], [states[i] for i in started]
+            indices = [i for i in indices if tensors.states[i]["step"].item() > 0]
+        states = [tensors.states[i] for i in indices]
         directions, scales = previous_adam_directions(
             [s["exp_avg"] for s in states],
             [s[second_moment] for s in states],
             [s["step"] for s in states],
             beta1=beta1, beta2=beta2, eps=group["eps"], foreach=foreach,
         )
-        return hypergradient_statistics(grads, directions, group["hypergrad_rule"], scales)
+        if not _keeps_previous_param(group):
+            return PreviousDirections(indices, directions, scales)
+        # AdamW: u_{t-1} = weight_decay * theta_{t-2} + the Adam direction (torch decays the
+        # parameter by lr * weight_decay before the Adam step, so the decay is part of the step).
+        weight_decay = group["weight_decay"]
+        decoupled = (
+            direction.mul_(scale).add_(state["previous_param"], alpha=weight_decay)
+            for direction, scale, state in zip(directions, scales, states)
+        )
+        return PreviousDirections(indices, decoupled)
 
     def _update_params(self, group: dict[str, Any], tensors: GroupTensors, lr: LearningRate) -> None:
-        adam_update = _multi_tensor_update if self._use_foreach(group, tensors.params) else _single_tensor_update
+        foreach = self._use_foreach(group, tensors.params)
+        if _keeps_previous_param(group):
+            # torch.optim.AdamW's decay, theta <- theta * (1 - lr * wd), after keeping theta_{t-1}.
+            previous_params = [s["previous_param"] for s in tensors.states]
+            decay = 1 - lr * group["weight_decay"]
+            if foreach:
+                torch._foreach_copy_(previous_params, tensors.params)
+                torch._foreach_mul_(tensors.params, decay)
+            else:
+                for param, previous_param in zip(tensors.params, previous_params):
+                    previous_param.copy_(param)
+                    param.mul_(decay)
+        adam_update = _multi_tensor_update if foreach else _single_tensor_update
         beta1, beta2 = group["betas"]
         adam_update(
             tensors.params,
@@ -146,6 +195,78 @@ class AdamHD(HypergradOptimizer):
             eps=group["eps"],
             amsgrad=group["amsgrad"],
         )
+
+
+class AdamWHD(AdamHD):
+    r"""AdamW (decoupled weight decay, Loshchilov and Hutter) whose learning rate adapts online by
+    hypergradient descent.
+
+    Every argument of :class:`torch.optim.AdamW` keeps its meaning; with ``hypergrad_lr=0`` this is
+    exactly ``torch.optim.AdamW``. The decay is part of the update direction, because torch scales
+    it with the learning rate (``theta_t = theta_{t-1} (1 - alpha_t lambda) - alpha_t a_t``):
+
+    .. math::
+        \begin{aligned}
+            &u_t = \lambda\,\theta_{t-1} + \hat m_t / (\sqrt{\hat v_t} + \epsilon), \qquad
+                \theta_t = \theta_{t-1} - \alpha_t u_t \\
+            &\alpha_t = \alpha_{t-1} + \beta\, g_t \cdot u_{t-1} \quad(g_t = \pm\nabla f_t(\theta_{t-1}),
+                \text{ no decay term: the decay is not part of the loss})
+        \end{aligned}
+
+    Memory: the Adam part of ``u_{t-1}`` is recomputed from the state, as in :class:`AdamHD`; its
+    decay term needs ``theta_{t-2}``, which is not the current parameter, so it is kept in
+    ``state["previous_param"]`` (one buffer, only when ``weight_decay != 0``). Recovering it by
+    inverting the step would divide by ``1 - alpha lambda`` and go wrong whenever anything else
+    (a scheduler, a projection, a checkpoint load) touches the parameters or the rate in between.
+
+    Args: as :class:`AdamHD`, without ``decoupled_weight_decay``; ``weight_decay`` defaults to
+    1e-2, as in ``torch.optim.AdamW``.
+    """
+
+    def __init__(
+        self,
+        params: Any,
+        lr: float | Tensor = 1e-3,
+        betas: tuple[float, float] = (0.9, 0.999),
+        eps: float = 1e-8,
+        weight_decay: float = 1e-2,
+        amsgrad: bool = False,
+        *,
+        hypergrad_lr: float = 1e-7,
+        hypergrad_rule: str = "additive",
+        lr_bounds: Sequence[float] | None = None,
+        granularity: str = "group",
+        lr_limit: float | None = None,
+        lr_limit_power: float = 2.0,
+        maximize: bool = False,
+        foreach: bool | None = None,
+    ) -> None:
+        super().__init__(
+            params,
+            lr,
+            betas,
+            eps,
+            weight_decay,
+            amsgrad,
+            decoupled_weight_decay=True,
+            hypergrad_lr=hypergrad_lr,
+            hypergrad_rule=hypergrad_rule,
+            lr_bounds=lr_bounds,
+            granularity=granularity,
+            lr_limit=lr_limit,
+            lr_limit_power=lr_limit_power,
+            maximize=maximize,
+            foreach=foreach,
+        )
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        super().__setstate__(state)
+        for group in self.param_groups:
+            group["decoupled_weight_decay"] = True
+
+
+def _keeps_previous_param(group: dict[str, Any]) -> bool:
+    return bool(group["decoupled_weight_decay"]) and group["weight_decay"] != 0
 
 
 def validate_adam_arguments(betas: Sequence[float], eps: float, weight_decay: float) -> None:
@@ -161,9 +282,15 @@ def validate_adam_arguments(betas: Sequence[float], eps: float, weight_decay: fl
         raise ValueError(f"Invalid weight_decay: {weight_decay} (must be >= 0)")
 
 
+def _on_host(step: Tensor) -> bool:
+    """Whether the step count is read on the host. Not under torch.compile, where a read would
+    break the graph (torch.optim's ``_get_value`` makes the same choice)."""
+    return step.is_cpu and not torch.compiler.is_compiling()
+
+
 def _bias_corrections(step: Tensor, beta1: float, beta2: float) -> tuple[float | Tensor, float | Tensor]:
-    """``(1 - beta1^t, sqrt(1 - beta2^t))`` as floats for a host step count, tensors on a device."""
-    if step.is_cpu:
+    """``(1 - beta1^t, sqrt(1 - beta2^t))`` as floats for a host step count, tensors otherwise."""
+    if _on_host(step):
         t = step.item()
         return 1 - beta1**t, math.sqrt(1 - beta2**t)
     return 1 - torch.pow(beta1, step), (1 - torch.pow(beta2, step)).sqrt()
@@ -184,13 +311,14 @@ def previous_adam_directions(
     unscaled directions (a generator: each lives only while its dot product is taken) and scales.
 
     On a device a step count may be 0 (host branches would synchronise): it is read as 1 there,
-    which gives the right direction, 0, because ``m = v = 0`` then.
+    which gives the right direction, 0, because ``m = v = 0`` then. Each direction is divided into
+    its denominator's memory: one temporary per tensor, no more passes than the arithmetic needs.
     """
     scales: list[float | Tensor] = []
     shifts: list[float | Tensor] = []
     for step in steps:
         bias_correction1, bias_correction2_sqrt = _bias_corrections(
-            step if step.is_cpu else step.clamp(min=1), beta1, beta2
+            step if _on_host(step) else step.clamp(min=1), beta1, beta2
         )
         scales.append(bias_correction2_sqrt / bias_correction1)
         shifts.append(eps * bias_correction2_sqrt)
@@ -202,7 +330,7 @@ def previous_adam_directions(
         else:
             denoms = (v.sqrt().add_(shift) for v, shift in zip(second_moments, shifts))
         for m, denom in zip(exp_avgs, denoms):
-            yield m / denom
+            yield torch.div(m, denom, out=denom)
 
     return directions(), scales
 
@@ -271,7 +399,7 @@ def _multi_tensor_update(
         else:
             second_moments = exp_avg_sqs
         denoms = torch._foreach_sqrt(second_moments)
-        if steps[0].is_cpu and not isinstance(lr, Tensor):
+        if _on_host(steps[0]) and not isinstance(lr, Tensor):
             corrections = [_bias_corrections(step, beta1, beta2) for step in steps]
             torch._foreach_div_(denoms, [bc2_sqrt for _, bc2_sqrt in corrections])
             torch._foreach_add_(denoms, eps)

@@ -99,12 +99,15 @@ class LRFinderResult:
           ``lds``-long stretch of indices ending where ``lds`` is largest) and return the lr
           about halfway along it (fastai: ``start + int(n/3) + int(n/6)``). Robust; fastai's
           default.
-        - ``"slide"``: slide a window of 15 points from the divergent end towards small lrs
-          until the loss gradient at its two ends agrees to within a threshold, and return the
-          lr at the window's left end just before that. fastai's threshold (0.005) is in loss
-          units; here the curve is first divided by its starting value, and the threshold is
-          0.002 (0.005 on a 10-class cross-entropy starting near ln 10 = 2.3), so the rule does
-          not depend on how the loss is scaled.
+        - ``"slide"``: slide a window from the divergent end towards small lrs until the loss
+          gradient at its two ends agrees to within a threshold, and return the lr at the
+          window's left end just before that. fastai states the rule per point of its default
+          test (100 points over 8 decades): a 15-point window and a threshold of 0.005 in loss
+          units. Here the window is the same 1.21 decades of lr and the threshold the same
+          slope per decade, whatever ``num_iter`` and range, and the curve is first divided by
+          its starting value with the threshold set to 0.002 (0.005 on a 10-class
+          cross-entropy starting near ln 10 = 2.3), so the rule depends neither on the number
+          of points nor on the loss's units. On fastai's default test it is fastai's rule.
         - ``"minimum"``: the lr at the lowest point, divided by 10 (the minimum already sits at
           the edge of stability).
         - ``"steep"``: the lr where the loss falls fastest per decade of lr (most negative
@@ -207,13 +210,25 @@ def _valley(lrs: list[float], values: list[float]) -> float:
     return lrs[idx]
 
 
-def _slide(lrs: list[float], values: list[float], lr_diff: int = 15, thresh: float = 0.002) -> float:
+# fastai's slide rule was tuned on its default test: 100 points from 1e-7 to 10.
+_FASTAI_DECADES_PER_POINT = 8 / 99
+_SLIDE_WINDOW_DECADES = 15 * _FASTAI_DECADES_PER_POINT  # fastai's lr_diff = 15 points
+_SLIDE_THRESH_PER_DECADE = 0.002 / _FASTAI_DECADES_PER_POINT  # fastai's 0.005 per point, relative
+
+
+def _slide(lrs: list[float], values: list[float]) -> float:
+    decades_per_point = math.log10(lrs[-1] / lrs[0]) / (len(lrs) - 1)
+    lr_diff = max(1, round(_SLIDE_WINDOW_DECADES / decades_per_point))
+    thresh = _SLIDE_THRESH_PER_DECADE * decades_per_point
     scale = abs(values[0]) if values[0] != 0 else 1.0
     grad = _gradient([v / scale for v in values])
     n = len(values)
     r_idx, l_idx = n - 1, n - 1 - lr_diff
     if l_idx < 0:
-        raise ValueError(f"'slide' needs more than {lr_diff} points, the curve has {n}")
+        raise ValueError(
+            f"'slide' needs a curve longer than its window ({lr_diff} points, "
+            f"{_SLIDE_WINDOW_DECADES:.2f} decades of lr), the curve has {n}"
+        )
     local_min_lr = lrs[l_idx]
     while l_idx >= 0 and abs(grad[r_idx] - grad[l_idx]) > thresh:
         local_min_lr = lrs[l_idx]
@@ -264,10 +279,16 @@ def _interp_log(lr: float, lrs: list[float], values: list[float]) -> float:
     return values[-1]
 
 
-def _set_group_value(group: dict[str, Any], key: str, value: float) -> None:
+# Param-group keys with which a hypergradient optimizer moves its lr by itself, and the values
+# that switch that off (the optimizer is then exactly its torch.optim base): the hypergradient
+# step size, and the convergence-ensuring blend towards a fixed lr, which rewrites the lr.
+_HYPERGRADIENT_OFF: dict[str, float | None] = {"hypergrad_lr": 0.0, "lr_limit": None}
+
+
+def _set_group_value(group: dict[str, Any], key: str, value: float | None) -> None:
     """Write a hyperparameter in place when it is a tensor (as torch's schedulers do), so a
     tensor lr stays the same tensor object (CUDA graphs and capturable optimizers rely on it)."""
-    if isinstance(group[key], Tensor):
+    if isinstance(group[key], Tensor) and value is not None:
         group[key].fill_(value)
     else:
         group[key] = value
@@ -402,8 +423,10 @@ def find_lr(
     param group value (lr, ``hypergrad_lr``, ...). This also holds when the test raises or is
     interrupted (the exception propagates). Global RNG state is not restored.
 
-    Works with any optimizer. Hypergradient optimizers are tested as their base optimizer:
-    ``hypergrad_lr`` is set to 0 in every group that has it, for the duration of the test.
+    Works with any optimizer. Hypergradient optimizers are tested as their base optimizer: for
+    the duration of the test, every group that has them gets ``hypergrad_lr = 0`` and
+    ``lr_limit = None`` (no blend). With ``granularity="tensor"`` / ``"element"`` the schedule
+    sets the base rate ``group["lr"]``, which the (then frozen) per-tensor scales multiply.
 
     Args:
         model: the model to test; its parameters must already be on ``device``.
@@ -471,8 +494,9 @@ def find_lr(
     diverged = False
     try:
         for group in optimizer.param_groups:
-            if "hypergrad_lr" in group:
-                _set_group_value(group, "hypergrad_lr", 0.0)
+            for key, off in _HYPERGRADIENT_OFF.items():
+                if key in group:
+                    _set_group_value(group, key, off)
         model.train()
         batches = _cycle(loader)
         avg, best = 0.0, math.inf

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -13,14 +13,19 @@ from torch.optim.optimizer import _default_to_fused_or_foreach
 
 from ._hypergradient import (
     LearningRate,
+    blended_lr,
     check_group_settings,
+    element_statistics,
+    hypergradient_statistics,
     store_lr,
+    tensor_statistics,
     updated_lr,
     validate_hypergrad_settings,
     validate_lr,
+    validate_variant_settings,
 )
 
-__all__ = ["HypergradOptimizer", "GroupTensors", "effective_grads"]
+__all__ = ["HypergradOptimizer", "GroupTensors", "PreviousDirections", "effective_grads"]
 
 
 @dataclass
@@ -34,6 +39,18 @@ class GroupTensors:
     states: list[dict[str, Any]] = field(default_factory=list)
 
 
+@dataclass
+class PreviousDirections:
+    """The update directions ``u_{t-1}`` a base rule can give: ``directions[k]`` belongs to
+    ``tensors.params[indices[k]]`` (a parameter without one, at its first step, is left out), times
+    ``scales[k]`` where scales are given (a factor the rule keeps apart, e.g. Adam's bias
+    corrections). ``directions`` may be a generator (recomputed directions live one at a time)."""
+
+    indices: list[int]
+    directions: Iterable[Tensor]
+    scales: list[float | Tensor] | None = None
+
+
 class HypergradOptimizer(Optimizer):
     """Base class of the hypergradient optimizers.
 
@@ -42,15 +59,41 @@ class HypergradOptimizer(Optimizer):
 
     1. ``_init_group`` gathers each group's parameters and effective gradients (state is created
        lazily);
-    2. ``_hypergradient_statistics`` takes ``g_t . u_{t-1}`` against the previous update direction
-       (and the norms the multiplicative rule needs); the rule in ``_hypergradient.py`` turns it
-       into the new learning rate ``alpha_t``;
-    3. ``_update_params`` takes the base rule's step with ``alpha_t`` and keeps what is needed to
-       know ``u_t`` at the next step.
+    2. ``_hypergradient_statistics`` takes ``g_t . u_{t-1}`` against the previous update directions
+       that the base rule's ``_previous_directions`` gives (and the norms the multiplicative rule
+       needs), reduced per group, per tensor or per weight (``granularity``); the rule in
+       ``_hypergradient.py`` turns it into the new learning rate(s) ``alpha_t``;
+    3. ``_update_params`` takes the base rule's step with the group's ``alpha_t`` and keeps what is
+       needed to know ``u_t`` at the next step; at ``granularity="tensor"`` or ``"element"`` the
+       step is then rescaled to each tensor's or weight's own rate.
+
+    Granularity. ``"group"`` (the paper): ``group["lr"]`` is the adapted rate. ``"tensor"`` and
+    ``"element"``: ``group["lr"]`` stays the base rate (what a scheduler scales) and each parameter
+    ``p`` keeps ``state[p]["lr_scale"]`` (a 0-dim tensor, or a tensor shaped like ``p``): its rate
+    is ``group["lr"] * lr_scale``, and the hypergradient of that rate, ``-g_t^p . u_{t-1}^p`` (or
+    ``-g_t^p * u_{t-1}^p`` per weight), drives it exactly as the group's dot product drives the
+    group's rate. ``learning_rates(model.named_parameters())`` reads the rates by name. Cost: the
+    base step runs with ``group["lr"]`` unchanged, then each tensor moves on by
+    ``-(rate - lr) * u_t`` (``u_t`` from ``_previous_directions``: a buffer read, or Adam's
+    direction recomputed once more), so no base rule needs a per-tensor kernel. Per weight, the
+    rates are one parameter-sized buffer, and a step holds the per-weight statistics (1 or 3
+    parameter-sized tensors; 3 for the multiplicative rule) of all groups at once.
+
+    Blend (``lr_limit`` is not None; paper Sec. 5): the rate used at step t is
+    ``delta(t) * alpha_t^HD + (1 - delta(t)) * lr_limit``, ``delta(t) = t^-lr_limit_power``, while
+    ``alpha^HD`` follows its own, unblended hypergradient chain (kept in ``group["lr_hd"]`` at group
+    granularity, in ``lr_scale`` otherwise); ``group["hypergrad_step"]`` counts t.
 
     ``group["lr"]`` is the current learning rate. On CPU it is a Python float. For parameters on
     an accelerator it is kept as a 0-dim tensor on their device, so that ``step()`` never waits for
-    the device; ``float(group["lr"])`` reads it either way (that read does synchronise).
+    the device; ``float(group["lr"])`` reads it either way (that read does synchronise). Under
+    ``torch.compile`` it becomes a 0-dim tensor on the CPU too: a float changes every step and
+    would recompile the step every time.
+
+    ``capturable`` is torch.optim's flag: every group carries it (False unless the optimizer offers
+    the keyword: SGDHD and AdamHD do, and then keep their buffers at fixed addresses so that
+    ``step()`` can be captured in a CUDA graph); torch.optim's health check refuses to capture a
+    step of a group without it.
     """
 
     def __init__(
@@ -61,12 +104,26 @@ class HypergradOptimizer(Optimizer):
         hypergrad_lr: float,
         hypergrad_rule: str,
         lr_bounds: Sequence[float] | None,
+        granularity: str = "group",
+        lr_limit: float | None = None,
+        lr_limit_power: float = 2.0,
     ) -> None:
         validate_lr(defaults["lr"])
         lr_bounds = validate_hypergrad_settings(hypergrad_lr, hypergrad_rule, lr_bounds)
+        validate_variant_settings(granularity, lr_limit, lr_limit_power, lr_bounds)
         defaults = dict(
-            defaults, hypergrad_lr=hypergrad_lr, hypergrad_rule=hypergrad_rule, lr_bounds=lr_bounds
+            defaults,
+            hypergrad_lr=hypergrad_lr,
+            hypergrad_rule=hypergrad_rule,
+            lr_bounds=lr_bounds,
+            granularity=granularity,
+            lr_limit=lr_limit,
+            lr_limit_power=lr_limit_power,
         )
+        # Every group has the key, whether or not the subclass offers the keyword: torch's
+        # capture health check reads it, and torch.compile adds it while tracing (its guard on
+        # the key then fails within the same frame when the key was absent).
+        defaults.setdefault("capturable", False)
         super().__init__(params, defaults)
 
     def add_param_group(self, param_group: dict[str, Any]) -> None:
@@ -78,14 +135,20 @@ class HypergradOptimizer(Optimizer):
         for group in self.param_groups:
             group.setdefault("hypergrad_rule", "additive")
             group.setdefault("lr_bounds", None)
+            group.setdefault("granularity", "group")
+            group.setdefault("lr_limit", None)
+            group.setdefault("lr_limit_power", 2.0)
             group.setdefault("maximize", False)
             group.setdefault("foreach", None)
+            group.setdefault("capturable", False)
 
     # -- the three phases, provided by each base rule -------------------------------------------
     def _init_group(self, group: dict[str, Any]) -> GroupTensors:
         raise NotImplementedError
 
-    def _hypergradient_statistics(self, group: dict[str, Any], tensors: GroupTensors) -> Tensor | None:
+    def _previous_directions(self, group: dict[str, Any], tensors: GroupTensors) -> PreviousDirections:
+        """The base rule's last update directions ``u`` (before the update: ``u_{t-1}``; after it,
+        ``u_t``), unscaled by the learning rate."""
         raise NotImplementedError
 
     def _update_params(self, group: dict[str, Any], tensors: GroupTensors, lr: LearningRate) -> None:
@@ -107,11 +170,12 @@ class HypergradOptimizer(Optimizer):
     def _place_lr(group: dict[str, Any], device: torch.device) -> LearningRate:
         """Keep the group's lr where the step can use it without a host-device round trip."""
         lr = group["lr"]
-        if device.type == "cpu":
+        if device.type == "cpu" and not torch.compiler.is_compiling():
             return lr
         if not isinstance(lr, Tensor):
             dtype = torch.float64 if group["params"][0].dtype == torch.float64 else torch.float32
-            group["lr"] = lr = torch.tensor(lr, dtype=dtype, device=device)
+            # torch.full launches a fill; torch.tensor would copy from the host and synchronise.
+            group["lr"] = lr = torch.full((), lr, dtype=dtype, device=device)
         elif lr.device != device:
             group["lr"] = lr = lr.to(device)
         return lr
@@ -119,6 +183,7 @@ class HypergradOptimizer(Optimizer):
     @torch.no_grad()
     def step(self, closure: Callable[[], float] | None = None) -> float | None:  # type: ignore[override]
         """Perform one optimisation step; ``closure`` re-evaluates the model and returns the loss."""
+        self._accelerator_graph_capture_health_check()
         loss = None
         if closure is not None:
             with torch.enable_grad():
@@ -126,7 +191,9 @@ class HypergradOptimizer(Optimizer):
 
         active = []
         for group in self.param_groups:
-            tensors = self._init_group(group)
+            # Called through the class: torch.compile intercepts `self._init_group` (it expects
+            # torch.optim's signature, which returns a constant) and fails on ours.
+            tensors = type(self)._init_group(self, group)
             if tensors.params:
                 active.append((group, tensors))
 
@@ -138,11 +205,149 @@ class HypergradOptimizer(Optimizer):
             for group, tensors in active
         ]
         for (group, tensors), group_statistics in zip(active, statistics):
-            lr = self._place_lr(group, tensors.params[0].device)
-            if group_statistics is not None:
-                store_lr(group, updated_lr(lr, group_statistics, group))
-            self._update_params(group, tensors, group["lr"])
+            self._step_group(group, tensors, group_statistics)
         return loss
+
+    def _hypergradient_statistics(
+        self, group: dict[str, Any], tensors: GroupTensors
+    ) -> Tensor | list[Tensor | None] | None:
+        """Statistics of ``g_t . u_{t-1}`` at the group's granularity: summed over the group
+        (``(1 or 3,)``), one row per tensor (``(tensors, 1 or 3)``, zero rows where there is no
+        previous direction), or per weight (a ``(1 or 3, *shape)`` tensor or ``None`` per tensor);
+        ``None`` when no tensor has a previous direction."""
+        previous = self._previous_directions(group, tensors)
+        if not previous.indices:
+            return None
+        grads = [tensors.grads[i] for i in previous.indices]
+        rule, granularity = group["hypergrad_rule"], group["granularity"]
+        if granularity == "group":
+            return hypergradient_statistics(grads, previous.directions, rule, previous.scales)
+        if granularity == "tensor":
+            rows = tensor_statistics(grads, previous.directions, rule, previous.scales)
+            assert rows is not None
+            aligned = rows.new_zeros((len(tensors.params), rows.shape[1]))
+            aligned[previous.indices] = rows
+            return aligned
+        per_weight: list[Tensor | None] = [None] * len(tensors.params)
+        for index, statistics in zip(
+            previous.indices, element_statistics(grads, previous.directions, rule, previous.scales)
+        ):
+            per_weight[index] = statistics
+        return per_weight
+
+    def _step_group(
+        self, group: dict[str, Any], tensors: GroupTensors, statistics: Tensor | list[Tensor | None] | None
+    ) -> None:
+        """Phase 3 for one group: new rate(s) from the statistics, then the base step."""
+        lr = self._place_lr(group, tensors.params[0].device)
+        blend_step = None
+        if group["lr_limit"] is not None:
+            blend_step = group["hypergrad_step"] = group.get("hypergrad_step", 0) + 1
+        if group["granularity"] == "group":
+            if blend_step is None:
+                if statistics is not None:
+                    store_lr(group, updated_lr(lr, statistics, group))
+            else:
+                hypergrad_rate = group.setdefault("lr_hd", _as_float_or_tensor(lr))
+                if statistics is not None:
+                    hypergrad_rate = updated_lr(hypergrad_rate, statistics, group)
+                    group["lr_hd"] = hypergrad_rate if isinstance(lr, Tensor) else hypergrad_rate.item()
+                store_lr(group, torch.as_tensor(blended_lr(group["lr_hd"], group, blend_step), dtype=torch.float64))
+            self._update_params(group, tensors, group["lr"])
+            return
+        scales = self._lr_scales(group, tensors)
+        if statistics is not None:
+            self._update_lr_scales(group, scales, statistics, lr)
+        self._update_params(group, tensors, lr)
+        self._rescale_step(group, tensors, scales, lr, blend_step)
+
+    # -- per-tensor and per-weight rates -------------------------------------------------------
+    def _lr_scales(self, group: dict[str, Any], tensors: GroupTensors) -> list[Tensor]:
+        """Each tensor's rate relative to ``group["lr"]``, created at 1 on first use."""
+        scales = []
+        for param, state in zip(tensors.params, tensors.states):
+            if "lr_scale" not in state:
+                if group["granularity"] == "tensor":
+                    dtype = torch.float64 if param.device.type != "mps" else torch.float32
+                    state["lr_scale"] = torch.ones((), dtype=dtype, device=param.device)
+                else:
+                    if param.is_complex():
+                        raise ValueError("granularity='element' needs real parameters (got a complex one)")
+                    state["lr_scale"] = torch.ones_like(param, memory_format=torch.preserve_format)
+            scales.append(state["lr_scale"])
+        return scales
+
+    @staticmethod
+    def _update_lr_scales(
+        group: dict[str, Any], scales: list[Tensor], statistics: Tensor | list[Tensor | None], lr: LearningRate
+    ) -> None:
+        """``lr * scale`` follows the hypergradient rule; the new scale is the new rate over ``lr``
+        (kept when that is not finite: a zero group rate leaves the scales as they are)."""
+
+        def rescaled(scale: Tensor, tensor_statistics: Tensor) -> Tensor:
+            new_rate = updated_lr(lr * scale, tensor_statistics, group)
+            ratio = new_rate / lr
+            return torch.where(torch.isfinite(ratio), ratio, scale).to(scale.dtype)
+
+        if group["granularity"] == "tensor":
+            assert isinstance(statistics, Tensor)
+            stacked = torch.stack(scales)
+            torch._foreach_copy_(scales, list(rescaled(stacked, statistics.T.to(stacked.dtype)).unbind()))
+        else:
+            for scale, tensor_statistics in zip(scales, statistics):
+                if tensor_statistics is not None:
+                    scale.copy_(rescaled(scale, tensor_statistics))
+
+    def _rescale_step(
+        self,
+        group: dict[str, Any],
+        tensors: GroupTensors,
+        scales: list[Tensor],
+        lr: LearningRate,
+        blend_step: int | None,
+    ) -> None:
+        """The base step moved each tensor by ``-lr * u_t``; move it on to ``-rate * u_t`` with its
+        own rate ``lr * scale`` (blended where ``lr_limit`` is set)."""
+        previous = self._previous_directions(group, tensors)
+        for index, direction in zip(previous.indices, previous.directions):
+            rate = self._applied_rate(group, scales[index], lr, blend_step)
+            extra = rate - lr
+            if previous.scales is not None:
+                extra = extra * previous.scales[index]
+            param = tensors.params[index]
+            param.sub_(direction * extra.to(param.dtype))
+
+    @staticmethod
+    def _applied_rate(group: dict[str, Any], scale: Tensor, lr: LearningRate, blend_step: int | None) -> Tensor:
+        rate = lr * scale
+        return rate if blend_step is None else blended_lr(rate, group, blend_step)
+
+    def learning_rates(self, named_parameters: Iterable[tuple[str, Tensor]]) -> dict[str, float | Tensor]:
+        """The learning rate each parameter was stepped with at the last step, by name.
+
+        A float per parameter at ``granularity="group"`` (the group's ``lr``) and ``"tensor"``
+        (``group["lr"] * state[p]["lr_scale"]``, blended with ``lr_limit`` where set); a new tensor
+        shaped like the parameter at ``"element"``. Before the first step, the
+        initial rates. ``named_parameters`` is typically ``model.named_parameters()``.
+        """
+        group_of = {id(p): group for group in self.param_groups for p in group["params"]}
+        rates: dict[str, float | Tensor] = {}
+        for name, param in named_parameters:
+            group = group_of.get(id(param))
+            if group is None:
+                raise ValueError(f"Parameter {name!r} is not in this optimizer's param groups")
+            scale = self.state[param].get("lr_scale") if group["granularity"] != "group" else None
+            if scale is None:
+                rates[name] = float(group["lr"])
+                continue
+            blend_step = group.get("hypergrad_step") if group["lr_limit"] is not None else None
+            rate = self._applied_rate(group, scale, group["lr"], blend_step)
+            rates[name] = rate.item() if group["granularity"] == "tensor" else rate
+        return rates
+
+
+def _as_float_or_tensor(lr: LearningRate) -> LearningRate:
+    return lr.clone() if isinstance(lr, Tensor) else float(lr)
 
 
 def effective_grads(

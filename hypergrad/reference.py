@@ -15,7 +15,13 @@ import torch
 from torch import Tensor
 from torch.optim import Optimizer
 
-__all__ = ["SGDHDReference", "AdamHDReference"]
+__all__ = [
+    "SGDHDReference",
+    "AdamHDReference",
+    "AdamWHDReference",
+    "AdagradHDReference",
+    "RMSpropHDReference",
+]
 
 
 def _next_lr(lr: float, grads: list[Tensor], previous: list[Tensor], group: dict[str, Any]) -> float:
@@ -34,7 +40,30 @@ def _next_lr(lr: float, grads: list[Tensor], previous: list[Tensor], group: dict
     return new_lr if math.isfinite(new_lr) else lr
 
 
+def _next_weight_rates(rates: Tensor, g: Tensor, previous: Tensor, group: dict[str, Any]) -> Tensor:
+    """Per-weight rates: ``r + beta * g * u`` or ``r * (1 + beta * sign(g * u))``, clipped."""
+    beta = group["hypergrad_lr"]
+    if group["hypergrad_rule"] == "additive":
+        new_rates = rates + beta * g * previous
+    else:
+        new_rates = rates * (1 + beta * torch.sign(g * previous))
+    if group["lr_bounds"] is not None:
+        new_rates = new_rates.clamp(group["lr_bounds"][0], group["lr_bounds"][1])
+    return torch.where(torch.isfinite(new_rates), new_rates, rates)
+
+
+def _blend(rate: Any, group: dict[str, Any]) -> Any:
+    """alpha_t = delta(t) alpha_t^HD + (1 - delta(t)) alpha_inf, delta(t) = t^-p (paper, Sec. 5)."""
+    if group.get("lr_limit") is None:
+        return rate
+    delta = group["t"] ** -group.get("lr_limit_power", 2.0)
+    return delta * rate + (1 - delta) * group["lr_limit"]
+
+
 class _ReferenceHD(Optimizer):
+    """One loop for every base rule: rates per group, tensor or weight, kept as absolute values
+    (``group["lr_hd"]``, ``state["rate"]``, ``state["rates"]``), blended when ``lr_limit`` is set."""
+
     def _direction(self, group: dict[str, Any], p: Tensor, g: Tensor, state: dict[str, Any]) -> Tensor:
         raise NotImplementedError
 
@@ -49,20 +78,44 @@ class _ReferenceHD(Optimizer):
             grads = []
             for p in params:
                 g = -p.grad if group["maximize"] else p.grad.clone()
-                grads.append(g + group["weight_decay"] * p)
+                coupled_decay = 0.0 if group.get("decoupled_weight_decay", False) else group["weight_decay"]
+                grads.append(g + coupled_decay * p)
+            if group.get("lr_limit") is not None:
+                group["t"] = group.get("t", 0) + 1
+            adapt = group["hypergrad_lr"] != 0
             started = [i for i, p in enumerate(params) if "previous_direction" in self.state[p]]
-            if started and group["hypergrad_lr"] != 0:
-                group["lr"] = _next_lr(
-                    group["lr"],
-                    [grads[i] for i in started],
-                    [self.state[params[i]]["previous_direction"] for i in started],
-                    group,
-                )
-            for p, g in zip(params, grads):
+            granularity = group.get("granularity", "group")
+            if granularity == "group":
+                hd_rate = group.setdefault("lr_hd", group["lr"])
+                if started and adapt:
+                    hd_rate = _next_lr(
+                        hd_rate,
+                        [grads[i] for i in started],
+                        [self.state[params[i]]["previous_direction"] for i in started],
+                        group,
+                    )
+                group["lr_hd"] = hd_rate
+                group["lr"] = _blend(hd_rate, group)
+                rates = [group["lr"]] * len(params)
+            else:
+                rates = []
+                for i, (p, g) in enumerate(zip(params, grads)):
+                    state = self.state[p]
+                    if granularity == "tensor":
+                        state.setdefault("rate", group["lr"])
+                        if i in started and adapt:
+                            state["rate"] = _next_lr(state["rate"], [g], [state["previous_direction"]], group)
+                        rates.append(_blend(state["rate"], group))
+                    else:
+                        state.setdefault("rates", torch.full_like(p, group["lr"]))
+                        if i in started and adapt:
+                            state["rates"] = _next_weight_rates(state["rates"], g, state["previous_direction"], group)
+                        rates.append(_blend(state["rates"], group))
+            for p, g, rate in zip(params, grads, rates):
                 state = self.state[p]
                 u = self._direction(group, p, g, state)
                 state["previous_direction"] = u.clone()
-                p.sub_(group["lr"] * u)
+                p.sub_(rate * u)
         return loss
 
 
@@ -81,12 +134,16 @@ class SGDHDReference(_ReferenceHD):
         hypergrad_lr: float = 1e-3,
         hypergrad_rule: str = "additive",
         lr_bounds: Sequence[float] | None = None,
+        granularity: str = "group",
+        lr_limit: float | None = None,
+        lr_limit_power: float = 2.0,
         maximize: bool = False,
     ) -> None:
         defaults = dict(
             lr=lr, momentum=momentum, dampening=dampening, weight_decay=weight_decay,
             nesterov=nesterov, hypergrad_lr=hypergrad_lr, hypergrad_rule=hypergrad_rule,
-            lr_bounds=lr_bounds, maximize=maximize,
+            lr_bounds=lr_bounds, granularity=granularity, lr_limit=lr_limit,
+            lr_limit_power=lr_limit_power, maximize=maximize,
         )
         super().__init__(params, defaults)
 
@@ -113,15 +170,20 @@ class AdamHDReference(_ReferenceHD):
         weight_decay: float = 0.0,
         amsgrad: bool = False,
         *,
+        decoupled_weight_decay: bool = False,
         hypergrad_lr: float = 1e-7,
         hypergrad_rule: str = "additive",
         lr_bounds: Sequence[float] | None = None,
+        granularity: str = "group",
+        lr_limit: float | None = None,
+        lr_limit_power: float = 2.0,
         maximize: bool = False,
     ) -> None:
         defaults = dict(
             lr=lr, betas=betas, eps=eps, weight_decay=weight_decay, amsgrad=amsgrad,
             hypergrad_lr=hypergrad_lr, hypergrad_rule=hypergrad_rule, lr_bounds=lr_bounds,
-            maximize=maximize,
+            granularity=granularity, lr_limit=lr_limit, lr_limit_power=lr_limit_power,
+            maximize=maximize, decoupled_weight_decay=decoupled_weight_decay,
         )
         super().__init__(params, defaults)
 
@@ -137,4 +199,94 @@ class AdamHDReference(_ReferenceHD):
         v = state["v_max"] if group["amsgrad"] else state["v"]
         m_hat = state["m"] / (1 - beta1**t)
         v_hat = v / (1 - beta2**t)
-        return m_hat / (v_hat.sqrt() + group["eps"])
+        adam_direction = m_hat / (v_hat.sqrt() + group["eps"])
+        if group["decoupled_weight_decay"]:
+            return group["weight_decay"] * p + adam_direction  # theta_t = theta_{t-1} - alpha (wd theta_{t-1} + ...)
+        return adam_direction
+
+
+class AdamWHDReference(AdamHDReference):
+    """AdamW-HD: the decoupled decay is part of the direction (see :class:`hypergrad.AdamWHD`)."""
+
+    def __init__(self, params: Any, lr: float = 1e-3, betas: tuple[float, float] = (0.9, 0.999),
+                 eps: float = 1e-8, weight_decay: float = 1e-2, amsgrad: bool = False, **hypergrad: Any) -> None:
+        super().__init__(params, lr, betas, eps, weight_decay, amsgrad, decoupled_weight_decay=True, **hypergrad)
+
+
+class AdagradHDReference(_ReferenceHD):
+    """Adagrad-HD, one plain loop (see :class:`hypergrad.AdagradHD`)."""
+
+    def __init__(
+        self,
+        params: Any,
+        lr: float = 1e-2,
+        lr_decay: float = 0.0,
+        weight_decay: float = 0.0,
+        initial_accumulator_value: float = 0.0,
+        eps: float = 1e-10,
+        *,
+        hypergrad_lr: float = 1e-6,
+        hypergrad_rule: str = "additive",
+        lr_bounds: Sequence[float] | None = None,
+        granularity: str = "group",
+        lr_limit: float | None = None,
+        lr_limit_power: float = 2.0,
+        maximize: bool = False,
+    ) -> None:
+        defaults = dict(
+            lr=lr, lr_decay=lr_decay, weight_decay=weight_decay,
+            initial_accumulator_value=initial_accumulator_value, eps=eps,
+            hypergrad_lr=hypergrad_lr, hypergrad_rule=hypergrad_rule, lr_bounds=lr_bounds,
+            granularity=granularity, lr_limit=lr_limit, lr_limit_power=lr_limit_power, maximize=maximize,
+        )
+        super().__init__(params, defaults)
+
+    def _direction(self, group: dict[str, Any], p: Tensor, g: Tensor, state: dict[str, Any]) -> Tensor:
+        if "t" not in state:
+            state.update(t=0, G=torch.full_like(p, group["initial_accumulator_value"]))
+        state["t"] += 1
+        state["G"] = state["G"] + g * g
+        decay = 1 + (state["t"] - 1) * group["lr_decay"]
+        return g / (decay * (state["G"].sqrt() + group["eps"]))
+
+
+class RMSpropHDReference(_ReferenceHD):
+    """RMSprop-HD (centered, momentum), one plain loop (see :class:`hypergrad.RMSpropHD`)."""
+
+    def __init__(
+        self,
+        params: Any,
+        lr: float = 1e-2,
+        alpha: float = 0.99,
+        eps: float = 1e-8,
+        weight_decay: float = 0.0,
+        momentum: float = 0.0,
+        centered: bool = False,
+        *,
+        hypergrad_lr: float = 1e-6,
+        hypergrad_rule: str = "additive",
+        lr_bounds: Sequence[float] | None = None,
+        granularity: str = "group",
+        lr_limit: float | None = None,
+        lr_limit_power: float = 2.0,
+        maximize: bool = False,
+    ) -> None:
+        defaults = dict(
+            lr=lr, alpha=alpha, eps=eps, weight_decay=weight_decay, momentum=momentum, centered=centered,
+            hypergrad_lr=hypergrad_lr, hypergrad_rule=hypergrad_rule, lr_bounds=lr_bounds,
+            granularity=granularity, lr_limit=lr_limit, lr_limit_power=lr_limit_power, maximize=maximize,
+        )
+        super().__init__(params, defaults)
+
+    def _direction(self, group: dict[str, Any], p: Tensor, g: Tensor, state: dict[str, Any]) -> Tensor:
+        rho = group["alpha"]
+        if "s" not in state:
+            state.update(s=torch.zeros_like(p), g_bar=torch.zeros_like(p), b=torch.zeros_like(p))
+        state["s"] = rho * state["s"] + (1 - rho) * g * g
+        state["g_bar"] = rho * state["g_bar"] + (1 - rho) * g
+        variance = state["s"] - state["g_bar"] ** 2 if group["centered"] else state["s"]
+        d = g / (variance.sqrt() + group["eps"])
+        if group["momentum"] == 0:
+            return d
+        state["b"] = group["momentum"] * state["b"] + d  # b_0 = 0
+        return state["b"]

@@ -8,8 +8,8 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from ._hypergradient import LearningRate, hypergradient_statistics
-from .optimizer import GroupTensors, HypergradOptimizer, effective_grads
+from ._hypergradient import LearningRate
+from .optimizer import GroupTensors, HypergradOptimizer, PreviousDirections, effective_grads
 
 __all__ = ["SGDHD"]
 
@@ -50,6 +50,10 @@ class SGDHD(HypergradOptimizer):
         lr: initial learning rate ``alpha_0``; afterwards ``param_groups[i]["lr"]`` holds the
             adapted one.
         momentum, dampening, weight_decay, nesterov, maximize, foreach: as in ``torch.optim.SGD``.
+        capturable: keep the stored direction in a fixed buffer (one copy per step), so that
+            ``step()`` can be captured in a CUDA graph. Without it, an effective gradient the
+            step computes anyway (with ``weight_decay`` or ``maximize``) becomes the stored
+            direction instead of being copied. The step never waits for the device either way.
         hypergrad_lr: ``beta``, the learning rate of the learning rate. The default 1e-3 is the
             reference code's choice for the SGD variants at ``lr=1e-3`` (MNIST logistic regression
             and MLP): for additive HD, ``beta * g . u`` has the units of ``lr``, and
@@ -58,6 +62,8 @@ class SGDHD(HypergradOptimizer):
         hypergrad_rule: ``"additive"`` (the paper's HD) or ``"multiplicative"`` (normalised HDM:
             scale-free, ``hypergrad_lr`` in [0, 1), lr stays positive).
         lr_bounds: optional ``(low, high)``; the lr is clipped into it after every update.
+        granularity, lr_limit, lr_limit_power: one rate per group, tensor or weight, and the
+            convergence-ensuring blend; see :class:`hypergrad.HypergradOptimizer`.
     """
 
     def __init__(
@@ -72,8 +78,12 @@ class SGDHD(HypergradOptimizer):
         hypergrad_lr: float = 1e-3,
         hypergrad_rule: str = "additive",
         lr_bounds: Sequence[float] | None = None,
+        granularity: str = "group",
+        lr_limit: float | None = None,
+        lr_limit_power: float = 2.0,
         maximize: bool = False,
         foreach: bool | None = None,
+        capturable: bool = False,
     ) -> None:
         if not 0.0 <= momentum:
             raise ValueError(f"Invalid momentum: {momentum} (must be >= 0)")
@@ -91,9 +101,17 @@ class SGDHD(HypergradOptimizer):
             nesterov=nesterov,
             maximize=maximize,
             foreach=foreach,
+            capturable=capturable,
         )
         super().__init__(
-            params, defaults, hypergrad_lr=hypergrad_lr, hypergrad_rule=hypergrad_rule, lr_bounds=lr_bounds
+            params,
+            defaults,
+            hypergrad_lr=hypergrad_lr,
+            hypergrad_rule=hypergrad_rule,
+            lr_bounds=lr_bounds,
+            granularity=granularity,
+            lr_limit=lr_limit,
+            lr_limit_power=lr_limit_power,
         )
 
     def __setstate__(self, state: dict[str, Any]) -> None:
@@ -118,14 +136,12 @@ class SGDHD(HypergradOptimizer):
             )
         return tensors
 
-    def _hypergradient_statistics(self, group: dict[str, Any], tensors: GroupTensors) -> Tensor | None:
+    def _previous_directions(self, group: dict[str, Any], tensors: GroupTensors) -> PreviousDirections:
         # u_{t-1} is the momentum buffer for heavy ball, else the stored direction; a parameter
         # without one (its first step) has u_{t-1} = 0 and adds nothing.
         key = "momentum_buffer" if group["momentum"] != 0 and not group["nesterov"] else "hypergrad_direction"
-        pairs = [(g, s[key]) for g, s in zip(tensors.grads, tensors.states) if key in s]
-        return hypergradient_statistics(
-            [g for g, _ in pairs], [u for _, u in pairs], group["hypergrad_rule"]
-        )
+        indices = [i for i, s in enumerate(tensors.states) if key in s]
+        return PreviousDirections(indices, [tensors.states[i][key] for i in indices])
 
     def _update_params(self, group: dict[str, Any], tensors: GroupTensors, lr: LearningRate) -> None:
         sgd_hd_update = _multi_tensor_update if self._use_foreach(group, tensors.params) else _single_tensor_update
@@ -137,6 +153,10 @@ class SGDHD(HypergradOptimizer):
             momentum=group["momentum"],
             dampening=group["dampening"],
             nesterov=group["nesterov"],
+            # With maximize or weight decay the effective gradients are this step's own
+            # temporaries: they can become the stored direction instead of being copied into it.
+            # Not in a CUDA graph, which replays the buffers' addresses of its capture.
+            adopt_grads=(group["maximize"] or group["weight_decay"] != 0) and not group["capturable"],
         )
 
 
@@ -155,6 +175,7 @@ def _single_tensor_update(
     momentum: float,
     dampening: float,
     nesterov: bool,
+    adopt_grads: bool,
 ) -> None:
     for param, grad, state in zip(params, grads, states):
         if momentum != 0:
@@ -163,10 +184,14 @@ def _single_tensor_update(
                 buf = state["momentum_buffer"] = grad.detach().clone()
             else:
                 buf.mul_(momentum).add_(grad, alpha=1 - dampening)
-            if nesterov:
-                direction = _direction_buffer(state, grad).copy_(grad).add_(buf, alpha=momentum)
-            else:
+            if not nesterov:
                 direction = buf
+            elif adopt_grads:
+                direction = state["hypergrad_direction"] = grad.add_(buf, alpha=momentum)
+            else:
+                direction = torch.add(grad, buf, alpha=momentum, out=_direction_buffer(state, grad))
+        elif adopt_grads:
+            direction = state["hypergrad_direction"] = grad
         else:
             direction = _direction_buffer(state, grad).copy_(grad)
         if isinstance(lr, Tensor):
@@ -184,6 +209,7 @@ def _multi_tensor_update(
     momentum: float,
     dampening: float,
     nesterov: bool,
+    adopt_grads: bool,
 ) -> None:
     grouped = torch.optim.Optimizer._group_tensors_by_device_and_dtype([params, grads], with_indices=True)
     for (device_params, device_grads), indices in grouped.values():
@@ -202,12 +228,17 @@ def _multi_tensor_update(
                     else:
                         buf.mul_(momentum).add_(grad, alpha=1 - dampening)
                     bufs.append(buf)
-            if nesterov:
+            if not nesterov:
+                directions = bufs
+            elif adopt_grads:
+                torch._foreach_add_(device_grads, bufs, alpha=momentum)
+                directions = _adopt_directions(device_states, device_grads)
+            else:
                 directions = [_direction_buffer(s, g) for s, g in zip(device_states, device_grads)]
                 torch._foreach_copy_(directions, device_grads)
                 torch._foreach_add_(directions, bufs, alpha=momentum)
-            else:
-                directions = bufs
+        elif adopt_grads:
+            directions = _adopt_directions(device_states, device_grads)
         else:
             directions = [_direction_buffer(s, g) for s, g in zip(device_states, device_grads)]
             torch._foreach_copy_(directions, device_grads)
@@ -215,3 +246,10 @@ def _multi_tensor_update(
             torch._foreach_sub_(device_params, torch._foreach_mul(directions, lr))
         else:
             torch._foreach_add_(device_params, directions, alpha=-lr)
+
+
+def _adopt_directions(states: list[dict[str, Any]], directions: list[Tensor]) -> list[Tensor]:
+    """Keep this step's freshly computed directions as the stored ones (no copy)."""
+    for state, direction in zip(states, directions):
+        state["hypergrad_direction"] = direction
+    return directions

@@ -8,6 +8,9 @@ import pytest
 import torch
 
 import hypergrad
+from hypergrad.adagrad import AdagradHD
+from hypergrad.adam import AdamWHD
+from hypergrad.rmsprop import RMSpropHD
 from conftest import TinyNet, make_batches, train
 
 OPTIMIZERS = {
@@ -18,6 +21,13 @@ OPTIMIZERS = {
     ),
     "adam": lambda params: hypergrad.AdamHD(params, lr=0.01, hypergrad_lr=1e-4),
     "amsgrad-foreach": lambda params: hypergrad.AdamHD(params, lr=0.01, hypergrad_lr=1e-4, amsgrad=True, foreach=True),
+    "adamw-per-weight": lambda params: AdamWHD(params, lr=0.01, weight_decay=0.1, hypergrad_lr=1e-4, granularity="element"),
+    "adagrad-per-tensor-blend": lambda params: AdagradHD(
+        params, lr=0.05, lr_decay=0.1, hypergrad_lr=1e-4, granularity="tensor", lr_limit=0.03
+    ),
+    "rmsprop-momentum-blend": lambda params: RMSpropHD(
+        params, lr=0.01, momentum=0.5, centered=True, hypergrad_lr=0.05, hypergrad_rule="multiplicative", lr_limit=0.005
+    ),
 }
 
 

@@ -4,7 +4,8 @@ alpha_t - alpha_{t-1} must equal -beta * dJ_t(theta_{t-1}(alpha)) / d alpha at a
 where theta_{t-1}(alpha) is the *torch.optim* base step from the state at t-2 taken with learning
 rate alpha and J_t is the objective the base rule descends on batch t (the loss, negated with
 maximize, plus weight_decay/2 |theta|^2). The derivative comes from a central finite difference in
-float64, independent of the package's own arithmetic.
+float64, independent of the package's own arithmetic. With decoupled weight decay (AdamW) the decay
+is part of the step, not of J.
 """
 
 from __future__ import annotations
@@ -15,7 +16,12 @@ import pytest
 import torch
 
 import hypergrad
+from hypergrad.adagrad import AdagradHD
+from hypergrad.adam import AdamWHD
+from hypergrad.rmsprop import RMSpropHD
 from conftest import TinyNet, batch_loss, make_batches, train
+
+GRANULARITY_CASES = ["sgd-wd-maximize", "momentum", "nesterov", "adam", "adamw", "adagrad-decay-init-wd", "rmsprop-centered-momentum", "rmsprop"]
 
 STEPS_BEFORE = 4  # steps t-2 taken before the snapshot
 
@@ -29,16 +35,32 @@ CASES = {
     "adam": (hypergrad.AdamHD, torch.optim.Adam, dict(lr=0.01, hypergrad_lr=1e-4)),
     "adam-wd-maximize": (hypergrad.AdamHD, torch.optim.Adam, dict(lr=0.01, hypergrad_lr=1e-4, weight_decay=0.05, maximize=True)),
     "amsgrad": (hypergrad.AdamHD, torch.optim.Adam, dict(lr=0.01, hypergrad_lr=1e-4, amsgrad=True, betas=(0.8, 0.9))),
+    "adamw": (AdamWHD, torch.optim.AdamW, dict(lr=0.01, hypergrad_lr=1e-4, weight_decay=0.5)),
+    "adamw-amsgrad-maximize": (AdamWHD, torch.optim.AdamW, dict(lr=0.01, hypergrad_lr=1e-4, weight_decay=0.5, amsgrad=True, maximize=True)),
+    "adagrad": (AdagradHD, torch.optim.Adagrad, dict(lr=0.05, hypergrad_lr=1e-4)),
+    "adagrad-decay-init-wd": (AdagradHD, torch.optim.Adagrad, dict(lr=0.05, hypergrad_lr=1e-4, lr_decay=0.2, initial_accumulator_value=0.5, weight_decay=0.05)),
+    "rmsprop": (RMSpropHD, torch.optim.RMSprop, dict(lr=0.01, hypergrad_lr=1e-4, alpha=0.9)),
+    "rmsprop-centered-wd-maximize": (RMSpropHD, torch.optim.RMSprop, dict(lr=0.01, hypergrad_lr=1e-4, centered=True, weight_decay=0.05, maximize=True)),
+    "rmsprop-momentum": (RMSpropHD, torch.optim.RMSprop, dict(lr=0.01, hypergrad_lr=1e-4, momentum=0.9)),
+    "rmsprop-centered-momentum": (RMSpropHD, torch.optim.RMSprop, dict(lr=0.01, hypergrad_lr=1e-4, centered=True, momentum=0.5, alpha=0.9)),
 }
-BASE_KEYS = ("momentum", "dampening", "nesterov", "weight_decay", "maximize", "betas", "amsgrad")
+BASE_KEYS = (
+    "momentum", "dampening", "nesterov", "weight_decay", "maximize", "betas", "amsgrad",
+    "lr_decay", "initial_accumulator_value", "alpha", "centered",
+)
 
 
-def objective(model: torch.nn.Module, batch, settings: dict) -> torch.Tensor:
-    loss = batch_loss(model, batch)
+def objective(
+    model: torch.nn.Module, batch, settings: dict, base_cls: type = torch.optim.SGD, params: dict | None = None
+) -> torch.Tensor:
+    """J: the loss (negated with maximize) plus the coupled decay; ``params`` replaces the model's."""
+    params = dict(model.named_parameters()) if params is None else params
+    x, y = batch
+    loss = torch.nn.functional.mse_loss(torch.func.functional_call(model, params, (x,)), y)
     if settings.get("maximize", False):
         loss = -loss
-    decay = settings.get("weight_decay", 0.0)
-    return loss + 0.5 * decay * sum(p.pow(2).sum() for p in model.parameters())
+    decay = 0.0 if base_cls is torch.optim.AdamW else settings.get("weight_decay", 0.0)
+    return loss + 0.5 * decay * sum(p.pow(2).sum() for p in params.values())
 
 
 def relative_error(observed: float, expected: float) -> float:
@@ -71,7 +93,7 @@ def test_lr_change_is_the_hypergradient(case, foreach):
         batch_loss(replica, batches[STEPS_BEFORE]).backward()
         base.step()
         with torch.no_grad():
-            return objective(replica, batches[STEPS_BEFORE + 1], settings).item()
+            return objective(replica, batches[STEPS_BEFORE + 1], settings, base_cls).item()
 
     h = 1e-5 * lr_previous
     hypergradient = (next_objective(lr_previous + h) - next_objective(lr_previous - h)) / (2 * h)
@@ -85,3 +107,122 @@ def test_first_step_keeps_the_initial_lr(case):
     model = TinyNet()
     optimizer = hd_cls(model.parameters(), **settings)
     assert train(model, optimizer, make_batches(1)) == [settings["lr"]]
+
+
+def _base_settings(settings: dict) -> dict:
+    return {k: v for k, v in settings.items() if k in BASE_KEYS}
+
+
+def _run_around_step(case: str, granularity: str):
+    """Train to t-2, snapshot, take steps t-1 and t; return what the checks need."""
+    hd_cls, base_cls, settings = CASES[case]
+    batches = make_batches(STEPS_BEFORE + 2)
+    model = TinyNet()
+    optimizer = hd_cls(model.parameters(), granularity=granularity, **settings)
+    train(model, optimizer, batches[:STEPS_BEFORE])
+    snapshot_params = copy.deepcopy(model.state_dict())
+    snapshot_state = {name: copy.deepcopy(optimizer.state[p]) for name, p in model.named_parameters()}
+    train(model, optimizer, batches[STEPS_BEFORE:STEPS_BEFORE + 1])
+    rates_previous = optimizer.learning_rates(model.named_parameters())
+    train(model, optimizer, batches[STEPS_BEFORE + 1:])
+    rates_now = optimizer.learning_rates(model.named_parameters())
+    return hd_cls, base_cls, settings, batches, snapshot_params, snapshot_state, rates_previous, rates_now
+
+
+def _base_replica(base_cls, param_groups_of, settings, snapshot_params, snapshot_state, batch):
+    """A torch.optim base optimizer at the t-2 snapshot with the gradient of batch t-1."""
+    replica = TinyNet()
+    replica.load_state_dict(snapshot_params)
+    base = base_cls(param_groups_of(replica), **_base_settings(settings))
+    for name, p in replica.named_parameters():
+        base.state[p] = copy.deepcopy(snapshot_state[name])
+        base.state[p].pop("lr_scale", None)
+    base.zero_grad()
+    batch_loss(replica, batch).backward()
+    return replica, base
+
+
+@pytest.mark.parametrize("case", GRANULARITY_CASES)
+def test_per_tensor_lr_change_is_that_tensors_hypergradient(case):
+    """Each tensor's lr change is -beta * dJ_t / d(lr of that tensor at t-1), the step t-1 taken by
+    torch.optim with one param group per tensor."""
+    hd_cls, base_cls, settings, batches, snapshot_params, snapshot_state, rates_previous, rates_now = (
+        _run_around_step(case, "tensor")
+    )
+    assert len(set(rates_previous.values())) == len(rates_previous)  # the rates have separated
+
+    def next_objective(rates: dict[str, float]) -> float:
+        replica, base = _base_replica(
+            base_cls,
+            lambda m: [{"params": [p], "lr": rates[name]} for name, p in m.named_parameters()],
+            settings, snapshot_params, snapshot_state, batches[STEPS_BEFORE],
+        )
+        base.step()
+        with torch.no_grad():
+            return objective(replica, batches[STEPS_BEFORE + 1], settings, base_cls).item()
+
+    for name, rate in rates_previous.items():
+        h = 1e-5 * rate
+        hypergradient = (
+            next_objective({**rates_previous, name: rate + h}) - next_objective({**rates_previous, name: rate - h})
+        ) / (2 * h)
+        expected_change = -settings["hypergrad_lr"] * hypergradient
+        observed_change = rates_now[name] - rate
+        assert relative_error(observed_change, expected_change) < 1e-6, (name, observed_change, expected_change)
+
+
+@pytest.mark.parametrize("case", GRANULARITY_CASES)
+def test_per_weight_lr_change_is_that_weights_hypergradient(case):
+    """Each weight's lr change is -beta * dJ_t / d(lr of that weight at t-1). Every base rule moves
+    the parameters linearly in the lr, so a torch.optim step with lr=1 from the t-2 snapshot gives
+    u_{t-1}; autograd differentiates J_t(theta_{t-2} - R * u_{t-1}) with respect to the rates R."""
+    hd_cls, base_cls, settings, batches, snapshot_params, snapshot_state, rates_previous, rates_now = (
+        _run_around_step(case, "element")
+    )
+    replica, base = _base_replica(
+        base_cls, lambda m: [{"params": list(m.parameters()), "lr": 1.0}],
+        settings, snapshot_params, snapshot_state, batches[STEPS_BEFORE],
+    )
+    base.step()
+    directions = {name: snapshot_params[name] - p.detach() for name, p in replica.named_parameters()}
+    rates = {name: rate.clone().requires_grad_() for name, rate in rates_previous.items()}
+    moved = {name: snapshot_params[name] - rates[name] * directions[name] for name in rates}
+    objective(replica, batches[STEPS_BEFORE + 1], settings, base_cls, params=moved).backward()
+    for name, rate in rates.items():
+        expected_change = -settings["hypergrad_lr"] * rate.grad
+        observed_change = rates_now[name] - rates_previous[name]
+        error = (observed_change - expected_change).abs().max() / expected_change.abs().max()
+        assert error < 1e-6, (name, error)
+    assert all(r.unique().numel() > 1 for r in rates_previous.values())  # the rates have separated
+
+
+@pytest.mark.parametrize("case", ["sgd", "nesterov", "adamw", "adagrad-decay-init-wd", "rmsprop-centered-momentum"])
+def test_blended_runs_keep_an_exact_hypergradient_chain(case):
+    """With lr_limit the step uses the blended rate, and the unblended HD rate group["lr_hd"] moves
+    by -beta times the hypergradient with respect to the rate the previous step used."""
+    hd_cls, base_cls, settings = CASES[case]
+    batches = make_batches(STEPS_BEFORE + 2)
+    model = TinyNet()
+    optimizer = hd_cls(model.parameters(), lr_limit=0.02, **settings)
+    group = optimizer.param_groups[0]
+    train(model, optimizer, batches[:STEPS_BEFORE])
+    snapshot_params = copy.deepcopy(model.state_dict())
+    snapshot_state = {name: copy.deepcopy(optimizer.state[p]) for name, p in model.named_parameters()}
+    train(model, optimizer, batches[STEPS_BEFORE:STEPS_BEFORE + 1])
+    applied_previous, chain_previous = group["lr"], group["lr_hd"]
+    assert applied_previous != pytest.approx(chain_previous)  # the blend is in force
+    train(model, optimizer, batches[STEPS_BEFORE + 1:])
+
+    def next_objective(alpha: float) -> float:
+        replica, base = _base_replica(
+            base_cls, lambda m: [{"params": list(m.parameters()), "lr": alpha}],
+            settings, snapshot_params, snapshot_state, batches[STEPS_BEFORE],
+        )
+        base.step()
+        with torch.no_grad():
+            return objective(replica, batches[STEPS_BEFORE + 1], settings, base_cls).item()
+
+    h = 1e-5 * applied_previous
+    hypergradient = (next_objective(applied_previous + h) - next_objective(applied_previous - h)) / (2 * h)
+    expected_change = -settings["hypergrad_lr"] * hypergradient
+    assert relative_error(group["lr_hd"] - chain_previous, expected_change) < 1e-6

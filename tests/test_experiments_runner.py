@@ -132,7 +132,8 @@ def _interrupt_after(monkeypatch, optimizer_class, calls: int) -> None:
 
 @pytest.mark.parametrize(
     "method, task, optimizer_path",
-    [("sgdm", "logreg", "torch.optim.SGD"), ("schedulefree_adamw", "cnn", "schedulefree.AdamWScheduleFree")],
+    [("sgdm", "logreg", "torch.optim.SGD"), ("sgdn_hd", "logreg", "hypergrad.SGDHD"),
+     ("adam_hd", "logreg", "hypergrad.AdamHD"), ("schedulefree_adamw", "cnn", "schedulefree.AdamWScheduleFree")],
 )
 def test_resume_after_interrupt_equals_uninterrupted_run(tmp_path, mnist_dir, monkeypatch, method, task, optimizer_path):
     data_dir = mnist_dir
@@ -267,3 +268,20 @@ def test_cli_runs_and_reports_bad_input(tmp_path, mnist_dir, capsys):
         main(["run", "logreg", "--methods", "sgd,nosuch", "--out", str(tmp_path / "bad")])
     assert caught.value.code == 2 and "nosuch" in capsys.readouterr().err
     assert not (tmp_path / "bad").exists()
+
+
+def test_vgg_on_tiny_cifar_batches_trains_with_augmentation(tmp_path):
+    import pickle
+
+    rng = np.random.default_rng(7)
+    folder = tmp_path / "cifar" / "cifar-10-batches-py"
+    folder.mkdir(parents=True)
+    for name in (*data.CIFAR10_TRAIN_BATCHES, data.CIFAR10_VALID_BATCH):
+        batch = {"data": rng.integers(0, 256, (4, 3072)).astype(np.uint8), "labels": rng.integers(0, 10, 4).tolist()}
+        (folder / name).write_bytes(pickle.dumps(batch))
+    config = RunConfig(task="vgg", epochs=1, batch_size=10, data_dir=str(tmp_path / "cifar"), device="cpu")
+    first = run_method(config, "sgdn", tmp_path / "a")
+    second = run_method(config, "sgdn", tmp_path / "b")
+    assert first.status == "completed" and first.iterations == 2
+    # Augmentation and dropout are seeded: the same seed gives the same losses.
+    assert without_time(tmp_path / "a" / "sgdn.iterations.csv") == without_time(tmp_path / "b" / "sgdn.iterations.csv")

@@ -10,7 +10,7 @@ import pytest
 import torch
 from torch import nn
 
-from hypergrad import AdamHD, SGDHD
+from hypergrad import AdagradHD, AdamHD, AdamWHD, AdaptiveGainSGD, RMSpropHD, SGDHD
 from hypergrad.lr_finder import LRFinderResult, find_lr
 
 matplotlib.use("Agg")
@@ -91,7 +91,7 @@ def assert_restored(before: dict, model: nn.Module, optimizer: torch.optim.Optim
     for k in before["model"]:
         assert bit_equal(before["model"][k], after["model"][k]), k
     assert len(before["grads"]) == len(after["grads"])
-    for a, b in zip(before["grads"], after["grads"]):
+    for a, b in zip(before["grads"], after["grads"], strict=True):
         assert (a is None and b is None) or bit_equal(a, b)
     assert before["training"] == after["training"]
     assert before["opt_state"].keys() == after["opt_state"].keys()
@@ -221,7 +221,7 @@ def test_restored_optimizer_continues_bit_for_bit_like_an_untouched_one():
             opt.zero_grad()
             nn.functional.cross_entropy(m(x), t).backward()
             opt.step()
-    for a, b in zip(model.state_dict().values(), twin_model.state_dict().values()):
+    for a, b in zip(model.state_dict().values(), twin_model.state_dict().values(), strict=True):
         assert bit_equal(a, b)
 
 
@@ -367,16 +367,21 @@ def test_stops_when_the_smoothed_loss_exceeds_diverge_factor_times_the_best():
     assert all(v <= 4 * min(result.losses[: i + 1]) for i, v in enumerate(result.losses[:-1]))
 
 
-def test_least_squares_suggestions_lie_below_the_divergence_edge():
+@pytest.mark.parametrize("seed, num_iter, low, high", [
+    (0, 100, 1e-5, 1e2),
+    (1, 300, 1e-7, 1e3),
+    (2, 200, 1e-3, 1e1),
+])
+def test_least_squares_suggestions_lie_below_the_divergence_edge(seed, num_iter, low, high):
     """Full-batch gradient descent on least squares diverges above 2/L (L = largest Hessian
     eigenvalue): every suggestion must be below that edge and within 1000x of it."""
-    x, y, top = least_squares()
+    x, y, top = least_squares(seed=seed)
     edge = 2 / top
     model = nn.Linear(x.shape[1], 1, bias=False).double()
     optimizer = torch.optim.SGD(model.parameters(), lr=0.1, momentum=0.0)
     before = snapshot(model, optimizer)
-    result = find_lr(model, optimizer, mse, [(x, y)], start_lr=edge * 1e-5, end_lr=edge * 100,
-                     num_iter=100)
+    result = find_lr(model, optimizer, mse, [(x, y)], start_lr=edge * low, end_lr=edge * high,
+                     num_iter=num_iter)
     assert result.diverged
     for method, lr in result.suggestions().items():
         assert edge / 1000 < lr < edge, (method, lr / edge)
@@ -418,15 +423,19 @@ def fastai_slide(lrs, losses, lr_diff=15, thresh=0.005):
     return float(local_min_lr)
 
 
-def noisy_curves():
+def curve(lrs: np.ndarray, dip: float) -> np.ndarray:
+    """A range-test-like curve: flat, a fall around ``dip - 2`` decades, a blow-up past ``dip``."""
+    x = np.log10(lrs)
+    return 2.3 - 1.5 / (1 + np.exp(-(x - dip + 2) * 2)) + np.exp(3 * (x - dip)) * 0.05
+
+
+def noisy_curves(n: int | None = None):
+    """Noisy curves; ``n=None`` draws their length, else fastai's default test (1e-7..10)."""
     rng = np.random.default_rng(0)
     for _ in range(20):
-        n = int(rng.integers(30, 120))
-        lrs = np.logspace(-6, 1, n)
-        x = np.log10(lrs)
-        dip = rng.uniform(-3, 0)
-        curve = 2.3 - 1.5 / (1 + np.exp(-(x - dip + 2) * 2)) + np.exp(3 * (x - dip)) * 0.05
-        yield lrs.tolist(), (curve + rng.normal(0, 0.01, n)).tolist()
+        lrs = np.logspace(-6, 1, int(rng.integers(30, 120))) if n is None else np.logspace(-7, 1, n)
+        values = curve(lrs, rng.uniform(-3, 0)) + rng.normal(0, 0.01, len(lrs))
+        yield lrs.tolist(), values.tolist()
 
 
 def result_of(lrs, losses):
@@ -442,24 +451,35 @@ def test_rules_match_fastai_on_noisy_curves():
         assert result.suggest("minimum") == kept_lrs[int(np.argmin(kept))] / 10
         slopes = np.diff(kept) / np.diff(np.log(kept_lrs))
         assert result.suggest("steep") == kept_lrs[int(np.argmin(slopes))]
-        # Our slide divides the curve by its first value and uses thresh 0.002: fastai's rule
-        # on the same normalised curve.
-        scale = kept[0]
-        assert result.suggest("slide") == fastai_slide(kept_lrs, [v / scale for v in kept],
-                                                       thresh=0.002)
 
 
-def test_slide_does_not_depend_on_the_loss_scale():
+def test_slide_is_fastais_rule_on_fastais_default_test():
+    """On 100 points from 1e-7 to 10, our slide is fastai's (15-point window) applied to the
+    curve divided by its first value, with threshold 0.002."""
+    for lrs, losses in noisy_curves(n=100):
+        kept_lrs, kept = lrs[10:-5], losses[10:-5]
+        expected = fastai_slide(kept_lrs, [v / kept[0] for v in kept], lr_diff=15, thresh=0.002)
+        assert result_of(lrs, losses).suggest("slide") == expected
+
+
+def test_slide_does_not_depend_on_the_loss_scale_or_the_number_of_points():
     for lrs, losses in noisy_curves():
         a = result_of(lrs, losses).suggest("slide")
         b = result_of(lrs, [1000 * v for v in losses]).suggest("slide")
         assert a == b
+    for dip in (-3.0, -1.5, 0.0):
+        coarse, fine = (np.logspace(-7, 1, n) for n in (100, 400))
+        a = result_of(coarse.tolist(), curve(coarse, dip).tolist()).suggest("slide")
+        b = result_of(fine.tolist(), curve(fine, dip).tolist()).suggest("slide")
+        assert abs(math.log10(a / b)) < 0.1  # within a tenth of a decade
 
 
 def test_suggest_rejects_unknown_method_and_short_curves():
     lrs, losses = next(noisy_curves())
     with pytest.raises(ValueError, match="method"):
         result_of(lrs, losses).suggest("median")
+    with pytest.raises(ValueError, match="window"):
+        result_of(lrs[:12], losses[:12]).suggest("slide")
     with pytest.raises(ValueError, match="usable points"):
         result_of(lrs[:7], losses[:7]).suggest("valley")
     with pytest.raises(ValueError, match="div"):
@@ -482,15 +502,22 @@ def test_plot_has_log_axis_and_a_marker_per_suggestion():
 # ---- hypergradient optimizers ----------------------------------------------------------------
 
 
-@pytest.mark.parametrize("hd_cls, base_cls, kwargs, beta", [
-    (SGDHD, torch.optim.SGD, {"lr": 0.05, "momentum": 0.9}, 1e-2),
-    (AdamHD, torch.optim.Adam, {"lr": 1e-3}, 1e-4),
+@pytest.mark.parametrize("hd_cls, base_cls, kwargs, hd_kwargs", [
+    (SGDHD, torch.optim.SGD, {"lr": 0.05, "momentum": 0.9}, {"hypergrad_lr": 1e-2}),
+    (SGDHD, torch.optim.SGD, {"lr": 0.05}, {"hypergrad_lr": 1e-2, "granularity": "tensor"}),
+    (SGDHD, torch.optim.SGD, {"lr": 0.05}, {"hypergrad_lr": 1e-2, "lr_limit": 0.01}),
+    (AdamHD, torch.optim.Adam, {"lr": 1e-3}, {"hypergrad_lr": 1e-4}),
+    (AdamWHD, torch.optim.AdamW, {"lr": 1e-3}, {"hypergrad_lr": 1e-4}),
+    (AdagradHD, torch.optim.Adagrad, {"lr": 1e-2}, {"hypergrad_lr": 1e-4}),
+    (RMSpropHD, torch.optim.RMSprop, {"lr": 1e-3, "centered": True},
+     {"hypergrad_lr": 1e-4, "hypergrad_rule": "multiplicative"}),
 ])
-def test_hd_optimizer_is_tested_as_its_base(hd_cls, base_cls, kwargs, beta):
-    """With HD switched off the curve is the base optimizer's (from the same start)."""
+def test_hd_optimizer_is_tested_as_its_base(hd_cls, base_cls, kwargs, hd_kwargs):
+    """With HD (and the blend) switched off the curve is the base optimizer's, from the same
+    start; afterwards every group value, hypergrad_lr and lr_limit included, is back."""
     x, y, _ = least_squares()
     curves = []
-    for cls, extra in ((hd_cls, {"hypergrad_lr": beta}), (base_cls, {})):
+    for cls, extra in ((hd_cls, hd_kwargs), (base_cls, {})):
         model = nn.Linear(x.shape[1], 1, bias=False).double()
         with torch.no_grad():
             model.weight.zero_()
@@ -499,7 +526,15 @@ def test_hd_optimizer_is_tested_as_its_base(hd_cls, base_cls, kwargs, beta):
         curves.append(find_lr(model, optimizer, mse, [(x, y)], start_lr=1e-4, end_lr=1.0,
                               num_iter=40, smooth=1.0).raw_losses)
         assert_restored(before, model, optimizer)
-    np.testing.assert_allclose(curves[0], curves[1], rtol=1e-12)
+    np.testing.assert_allclose(curves[0], curves[1], rtol=1e-10)
+
+
+def test_adaptive_gain_sgd_is_restored():
+    """Per-weight gains are optimizer state like any other: put back after the test."""
+    model, optimizer, batches = trained_bn_setup(AdaptiveGainSGD, lr=0.01, momentum=0.9)
+    before = snapshot(model, optimizer)
+    find_lr(model, optimizer, nn.functional.cross_entropy, batches, num_iter=20)
+    assert_restored(before, model, optimizer)
 
 
 @pytest.mark.parametrize("exc", [RuntimeError("boom"), KeyboardInterrupt()])

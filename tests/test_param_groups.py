@@ -98,7 +98,7 @@ def test_groups_drive_a_torch_optimizer_at_their_own_rates():
     grads = [p.grad.clone() for p in model.parameters()]
     optimizer.step()
     rate_of = {id(p): g["lr"] for g in groups for p in g["params"]}
-    for p, p0, g in zip(model.parameters(), before, grads):
+    for p, p0, g in zip(model.parameters(), before, grads, strict=True):
         torch.testing.assert_close(p.detach(), p0 - rate_of[id(p)] * g, rtol=0, atol=1e-7)
     assert [g["name"] for g in optimizer.param_groups] == ["1", "3", "5", "head"]
 

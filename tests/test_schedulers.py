@@ -1,7 +1,8 @@
 """torch's lr schedulers with the hypergradient optimizers, and LambdaHypergradLR.
 
 Chainable schedulers (StepLR, ExponentialLR, CosineAnnealingLR, ...) multiply the current, adapted
-lr; CyclicLR and OneCycleLR compute the lr from the step count and overwrite the adaptation.
+lr; CyclicLR, OneCycleLR and LambdaLR compute the lr from the step count and overwrite the
+adaptation.
 """
 
 from __future__ import annotations
@@ -36,6 +37,13 @@ def make(optimizer_cls, **kwargs):
     (lambda opt: lr_scheduler.StepLR(opt, step_size=2, gamma=0.3),
      lambda epoch: 0.3 if epoch % 2 == 0 else 1.0),
     (lambda opt: lr_scheduler.ExponentialLR(opt, gamma=0.7), lambda epoch: 0.7),
+    (lambda opt: lr_scheduler.MultiStepLR(opt, milestones=[2, 5], gamma=0.5),
+     lambda epoch: 0.5 if epoch in (2, 5) else 1.0),
+    (lambda opt: lr_scheduler.MultiplicativeLR(opt, lambda epoch: 0.9), lambda epoch: 0.9),
+    (lambda opt: lr_scheduler.LinearLR(opt, start_factor=1.0, end_factor=0.4, total_iters=4),
+     lambda epoch: (1 - 0.6 * min(epoch, 4) / 4) / (1 - 0.6 * min(epoch - 1, 4) / 4)),
+    (lambda opt: lr_scheduler.PolynomialLR(opt, total_iters=8, power=2.0),
+     lambda epoch: ((1 - epoch / 8) / (1 - (epoch - 1) / 8)) ** 2),
     (lambda opt: lr_scheduler.CosineAnnealingLR(opt, T_max=6),
      lambda epoch: (1 + math.cos(math.pi * epoch / 6)) / (1 + math.cos(math.pi * (epoch - 1) / 6))),
 ])
@@ -56,6 +64,18 @@ def test_decay_schedulers_scale_the_adapted_lr(optimizer_cls, kwargs, make_sched
     assert moved  # HD did adapt between the scheduler's steps
 
 
+def test_reduce_on_plateau_scales_the_adapted_lr():
+    model, optimizer = make(SGDHD, lr=0.05, hypergrad_lr=1e-2)
+    scheduler = lr_scheduler.ReduceLROnPlateau(optimizer, factor=0.5, patience=0)
+    batches = make_batches(12)
+    scheduler.step(1.0)  # the best so far
+    for batch in batches:
+        one_step(model, optimizer, batch)
+        adapted = optimizer.param_groups[0]["lr"]
+        scheduler.step(2.0)  # no improvement: reduce
+        assert optimizer.param_groups[0]["lr"] == pytest.approx(0.5 * adapted, rel=1e-12)
+
+
 @pytest.mark.parametrize("optimizer_cls, base_cls, kwargs, beta", [
     (SGDHD, torch.optim.SGD, {"lr": 0.05, "momentum": 0.9}, 1e-2),
     (AdamHD, torch.optim.Adam, {"lr": 1e-2}, 1e-4),
@@ -63,8 +83,10 @@ def test_decay_schedulers_scale_the_adapted_lr(optimizer_cls, kwargs, make_sched
 @pytest.mark.parametrize("make_scheduler", [
     lambda opt: lr_scheduler.OneCycleLR(opt, max_lr=0.1, total_steps=20),
     lambda opt: lr_scheduler.CyclicLR(opt, base_lr=0.01, max_lr=0.1, step_size_up=5),
+    lambda opt: lr_scheduler.LambdaLR(opt, lambda t: 1 / (1 + t)),
+    lambda opt: lr_scheduler.CosineAnnealingWarmRestarts(opt, T_0=6),
 ])
-def test_cyclical_schedulers_overwrite_the_adapted_lr(optimizer_cls, base_cls, kwargs, beta,
+def test_step_count_schedulers_overwrite_the_adapted_lr(optimizer_cls, base_cls, kwargs, beta,
                                                       make_scheduler):
     """After every scheduler step the lr is the schedule's value, exactly as with the base
     optimizer; HD only moves it within the step (the lr the step used)."""

@@ -9,11 +9,17 @@ import torch
 from torch.optim import lr_scheduler
 
 import hypergrad
+from hypergrad.adagrad import AdagradHD
+from hypergrad.adam import AdamWHD
+from hypergrad.rmsprop import RMSpropHD
 from conftest import TinyNet, batch_loss, make_batches, train
 
 MAKERS = {
     "sgd_hd": lambda params: hypergrad.SGDHD(params, lr=0.05, momentum=0.9, hypergrad_lr=1e-2),
     "adam_hd": lambda params: hypergrad.AdamHD(params, lr=0.01, hypergrad_lr=1e-4),
+    "adamw_hd": lambda params: AdamWHD(params, lr=0.01, hypergrad_lr=1e-4),
+    "adagrad_hd": lambda params: AdagradHD(params, lr=0.05, lr_decay=0.01, hypergrad_lr=1e-4),
+    "rmsprop_hd": lambda params: RMSpropHD(params, lr=0.01, momentum=0.5, hypergrad_lr=1e-4),
 }
 
 
@@ -45,7 +51,7 @@ def test_step_and_exponential_decay_scale_the_adapted_lr(name, make_scheduler, f
     [
         lambda opt: lr_scheduler.CyclicLR(opt, base_lr=1e-3, max_lr=1e-2, step_size_up=3, cycle_momentum=False),
         lambda opt: lr_scheduler.OneCycleLR(opt, max_lr=1e-2, total_steps=8, cycle_momentum=False),
-        lambda opt: lr_scheduler.CosineAnnealingLR(opt, T_max=8),
+        lambda opt: lr_scheduler.CosineAnnealingWarmRestarts(opt, T_0=3),
     ],
 )
 def test_overwriting_schedulers_run(name, make_scheduler):

@@ -1,0 +1,210 @@
+"""Adagrad-HD: ``torch.optim.Adagrad`` whose learning rate learns online."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+import torch
+from torch import Tensor
+from torch.optim.optimizer import _get_value  # the step count as a float; a tensor under torch.compile
+
+from ._hypergradient import LearningRate
+from .optimizer import GroupTensors, HypergradOptimizer, PreviousDirections, effective_grads
+
+__all__ = ["AdagradHD"]
+
+
+class AdagradHD(HypergradOptimizer):
+    r"""Adagrad whose learning rate adapts online by hypergradient descent.
+
+    Every argument of :class:`torch.optim.Adagrad` keeps its meaning; with ``hypergrad_lr=0`` this
+    is exactly ``torch.optim.Adagrad``.
+
+    .. math::
+        \begin{aligned}
+            &g_t = \pm\nabla f_t(\theta_{t-1}) + \lambda\,\theta_{t-1}, \qquad
+                G_t = G_{t-1} + g_t^2 \quad(G_0 = \text{initial\_accumulator\_value}) \\
+            &u_t = \frac{g_t}{(1 + (t-1)\,\eta)\,(\sqrt{G_t} + \epsilon)}
+                \quad(\eta = \text{lr\_decay}) \\
+            &\alpha_t = \alpha_{t-1} + \beta\, g_t \cdot u_{t-1}
+                \quad\text{or}\quad \alpha_{t-1}\bigl(1 + \beta\cos(g_t, u_{t-1})\bigr) \\
+            &\theta_t = \theta_{t-1} - \alpha_t u_t
+        \end{aligned}
+
+    ``lr_decay`` is part of the direction: the adapted rate is the one before the decay, so that
+    ``float(group["lr"])`` is comparable with the initial ``lr``. Memory: one buffer,
+    ``state["hypergrad_direction"] = g_t / (sqrt(G_t) + eps)`` (``g_{t-1}`` cannot be recovered
+    from ``G``); the decay factor is recomputed from ``state["step"]``.
+
+    Args:
+        params: parameters or param groups; a group may override ``lr`` and ``hypergrad_lr``.
+        lr: initial learning rate ``alpha_0`` (default 1e-2, as torch.optim.Adagrad).
+        lr_decay, weight_decay, initial_accumulator_value, eps, foreach, maximize: as in
+            ``torch.optim.Adagrad``.
+        hypergrad_lr: ``beta``. Adagrad's direction is normalised per coordinate like Adam's
+            (``g . u ~ sum |g_i|`` once ``G`` holds a few gradients), so the default is Adam-HD's
+            1e-7 scaled by Adagrad's 10x larger default lr: 1e-6.
+        hypergrad_rule, lr_bounds, granularity, lr_limit, lr_limit_power: see
+            :class:`hypergrad.HypergradOptimizer`.
+    """
+
+    def __init__(
+        self,
+        params: Any,
+        lr: float | Tensor = 1e-2,
+        lr_decay: float = 0.0,
+        weight_decay: float = 0.0,
+        initial_accumulator_value: float = 0.0,
+        eps: float = 1e-10,
+        foreach: bool | None = None,
+        *,
+        hypergrad_lr: float = 1e-6,
+        hypergrad_rule: str = "additive",
+        lr_bounds: Sequence[float] | None = None,
+        granularity: str = "group",
+        lr_limit: float | None = None,
+        lr_limit_power: float = 2.0,
+        maximize: bool = False,
+    ) -> None:
+        if not 0.0 <= lr_decay:
+            raise ValueError(f"Invalid lr_decay: {lr_decay} (must be >= 0)")
+        if not 0.0 <= weight_decay:
+            raise ValueError(f"Invalid weight_decay: {weight_decay} (must be >= 0)")
+        if not 0.0 <= initial_accumulator_value:
+            raise ValueError(f"Invalid initial_accumulator_value: {initial_accumulator_value} (must be >= 0)")
+        if not 0.0 <= eps:
+            raise ValueError(f"Invalid eps: {eps} (must be >= 0)")
+        defaults = dict(
+            lr=lr,
+            lr_decay=lr_decay,
+            eps=eps,
+            weight_decay=weight_decay,
+            initial_accumulator_value=initial_accumulator_value,
+            foreach=foreach,
+            maximize=maximize,
+        )
+        super().__init__(
+            params,
+            defaults,
+            hypergrad_lr=hypergrad_lr,
+            hypergrad_rule=hypergrad_rule,
+            lr_bounds=lr_bounds,
+            granularity=granularity,
+            lr_limit=lr_limit,
+            lr_limit_power=lr_limit_power,
+        )
+
+    def _init_group(self, group: dict[str, Any]) -> GroupTensors:
+        tensors = GroupTensors()
+        for p in group["params"]:
+            if p.grad is None or p.numel() == 0:
+                continue
+            if p.grad.is_sparse:
+                raise RuntimeError(f"{type(self).__name__} does not support sparse gradients")
+            state = self.state[p]
+            param, grad = (torch.view_as_real(p), torch.view_as_real(p.grad)) if p.is_complex() else (p, p.grad)
+            if not state:
+                # torch.optim.Adagrad's layout: a host step counter and the sum of squares.
+                state["step"] = torch.tensor(0.0, dtype=torch.float32)
+                state["sum"] = torch.full_like(
+                    p, _accumulator_value(p, group["initial_accumulator_value"]),
+                    memory_format=torch.preserve_format,
+                )
+            tensors.params.append(param)
+            tensors.grads.append(grad)
+            tensors.states.append(state)
+        if tensors.params:
+            tensors.grads = effective_grads(
+                tensors.params, tensors.grads, group["weight_decay"], group["maximize"],
+                self._use_foreach(group, tensors.params),
+            )
+        return tensors
+
+    def _previous_directions(self, group: dict[str, Any], tensors: GroupTensors) -> PreviousDirections:
+        indices = [i for i, s in enumerate(tensors.states) if "hypergrad_direction" in s]
+        directions = [tensors.states[i]["hypergrad_direction"] for i in indices]
+        if group["lr_decay"] == 0:
+            return PreviousDirections(indices, directions)
+        # The direction of step t was divided by 1 + (t - 1) * lr_decay; state["step"] is that t.
+        scales: list[float | Tensor] = [
+            1.0 / (1.0 + (_get_value(tensors.states[i]["step"]) - 1) * group["lr_decay"]) for i in indices
+        ]
+        return PreviousDirections(indices, directions, scales)
+
+    def _update_params(self, group: dict[str, Any], tensors: GroupTensors, lr: LearningRate) -> None:
+        adagrad_update = _multi_tensor_update if self._use_foreach(group, tensors.params) else _single_tensor_update
+        adagrad_update(
+            tensors.params, tensors.grads, tensors.states, lr=lr, lr_decay=group["lr_decay"], eps=group["eps"]
+        )
+
+
+def _accumulator_value(param: Tensor, value: float) -> float | complex:
+    return complex(value, value) if param.is_complex() else value
+
+
+def _real_sum(state: dict[str, Any]) -> Tensor:
+    accumulator = state["sum"]
+    return torch.view_as_real(accumulator) if accumulator.is_complex() else accumulator
+
+
+def _direction_buffer(state: dict[str, Any], like: Tensor) -> Tensor:
+    if "hypergrad_direction" not in state:
+        state["hypergrad_direction"] = torch.empty_like(like, memory_format=torch.preserve_format)
+    return state["hypergrad_direction"]
+
+
+def _step_size(lr: LearningRate, step: float | Tensor, lr_decay: float) -> LearningRate:
+    """torch.optim.Adagrad's ``clr = lr / (1 + (step - 1) * lr_decay)``."""
+    return lr / (1 + (step - 1) * lr_decay)
+
+
+def _single_tensor_update(
+    params: list[Tensor],
+    grads: list[Tensor],
+    states: list[dict[str, Any]],
+    *,
+    lr: LearningRate,
+    lr_decay: float,
+    eps: float,
+) -> None:
+    """torch.optim.Adagrad's for-loop step, keeping ``g / std`` for the next hypergradient."""
+    for param, grad, state in zip(params, grads, states):
+        step_t = state["step"]
+        step_t += 1
+        step_size = _step_size(lr, _get_value(step_t), lr_decay)
+        state_sum = _real_sum(state)
+        state_sum.addcmul_(grad, grad, value=1)
+        std = state_sum.sqrt().add_(eps)
+        direction = torch.div(grad, std, out=_direction_buffer(state, grad))
+        if isinstance(step_size, Tensor):
+            param.addcmul_(direction, step_size, value=-1)
+        else:
+            param.add_(direction, alpha=-step_size)
+
+
+def _multi_tensor_update(
+    params: list[Tensor],
+    grads: list[Tensor],
+    states: list[dict[str, Any]],
+    *,
+    lr: LearningRate,
+    lr_decay: float,
+    eps: float,
+) -> None:
+    """torch.optim.Adagrad's foreach step, grouped by device and dtype."""
+    grouped = torch.optim.Optimizer._group_tensors_by_device_and_dtype([params, grads], with_indices=True)
+    for (device_params, device_grads), indices in grouped.values():
+        device_states = [states[i] for i in indices]
+        steps = [s["step"] for s in device_states]
+        torch._foreach_add_(steps, torch.tensor(1.0, device="cpu"), alpha=1.0)
+        state_sums = [_real_sum(s) for s in device_states]
+        torch._foreach_addcmul_(state_sums, device_grads, device_grads, value=1)
+        std = torch._foreach_sqrt(state_sums)
+        torch._foreach_add_(std, eps)
+        directions = [_direction_buffer(s, g) for s, g in zip(device_states, device_grads)]
+        torch._foreach_copy_(directions, device_grads)
+        torch._foreach_div_(directions, std)
+        steps_down = torch._foreach_mul(directions, [-_step_size(1.0, _get_value(step), lr_decay) for step in steps])
+        torch._foreach_mul_(steps_down, lr)
+        torch._foreach_add_(device_params, steps_down)
