@@ -51,7 +51,7 @@ def log_axis(ax, axis: str = "y") -> None:
     (ax.set_yscale if axis == "y" else ax.set_xscale)("log")
     target.set_major_formatter(ticker.FuncFormatter(lambda value, _: f"{value:g}"))
     target.set_minor_formatter(ticker.FuncFormatter(
-        lambda value, _: f"{value:g}" if str(f"{value:.0e}")[0] in "25" else ""))
+        lambda value, _: f"{value:g}" if f"{value:.0e}"[0] in "235" else ""))
 
 
 def layout_with_legend_below(fig, handles, ncol: int) -> None:

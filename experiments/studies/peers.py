@@ -82,7 +82,7 @@ def _draw_task(ax_bars, ax_curves, task: str, grouped: dict[str, list[RunLog]]) 
             mean_curve = np.mean([log.epochs["valid_loss"][:length] for log in completed], axis=0)
             ax_curves.plot(completed[0].epochs["epoch"][:length], mean_curve, **_style(name))
     ax_bars.set_xticks(range(len(names)), [label(name) for name in names], rotation=60, ha="right", fontsize=7)
-    log_axis(ax_bars)
+    ax_bars.set_ylim(bottom=0)
     ax_bars.set_ylabel("final validation loss (nats)")
     ax_bars.set_title(TASKS[task].description, fontsize=9)
     ax_bars.grid(True, axis="y", which="major", alpha=0.3)
@@ -135,7 +135,7 @@ def run(context: SuiteContext) -> StudyOutput:
         f"HD methods vs learning-rate-free peers vs tuned schedules; --{budget.name}: "
         + "; ".join(budget.peers[task].describe(task) for task in TASK_NAMES)
         + f"\nbars: mean final validation loss over seeds {', '.join(map(str, seeds))}, error bars min..max, dots = seeds"
-        + "; schedules start at the LR range test's suggestion ("
+        + "\nschedules start at the LR range test's (conservative) 'valley' suggestion, not grid-tuned ("
         + ", ".join(f"{task} {lr:.2g}" for task, lr in schedule_lrs.items() if lr) + ")", fontsize=10)
     layout_with_legend_below(fig, handles, ncol=5)
     files = list(save_figure(fig, context.out_dir / "peers", dpi=100))
