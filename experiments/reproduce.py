@@ -488,9 +488,8 @@ def run_from_args(args, parser) -> int:
         torch.set_num_threads(args.threads)
     try:
         only = parse_only(args.only)
+        # summary.md holds every study's section, so it names the command for the whole suite (no --only).
         argv = ["python", "-m", "experiments", "reproduce", f"--{args.mode}", "--out", args.out]
-        if args.only:
-            argv += ["--only", args.only]
         if args.data_dir:
             argv += ["--data-dir", args.data_dir]
         if args.threads:
