@@ -89,7 +89,7 @@ class SuiteBudget:
 
 
 BUDGETS: dict[str, SuiteBudget] = {
-    # Sized for 2 CPU cores (see the report for measured times): full data for the cheap logistic regression, seeded subsets
+    # Sized for 2 CPU cores: full data for the cheap logistic regression, seeded subsets
     # of the training set (the whole validation set) for the MLP and the CNN.
     "quick": SuiteBudget(
         name="quick",
