@@ -1,4 +1,4 @@
-"""Command line: ``python -m experiments run TASK [options]``."""
+"""Command line: ``python -m experiments run TASK [options]`` and ``python -m experiments reproduce [options]``."""
 
 from __future__ import annotations
 
@@ -52,12 +52,27 @@ def build_parser() -> argparse.ArgumentParser:
                      help="data-parallel over the processes torchrun starts (torchrun --nproc_per_node=N "
                      "-m experiments run ...): each --batch-size batch is split across them; gloo on CPU, "
                      "NCCL on CUDA; rank 0 writes the files")
+    from experiments.reproduce import add_arguments
+
+    reproduce = commands.add_parser(
+        "reproduce",
+        help="the main job: run the paper's studies and write figures and summary.md (cached runs are reused)",
+        description="Run the studies (comparison, sensitivity, convergence, surfaces, lr_sweep, lr_finder, "
+        "peers) and write their PNG/PDF figures and summary.md into --out; finished runs under OUT/runs/ "
+        "are reused.",
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+    )
+    add_arguments(reproduce)
     return parser
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
+    if args.command == "reproduce":
+        from experiments.reproduce import run_from_args
+
+        return run_from_args(args, parser)
     from experiments.data import DatasetFileError, DatasetNotFoundError
     from experiments.runner import RunConfig, run_suite
 

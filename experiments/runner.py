@@ -13,6 +13,9 @@ Files written under ``out_dir`` (each one atomically: a temporary file renamed i
   the epoch's mean learning rate.
 * ``METHOD.iterations.csv``: ``iteration,epoch,time_s,loss,lr`` (minibatch loss, and the
   learning rate after that step).
+* ``METHOD.train_metrics.csv`` (only with ``train_metrics=True``): ``epoch,train_loss,train_accuracy``
+  on the whole training set in eval mode, before training and after every epoch (for plots of
+  the training error; the epochs CSV keeps the paper's mean minibatch loss).
 * ``checkpoints/METHOD.pt``: model, optimizer, scheduler and RNG state after the last complete
   epoch, so ``resume=True`` continues exactly where an interrupted run stopped.
 * ``run.json`` (by :func:`run_suite`): arguments, library versions, dataset source and checksum,
@@ -54,6 +57,7 @@ __all__ = ["EPOCH_COLUMNS", "ITERATION_COLUMNS", "MethodResult", "RunConfig", "r
 
 EPOCH_COLUMNS = ("epoch", "iteration", "time_s", "train_loss", "valid_loss", "valid_accuracy", "lr")
 ITERATION_COLUMNS = ("iteration", "epoch", "time_s", "loss", "lr")
+TRAIN_METRIC_COLUMNS = ("epoch", "train_loss", "train_accuracy")
 CHECKPOINT_VERSION = 1
 SCHEDULE_FREE_BN_BATCHES = 50
 """Training batches used to recompute batch-norm statistics at Schedule-Free's evaluation point."""
@@ -343,6 +347,7 @@ def run_method(
     *,
     resume: bool = False,
     show_progress: bool | None = None,
+    train_metrics: bool = False,
     **overrides,
 ) -> MethodResult:
     """Train ``config.task`` with ``method``; write its CSVs and checkpoint under ``out_dir``.
@@ -354,6 +359,8 @@ def run_method(
         resume: continue from ``out_dir/checkpoints/METHOD.pt`` if it exists (the settings must
             match, except ``epochs``, which may grow); a finished run is not repeated.
         show_progress: tqdm bar; default: only when stderr is a terminal.
+        train_metrics: also evaluate the whole training set after every epoch and write
+            ``METHOD.train_metrics.csv`` (costs one pass over the training set per epoch).
         **overrides: per-run replacements of ``config`` fields (``lr=..., seed=...``).
 
     Returns:
@@ -368,6 +375,7 @@ def run_method(
         "epochs": out_dir / f"{method}.epochs.csv",
         "iterations": out_dir / f"{method}.iterations.csv",
         "checkpoint": out_dir / "checkpoints" / f"{method}.pt",
+        "train_metrics": out_dir / f"{method}.train_metrics.csv",
     }
     wall_start = time.perf_counter()
     device = resolve_device(config.device)
@@ -415,7 +423,7 @@ def run_method(
 
     # State: fresh, or restored from the last complete epoch.
     state = {"epoch": 0, "iteration": 0, "train_time_s": 0.0, "wall_time_s": 0.0, "status": "running",
-             "diverged_at_iteration": None, "epoch_rows": [], "iteration_rows": []}
+             "diverged_at_iteration": None, "epoch_rows": [], "iteration_rows": [], "train_metric_rows": []}
     if resume and paths["checkpoint"].is_file():
         # On the CPU first: RNG states must stay CPU tensors; load_state_dict moves the rest.
         checkpoint = torch.load(paths["checkpoint"], map_location="cpu", weights_only=False)
@@ -435,6 +443,7 @@ def run_method(
         if device.type == "cuda" and checkpoint["rng_cuda"] is not None:
             torch.cuda.set_rng_state(checkpoint["rng_cuda"], device)
         state = checkpoint["state"]
+        state.setdefault("train_metric_rows", [])
     else:
         for path in paths.values() if writes_files else ():
             path.unlink(missing_ok=True)
@@ -442,6 +451,8 @@ def run_method(
         train_loss, _ = evaluate(model, train_x, train_y, config.eval_batch_size)
         valid_loss, valid_accuracy = evaluate(model, valid_x, valid_y, config.eval_batch_size)
         state["epoch_rows"].append([0, 0, 0.0, train_loss, valid_loss, valid_accuracy, spec.effective_lr(optimizer)])
+        if train_metrics:
+            state["train_metric_rows"].append([0, *evaluate(model, train_x, train_y, config.eval_batch_size)])
 
     earlier_wall_time_s = state["wall_time_s"]  # from interrupted sessions of this run
 
@@ -455,6 +466,8 @@ def run_method(
             return
         write_csv(paths["epochs"], EPOCH_COLUMNS, state["epoch_rows"])
         write_csv(paths["iterations"], ITERATION_COLUMNS, state["iteration_rows"])
+        if train_metrics:
+            write_csv(paths["train_metrics"], TRAIN_METRIC_COLUMNS, state["train_metric_rows"])
         _atomic_write_file(paths["checkpoint"], lambda temporary: torch.save({
             "version": CHECKPOINT_VERSION, "method": method, "config": config.identity(), "state": state,
             "model": model_state, "optimizer": optimizer_state,
@@ -518,6 +531,8 @@ def run_method(
         valid_loss, valid_accuracy = evaluate(model, valid_x, valid_y, config.eval_batch_size)
         state["epoch_rows"].append([epoch, state["iteration"], round(state["train_time_s"], 6),
                                     sum(losses) / len(losses), valid_loss, valid_accuracy, sum(lrs) / len(lrs)])
+        if train_metrics:
+            state["train_metric_rows"].append([epoch, *evaluate(model, train_x, train_y, config.eval_batch_size)])
         state["epoch"] = epoch
         save()
     progress.close()

@@ -1,0 +1,109 @@
+"""The learning-rate range test on the mlp task (``lr_finder.png``), with fastai's four rules marked.
+
+:func:`range_test` is also what the peers study uses to pick the peak learning rate of its tuned
+schedules, so one cached test per task serves both.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn.functional as F
+from matplotlib import pyplot as plt
+
+from experiments.studies.common import markdown_table
+from experiments.methods import MOMENTUM
+from experiments.models import TASKS, build_model
+from experiments.plotting import legend_outside, save_figure
+from experiments.reproduce import StudyOutput, SuiteContext
+from experiments import runner
+
+TASK = "mlp"
+START_LR, END_LR = 1e-6, 10.0
+BATCH_SIZE = 128
+SEED = 1
+SUGGESTIONS = ("valley", "slide", "minimum", "steep")
+
+
+def lr_finder_available() -> str | None:
+    """None when ``hypergrad.lr_finder`` is importable, else why not."""
+    try:
+        import hypergrad.lr_finder  # noqa: F401
+    except ImportError as error:
+        return f"hypergrad.lr_finder is not available yet ({error}); it lands with the LR range test issue"
+    return None
+
+
+def range_test(context: SuiteContext, task: str):
+    """The (cached) LR range test of SGD with Nesterov momentum 0.9 on ``task`` -> ``LRFinderResult``.
+
+    Trains on a seeded ``lr_finder_fraction`` of the training set for ``lr_finder_iterations``
+    steps, lr from 1e-6 to 10 (geometric), batch 128, weight decay 1e-4.
+    """
+    from hypergrad.lr_finder import LRFinderResult, find_lr
+
+    budget = context.budget
+    identity = {"task": task, "optimizer": "sgd nesterov", "momentum": MOMENTUM, "weight_decay": 1e-4,
+                "batch_size": BATCH_SIZE, "seed": SEED, "start_lr": START_LR, "end_lr": END_LR,
+                "num_iter": budget.lr_finder_iterations, "train_fraction": budget.lr_finder_fraction[task]}
+
+    def compute() -> dict:
+        config = runner.RunConfig(task=task, seed=SEED, train_fraction=budget.lr_finder_fraction[task],
+                           data_dir=context.cache.data_dir, device=context.cache.device)
+        splits = runner.dataset_for(config)
+        train_x, train_y = runner._training_subset(splits, config)
+        order = torch.randperm(len(train_y), generator=torch.Generator().manual_seed(SEED))
+        batches = [(train_x[order[i:i + BATCH_SIZE]], train_y[order[i:i + BATCH_SIZE]])
+                   for i in range(0, len(order), BATCH_SIZE)]
+        torch.manual_seed(SEED)
+        model = build_model(task, splits.num_classes)
+        optimizer = torch.optim.SGD(model.parameters(), lr=START_LR, momentum=MOMENTUM, nesterov=True,
+                                    weight_decay=1e-4)
+        result = find_lr(model, optimizer, F.cross_entropy, batches, start_lr=START_LR, end_lr=END_LR,
+                         num_iter=budget.lr_finder_iterations)
+        return {"lrs": result.lrs, "losses": result.losses, "raw_losses": result.raw_losses,
+                "num_iter": result.num_iter, "diverged": result.diverged}
+
+    stored = context.cache.cached_json(f"lr_finder-{task}", identity, compute)
+    return LRFinderResult(lrs=stored["lrs"], losses=stored["losses"], raw_losses=stored["raw_losses"],
+                          metric_values=None, metric_goal="min", num_iter=stored["num_iter"],
+                          diverged=stored["diverged"])
+
+
+def run(context: SuiteContext) -> StudyOutput:
+    missing = lr_finder_available()
+    if missing:
+        context.progress(f"[lr_finder] skipped: {missing}")
+        return StudyOutput([], f"## LR range test (lr_finder.png)\n\nSkipped: {missing}.")
+    result = range_test(context, TASK)
+    suggestions, unusable = {}, []
+    for rule in SUGGESTIONS:  # a rule needs enough points of the curve (a short or diverged test has fewer)
+        try:
+            suggestions[rule] = result.suggest(rule)
+        except ValueError:
+            unusable.append(rule)
+    fig, ax = plt.subplots(figsize=(9, 4.8))
+    raw = [v if math.isfinite(v) else math.nan for v in result.raw_losses]
+    ax.plot(result.lrs, raw, color="0.75", linewidth=0.8, label="raw minibatch loss", zorder=0)
+    result.plot(ax, suggestions=tuple(suggestions))
+    ax.set_ylabel("training loss (cross-entropy, nats)")
+    ax.set_xlabel("learning rate (geometric ramp, one step each)")
+    ax.grid(True, which="major", alpha=0.3)
+    fraction = context.budget.lr_finder_fraction[TASK]
+    ax.set_title(f"LR range test: SGD, Nesterov momentum {MOMENTUM}, {TASKS[TASK].description}\n"
+                 f"{result.num_iter} steps from {START_LR:g} to {END_LR:g}, batch {BATCH_SIZE}, weight decay 1e-4, "
+                 f"{fraction:.0%} of the training set; smoothed loss (EMA 0.05), dotted = last 5 points "
+                 f"(ignored by the rules){'; stopped early: diverged' if result.diverged else ''}", fontsize=9)
+    legend_outside(ax, "right", fontsize=8)
+    files = list(save_figure(fig, context.out_dir / "lr_finder", dpi=110))
+    plt.close(fig)
+    summary = (
+        "## LR range test (lr_finder.png)\n\n"
+        f"SGD with Nesterov momentum {MOMENTUM} on {TASKS[TASK].description}: {result.num_iter} steps, lr from "
+        f"{START_LR:g} to {END_LR:g}, batch {BATCH_SIZE}, {fraction:.0%} of the training set"
+        f"{' (stopped early: diverged)' if result.diverged else ''}.\n\n"
+        + markdown_table(["rule", "suggested lr"], [[rule, f"{lr:.3g}"] for rule, lr in suggestions.items()]
+                         + [[rule, "too few points on the curve"] for rule in unusable])
+    )
+    return StudyOutput(files, summary)
