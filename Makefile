@@ -29,4 +29,4 @@ test: install
 	$(PY) -m pytest -q
 
 reproduce: install data
-	$(PY) -m experiments reproduce --quick
+	$(PY) -m experiments reproduce --quick --jobs 2 --threads 1
