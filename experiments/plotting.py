@@ -195,10 +195,3 @@ def save_gif(frames: Sequence[np.ndarray], path: str | os.PathLike, fps: float, 
     return final
 
 
-def write_text_atomically(path: str | os.PathLike, text: str) -> Path:
-    """Write ``text`` (UTF-8) to ``path`` through a temp file beside it, so that readers see the
-    old file or the whole new one, never a part."""
-    final = Path(path)
-    temp = _write_temp_beside(final, lambda name: Path(name).write_text(text, encoding="utf-8"))
-    os.replace(temp, final)
-    return final

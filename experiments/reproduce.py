@@ -37,7 +37,7 @@ import numpy as np
 import torch
 
 from experiments.methods import METHODS, default_hypergrad_lr
-from experiments.runner import RunConfig, run_method, write_json, _atomic_write
+from experiments.runner import RunConfig, run_method, write_json, write_text
 
 __all__ = [
     "BUDGETS",
@@ -404,7 +404,7 @@ def _write_summary(out_dir: Path, budget: SuiteBudget, command: str) -> Path:
         "validation = the 10,000 test images.\n\n" + body + "\n"
     )
     path = out_dir / "summary.md"
-    _atomic_write(path, lambda stream: stream.write(text))
+    write_text(path, text)
     return path
 
 
@@ -450,7 +450,7 @@ def reproduce(
         progress(f"[{name}] ...")
         output = studies[name](context)
         section = out_dir / "summary" / f"{name}.md"
-        _atomic_write(section, lambda stream, text=output.summary: stream.write(text.strip() + "\n"))
+        write_text(section, output.summary.strip() + "\n")
         context.written += output.files
         progress(f"[{name}] done in {time.perf_counter() - started:.0f} s "
                  f"({context.cache.trained - trained_before} trained, {context.cache.reused - reused_before} reused)")

@@ -219,6 +219,11 @@ def _atomic_write(path: Path, write: Callable[[io.TextIOBase], None]) -> None:
     _atomic_write_file(path, write_file)
 
 
+def write_text(path: str | os.PathLike, text: str) -> None:
+    """Write a text file (UTF-8) atomically."""
+    _atomic_write(Path(path), lambda stream: stream.write(text))
+
+
 def write_csv(path: Path, columns: Sequence[str], rows: Sequence[Sequence]) -> None:
     """Write a CSV atomically; floats in full precision (``repr``) so reruns compare exactly."""
 

@@ -36,10 +36,10 @@ import torch.nn.functional as F  # noqa: E402
 from torch.optim.lr_scheduler import OneCycleLR  # noqa: E402
 from torch.utils.data import DataLoader, TensorDataset  # noqa: E402
 
-from experiments.figures import save_figure  # noqa: E402
+from experiments.plotting import save_figure  # noqa: E402
 from experiments.methods import MethodSettings, build_optimizer  # noqa: E402
 from experiments.models import TASKS, build_model  # noqa: E402
-from experiments.runner import RunConfig, _atomic_write, dataset_for, run_method, write_csv  # noqa: E402
+from experiments.runner import RunConfig, dataset_for, run_method, write_csv, write_text  # noqa: E402
 from hypergrad.lr_finder import LRFinderResult, find_lr  # noqa: E402
 from hypergrad.schedulers import LambdaHypergradLR  # noqa: E402
 
@@ -112,7 +112,7 @@ def main(argv: list[str] | None = None) -> None:
         ax.set_ylabel("training loss (cross-entropy, smoothed)")
         ax.set_title(f"Range test: {method} on {args.task}, {RANGE_TEST_ITERATIONS} steps, batch {config.batch_size}")
     fig.tight_layout()
-    save_figure(fig, out / "range_test.png")
+    save_figure(fig, out / "range_test")
     plt.close(fig)
 
     # 2. Training runs, all through the shared runner.
@@ -146,7 +146,7 @@ def main(argv: list[str] | None = None) -> None:
     lines += [f"| {description} | {r.final_train_loss:.4f} | {r.final_valid_loss:.4f} | {r.final_valid_accuracy:.4f} "
               f"| {r.final_lr:.3g} |" for description, r in runs.values()]
     table = "\n".join(lines) + "\n"
-    _atomic_write(out / "schedules.md", lambda stream: stream.write(table))
+    write_text(out / "schedules.md", table)
     print(table)
 
     # 3. Figure: loss per epoch and lr per iteration; Adam dashed, AdamHD solid, same colour per alpha_0.
@@ -184,7 +184,7 @@ def main(argv: list[str] | None = None) -> None:
                  f"set, batch {config.batch_size}, weight decay {config.weight_decay:g}, Adam-HD beta "
                  f"{runs[f'adam_hd_a{ALPHAS[0]:g}'][1].hypergrad_lr:g}, seed {args.seed}")
     fig.tight_layout()
-    save_figure(fig, out / "schedules.png")
+    save_figure(fig, out / "schedules")
     plt.close(fig)
     print(f"wrote {out}/range_test.png, schedules.png, schedules.md, schedules.csv")
 

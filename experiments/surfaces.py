@@ -19,6 +19,7 @@ import numpy as np
 import torch
 
 import hypergrad
+from experiments.runner import write_text
 from experiments.plotting import (
     BASE_LINESTYLE,
     HD_LINESTYLE,
@@ -26,7 +27,6 @@ from experiments.plotting import (
     method_style,
     save_figure,
     save_gif,
-    write_text_atomically,
 )
 
 import matplotlib.pyplot as plt  # noqa: E402  (after experiments.plotting chose the Agg backend)
@@ -721,8 +721,8 @@ def run_surfaces(out_dir: str | Path, quick: bool = True, hd: HypergradSettings 
         "paths_table": paths_table(surfaces, paths),
         "rosenbrock_table": rosenbrock_rows,
     }
-    write_text_atomically(out / "surfaces.md", markdown)
-    write_text_atomically(out / "surfaces.json", json.dumps(results, indent=1) + "\n")
+    write_text(out / "surfaces.md", markdown)
+    write_text(out / "surfaces.json", json.dumps(results, indent=1) + "\n")
     return {
         **results,
         "markdown": markdown,

@@ -39,9 +39,9 @@ import torch.nn.functional as F  # noqa: E402
 from torch import nn  # noqa: E402
 
 from experiments.data import load_dataset  # noqa: E402
-from experiments.figures import save_figure  # noqa: E402
+from experiments.plotting import save_figure  # noqa: E402
 from experiments.models import build_model  # noqa: E402
-from experiments.runner import _atomic_write, evaluate, write_csv  # noqa: E402
+from experiments.runner import evaluate, write_csv, write_text  # noqa: E402
 from hypergrad import AdamHD  # noqa: E402
 from hypergrad.lr_finder import find_lr  # noqa: E402
 from hypergrad.param_groups import layerwise_param_groups  # noqa: E402
@@ -202,7 +202,7 @@ def make_figure(out: Path) -> None:
     fig.suptitle(f"MLP pretrained on MNIST digits 0-4, new head, fine-tuned on {PER_CLASS} images per digit 5-9 "
                  f"(batch {FINETUNE_BATCH}, lr = range-test valley for Adam, AdamHD beta {HYPERGRAD_LR:g})")
     fig.tight_layout()
-    save_figure(fig, out / "transfer.png")
+    save_figure(fig, out / "transfer")
     plt.close(fig)
 
 
@@ -248,7 +248,7 @@ def main(argv: list[str] | None = None) -> None:
             result.plot(ax, suggestions=("valley", "slide", "minimum", "steep"))
             ax.set_title(f"Range test, Adam, MLP with a new head on {len(train[1])} images of digits 5-9")
             ax.set_ylabel("training loss (cross-entropy, smoothed)")
-            save_figure(fig, out / "transfer_range_test.png")
+            save_figure(fig, out / "transfer_range_test")
             plt.close(fig)
         for variant in VARIANTS:
             model = model_with_new_head(None if variant == "scratch" else pretrained, seed)
@@ -280,7 +280,7 @@ def main(argv: list[str] | None = None) -> None:
         sd = statistics.stdev(finals) if len(finals) > 1 else 0.0
         lines.append(f"| {variant} | {statistics.mean(finals):.4f} ± {sd:.4f} | {min(finals):.4f} | {max(finals):.4f} |")
     table = "\n".join(lines) + "\n"
-    _atomic_write(out / "transfer.md", lambda stream: stream.write(table))
+    write_text(out / "transfer.md", table)
     print(table)
 
     make_figure(out)
