@@ -160,13 +160,13 @@ TORCH_BASES: dict[str, tuple[type[torch.optim.Optimizer], dict]] = {
     "adam": (torch.optim.Adam, {}),
 }
 
-HD_CLASS_NAMES = {
-    "sgd": "SGDHD",
-    "sgdm": "SGDHD",
-    "sgdn": "SGDHD",
-    "adagrad": "AdagradHD",
-    "rmsprop": "RMSpropHD",
-    "adam": "AdamHD",
+HD_CLASSES: dict[str, type[torch.optim.Optimizer]] = {
+    "sgd": hypergrad.SGDHD,
+    "sgdm": hypergrad.SGDHD,
+    "sgdn": hypergrad.SGDHD,
+    "adagrad": hypergrad.AdagradHD,
+    "rmsprop": hypergrad.RMSpropHD,
+    "adam": hypergrad.AdamHD,
 }
 
 
@@ -185,19 +185,9 @@ class HypergradSettings:
         return f"{self.rule} HD rule, β = {self.hypergrad_lr:g}"
 
 
-def hd_class(base: str) -> type[torch.optim.Optimizer] | None:
-    """hypergrad's HD variant of ``base``, or None while hypergrad does not export it yet."""
-    return getattr(hypergrad, HD_CLASS_NAMES[base], None)
-
-
 def methods_available() -> list[str]:
-    """Every base in BASE_METHODS, each followed by its "<base>_hd" where hypergrad has it."""
-    methods = []
-    for base in BASE_METHODS:
-        methods.append(base)
-        if hd_class(base) is not None:
-            methods.append(base + "_hd")
-    return methods
+    """Every base in BASE_METHODS, each followed by its "<base>_hd"."""
+    return [method for base in BASE_METHODS for method in (base, base + "_hd")]
 
 
 def make_optimizer(
@@ -211,10 +201,7 @@ def make_optimizer(
     torch_class, kwargs = TORCH_BASES[base]
     if method == base:
         return torch_class(params, lr=lr, **kwargs)
-    hd_optimizer = hd_class(base)
-    if hd_optimizer is None:
-        raise ValueError(f"method {method!r} needs hypergrad.{HD_CLASS_NAMES[base]}, which hypergrad does not export")
-    return hd_optimizer(params, lr=lr, hypergrad_lr=hd.hypergrad_lr, hypergrad_rule=hd.rule, **kwargs)
+    return HD_CLASSES[base](params, lr=lr, hypergrad_lr=hd.hypergrad_lr, hypergrad_rule=hd.rule, **kwargs)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -418,14 +405,12 @@ def draw_path_grid(
             if col == 0:
                 ax.set_ylabel(f"{surface.title}\n\ny", fontsize=8, labelpad=1)
                 ax.yaxis.label.set_fontweight("bold")
-    missing = [method_style(b).label for b in BASE_METHODS if hd_class(b) is None]
     fig.suptitle(
         "Optimizer paths on 2-D test functions, all from the same start per row: torch.optim base (dashed) "
         f"and its HD variant (solid, {hd.describe()})\n"
         "α₀ = the base's best learning rate from the grid {1, 3}×10^k (also the HD variant's initial lr); "
         f"steps per row: {', '.join(f'{s.title} {s.steps}' for s in surfaces)}; x, y dimensionless; float64\n"
-        + "; ".join(f"{s.title}: {s.formula}" for s in surfaces)
-        + (f"\nNo HD variant in hypergrad yet for {', '.join(missing)}: those panels show the base only." if missing else ""),
+        + "; ".join(f"{s.title}: {s.formula}" for s in surfaces),
         fontsize=10,
     )
     handles = [
@@ -595,14 +580,11 @@ def paths_markdown(
             path = paths[surface.key][method]
             cells.append(f"{_format_steps(path)} (f={path.f[-1]:.1e}; α₀={path.lr0:g})")
         lines.append(f"| {method_style(method).label} | " + " | ".join(cells) + " |")
-    missing = [HD_CLASS_NAMES[b] for b in BASE_METHODS if hd_class(b) is None]
     notes = [
         f"Steps until f < {THRESHOLD:g} first holds (final f after the run in brackets), from the same start per "
         f"surface; float64. α₀ is the base's best value on the grid {{1, 3}}×10^k ≤ 1 (the HD variant starts "
         f"from the same α₀). HD variants: {hd.describe()}, for every method and surface.",
     ]
-    if missing:
-        notes.append(f"Not in hypergrad yet, so shown as base only: {', '.join(sorted(set(missing)))}.")
     return "\n".join(lines) + "\n\n" + " ".join(notes) + "\n"
 
 
@@ -623,9 +605,6 @@ def rosenbrock_bad_lr_table(
         lr = surface.base_lr[base] * lr_factor
         row: dict[str, object] = {"base": base, "sensible_lr": surface.base_lr[base], "lr0": lr}
         for method in (base, base + "_hd"):
-            if method != base and hd_class(base) is None:
-                row["hd_available"] = False
-                continue
             path = run_path(surface, method, lr, max_steps, hd, stop_below=threshold)
             key = "hd" if method != base else "base"
             row[f"{key}_steps"] = path.steps_to(threshold)
@@ -633,7 +612,6 @@ def rosenbrock_bad_lr_table(
             row[f"{key}_diverged"] = path.diverged
             row[f"{key}_steps_run"] = path.steps
             if method != base:
-                row["hd_available"] = True
                 row["hd_final_lr"] = float(path.lr[-1])
         rows.append(row)
     return rows
@@ -654,11 +632,10 @@ def rosenbrock_markdown(rows: Sequence[Mapping[str, object]], lr_factor: float, 
     ]
     for row in rows:
         label = method_style(str(row["base"])).label
-        if row["hd_available"]:
-            hd_cells = f"{steps(row, 'hd')} | {row['hd_final_lr']:.3g}"
-        else:
-            hd_cells = f"no {HD_CLASS_NAMES[str(row['base'])]} in hypergrad yet | –"
-        lines.append(f"| {label} | {row['sensible_lr']:g} | {row['lr0']:g} | {steps(row, 'base')} | {hd_cells} |")
+        lines.append(
+            f"| {label} | {row['sensible_lr']:g} | {row['lr0']:g} | {steps(row, 'base')} | {steps(row, 'hd')} "
+            f"| {row['hd_final_lr']:.3g} |"
+        )
     note = (
         f"Rosenbrock {surface.formula} from {surface.start}, float64; α₀ {1 / lr_factor:g}× smaller than the "
         f"base's best grid value (the one in surfaces.png); HD: {hd.describe()}; at most {max_steps} iterations."

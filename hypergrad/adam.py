@@ -114,8 +114,7 @@ class AdamHD(HypergradOptimizer):
     def _init_state(self, group: dict[str, Any], param: Tensor, state: dict[str, Any]) -> None:
         if not state:
             # A step counter on the parameter's device keeps bias corrections off the host.
-            step_device = param.device if param.device.type != "cpu" else torch.device("cpu")
-            state["step"] = torch.zeros((), dtype=torch.float32, device=step_device)
+            state["step"] = torch.zeros((), dtype=torch.float32, device=param.device)
             state["exp_avg"] = torch.zeros_like(param, memory_format=torch.preserve_format)
             state["exp_avg_sq"] = torch.zeros_like(param, memory_format=torch.preserve_format)
             if group["amsgrad"]:

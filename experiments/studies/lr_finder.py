@@ -26,15 +26,6 @@ SEED = 1
 SUGGESTIONS = ("valley", "slide", "minimum", "steep")
 
 
-def lr_finder_available() -> str | None:
-    """None when ``hypergrad.lr_finder`` is importable, else why not."""
-    try:
-        import hypergrad.lr_finder  # noqa: F401
-    except ImportError as error:
-        return f"hypergrad.lr_finder is not available yet ({error}); it lands with the LR range test issue"
-    return None
-
-
 def range_test(context: SuiteContext, task: str):
     """The (cached) LR range test of SGD with Nesterov momentum 0.9 on ``task`` -> ``LRFinderResult``.
 
@@ -72,10 +63,6 @@ def range_test(context: SuiteContext, task: str):
 
 
 def run(context: SuiteContext) -> StudyOutput:
-    missing = lr_finder_available()
-    if missing:
-        context.progress(f"[lr_finder] skipped: {missing}")
-        return StudyOutput([], f"## LR range test (lr_finder.png)\n\nSkipped: {missing}.")
     result = range_test(context, TASK)
     suggestions, unusable = {}, []
     for rule in SUGGESTIONS:  # a rule needs enough points of the curve (a short or diverged test has fewer)

@@ -23,7 +23,7 @@ from experiments.studies.common import format_value, label, layout_with_legend_b
 from experiments.models import TASKS
 from experiments.plotting import method_style, save_figure
 from experiments.reproduce import SCHEDULES, RunLog, RunSpec, StudyOutput, SuiteContext
-from experiments.studies.lr_finder import lr_finder_available, range_test
+from experiments.studies.lr_finder import range_test
 
 TASK_NAMES = ("logreg", "mlp", "cnn")
 HD_METHODS = ("sgdn_hd", "adam_hd")
@@ -94,9 +94,6 @@ def _draw_task(ax_bars, ax_curves, task: str, grouped: dict[str, list[RunLog]]) 
 
 
 def run(context: SuiteContext) -> StudyOutput:
-    missing = lr_finder_available()
-    if missing:
-        context.progress(f"[peers] the tuned schedules are skipped: {missing}")
     budget = context.budget
     seeds = budget.peer_seeds
     fig, axes = plt.subplots(2, len(TASK_NAMES), figsize=(15, 9), gridspec_kw={"height_ratios": [1.1, 1]},
@@ -108,7 +105,7 @@ def run(context: SuiteContext) -> StudyOutput:
                 "(step: /10 at 50% and 75% of the run; exp: to 1% at the end; cosine to 0; one-cycle peaking there)."]
     schedule_lrs = {}
     for column, task in enumerate(TASK_NAMES):
-        schedule_lr = None if missing else range_test(context, task).suggest(SUGGESTION_RULE)
+        schedule_lr = range_test(context, task).suggest(SUGGESTION_RULE)
         schedule_lrs[task] = schedule_lr
         logs = context.get_all(specs(context, task, schedule_lr), f"peers {task}")
         grouped = _by_label(logs)
