@@ -1,9 +1,10 @@
 """The hypergradient keywords every HD optimizer (and every reference twin) takes, declared once.
 
 An optimizer's ``__init__`` collects them as ``**hypergrad`` and its class names their defaults
-(``hypergrad_defaults``, from :func:`keyword_defaults`: only ``hypergrad_lr`` depends on the base rule). :func:`spelled_out`
-writes them back into the signature, so that ``help()``, ``inspect.signature`` and editors show
-every keyword with its default, as if each constructor declared it.
+(``hypergrad_defaults``, from :func:`keyword_defaults`: only ``hypergrad_lr`` depends on the base
+rule). :func:`spelled_out` writes them back into the signature, so that ``help()``,
+``inspect.signature`` and editors show every keyword with its default, as if each constructor
+declared it.
 """
 
 from __future__ import annotations

@@ -172,19 +172,15 @@ class Curve:
 
 
 def run_range_test(
-    model: nn.Module,
     optimizer: torch.optim.Optimizer,
-    loss_fn: Callable[[Tensor, Any], Tensor],
-    batches: Iterator[Any],
     schedule: list[float],
     curve: Curve,
-    *,
-    accumulation_steps: int,
-    device: torch.device,
+    next_loss: Callable[[bool], float],
     validate: Callable[[], float] | None,
 ) -> None:
-    """One step per lr of ``schedule``. Step i is scored by the loss on the batch of step i + 1,
-    so one last forward pass (i == len(schedule)) scores the last step and takes no step itself."""
+    """One step per lr of ``schedule``. Step i is scored by the loss on the batch of step i + 1
+    (``next_loss(backward)``), so one last forward pass (i == len(schedule)) scores the last step
+    and takes no step itself; ``validate()`` is the value of the validation curve."""
     val_after_step = math.nan
     for i in range(len(schedule) + 1):
         taking_step = i < len(schedule)
@@ -192,7 +188,7 @@ def run_range_test(
             for group in optimizer.param_groups:
                 set_group_value(group, "lr", schedule[i])
             optimizer.zero_grad(set_to_none=True)
-        loss = _mean_loss(model, loss_fn, batches, device, accumulation_steps, backward=taking_step)
+        loss = next_loss(taking_step)
         if i > 0 and curve.record(schedule[i - 1], loss, val_after_step):
             return
         if taking_step:
@@ -201,13 +197,12 @@ def run_range_test(
                 val_after_step = validate()
 
 
-def _mean_loss(
+def mean_loss(
     model: nn.Module,
     loss_fn: Callable[[Tensor, Any], Tensor],
     batches: Iterator[Any],
     device: torch.device,
     accumulation_steps: int,
-    *,
     backward: bool,
 ) -> float:
     """The mean loss over the next ``accumulation_steps`` batches, their gradients summed (each

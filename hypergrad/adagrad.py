@@ -69,13 +69,8 @@ class AdagradHD(HypergradOptimizer):
             lr_decay=lr_decay, weight_decay=weight_decay, initial_accumulator_value=initial_accumulator_value, eps=eps
         )
         defaults = dict(
-            lr=lr,
-            lr_decay=lr_decay,
-            eps=eps,
-            weight_decay=weight_decay,
-            initial_accumulator_value=initial_accumulator_value,
-            foreach=foreach,
-            maximize=maximize,
+            lr=lr, lr_decay=lr_decay, eps=eps, weight_decay=weight_decay,
+            initial_accumulator_value=initial_accumulator_value, foreach=foreach, maximize=maximize,
         )
         super().__init__(params, defaults, **hypergrad)
 
@@ -111,13 +106,8 @@ def _step_size(lr: LearningRate, step: float | Tensor, lr_decay: float) -> Learn
 
 
 def _single_tensor_update(
-    params: list[Tensor],
-    grads: list[Tensor],
-    states: list[dict[str, Any]],
-    *,
-    lr: LearningRate,
-    lr_decay: float,
-    eps: float,
+    params: list[Tensor], grads: list[Tensor], states: list[dict[str, Any]],
+    *, lr: LearningRate, lr_decay: float, eps: float,
 ) -> None:
     """torch.optim.Adagrad's for-loop step, keeping ``g / std`` for the next hypergradient."""
     for param, grad, state in zip(params, grads, states):
@@ -132,13 +122,8 @@ def _single_tensor_update(
 
 
 def _multi_tensor_update(
-    params: list[Tensor],
-    grads: list[Tensor],
-    states: list[dict[str, Any]],
-    *,
-    lr: LearningRate,
-    lr_decay: float,
-    eps: float,
+    params: list[Tensor], grads: list[Tensor], states: list[dict[str, Any]],
+    *, lr: LearningRate, lr_decay: float, eps: float,
 ) -> None:
     """torch.optim.Adagrad's foreach step, grouped by device and dtype."""
     for device_params, device_grads, device_states in by_device(params, grads, states):

@@ -83,14 +83,8 @@ class AdamHD(HypergradOptimizer):
     ) -> None:
         check_adam_arguments(betas, eps, weight_decay)
         defaults = dict(
-            lr=lr,
-            betas=tuple(betas),
-            eps=eps,
-            weight_decay=weight_decay,
-            amsgrad=amsgrad,
-            decoupled_weight_decay=decoupled_weight_decay,
-            maximize=maximize,
-            foreach=foreach,
+            lr=lr, betas=tuple(betas), eps=eps, weight_decay=weight_decay, amsgrad=amsgrad,
+            decoupled_weight_decay=decoupled_weight_decay, maximize=maximize, foreach=foreach,
             capturable=capturable,
         )
         super().__init__(params, defaults, **hypergrad)
@@ -280,15 +274,8 @@ def previous_adam_directions(
 
 
 def _single_tensor_update(
-    params: list[Tensor],
-    grads: list[Tensor],
-    states: list[dict[str, Any]],
-    *,
-    lr: LearningRate,
-    beta1: float,
-    beta2: float,
-    eps: float,
-    amsgrad: bool,
+    params: list[Tensor], grads: list[Tensor], states: list[dict[str, Any]],
+    *, lr: LearningRate, beta1: float, beta2: float, eps: float, amsgrad: bool,
 ) -> None:
     """torch.optim.Adam's for-loop step, arithmetic for arithmetic."""
     for param, grad, state in zip(params, grads, states):
@@ -313,15 +300,8 @@ def _single_tensor_update(
 
 
 def _multi_tensor_update(
-    params: list[Tensor],
-    grads: list[Tensor],
-    states: list[dict[str, Any]],
-    *,
-    lr: LearningRate,
-    beta1: float,
-    beta2: float,
-    eps: float,
-    amsgrad: bool,
+    params: list[Tensor], grads: list[Tensor], states: list[dict[str, Any]],
+    *, lr: LearningRate, beta1: float, beta2: float, eps: float, amsgrad: bool,
 ) -> None:
     """torch.optim.Adam's foreach step, grouped by device and dtype."""
     for device_params, device_grads, device_states in by_device(params, grads, states):

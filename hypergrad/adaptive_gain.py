@@ -71,13 +71,8 @@ class AdaptiveGainSGD(Optimizer):
             raise ValueError(f"Invalid gain_bounds: {gain_bounds!r} (must satisfy 0 < low <= 1 <= high < inf)")
         check_nonnegative(weight_decay=weight_decay)
         defaults = dict(
-            lr=lr,
-            momentum=momentum,
-            gain_increase=gain_increase,
-            gain_decrease=gain_decrease,
-            gain_bounds=(low, high),
-            weight_decay=weight_decay,
-            maximize=maximize,
+            lr=lr, momentum=momentum, gain_increase=gain_increase, gain_decrease=gain_decrease,
+            gain_bounds=(low, high), weight_decay=weight_decay, maximize=maximize,
         )
         super().__init__(params, defaults)
 

@@ -24,6 +24,7 @@ from ._range_test import (
     cycle,
     evaluate,
     lr_schedule,
+    mean_loss,
     model_device,
     run_range_test,
     switch_off_hypergradients,
@@ -279,8 +280,8 @@ def find_lr(
     try:
         switch_off_hypergradients(optimizer)
         model.train()
-        run_range_test(model, optimizer, loss_fn, cycle(loader), lr_schedule(start_lr, end_lr, num_iter, mode),
-                       curve, accumulation_steps=accumulation_steps, device=device, validate=validate)
+        next_loss = functools.partial(mean_loss, model, loss_fn, cycle(loader), device, accumulation_steps)
+        run_range_test(optimizer, lr_schedule(start_lr, end_lr, num_iter, mode), curve, next_loss, validate)
     finally:
         snapshot.restore(model, optimizer)
     goal = metric_goal if metric is not None else "min"

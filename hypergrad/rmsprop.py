@@ -79,14 +79,8 @@ class RMSpropHD(HypergradOptimizer):
         check_interval("alpha", alpha, 0.0, 1.0, meaning="the smoothing constant; ")
         check_nonnegative(eps=eps, momentum=momentum, weight_decay=weight_decay)
         defaults = dict(
-            lr=lr,
-            alpha=alpha,
-            eps=eps,
-            weight_decay=weight_decay,
-            momentum=momentum,
-            centered=centered,
-            foreach=foreach,
-            maximize=maximize,
+            lr=lr, alpha=alpha, eps=eps, weight_decay=weight_decay, momentum=momentum,
+            centered=centered, foreach=foreach, maximize=maximize,
         )
         super().__init__(params, defaults, **hypergrad)
 
@@ -127,15 +121,8 @@ class RMSpropHD(HypergradOptimizer):
 
 
 def _single_tensor_update(
-    params: list[Tensor],
-    grads: list[Tensor],
-    states: list[dict[str, Any]],
-    *,
-    lr: LearningRate,
-    alpha: float,
-    eps: float,
-    momentum: float,
-    centered: bool,
+    params: list[Tensor], grads: list[Tensor], states: list[dict[str, Any]],
+    *, lr: LearningRate, alpha: float, eps: float, momentum: float, centered: bool,
 ) -> None:
     """torch.optim.RMSprop's for-loop step; without momentum ``g / avg`` is kept for the next
     hypergradient."""
@@ -159,15 +146,8 @@ def _single_tensor_update(
 
 
 def _multi_tensor_update(
-    params: list[Tensor],
-    grads: list[Tensor],
-    states: list[dict[str, Any]],
-    *,
-    lr: LearningRate,
-    alpha: float,
-    eps: float,
-    momentum: float,
-    centered: bool,
+    params: list[Tensor], grads: list[Tensor], states: list[dict[str, Any]],
+    *, lr: LearningRate, alpha: float, eps: float, momentum: float, centered: bool,
 ) -> None:
     """torch.optim.RMSprop's foreach step, grouped by device and dtype."""
     for device_params, device_grads, device_states in by_device(params, grads, states):

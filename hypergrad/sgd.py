@@ -97,14 +97,8 @@ class SGDHD(HypergradOptimizer):
         if nesterov and (momentum <= 0 or dampening != 0):
             raise ValueError("Invalid nesterov: Nesterov momentum requires momentum > 0 and dampening = 0")
         defaults = dict(
-            lr=lr,
-            momentum=momentum,
-            dampening=dampening,
-            weight_decay=weight_decay,
-            nesterov=nesterov,
-            maximize=maximize,
-            foreach=foreach,
-            capturable=capturable,
+            lr=lr, momentum=momentum, dampening=dampening, weight_decay=weight_decay,
+            nesterov=nesterov, maximize=maximize, foreach=foreach, capturable=capturable,
         )
         super().__init__(params, defaults, **hypergrad)
 
@@ -151,15 +145,8 @@ def _updated_momentum_buffer(state: dict[str, Any], grad: Tensor, momentum: floa
 
 
 def _single_tensor_update(
-    params: list[Tensor],
-    grads: list[Tensor],
-    states: list[dict[str, Any]],
-    *,
-    lr: LearningRate,
-    momentum: float,
-    dampening: float,
-    nesterov: bool,
-    adopt_grads: bool,
+    params: list[Tensor], grads: list[Tensor], states: list[dict[str, Any]],
+    *, lr: LearningRate, momentum: float, dampening: float, nesterov: bool, adopt_grads: bool,
 ) -> None:
     for param, grad, state in zip(params, grads, states):
         if momentum != 0:
@@ -178,15 +165,8 @@ def _single_tensor_update(
 
 
 def _multi_tensor_update(
-    params: list[Tensor],
-    grads: list[Tensor],
-    states: list[dict[str, Any]],
-    *,
-    lr: LearningRate,
-    momentum: float,
-    dampening: float,
-    nesterov: bool,
-    adopt_grads: bool,
+    params: list[Tensor], grads: list[Tensor], states: list[dict[str, Any]],
+    *, lr: LearningRate, momentum: float, dampening: float, nesterov: bool, adopt_grads: bool,
 ) -> None:
     for device_params, device_grads, device_states in by_device(params, grads, states):
         if momentum != 0:
