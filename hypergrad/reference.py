@@ -1,6 +1,6 @@
 """Slow, obviously correct twins of the hypergradient optimizers.
 
-Written straight from the equations in ``hypergradient.md``: the effective gradient, the previous
+Written straight from the equations in ``docs/hypergradient.md``: the effective gradient, the previous
 update direction kept explicitly, one dot product over the group, the learning-rate rule, the base
 step. No foreach, no recomputation, no device tricks. The tests hold the fast optimizers to these.
 """

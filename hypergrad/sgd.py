@@ -120,13 +120,8 @@ class SGDHD(HypergradOptimizer):
     def _update_params(self, group: dict[str, Any], tensors: GroupTensors, lr: LearningRate) -> None:
         sgd_hd_update = _multi_tensor_update if self._use_foreach(group, tensors.params) else _single_tensor_update
         sgd_hd_update(
-            tensors.params,
-            tensors.grads,
-            tensors.states,
-            lr=lr,
-            momentum=group["momentum"],
-            dampening=group["dampening"],
-            nesterov=group["nesterov"],
+            tensors.params, tensors.grads, tensors.states,
+            lr=lr, momentum=group["momentum"], dampening=group["dampening"], nesterov=group["nesterov"],
             # With maximize or weight decay the effective gradients are this step's own
             # temporaries: they can become the stored direction instead of being copied into it.
             # Not in a CUDA graph, which replays the buffers' addresses of its capture.
