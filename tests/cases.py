@@ -4,6 +4,7 @@ the tests picks its cases from by name."""
 
 from __future__ import annotations
 
+import itertools
 from typing import Any, NamedTuple
 
 import torch
@@ -167,3 +168,35 @@ def one_per_base_rule(lr_of: dict[str, float] | None = None) -> list[Case]:
     test lr by default): for tests that parametrize the settings themselves."""
     lrs = {"sgd": 0.05, "adam": 0.01, "adamw": 0.01, "adagrad": 0.05, "rmsprop": 0.01, **(lr_of or {})}
     return [_case(family, lr=lrs[family]) for family in _FAMILIES]
+
+
+# Every combination of torch.optim's flags per base rule, for the tests that sweep them.
+SGD_FLAGS = [
+    dict(momentum=m, dampening=d, nesterov=n, weight_decay=wd, maximize=mx)
+    for m, d, n, wd, mx in itertools.product((0.0, 0.9), (0.0, 0.3), (False, True), (0.0, 1e-2), (False, True))
+    if not (n and (m == 0 or d != 0))
+]
+ADAM_FLAGS = [
+    dict(amsgrad=a, weight_decay=wd, maximize=mx)
+    for a, wd, mx in itertools.product((False, True), (0.0, 1e-2), (False, True))
+]
+BASE_FLAGS: dict[type[Optimizer], list[dict[str, Any]]] = {
+    torch.optim.SGD: SGD_FLAGS,
+    torch.optim.Adam: [dict(flags, betas=b) for flags in ADAM_FLAGS for b in ((0.9, 0.999), (0.5, 0.9))],
+    torch.optim.AdamW: [
+        dict(amsgrad=a, weight_decay=wd, maximize=mx)
+        for a, wd, mx in itertools.product((False, True), (0.0, 1e-2, 0.3), (False, True))
+    ],
+    torch.optim.Adagrad: [
+        dict(lr_decay=d, initial_accumulator_value=init, weight_decay=wd, maximize=mx)
+        for d, init, wd, mx in itertools.product((0.0, 0.1), (0.0, 0.5), (0.0, 1e-2), (False, True))
+    ],
+    torch.optim.RMSprop: [
+        dict(centered=c, momentum=m, weight_decay=wd, maximize=mx, alpha=a)
+        for c, m, wd, mx, a in itertools.product((False, True), (0.0, 0.9), (0.0, 1e-2), (False, True), (0.99, 0.8))
+    ],
+}
+
+
+def flag_id(flags: dict[str, Any]) -> str:
+    return "-".join(f"{k}={v}" for k, v in flags.items())

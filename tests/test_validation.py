@@ -8,7 +8,7 @@ import pytest
 import torch
 
 import hypergrad
-from conftest import TinyNet, batch_loss, make_batches, train
+from cases import TinyNet, batch_loss, make_batches, train
 
 
 def _params():
