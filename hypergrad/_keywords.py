@@ -44,8 +44,11 @@ def resolved(owner: str, defaults: Mapping[str, Any], given: Mapping[str, Any]) 
 
 
 def spelled_out(init: Callable[..., None], defaults: Mapping[str, Any]) -> inspect.Signature:
-    """``init``'s signature with its ``**hypergrad`` replaced by the keyword-only block."""
+    """``init``'s signature with its ``**hypergrad`` replaced by the keyword-only block (as it is
+    where it does not collect them so)."""
     signature = inspect.signature(init)
+    if "hypergrad" not in signature.parameters:
+        return signature
     kept = [p for p in signature.parameters.values() if p.kind is not inspect.Parameter.VAR_KEYWORD]
     block = [
         inspect.Parameter(name, inspect.Parameter.KEYWORD_ONLY, annotation=annotation,

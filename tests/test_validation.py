@@ -64,6 +64,7 @@ def test_group_overrides_are_validated_too():
     optimizer = hypergrad.SGDHD(_params(), lr=0.1)
     with pytest.raises(ValueError, match="lr"):
         optimizer.add_param_group({"params": _params(), "lr": float("nan")})
+    assert len(optimizer.param_groups) == 1  # a refused group is not added
 
 
 def test_non_numeric_arguments_are_type_errors():
