@@ -8,7 +8,7 @@ import pytest
 import torch
 from torch.optim import lr_scheduler
 
-from cases import TinyNet, batch_loss, make_batches, pick, train
+from cases import TinyNet, batch_loss, make_batches, pick
 
 MAKERS = pick("momentum-fast", "adam", "adamw-default-decay", "adagrad-small-decay", "rmsprop-half-momentum")
 

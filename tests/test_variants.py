@@ -6,7 +6,6 @@ non-finite hypergradients."""
 from __future__ import annotations
 
 import copy
-import itertools
 
 import pytest
 import torch
