@@ -3,8 +3,8 @@
 Every base rule we wrap moves the parameters as ``theta_t = theta_{t-1} - alpha_t * u_t``. Holding
 everything else fixed, the derivative of the loss at step t with respect to the previous learning
 rate is ``h_t = -g_t . u_{t-1}`` (``g_t`` the gradient the base rule uses at step t). The optimizers
-compute the statistics of that dot product; this module validates the hypergradient settings and
-turns the statistics into the new learning rate:
+compute the statistics of that dot product; this module turns them into the new learning rate
+(the keywords are checked in ``_validation.py``):
 
 * additive (the paper's HD): ``alpha_t = alpha_{t-1} + beta * g_t . u_{t-1}``
 * multiplicative (normalised HDM): ``alpha_t = alpha_{t-1} * (1 + beta * cos(g_t, u_{t-1}))``
@@ -19,97 +19,13 @@ there) or a 0-dim tensor on the parameters' device (no host-device synchronisati
 
 from __future__ import annotations
 
-import math
 from collections.abc import Iterable, Sequence
-from typing import Literal, Union
 
 import torch
 from torch import Tensor
 
+from ._kernels import LearningRate, as_real
 from .distributed import local_operands
-
-HypergradRule = Literal["additive", "multiplicative"]
-HYPERGRAD_RULES: tuple[str, ...] = ("additive", "multiplicative")
-Granularity = Literal["group", "tensor", "element"]
-GRANULARITIES: tuple[str, ...] = ("group", "tensor", "element")
-LearningRate = Union[float, Tensor]
-
-
-def _as_float(value: LearningRate) -> float:
-    return float(value.item()) if isinstance(value, Tensor) else float(value)
-
-
-def validate_lr(lr: LearningRate, name: str = "lr") -> None:
-    """Raise ``ValueError`` unless ``lr`` is a finite non-negative number or a 1-element tensor."""
-    if isinstance(lr, Tensor):
-        if lr.numel() != 1:
-            raise ValueError(f"{name} as a tensor must have exactly one element, got shape {tuple(lr.shape)}")
-        if lr.requires_grad:
-            raise ValueError(f"{name} as a tensor must not require grad")
-    elif not isinstance(lr, (int, float)) or isinstance(lr, bool):
-        raise TypeError(f"{name} must be a float or a 0-dim tensor, got {type(lr).__name__}")
-    value = _as_float(lr)
-    if not math.isfinite(value) or value < 0.0:
-        raise ValueError(f"Invalid {name}: {value} (must be a finite number >= 0)")
-
-
-def validate_hypergrad_settings(
-    hypergrad_lr: float, hypergrad_rule: str, lr_bounds: Sequence[float] | None
-) -> tuple[float, float] | None:
-    """Check the hypergradient keywords shared by every HD optimizer; return normalised bounds."""
-    if isinstance(hypergrad_lr, bool) or not isinstance(hypergrad_lr, (int, float)):
-        raise TypeError(f"hypergrad_lr must be a float, got {type(hypergrad_lr).__name__}")
-    if not math.isfinite(hypergrad_lr) or hypergrad_lr < 0.0:
-        raise ValueError(f"Invalid hypergrad_lr: {hypergrad_lr} (must be a finite number >= 0)")
-    if hypergrad_rule not in HYPERGRAD_RULES:
-        raise ValueError(f"Invalid hypergrad_rule: {hypergrad_rule!r} (must be one of {HYPERGRAD_RULES})")
-    if hypergrad_rule == "multiplicative" and hypergrad_lr >= 1.0:
-        raise ValueError(
-            f"Invalid hypergrad_lr: {hypergrad_lr} for hypergrad_rule='multiplicative' "
-            "(must be in [0, 1) so that the learning rate stays positive)"
-        )
-    if lr_bounds is None:
-        return None
-    try:
-        low, high = (float(b) for b in lr_bounds)
-    except (TypeError, ValueError):
-        raise ValueError(f"Invalid lr_bounds: {lr_bounds!r} (must be a pair (low, high) of numbers)") from None
-    if math.isnan(low) or math.isnan(high) or low > high:
-        raise ValueError(f"Invalid lr_bounds: {lr_bounds!r} (must satisfy low <= high)")
-    return (low, high)
-
-
-def validate_variant_settings(
-    granularity: str, lr_limit: float | None, lr_limit_power: float, lr_bounds: tuple[float, float] | None
-) -> None:
-    """Check the keywords of the granularity and the convergence-ensuring blend."""
-    if granularity not in GRANULARITIES:
-        raise ValueError(f"Invalid granularity: {granularity!r} (must be one of {GRANULARITIES})")
-    if isinstance(lr_limit_power, bool) or not isinstance(lr_limit_power, (int, float)):
-        raise TypeError(f"lr_limit_power must be a float, got {type(lr_limit_power).__name__}")
-    if not (math.isfinite(lr_limit_power) and lr_limit_power > 1.0):
-        # t * delta(t) -> 0 is what the paper's convergence argument needs: delta(t) = t^-p, p > 1.
-        raise ValueError(f"Invalid lr_limit_power: {lr_limit_power} (must be a finite number > 1)")
-    if lr_limit is None:
-        return
-    if isinstance(lr_limit, bool) or not isinstance(lr_limit, (int, float)):
-        raise TypeError(f"lr_limit must be a float or None, got {type(lr_limit).__name__}")
-    if not math.isfinite(lr_limit) or lr_limit < 0.0:
-        raise ValueError(f"Invalid lr_limit: {lr_limit} (must be a finite number >= 0)")
-    if lr_bounds is not None and not lr_bounds[0] <= lr_limit <= lr_bounds[1]:
-        raise ValueError(f"Invalid lr_limit: {lr_limit} (must lie inside lr_bounds {lr_bounds})")
-
-
-def check_group_settings(group: dict) -> None:
-    """Validate the hypergradient keys of one param group (groups may override the defaults)."""
-    validate_lr(group["lr"])
-    group["lr_bounds"] = validate_hypergrad_settings(
-        group["hypergrad_lr"], group["hypergrad_rule"], group["lr_bounds"]
-    )
-    validate_variant_settings(
-        group["granularity"], group["lr_limit"], group["lr_limit_power"], group["lr_bounds"]
-    )
-
 
 def flat_dot(a: Tensor, b: Tensor) -> Tensor:
     """``sum(a * b)`` over all elements in one pass (a real dot product for complex tensors too).
@@ -117,8 +33,7 @@ def flat_dot(a: Tensor, b: Tensor) -> Tensor:
     For sharded DTensors, the part of the sum this rank counts (see ``distributed.py``).
     """
     a, b = local_operands(a, b)
-    if a.is_complex():
-        a, b = torch.view_as_real(a), torch.view_as_real(b)
+    a, b = as_real(a), as_real(b)
     return torch.dot(a.reshape(-1), b.reshape(-1))
 
 
@@ -158,7 +73,7 @@ def tensor_statistics(
     return stacked
 
 
-def hypergradient_statistics(
+def group_statistics(
     grads: Sequence[Tensor],
     directions: Iterable[Tensor],
     rule: str,

@@ -2,15 +2,15 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
 from typing import Any
 
 import torch
 from torch import Tensor
 from torch.optim.optimizer import _get_value  # the step count as a float; a tensor under torch.compile
 
-from ._hypergradient import LearningRate
-from .distributed import local_tensors
+from ._kernels import LearningRate, as_real, by_device, descend, direction_buffer, stored_copies
+from ._keywords import keyword_defaults
+from ._validation import check_nonnegative
 from .optimizer import GroupTensors, HypergradOptimizer, PreviousDirections
 
 __all__ = ["AdagradHD"]
@@ -50,6 +50,8 @@ class AdagradHD(HypergradOptimizer):
             :class:`hypergrad.HypergradOptimizer`.
     """
 
+    hypergrad_defaults = keyword_defaults(hypergrad_lr=1e-6)
+
     def __init__(
         self,
         params: Any,
@@ -60,41 +62,17 @@ class AdagradHD(HypergradOptimizer):
         eps: float = 1e-10,
         foreach: bool | None = None,
         *,
-        hypergrad_lr: float = 1e-6,
-        hypergrad_rule: str = "additive",
-        lr_bounds: Sequence[float] | None = None,
-        granularity: str = "group",
-        lr_limit: float | None = None,
-        lr_limit_power: float = 2.0,
         maximize: bool = False,
+        **hypergrad: Any,
     ) -> None:
-        if not 0.0 <= lr_decay:
-            raise ValueError(f"Invalid lr_decay: {lr_decay} (must be >= 0)")
-        if not 0.0 <= weight_decay:
-            raise ValueError(f"Invalid weight_decay: {weight_decay} (must be >= 0)")
-        if not 0.0 <= initial_accumulator_value:
-            raise ValueError(f"Invalid initial_accumulator_value: {initial_accumulator_value} (must be >= 0)")
-        if not 0.0 <= eps:
-            raise ValueError(f"Invalid eps: {eps} (must be >= 0)")
+        check_nonnegative(
+            lr_decay=lr_decay, weight_decay=weight_decay, initial_accumulator_value=initial_accumulator_value, eps=eps
+        )
         defaults = dict(
-            lr=lr,
-            lr_decay=lr_decay,
-            eps=eps,
-            weight_decay=weight_decay,
-            initial_accumulator_value=initial_accumulator_value,
-            foreach=foreach,
-            maximize=maximize,
+            lr=lr, lr_decay=lr_decay, eps=eps, weight_decay=weight_decay,
+            initial_accumulator_value=initial_accumulator_value, foreach=foreach, maximize=maximize,
         )
-        super().__init__(
-            params,
-            defaults,
-            hypergrad_lr=hypergrad_lr,
-            hypergrad_rule=hypergrad_rule,
-            lr_bounds=lr_bounds,
-            granularity=granularity,
-            lr_limit=lr_limit,
-            lr_limit_power=lr_limit_power,
-        )
+        super().__init__(params, defaults, **hypergrad)
 
     def _init_state(self, group: dict[str, Any], param: Tensor, state: dict[str, Any]) -> None:
         if not state:
@@ -122,67 +100,40 @@ class AdagradHD(HypergradOptimizer):
         )
 
 
-def _real_sum(state: dict[str, Any]) -> Tensor:
-    accumulator = state["sum"]
-    return torch.view_as_real(accumulator) if accumulator.is_complex() else accumulator
-
-
-def _direction_buffer(state: dict[str, Any], like: Tensor) -> Tensor:
-    if "hypergrad_direction" not in state:
-        state["hypergrad_direction"] = torch.empty_like(like, memory_format=torch.preserve_format)
-    return state["hypergrad_direction"]
-
-
 def _step_size(lr: LearningRate, step: float | Tensor, lr_decay: float) -> LearningRate:
     """torch.optim.Adagrad's ``clr = lr / (1 + (step - 1) * lr_decay)``."""
     return lr / (1 + (step - 1) * lr_decay)
 
 
 def _single_tensor_update(
-    params: list[Tensor],
-    grads: list[Tensor],
-    states: list[dict[str, Any]],
-    *,
-    lr: LearningRate,
-    lr_decay: float,
-    eps: float,
+    params: list[Tensor], grads: list[Tensor], states: list[dict[str, Any]],
+    *, lr: LearningRate, lr_decay: float, eps: float,
 ) -> None:
     """torch.optim.Adagrad's for-loop step, keeping ``g / std`` for the next hypergradient."""
     for param, grad, state in zip(params, grads, states):
         step_t = state["step"]
         step_t += 1
         step_size = _step_size(lr, _get_value(step_t), lr_decay)
-        state_sum = _real_sum(state)
+        state_sum = as_real(state["sum"])
         state_sum.addcmul_(grad, grad, value=1)
         std = state_sum.sqrt().add_(eps)
-        direction = torch.div(grad, std, out=_direction_buffer(state, grad))
-        if isinstance(step_size, Tensor):
-            param.addcmul_(direction, step_size, value=-1)
-        else:
-            param.add_(direction, alpha=-step_size)
+        direction = torch.div(grad, std, out=direction_buffer(state, grad))
+        descend(param, direction, step_size)
 
 
 def _multi_tensor_update(
-    params: list[Tensor],
-    grads: list[Tensor],
-    states: list[dict[str, Any]],
-    *,
-    lr: LearningRate,
-    lr_decay: float,
-    eps: float,
+    params: list[Tensor], grads: list[Tensor], states: list[dict[str, Any]],
+    *, lr: LearningRate, lr_decay: float, eps: float,
 ) -> None:
     """torch.optim.Adagrad's foreach step, grouped by device and dtype."""
-    grouped = torch.optim.Optimizer._group_tensors_by_device_and_dtype([params, grads], with_indices=True)
-    for (device_params, device_grads), indices in grouped.values():
-        device_states = [states[i] for i in indices]
+    for device_params, device_grads, device_states in by_device(params, grads, states):
         steps = [s["step"] for s in device_states]
         torch._foreach_add_(steps, torch.tensor(1.0, device="cpu"), alpha=1.0)
-        state_sums = [_real_sum(s) for s in device_states]
+        state_sums = [as_real(s["sum"]) for s in device_states]
         torch._foreach_addcmul_(state_sums, device_grads, device_grads, value=1)
         std = torch._foreach_sqrt(state_sums)
         torch._foreach_add_(std, eps)
-        directions = [_direction_buffer(s, g) for s, g in zip(device_states, device_grads)]
-        torch._foreach_copy_(local_tensors(directions), local_tensors(device_grads))
+        directions = stored_copies(device_states, device_grads)
         torch._foreach_div_(directions, std)
         steps_down = torch._foreach_mul(directions, [-_step_size(1.0, _get_value(step), lr_decay) for step in steps])
         torch._foreach_mul_(steps_down, lr)

@@ -3,13 +3,15 @@
 from __future__ import annotations
 
 import math
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator
 from typing import Any
 
 import torch
 from torch import Tensor
 
-from ._hypergradient import LearningRate
+from ._kernels import LearningRate, by_device
+from ._keywords import keyword_defaults
+from ._validation import check_adam_arguments
 from .distributed import local_tensors
 from .optimizer import GroupTensors, HypergradOptimizer, PreviousDirections
 
@@ -62,6 +64,8 @@ class AdamHD(HypergradOptimizer):
             convergence-ensuring blend; see :class:`hypergrad.HypergradOptimizer`.
     """
 
+    hypergrad_defaults = keyword_defaults(hypergrad_lr=1e-7)
+
     def __init__(
         self,
         params: Any,
@@ -72,38 +76,18 @@ class AdamHD(HypergradOptimizer):
         amsgrad: bool = False,
         *,
         decoupled_weight_decay: bool = False,
-        hypergrad_lr: float = 1e-7,
-        hypergrad_rule: str = "additive",
-        lr_bounds: Sequence[float] | None = None,
-        granularity: str = "group",
-        lr_limit: float | None = None,
-        lr_limit_power: float = 2.0,
         maximize: bool = False,
         foreach: bool | None = None,
         capturable: bool = False,
+        **hypergrad: Any,
     ) -> None:
-        validate_adam_arguments(betas, eps, weight_decay)
+        check_adam_arguments(betas, eps, weight_decay)
         defaults = dict(
-            lr=lr,
-            betas=tuple(betas),
-            eps=eps,
-            weight_decay=weight_decay,
-            amsgrad=amsgrad,
-            decoupled_weight_decay=decoupled_weight_decay,
-            maximize=maximize,
-            foreach=foreach,
+            lr=lr, betas=tuple(betas), eps=eps, weight_decay=weight_decay, amsgrad=amsgrad,
+            decoupled_weight_decay=decoupled_weight_decay, maximize=maximize, foreach=foreach,
             capturable=capturable,
         )
-        super().__init__(
-            params,
-            defaults,
-            hypergrad_lr=hypergrad_lr,
-            hypergrad_rule=hypergrad_rule,
-            lr_bounds=lr_bounds,
-            granularity=granularity,
-            lr_limit=lr_limit,
-            lr_limit_power=lr_limit_power,
-        )
+        super().__init__(params, defaults, **hypergrad)
 
     def __setstate__(self, state: dict[str, Any]) -> None:
         super().__setstate__(state)
@@ -217,31 +201,13 @@ class AdamWHD(AdamHD):
         weight_decay: float = 1e-2,
         amsgrad: bool = False,
         *,
-        hypergrad_lr: float = 1e-7,
-        hypergrad_rule: str = "additive",
-        lr_bounds: Sequence[float] | None = None,
-        granularity: str = "group",
-        lr_limit: float | None = None,
-        lr_limit_power: float = 2.0,
         maximize: bool = False,
         foreach: bool | None = None,
+        **hypergrad: Any,
     ) -> None:
         super().__init__(
-            params,
-            lr,
-            betas,
-            eps,
-            weight_decay,
-            amsgrad,
-            decoupled_weight_decay=True,
-            hypergrad_lr=hypergrad_lr,
-            hypergrad_rule=hypergrad_rule,
-            lr_bounds=lr_bounds,
-            granularity=granularity,
-            lr_limit=lr_limit,
-            lr_limit_power=lr_limit_power,
-            maximize=maximize,
-            foreach=foreach,
+            params, lr, betas, eps, weight_decay, amsgrad,
+            decoupled_weight_decay=True, maximize=maximize, foreach=foreach, **hypergrad,
         )
 
     def __setstate__(self, state: dict[str, Any]) -> None:
@@ -252,19 +218,6 @@ class AdamWHD(AdamHD):
 
 def _keeps_previous_param(group: dict[str, Any]) -> bool:
     return bool(group["decoupled_weight_decay"]) and group["weight_decay"] != 0
-
-
-def validate_adam_arguments(betas: Sequence[float], eps: float, weight_decay: float) -> None:
-    """The checks torch.optim.Adam makes, with messages that name the argument."""
-    if len(betas) != 2:
-        raise ValueError(f"Invalid betas: {betas!r} (must be a pair (beta1, beta2))")
-    for index, beta in enumerate(betas):
-        if not 0.0 <= beta < 1.0:
-            raise ValueError(f"Invalid beta parameter at index {index} of betas: {beta} (must be in [0, 1))")
-    if not 0.0 <= eps:
-        raise ValueError(f"Invalid eps: {eps} (must be >= 0)")
-    if not 0.0 <= weight_decay:
-        raise ValueError(f"Invalid weight_decay: {weight_decay} (must be >= 0)")
 
 
 def _on_host(step: Tensor) -> bool:
@@ -321,15 +274,8 @@ def previous_adam_directions(
 
 
 def _single_tensor_update(
-    params: list[Tensor],
-    grads: list[Tensor],
-    states: list[dict[str, Any]],
-    *,
-    lr: LearningRate,
-    beta1: float,
-    beta2: float,
-    eps: float,
-    amsgrad: bool,
+    params: list[Tensor], grads: list[Tensor], states: list[dict[str, Any]],
+    *, lr: LearningRate, beta1: float, beta2: float, eps: float, amsgrad: bool,
 ) -> None:
     """torch.optim.Adam's for-loop step, arithmetic for arithmetic."""
     for param, grad, state in zip(params, grads, states):
@@ -354,20 +300,11 @@ def _single_tensor_update(
 
 
 def _multi_tensor_update(
-    params: list[Tensor],
-    grads: list[Tensor],
-    states: list[dict[str, Any]],
-    *,
-    lr: LearningRate,
-    beta1: float,
-    beta2: float,
-    eps: float,
-    amsgrad: bool,
+    params: list[Tensor], grads: list[Tensor], states: list[dict[str, Any]],
+    *, lr: LearningRate, beta1: float, beta2: float, eps: float, amsgrad: bool,
 ) -> None:
     """torch.optim.Adam's foreach step, grouped by device and dtype."""
-    grouped = torch.optim.Optimizer._group_tensors_by_device_and_dtype([params, grads], with_indices=True)
-    for (device_params, device_grads), indices in grouped.values():
-        device_states = [states[i] for i in indices]
+    for device_params, device_grads, device_states in by_device(params, grads, states):
         exp_avgs = [s["exp_avg"] for s in device_states]
         exp_avg_sqs = [s["exp_avg_sq"] for s in device_states]
         steps = [s["step"] for s in device_states]

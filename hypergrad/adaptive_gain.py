@@ -9,8 +9,9 @@ from collections.abc import Sequence
 from typing import Any
 
 import torch
-from torch import Tensor
 from torch.optim import Optimizer
+
+from ._validation import check_finite_nonnegative, check_interval, check_nonnegative, check_pair
 
 __all__ = ["AdaptiveGainSGD"]
 
@@ -61,30 +62,17 @@ class AdaptiveGainSGD(Optimizer):
         *,
         maximize: bool = False,
     ) -> None:
-        if not (math.isfinite(lr) and lr >= 0.0):
-            raise ValueError(f"Invalid lr: {lr} (must be a finite number >= 0)")
-        if not 0.0 <= momentum:
-            raise ValueError(f"Invalid momentum: {momentum} (must be >= 0)")
-        if not (math.isfinite(gain_increase) and gain_increase >= 0.0):
-            raise ValueError(f"Invalid gain_increase: {gain_increase} (must be a finite number >= 0)")
-        if not 0.0 < gain_decrease <= 1.0:
-            raise ValueError(f"Invalid gain_decrease: {gain_decrease} (must be in (0, 1])")
-        try:
-            low, high = (float(b) for b in gain_bounds)
-        except (TypeError, ValueError):
-            raise ValueError(f"Invalid gain_bounds: {gain_bounds!r} (must be a pair (low, high))") from None
+        check_finite_nonnegative("lr", lr)
+        check_nonnegative(momentum=momentum)
+        check_finite_nonnegative("gain_increase", gain_increase)
+        check_interval("gain_decrease", gain_decrease, 0.0, 1.0, open_low=True)
+        low, high = check_pair("gain_bounds", gain_bounds)
         if not 0.0 < low <= 1.0 <= high < math.inf:
             raise ValueError(f"Invalid gain_bounds: {gain_bounds!r} (must satisfy 0 < low <= 1 <= high < inf)")
-        if not 0.0 <= weight_decay:
-            raise ValueError(f"Invalid weight_decay: {weight_decay} (must be >= 0)")
+        check_nonnegative(weight_decay=weight_decay)
         defaults = dict(
-            lr=lr,
-            momentum=momentum,
-            gain_increase=gain_increase,
-            gain_decrease=gain_decrease,
-            gain_bounds=(low, high),
-            weight_decay=weight_decay,
-            maximize=maximize,
+            lr=lr, momentum=momentum, gain_increase=gain_increase, gain_decrease=gain_decrease,
+            gain_bounds=(low, high), weight_decay=weight_decay, maximize=maximize,
         )
         super().__init__(params, defaults)
 

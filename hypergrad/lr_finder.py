@@ -8,23 +8,32 @@ into a (min, max) pair for `torch.optim.lr_scheduler.CyclicLR` / `OneCycleLR`.
 
 from __future__ import annotations
 
-import bisect
-import copy
+import functools
 import math
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Literal
 
 import torch
 from torch import Tensor, nn
 
+from ._lr_rules import RULES, SUGGESTION_METHODS, interp_log
+from ._range_test import (
+    Curve,
+    Snapshot,
+    cycle,
+    evaluate,
+    lr_schedule,
+    mean_loss,
+    model_device,
+    run_range_test,
+    switch_off_hypergradients,
+)
+
 if TYPE_CHECKING:
     from matplotlib.axes import Axes
 
 __all__ = ["LRFinderResult", "find_lr"]
-
-SUGGESTION_METHODS = ("valley", "slide", "minimum", "steep")
-
 
 @dataclass(frozen=True)
 class LRFinderResult:
@@ -119,7 +128,7 @@ class LRFinderResult:
         if method not in SUGGESTION_METHODS:
             raise ValueError(f"method must be one of {SUGGESTION_METHODS}, got {method!r}")
         lrs, values = self._curve(skip_start, skip_end)
-        return _RULES[method](lrs, values)
+        return RULES[method](lrs, values)
 
     def suggestions(self, *, skip_start: int | None = None, skip_end: int = 5) -> dict[str, float]:
         """All four suggestions, as ``{method: lr}``."""
@@ -172,7 +181,7 @@ class LRFinderResult:
         markers = "ovsD^<>p"
         for i, method in enumerate(suggestions):
             lr = self.suggest(method, skip_start=skip_start, skip_end=skip_end)
-            y = _interp_log(lr, self.lrs, values)
+            y = interp_log(lr, self.lrs, values)
             ax.plot([lr], [y], marker=markers[i % len(markers)], color=f"C{i + 1}",
                     linestyle="none", markersize=8, label=f"{method}: {lr:.2e}")
         ax.set_xscale("log")
@@ -188,199 +197,6 @@ class LRFinderResult:
         title = "LR range test" + (" (stopped: diverged)" if self.diverged else "")
         ax.set_title(title)
         return ax
-
-
-def _valley(lrs: list[float], values: list[float]) -> float:
-    # Length of the longest strictly decreasing subsequence ending at each point: the longest
-    # increasing subsequence of the negated values, by patience sorting (O(n log n); fastai's
-    # double loop is O(n^2) and gives the same lengths).
-    tails: list[float] = []
-    lds = []
-    for v in values:
-        k = bisect.bisect_left(tails, -v)
-        if k == len(tails):
-            tails.append(-v)
-        else:
-            tails[k] = -v
-        lds.append(k + 1)
-    max_end = lds.index(max(lds))
-    max_start = max_end - lds[max_end]
-    sections = (max_end - max_start) / 3
-    idx = max_start + int(sections) + int(sections / 2)
-    return lrs[idx]
-
-
-# fastai's slide rule was tuned on its default test: 100 points from 1e-7 to 10.
-_FASTAI_DECADES_PER_POINT = 8 / 99
-_SLIDE_WINDOW_DECADES = 15 * _FASTAI_DECADES_PER_POINT  # fastai's lr_diff = 15 points
-_SLIDE_THRESH_PER_DECADE = 0.002 / _FASTAI_DECADES_PER_POINT  # fastai's 0.005 per point, relative
-
-
-def _slide(lrs: list[float], values: list[float]) -> float:
-    decades_per_point = math.log10(lrs[-1] / lrs[0]) / (len(lrs) - 1)
-    lr_diff = max(1, round(_SLIDE_WINDOW_DECADES / decades_per_point))
-    thresh = _SLIDE_THRESH_PER_DECADE * decades_per_point
-    scale = abs(values[0]) if values[0] != 0 else 1.0
-    grad = _gradient([v / scale for v in values])
-    n = len(values)
-    r_idx, l_idx = n - 1, n - 1 - lr_diff
-    if l_idx < 0:
-        raise ValueError(
-            f"'slide' needs a curve longer than its window ({lr_diff} points, "
-            f"{_SLIDE_WINDOW_DECADES:.2f} decades of lr), the curve has {n}"
-        )
-    local_min_lr = lrs[l_idx]
-    while l_idx >= 0 and abs(grad[r_idx] - grad[l_idx]) > thresh:
-        local_min_lr = lrs[l_idx]
-        r_idx -= 1
-        l_idx -= 1
-    return local_min_lr
-
-
-def _minimum(lrs: list[float], values: list[float]) -> float:
-    return lrs[values.index(min(values))] / 10
-
-
-def _steep(lrs: list[float], values: list[float]) -> float:
-    slopes = [
-        (values[i + 1] - values[i]) / (math.log(lrs[i + 1]) - math.log(lrs[i]))
-        for i in range(len(values) - 1)
-    ]
-    return lrs[slopes.index(min(slopes))]
-
-
-_RULES: dict[str, Callable[[list[float], list[float]], float]] = {
-    "valley": _valley,
-    "slide": _slide,
-    "minimum": _minimum,
-    "steep": _steep,
-}
-
-
-def _gradient(values: list[float]) -> list[float]:
-    """``numpy.gradient`` with unit spacing: central differences, one-sided at the ends."""
-    n = len(values)
-    if n < 2:
-        return [0.0] * n
-    inner = [(values[i + 1] - values[i - 1]) / 2 for i in range(1, n - 1)]
-    return [values[1] - values[0], *inner, values[-1] - values[-2]]
-
-
-def _interp_log(lr: float, lrs: list[float], values: list[float]) -> float:
-    """The curve's value at ``lr``, interpolating linearly in log lr."""
-    x = math.log(lr)
-    xs = [math.log(v) for v in lrs]
-    if x <= xs[0]:
-        return values[0]
-    for i in range(1, len(xs)):
-        if x <= xs[i]:
-            t = (x - xs[i - 1]) / (xs[i] - xs[i - 1]) if xs[i] > xs[i - 1] else 0.0
-            return values[i - 1] + t * (values[i] - values[i - 1])
-    return values[-1]
-
-
-# Param-group keys with which a hypergradient optimizer moves its lr by itself, and the values
-# that switch that off (the optimizer is then exactly its torch.optim base): the hypergradient
-# step size, and the convergence-ensuring blend towards a fixed lr, which rewrites the lr.
-_HYPERGRADIENT_OFF: dict[str, float | None] = {"hypergrad_lr": 0.0, "lr_limit": None}
-
-
-def _set_group_value(group: dict[str, Any], key: str, value: float | None) -> None:
-    """Write a hyperparameter in place when it is a tensor (as torch's schedulers do), so a
-    tensor lr stays the same tensor object (CUDA graphs and capturable optimizers rely on it)."""
-    if isinstance(group[key], Tensor) and value is not None:
-        group[key].fill_(value)
-    else:
-        group[key] = value
-
-
-def _to_device(batch: Any, device: torch.device) -> Any:
-    if isinstance(batch, Tensor):
-        return batch.to(device, non_blocking=True)
-    if isinstance(batch, (list, tuple)):
-        return type(batch)(_to_device(b, device) for b in batch)
-    if isinstance(batch, dict):
-        return {k: _to_device(v, device) for k, v in batch.items()}
-    return batch
-
-
-def _split_batch(batch: Any) -> tuple[Any, Any]:
-    if not isinstance(batch, (list, tuple)) or len(batch) != 2:
-        raise TypeError(
-            "each batch from loader must be an (inputs, targets) pair, got "
-            f"{type(batch).__name__}" + (f" of length {len(batch)}" if isinstance(batch, (list, tuple)) else "")
-        )
-    return batch[0], batch[1]
-
-
-def _batch_size(targets: Any) -> int:
-    return int(targets.shape[0]) if isinstance(targets, Tensor) and targets.dim() > 0 else 1
-
-
-class _Snapshot:
-    """Everything `find_lr` changes, copied in memory, and put back bit for bit."""
-
-    def __init__(self, model: nn.Module, optimizer: torch.optim.Optimizer) -> None:
-        self.model_state = copy.deepcopy(model.state_dict())
-        self.optimizer_state = copy.deepcopy(optimizer.state_dict())
-        # Tensor-valued hyperparameters (a CUDA optimizer's lr) are restored into the same
-        # tensor objects, as `_set_group_value` wrote them.
-        self.group_tensors = [
-            {k: v for k, v in group.items() if isinstance(v, Tensor)}
-            for group in optimizer.param_groups
-        ]
-        params = {id(p): p for p in model.parameters()}
-        for group in optimizer.param_groups:
-            params.update({id(p): p for p in group["params"]})
-        self.grads = [
-            (p, None if p.grad is None else p.grad.detach().clone()) for p in params.values()
-        ]
-        self.training = [(m, m.training) for m in model.modules()]
-
-    def restore(self, model: nn.Module, optimizer: torch.optim.Optimizer) -> None:
-        model.load_state_dict(self.model_state)
-        optimizer.load_state_dict(self.optimizer_state)
-        with torch.no_grad():
-            for group, tensors in zip(optimizer.param_groups, self.group_tensors, strict=True):
-                for key, original in tensors.items():
-                    original.copy_(group[key])
-                    group[key] = original
-        for p, grad in self.grads:
-            p.grad = grad
-        for module, training in self.training:
-            module.train(training)
-
-
-def _cycle(loader: Iterable[Any]) -> Iterator[Any]:
-    """Batches of ``loader``, starting over when it runs out; ValueError if it is empty."""
-    while True:
-        empty = True
-        for batch in loader:
-            empty = False
-            yield batch
-        if empty:
-            raise ValueError("loader is empty: it yielded no batch")
-
-
-def _evaluate(
-    model: nn.Module,
-    loader: Iterable[Any],
-    score: Callable[[Tensor, Any], Tensor | float],
-    device: torch.device,
-) -> float:
-    """Mean of ``score(outputs, targets)`` over ``loader``, weighted by batch size."""
-    model.eval()
-    total, count = 0.0, 0
-    with torch.no_grad():
-        for batch in loader:
-            inputs, targets = _split_batch(_to_device(batch, device))
-            n = _batch_size(targets)
-            total += float(score(model(inputs), targets)) * n
-            count += n
-    model.train()
-    if count == 0:
-        raise ValueError("val_loader is empty: it yielded no batch")
-    return total / count
 
 
 def find_lr(
@@ -446,13 +262,49 @@ def find_lr(
             loss of each is divided by this), >= 1.
         device: where batches are moved; default: the device of the model's first parameter.
 
-    Returns:
-        The recorded curve (`LRFinderResult`).
-
-    Raises:
-        ValueError: a bad argument (naming it), or an empty loader.
-        TypeError: a batch that is not an ``(inputs, targets)`` pair.
+    Returns the recorded curve (`LRFinderResult`). Raises ``ValueError`` for a bad argument
+    (naming it) or an empty loader, ``TypeError`` for a batch that is not an ``(inputs, targets)``
+    pair.
     """
+    _check_arguments(
+        start_lr=start_lr, end_lr=end_lr, num_iter=num_iter, mode=mode, smooth=smooth,
+        diverge_factor=diverge_factor, metric_goal=metric_goal, metric=metric, val_loader=val_loader,
+        accumulation_steps=accumulation_steps, loader=loader,
+    )
+    device = model_device(model) if device is None else torch.device(device)
+    validate = None
+    if val_loader is not None:
+        validate = functools.partial(evaluate, model, val_loader, metric if metric is not None else loss_fn, device)
+    curve = Curve(smooth, diverge_factor, metric_values=[] if val_loader is not None else None)
+    snapshot = Snapshot(model, optimizer)
+    try:
+        switch_off_hypergradients(optimizer)
+        model.train()
+        next_loss = functools.partial(mean_loss, model, loss_fn, cycle(loader), device, accumulation_steps)
+        run_range_test(optimizer, lr_schedule(start_lr, end_lr, num_iter, mode), curve, next_loss, validate)
+    finally:
+        snapshot.restore(model, optimizer)
+    goal = metric_goal if metric is not None else "min"
+    return LRFinderResult(lrs=curve.lrs, losses=curve.losses, raw_losses=curve.raw_losses,
+                          metric_values=curve.metric_values, metric_goal=goal, num_iter=num_iter,
+                          diverged=curve.diverged)
+
+
+def _check_arguments(
+    *,
+    start_lr: float,
+    end_lr: float,
+    num_iter: int,
+    mode: str,
+    smooth: float,
+    diverge_factor: float,
+    metric_goal: str,
+    metric: Callable[[Tensor, Any], Tensor | float] | None,
+    val_loader: Iterable[Any] | None,
+    accumulation_steps: int,
+    loader: Iterable[Any],
+) -> None:
+    """`find_lr`'s argument checks, in the order of its signature."""
     if not (math.isfinite(start_lr) and start_lr > 0):
         raise ValueError(f"start_lr must be a finite number > 0, got {start_lr}")
     if not (math.isfinite(end_lr) and end_lr > start_lr):
@@ -473,76 +325,3 @@ def find_lr(
         raise ValueError(f"accumulation_steps must be an int >= 1, got {accumulation_steps!r}")
     if hasattr(loader, "__len__") and len(loader) == 0:  # type: ignore[arg-type]
         raise ValueError("loader is empty: it has no batch")
-    if device is None:
-        first = next(model.parameters(), None)
-        device = first.device if first is not None else torch.device("cpu")
-    device = torch.device(device)
-
-    if mode == "exp":
-        ratio = end_lr / start_lr
-        schedule = [start_lr * ratio ** (i / (num_iter - 1)) for i in range(num_iter)]
-    else:
-        schedule = [start_lr + (end_lr - start_lr) * i / (num_iter - 1) for i in range(num_iter)]
-    val_score = metric if metric is not None else loss_fn
-    goal: Literal["min", "max"] = metric_goal if metric is not None else "min"
-
-    snapshot = _Snapshot(model, optimizer)
-    lrs: list[float] = []
-    raw_losses: list[float] = []
-    losses: list[float] = []
-    metric_values: list[float] | None = [] if val_loader is not None else None
-    diverged = False
-    try:
-        for group in optimizer.param_groups:
-            for key, off in _HYPERGRADIENT_OFF.items():
-                if key in group:
-                    _set_group_value(group, key, off)
-        model.train()
-        batches = _cycle(loader)
-        avg, best = 0.0, math.inf
-        val_after_step = math.nan
-        # Step i is scored by the loss on the batch of step i + 1, so one last forward pass
-        # (i == num_iter) scores the last step and takes no step itself.
-        for i in range(num_iter + 1):
-            taking_step = i < num_iter
-            if taking_step:
-                for group in optimizer.param_groups:
-                    _set_group_value(group, "lr", schedule[i])
-                optimizer.zero_grad(set_to_none=True)
-            loss_sum = 0.0
-            for _ in range(accumulation_steps):
-                inputs, targets = _split_batch(_to_device(next(batches), device))
-                with torch.set_grad_enabled(taking_step):
-                    loss = loss_fn(model(inputs), targets)
-                    if taking_step:
-                        (loss / accumulation_steps).backward()
-                loss_sum += float(loss.detach())
-            if i > 0:
-                raw = loss_sum / accumulation_steps
-                t = len(raw_losses) + 1
-                avg = (1 - smooth) * avg + smooth * raw
-                smoothed = avg / (1 - (1 - smooth) ** t)
-                lrs.append(schedule[i - 1])
-                raw_losses.append(raw)
-                losses.append(smoothed)
-                if metric_values is not None:
-                    metric_values.append(val_after_step)
-                if not math.isfinite(smoothed) or (best > 0 and smoothed > diverge_factor * best):
-                    diverged = True
-                    break
-                best = min(best, smoothed)
-            if taking_step:
-                optimizer.step()
-                if val_loader is not None:
-                    val_after_step = _evaluate(model, val_loader, val_score, device)
-    finally:
-        snapshot.restore(model, optimizer)
-    return LRFinderResult(
-        lrs=lrs,
-        losses=losses,
-        raw_losses=raw_losses,
-        metric_values=metric_values,
-        metric_goal=goal,
-        num_iter=num_iter,
-        diverged=diverged,
-    )

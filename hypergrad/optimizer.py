@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -12,18 +12,16 @@ from torch.optim import Optimizer
 from torch.optim.optimizer import _default_to_fused_or_foreach
 
 from ._hypergradient import (
-    LearningRate,
     blended_lr,
-    check_group_settings,
     element_statistics,
-    hypergradient_statistics,
+    group_statistics,
     store_lr,
     tensor_statistics,
     updated_lr,
-    validate_hypergrad_settings,
-    validate_lr,
-    validate_variant_settings,
 )
+from ._kernels import LearningRate, as_real
+from ._keywords import HYPERGRAD_KEYWORDS, keyword_defaults, resolved, spelled_out
+from ._validation import checked_group_settings
 from .distributed import all_reduce_statistics
 
 __all__ = ["HypergradOptimizer", "GroupTensors", "PreviousDirections", "effective_grads"]
@@ -97,30 +95,18 @@ class HypergradOptimizer(Optimizer):
     step of a group without it.
     """
 
-    def __init__(
-        self,
-        params: Any,
-        defaults: dict[str, Any],
-        *,
-        hypergrad_lr: float,
-        hypergrad_rule: str,
-        lr_bounds: Sequence[float] | None,
-        granularity: str = "group",
-        lr_limit: float | None = None,
-        lr_limit_power: float = 2.0,
-    ) -> None:
-        validate_lr(defaults["lr"])
-        lr_bounds = validate_hypergrad_settings(hypergrad_lr, hypergrad_rule, lr_bounds)
-        validate_variant_settings(granularity, lr_limit, lr_limit_power, lr_bounds)
-        defaults = dict(
-            defaults,
-            hypergrad_lr=hypergrad_lr,
-            hypergrad_rule=hypergrad_rule,
-            lr_bounds=lr_bounds,
-            granularity=granularity,
-            lr_limit=lr_limit,
-            lr_limit_power=lr_limit_power,
-        )
+    #: The defaults of the hypergradient keywords; each base rule sets its own ``hypergrad_lr``.
+    hypergrad_defaults: dict[str, Any] = keyword_defaults()
+
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        if "__init__" in cls.__dict__:
+            cls.__init__.__signature__ = spelled_out(cls.__init__, cls.hypergrad_defaults)  # type: ignore[attr-defined]
+
+    def __init__(self, params: Any, defaults: dict[str, Any], **hypergrad: Any) -> None:
+        """``defaults``: the base rule's; ``hypergrad``: the keywords of the class's
+        ``hypergrad_defaults`` it overrides. Every group is checked once, in ``add_param_group``."""
+        defaults = dict(defaults, **resolved(type(self).__name__, self.hypergrad_defaults, hypergrad))
         # Every group has the key, whether or not the subclass offers the keyword: torch's
         # capture health check reads it, and torch.compile adds it while tracing (its guard on
         # the key then fails within the same frame when the key was absent).
@@ -128,17 +114,18 @@ class HypergradOptimizer(Optimizer):
         super().__init__(params, defaults)
 
     def add_param_group(self, param_group: dict[str, Any]) -> None:
+        """torch.optim's, after checking the group's hypergradient settings (its own keys over the
+        defaults): a refused group leaves the optimizer as it was."""
+        settings = {key: param_group.get(key, self.defaults[key]) for key in ("lr", *HYPERGRAD_KEYWORDS)}
+        checked = checked_group_settings(settings)
         super().add_param_group(param_group)
-        check_group_settings(self.param_groups[-1])
+        self.param_groups[-1].update(checked)
 
     def __setstate__(self, state: dict[str, Any]) -> None:
         super().__setstate__(state)
         for group in self.param_groups:
-            group.setdefault("hypergrad_rule", "additive")
-            group.setdefault("lr_bounds", None)
-            group.setdefault("granularity", "group")
-            group.setdefault("lr_limit", None)
-            group.setdefault("lr_limit_power", 2.0)
+            for key, value in self.hypergrad_defaults.items():
+                group.setdefault(key, value)
             group.setdefault("maximize", False)
             group.setdefault("foreach", None)
             group.setdefault("capturable", False)
@@ -170,7 +157,7 @@ class HypergradOptimizer(Optimizer):
                 continue
             if p.grad.is_sparse:
                 raise RuntimeError(f"{type(self).__name__} does not support sparse gradients")
-            param, grad = (torch.view_as_real(p), torch.view_as_real(p.grad)) if p.is_complex() else (p, p.grad)
+            param, grad = as_real(p), as_real(p.grad)
             state = self.state[p]
             self._init_state(group, param, state)
             tensors.params.append(param)
@@ -233,8 +220,8 @@ class HypergradOptimizer(Optimizer):
             for group, tensors in active
         ]
         statistics = all_reduce_statistics([tensors.params for _, tensors in active], statistics)
-        for (group, tensors), group_statistics in zip(active, statistics):
-            self._step_group(group, tensors, group_statistics)
+        for (group, tensors), statistics_of_group in zip(active, statistics):
+            self._step_group(group, tensors, statistics_of_group)
         return loss
 
     def _hypergradient_statistics(
@@ -250,7 +237,7 @@ class HypergradOptimizer(Optimizer):
         grads = [tensors.grads[i] for i in previous.indices]
         rule, granularity = group["hypergrad_rule"], group["granularity"]
         if granularity == "group":
-            return hypergradient_statistics(grads, previous.directions, rule, previous.scales)
+            return group_statistics(grads, previous.directions, rule, previous.scales)
         if granularity == "tensor":
             rows = tensor_statistics(grads, previous.directions, rule, previous.scales)
             assert rows is not None

@@ -87,40 +87,9 @@ def layerwise_param_groups(
         ValueError: bad rates, both or neither of ``lr`` / ``lr_range``, a head that is not
             part of the model or has no trainable parameter, or nothing trainable.
     """
-    if (lr is None) == (lr_range is None):
-        raise ValueError("give exactly one of lr and lr_range")
-    if lr is not None and not (math.isfinite(lr) and lr > 0):
-        raise ValueError(f"lr must be a finite number > 0, got {lr}")
-    if decay is not None:
-        if lr_range is not None:
-            raise ValueError("decay goes with lr; lr_range already fixes every block's rate")
-        if not 0 < decay <= 1:
-            raise ValueError(f"decay must be in (0, 1], got {decay}")
-    if lr_range is not None:
-        if len(lr_range) != 2:
-            raise ValueError(f"lr_range must be a (low, high) pair, got {lr_range!r}")
-        low, high = lr_range
-        if not (math.isfinite(low) and math.isfinite(high) and 0 < low <= high):
-            raise ValueError(f"lr_range must satisfy 0 < low <= high (finite), got {lr_range!r}")
-    if not (math.isfinite(head_lr_mult) and head_lr_mult > 0):
-        raise ValueError(f"head_lr_mult must be a finite number > 0, got {head_lr_mult}")
-
-    head_ids: set[int] = set()
-    head_params: list[nn.Parameter] = []
-    if head is not None:
-        if isinstance(head, str):
-            try:
-                head = model.get_submodule(head)
-            except AttributeError as err:
-                raise ValueError(f"head {head!r} is not a submodule of the model") from err
-        elif not any(m is head for m in model.modules()):
-            raise ValueError("head must be a submodule of model (or its name)")
-        head_params = [p for p in head.parameters() if p.requires_grad]
-        if not head_params:
-            raise ValueError("head has no trainable parameter")
-        head_ids = {id(p) for p in head_params}
-
-    seen = set(head_ids)
+    _check_rates(lr, decay, lr_range, head_lr_mult)
+    head_params = _head_params(model, head)
+    seen = {id(p) for p in head_params}
     body: list[tuple[str, list[nn.Parameter]]] = []
     for name, _, params in _blocks(model):
         trainable = [p for p in params if p.requires_grad and id(p) not in seen]
@@ -147,3 +116,44 @@ def layerwise_param_groups(
     if head_params:
         groups.append({"params": head_params, "lr": top * head_lr_mult, "name": "head"})
     return groups
+
+
+def _check_rates(
+    lr: float | None, decay: float | None, lr_range: tuple[float, float] | None, head_lr_mult: float
+) -> None:
+    """`layerwise_param_groups`' checks of the rates it is given."""
+    if (lr is None) == (lr_range is None):
+        raise ValueError("give exactly one of lr and lr_range")
+    if lr is not None and not (math.isfinite(lr) and lr > 0):
+        raise ValueError(f"lr must be a finite number > 0, got {lr}")
+    if decay is not None:
+        if lr_range is not None:
+            raise ValueError("decay goes with lr; lr_range already fixes every block's rate")
+        if not 0 < decay <= 1:
+            raise ValueError(f"decay must be in (0, 1], got {decay}")
+    if lr_range is not None:
+        if len(lr_range) != 2:
+            raise ValueError(f"lr_range must be a (low, high) pair, got {lr_range!r}")
+        low, high = lr_range
+        if not (math.isfinite(low) and math.isfinite(high) and 0 < low <= high):
+            raise ValueError(f"lr_range must satisfy 0 < low <= high (finite), got {lr_range!r}")
+    if not (math.isfinite(head_lr_mult) and head_lr_mult > 0):
+        raise ValueError(f"head_lr_mult must be a finite number > 0, got {head_lr_mult}")
+
+
+def _head_params(model: nn.Module, head: nn.Module | str | None) -> list[nn.Parameter]:
+    """The head's trainable parameters (none without a head); ValueError if it is not part of
+    ``model`` or has none."""
+    if head is None:
+        return []
+    if isinstance(head, str):
+        try:
+            head = model.get_submodule(head)
+        except AttributeError as err:
+            raise ValueError(f"head {head!r} is not a submodule of the model") from err
+    elif not any(m is head for m in model.modules()):
+        raise ValueError("head must be a submodule of model (or its name)")
+    head_params = [p for p in head.parameters() if p.requires_grad]
+    if not head_params:
+        raise ValueError("head has no trainable parameter")
+    return head_params

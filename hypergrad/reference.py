@@ -1,19 +1,24 @@
 """Slow, obviously correct twins of the hypergradient optimizers.
 
-Written straight from the equations in ``hypergradient.md``: the effective gradient, the previous
+Written straight from the equations in ``docs/hypergradient.md``: the effective gradient, the previous
 update direction kept explicitly, one dot product over the group, the learning-rate rule, the base
 step. No foreach, no recomputation, no device tricks. The tests hold the fast optimizers to these.
 """
 
 from __future__ import annotations
 
+import inspect
 import math
-from collections.abc import Sequence
 from typing import Any
 
 import torch
 from torch import Tensor
 from torch.optim import Optimizer
+
+from .adagrad import AdagradHD
+from .adam import AdamHD, AdamWHD
+from .rmsprop import RMSpropHD
+from .sgd import SGDHD
 
 __all__ = [
     "SGDHDReference",
@@ -60,9 +65,36 @@ def _blend(rate: Any, group: dict[str, Any]) -> Any:
     return delta * rate + (1 - delta) * group["lr_limit"]
 
 
+#: Arguments that choose how the fast optimizers compute, not what: the twins have no such choice.
+IMPLEMENTATION_SWITCHES: tuple[str, ...] = ("foreach", "capturable")
+
+
 class _ReferenceHD(Optimizer):
     """One loop for every base rule: rates per group, tensor or weight, kept as absolute values
-    (``group["lr_hd"]``, ``state["rate"]``, ``state["rates"]``), blended when ``lr_limit`` is set."""
+    (``group["lr_hd"]``, ``state["rate"]``, ``state["rates"]``), blended when ``lr_limit`` is set.
+
+    A twin takes its fast optimizer's arguments, with their defaults, less the implementation
+    switches (``class SGDHDReference(_ReferenceHD, fast=SGDHD)``); ``fixed`` settings are
+    not arguments (AdamW's decoupled decay). No argument is checked: the twin trusts its input.
+    """
+
+    fast: type[Optimizer]
+    fixed: dict[str, Any] = {}
+
+    def __init_subclass__(cls, fast: type[Optimizer] | None = None, fixed: dict[str, Any] | None = None) -> None:
+        super().__init_subclass__()
+        cls.fast = fast or cls.fast
+        cls.fixed = fixed or cls.fixed
+        signature = inspect.signature(cls.fast)
+        cls.__signature__ = signature.replace(  # type: ignore[attr-defined]
+            parameters=[p for name, p in signature.parameters.items() if name not in IMPLEMENTATION_SWITCHES]
+        )
+
+    def __init__(self, params: Any, *args: Any, **kwargs: Any) -> None:
+        bound = self.__signature__.bind(params, *args, **kwargs)
+        bound.apply_defaults()
+        defaults = {name: value for name, value in bound.arguments.items() if name != "params"}
+        super().__init__(params, {**defaults, **self.fixed})
 
     def _direction(self, group: dict[str, Any], p: Tensor, g: Tensor, state: dict[str, Any]) -> Tensor:
         raise NotImplementedError
@@ -119,33 +151,8 @@ class _ReferenceHD(Optimizer):
         return loss
 
 
-class SGDHDReference(_ReferenceHD):
+class SGDHDReference(_ReferenceHD, fast=SGDHD):
     """SGD-HD / heavy-ball HD / SGDN-HD, one plain loop (see :class:`hypergrad.SGDHD`)."""
-
-    def __init__(
-        self,
-        params: Any,
-        lr: float = 1e-3,
-        momentum: float = 0.0,
-        dampening: float = 0.0,
-        weight_decay: float = 0.0,
-        nesterov: bool = False,
-        *,
-        hypergrad_lr: float = 1e-3,
-        hypergrad_rule: str = "additive",
-        lr_bounds: Sequence[float] | None = None,
-        granularity: str = "group",
-        lr_limit: float | None = None,
-        lr_limit_power: float = 2.0,
-        maximize: bool = False,
-    ) -> None:
-        defaults = dict(
-            lr=lr, momentum=momentum, dampening=dampening, weight_decay=weight_decay,
-            nesterov=nesterov, hypergrad_lr=hypergrad_lr, hypergrad_rule=hypergrad_rule,
-            lr_bounds=lr_bounds, granularity=granularity, lr_limit=lr_limit,
-            lr_limit_power=lr_limit_power, maximize=maximize,
-        )
-        super().__init__(params, defaults)
 
     def _direction(self, group: dict[str, Any], p: Tensor, g: Tensor, state: dict[str, Any]) -> Tensor:
         mu = group["momentum"]
@@ -158,34 +165,8 @@ class SGDHDReference(_ReferenceHD):
         return g + mu * state["velocity"] if group["nesterov"] else state["velocity"]
 
 
-class AdamHDReference(_ReferenceHD):
+class AdamHDReference(_ReferenceHD, fast=AdamHD):
     """Adam-HD / AMSGrad-HD, one plain loop (see :class:`hypergrad.AdamHD`)."""
-
-    def __init__(
-        self,
-        params: Any,
-        lr: float = 1e-3,
-        betas: tuple[float, float] = (0.9, 0.999),
-        eps: float = 1e-8,
-        weight_decay: float = 0.0,
-        amsgrad: bool = False,
-        *,
-        decoupled_weight_decay: bool = False,
-        hypergrad_lr: float = 1e-7,
-        hypergrad_rule: str = "additive",
-        lr_bounds: Sequence[float] | None = None,
-        granularity: str = "group",
-        lr_limit: float | None = None,
-        lr_limit_power: float = 2.0,
-        maximize: bool = False,
-    ) -> None:
-        defaults = dict(
-            lr=lr, betas=betas, eps=eps, weight_decay=weight_decay, amsgrad=amsgrad,
-            hypergrad_lr=hypergrad_lr, hypergrad_rule=hypergrad_rule, lr_bounds=lr_bounds,
-            granularity=granularity, lr_limit=lr_limit, lr_limit_power=lr_limit_power,
-            maximize=maximize, decoupled_weight_decay=decoupled_weight_decay,
-        )
-        super().__init__(params, defaults)
 
     def _direction(self, group: dict[str, Any], p: Tensor, g: Tensor, state: dict[str, Any]) -> Tensor:
         beta1, beta2 = group["betas"]
@@ -205,41 +186,12 @@ class AdamHDReference(_ReferenceHD):
         return adam_direction
 
 
-class AdamWHDReference(AdamHDReference):
+class AdamWHDReference(AdamHDReference, fast=AdamWHD, fixed={"decoupled_weight_decay": True}):
     """AdamW-HD: the decoupled decay is part of the direction (see :class:`hypergrad.AdamWHD`)."""
 
-    def __init__(self, params: Any, lr: float = 1e-3, betas: tuple[float, float] = (0.9, 0.999),
-                 eps: float = 1e-8, weight_decay: float = 1e-2, amsgrad: bool = False, **hypergrad: Any) -> None:
-        super().__init__(params, lr, betas, eps, weight_decay, amsgrad, decoupled_weight_decay=True, **hypergrad)
 
-
-class AdagradHDReference(_ReferenceHD):
+class AdagradHDReference(_ReferenceHD, fast=AdagradHD):
     """Adagrad-HD, one plain loop (see :class:`hypergrad.AdagradHD`)."""
-
-    def __init__(
-        self,
-        params: Any,
-        lr: float = 1e-2,
-        lr_decay: float = 0.0,
-        weight_decay: float = 0.0,
-        initial_accumulator_value: float = 0.0,
-        eps: float = 1e-10,
-        *,
-        hypergrad_lr: float = 1e-6,
-        hypergrad_rule: str = "additive",
-        lr_bounds: Sequence[float] | None = None,
-        granularity: str = "group",
-        lr_limit: float | None = None,
-        lr_limit_power: float = 2.0,
-        maximize: bool = False,
-    ) -> None:
-        defaults = dict(
-            lr=lr, lr_decay=lr_decay, weight_decay=weight_decay,
-            initial_accumulator_value=initial_accumulator_value, eps=eps,
-            hypergrad_lr=hypergrad_lr, hypergrad_rule=hypergrad_rule, lr_bounds=lr_bounds,
-            granularity=granularity, lr_limit=lr_limit, lr_limit_power=lr_limit_power, maximize=maximize,
-        )
-        super().__init__(params, defaults)
 
     def _direction(self, group: dict[str, Any], p: Tensor, g: Tensor, state: dict[str, Any]) -> Tensor:
         if "t" not in state:
@@ -250,33 +202,8 @@ class AdagradHDReference(_ReferenceHD):
         return g / (decay * (state["G"].sqrt() + group["eps"]))
 
 
-class RMSpropHDReference(_ReferenceHD):
+class RMSpropHDReference(_ReferenceHD, fast=RMSpropHD):
     """RMSprop-HD (centered, momentum), one plain loop (see :class:`hypergrad.RMSpropHD`)."""
-
-    def __init__(
-        self,
-        params: Any,
-        lr: float = 1e-2,
-        alpha: float = 0.99,
-        eps: float = 1e-8,
-        weight_decay: float = 0.0,
-        momentum: float = 0.0,
-        centered: bool = False,
-        *,
-        hypergrad_lr: float = 1e-6,
-        hypergrad_rule: str = "additive",
-        lr_bounds: Sequence[float] | None = None,
-        granularity: str = "group",
-        lr_limit: float | None = None,
-        lr_limit_power: float = 2.0,
-        maximize: bool = False,
-    ) -> None:
-        defaults = dict(
-            lr=lr, alpha=alpha, eps=eps, weight_decay=weight_decay, momentum=momentum, centered=centered,
-            hypergrad_lr=hypergrad_lr, hypergrad_rule=hypergrad_rule, lr_bounds=lr_bounds,
-            granularity=granularity, lr_limit=lr_limit, lr_limit_power=lr_limit_power, maximize=maximize,
-        )
-        super().__init__(params, defaults)
 
     def _direction(self, group: dict[str, Any], p: Tensor, g: Tensor, state: dict[str, Any]) -> Tensor:
         rho = group["alpha"]

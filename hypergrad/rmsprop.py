@@ -2,14 +2,22 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
 from typing import Any
 
 import torch
 from torch import Tensor
 
-from ._hypergradient import LearningRate
-from .distributed import local_tensors
+from ._kernels import (
+    LearningRate,
+    as_real,
+    by_device,
+    descend,
+    direction_buffer,
+    foreach_descend,
+    stored_copies,
+)
+from ._keywords import keyword_defaults
+from ._validation import check_interval, check_nonnegative
 from .optimizer import GroupTensors, HypergradOptimizer, PreviousDirections
 
 __all__ = ["RMSpropHD"]
@@ -52,6 +60,8 @@ class RMSpropHD(HypergradOptimizer):
             :class:`hypergrad.HypergradOptimizer`.
     """
 
+    hypergrad_defaults = keyword_defaults(hypergrad_lr=1e-6)
+
     def __init__(
         self,
         params: Any,
@@ -64,41 +74,15 @@ class RMSpropHD(HypergradOptimizer):
         *,
         foreach: bool | None = None,
         maximize: bool = False,
-        hypergrad_lr: float = 1e-6,
-        hypergrad_rule: str = "additive",
-        lr_bounds: Sequence[float] | None = None,
-        granularity: str = "group",
-        lr_limit: float | None = None,
-        lr_limit_power: float = 2.0,
+        **hypergrad: Any,
     ) -> None:
-        if not 0.0 <= alpha <= 1.0:
-            raise ValueError(f"Invalid alpha: {alpha} (the smoothing constant; must be in [0, 1])")
-        if not 0.0 <= eps:
-            raise ValueError(f"Invalid eps: {eps} (must be >= 0)")
-        if not 0.0 <= momentum:
-            raise ValueError(f"Invalid momentum: {momentum} (must be >= 0)")
-        if not 0.0 <= weight_decay:
-            raise ValueError(f"Invalid weight_decay: {weight_decay} (must be >= 0)")
+        check_interval("alpha", alpha, 0.0, 1.0, meaning="the smoothing constant; ")
+        check_nonnegative(eps=eps, momentum=momentum, weight_decay=weight_decay)
         defaults = dict(
-            lr=lr,
-            alpha=alpha,
-            eps=eps,
-            weight_decay=weight_decay,
-            momentum=momentum,
-            centered=centered,
-            foreach=foreach,
-            maximize=maximize,
+            lr=lr, alpha=alpha, eps=eps, weight_decay=weight_decay, momentum=momentum,
+            centered=centered, foreach=foreach, maximize=maximize,
         )
-        super().__init__(
-            params,
-            defaults,
-            hypergrad_lr=hypergrad_lr,
-            hypergrad_rule=hypergrad_rule,
-            lr_bounds=lr_bounds,
-            granularity=granularity,
-            lr_limit=lr_limit,
-            lr_limit_power=lr_limit_power,
-        )
+        super().__init__(params, defaults, **hypergrad)
 
     def __setstate__(self, state: dict[str, Any]) -> None:
         super().__setstate__(state)
@@ -120,88 +104,53 @@ class RMSpropHD(HypergradOptimizer):
         # With momentum u_{t-1} is the momentum buffer (zeros before the first step: u_0 = 0).
         key = "momentum_buffer" if group["momentum"] > 0 else "hypergrad_direction"
         indices = [i for i, s in enumerate(tensors.states) if key in s]
-        return PreviousDirections(indices, [_as_real(tensors.states[i][key]) for i in indices])
+        return PreviousDirections(indices, [as_real(tensors.states[i][key]) for i in indices])
 
     def _update_params(self, group: dict[str, Any], tensors: GroupTensors, lr: LearningRate) -> None:
         rmsprop_update = _multi_tensor_update if self._use_foreach(group, tensors.params) else _single_tensor_update
         rmsprop_update(
-            tensors.params,
-            tensors.grads,
-            tensors.states,
-            lr=lr,
-            alpha=group["alpha"],
-            eps=group["eps"],
-            momentum=group["momentum"],
-            centered=group["centered"],
+            tensors.params, tensors.grads, tensors.states,
+            lr=lr, alpha=group["alpha"], eps=group["eps"], momentum=group["momentum"], centered=group["centered"],
         )
 
 
-def _as_real(tensor: Tensor) -> Tensor:
-    return torch.view_as_real(tensor) if tensor.is_complex() else tensor
-
-
-def _direction_buffer(state: dict[str, Any], like: Tensor) -> Tensor:
-    if "hypergrad_direction" not in state:
-        state["hypergrad_direction"] = torch.empty_like(like, memory_format=torch.preserve_format)
-    return state["hypergrad_direction"]
-
-
 def _single_tensor_update(
-    params: list[Tensor],
-    grads: list[Tensor],
-    states: list[dict[str, Any]],
-    *,
-    lr: LearningRate,
-    alpha: float,
-    eps: float,
-    momentum: float,
-    centered: bool,
+    params: list[Tensor], grads: list[Tensor], states: list[dict[str, Any]],
+    *, lr: LearningRate, alpha: float, eps: float, momentum: float, centered: bool,
 ) -> None:
     """torch.optim.RMSprop's for-loop step; without momentum ``g / avg`` is kept for the next
     hypergradient."""
     for param, grad, state in zip(params, grads, states):
         state["step"] += 1
-        square_avg = _as_real(state["square_avg"])
+        square_avg = as_real(state["square_avg"])
         square_avg.mul_(alpha).addcmul_(grad, grad, value=1 - alpha)
         if centered:
-            grad_avg = _as_real(state["grad_avg"])
+            grad_avg = as_real(state["grad_avg"])
             grad_avg.lerp_(grad, 1 - alpha)
             avg = square_avg.addcmul(grad_avg, grad_avg, value=-1).sqrt_()
         else:
             avg = square_avg.sqrt()
         avg = avg.add_(eps)
         if momentum > 0:
-            direction = _as_real(state["momentum_buffer"])
+            direction = as_real(state["momentum_buffer"])
             direction.mul_(momentum).addcdiv_(grad, avg)
         else:
-            direction = torch.div(grad, avg, out=_direction_buffer(state, grad))
-        if isinstance(lr, Tensor):
-            param.addcmul_(direction, lr, value=-1)
-        else:
-            param.add_(direction, alpha=-lr)
+            direction = torch.div(grad, avg, out=direction_buffer(state, grad))
+        descend(param, direction, lr)
 
 
 def _multi_tensor_update(
-    params: list[Tensor],
-    grads: list[Tensor],
-    states: list[dict[str, Any]],
-    *,
-    lr: LearningRate,
-    alpha: float,
-    eps: float,
-    momentum: float,
-    centered: bool,
+    params: list[Tensor], grads: list[Tensor], states: list[dict[str, Any]],
+    *, lr: LearningRate, alpha: float, eps: float, momentum: float, centered: bool,
 ) -> None:
     """torch.optim.RMSprop's foreach step, grouped by device and dtype."""
-    grouped = torch.optim.Optimizer._group_tensors_by_device_and_dtype([params, grads], with_indices=True)
-    for (device_params, device_grads), indices in grouped.values():
-        device_states = [states[i] for i in indices]
+    for device_params, device_grads, device_states in by_device(params, grads, states):
         torch._foreach_add_([s["step"] for s in device_states], torch.tensor(1.0, device="cpu"), alpha=1.0)
-        square_avgs = [_as_real(s["square_avg"]) for s in device_states]
+        square_avgs = [as_real(s["square_avg"]) for s in device_states]
         torch._foreach_mul_(square_avgs, alpha)
         torch._foreach_addcmul_(square_avgs, device_grads, device_grads, value=1 - alpha)
         if centered:
-            grad_avgs = [_as_real(s["grad_avg"]) for s in device_states]
+            grad_avgs = [as_real(s["grad_avg"]) for s in device_states]
             torch._foreach_lerp_(grad_avgs, device_grads, 1 - alpha)
             avg = torch._foreach_addcmul(square_avgs, grad_avgs, grad_avgs, value=-1)
             torch._foreach_sqrt_(avg)
@@ -209,14 +158,10 @@ def _multi_tensor_update(
             avg = torch._foreach_sqrt(square_avgs)
         torch._foreach_add_(avg, eps)
         if momentum > 0:
-            directions = [_as_real(s["momentum_buffer"]) for s in device_states]
+            directions = [as_real(s["momentum_buffer"]) for s in device_states]
             torch._foreach_mul_(directions, momentum)
             torch._foreach_addcdiv_(directions, device_grads, avg)
         else:
-            directions = [_direction_buffer(s, g) for s, g in zip(device_states, device_grads)]
-            torch._foreach_copy_(local_tensors(directions), local_tensors(device_grads))
+            directions = stored_copies(device_states, device_grads)
             torch._foreach_div_(directions, avg)
-        if isinstance(lr, Tensor):
-            torch._foreach_sub_(device_params, torch._foreach_mul(directions, lr))
-        else:
-            torch._foreach_add_(device_params, directions, alpha=-lr)
+        foreach_descend(device_params, directions, lr)

@@ -2,14 +2,22 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
 from typing import Any
 
 import torch
 from torch import Tensor
 
-from ._hypergradient import LearningRate
-from .distributed import local_tensors
+from ._kernels import (
+    LearningRate,
+    adopt_directions,
+    by_device,
+    descend,
+    direction_buffer,
+    foreach_descend,
+    stored_copies,
+)
+from ._keywords import keyword_defaults
+from ._validation import check_interval, check_nonnegative
 from .optimizer import GroupTensors, HypergradOptimizer, PreviousDirections
 
 __all__ = ["SGDHD"]
@@ -67,6 +75,8 @@ class SGDHD(HypergradOptimizer):
             convergence-ensuring blend; see :class:`hypergrad.HypergradOptimizer`.
     """
 
+    hypergrad_defaults = keyword_defaults(hypergrad_lr=1e-3)
+
     def __init__(
         self,
         params: Any,
@@ -76,44 +86,21 @@ class SGDHD(HypergradOptimizer):
         weight_decay: float = 0.0,
         nesterov: bool = False,
         *,
-        hypergrad_lr: float = 1e-3,
-        hypergrad_rule: str = "additive",
-        lr_bounds: Sequence[float] | None = None,
-        granularity: str = "group",
-        lr_limit: float | None = None,
-        lr_limit_power: float = 2.0,
         maximize: bool = False,
         foreach: bool | None = None,
         capturable: bool = False,
+        **hypergrad: Any,
     ) -> None:
-        if not 0.0 <= momentum:
-            raise ValueError(f"Invalid momentum: {momentum} (must be >= 0)")
-        if not 0.0 <= dampening <= 1.0:
-            raise ValueError(f"Invalid dampening: {dampening} (must be in [0, 1])")
-        if not 0.0 <= weight_decay:
-            raise ValueError(f"Invalid weight_decay: {weight_decay} (must be >= 0)")
+        check_nonnegative(momentum=momentum)
+        check_interval("dampening", dampening, 0.0, 1.0)
+        check_nonnegative(weight_decay=weight_decay)
         if nesterov and (momentum <= 0 or dampening != 0):
             raise ValueError("Invalid nesterov: Nesterov momentum requires momentum > 0 and dampening = 0")
         defaults = dict(
-            lr=lr,
-            momentum=momentum,
-            dampening=dampening,
-            weight_decay=weight_decay,
-            nesterov=nesterov,
-            maximize=maximize,
-            foreach=foreach,
-            capturable=capturable,
+            lr=lr, momentum=momentum, dampening=dampening, weight_decay=weight_decay,
+            nesterov=nesterov, maximize=maximize, foreach=foreach, capturable=capturable,
         )
-        super().__init__(
-            params,
-            defaults,
-            hypergrad_lr=hypergrad_lr,
-            hypergrad_rule=hypergrad_rule,
-            lr_bounds=lr_bounds,
-            granularity=granularity,
-            lr_limit=lr_limit,
-            lr_limit_power=lr_limit_power,
-        )
+        super().__init__(params, defaults, **hypergrad)
 
     def __setstate__(self, state: dict[str, Any]) -> None:
         super().__setstate__(state)
@@ -133,13 +120,8 @@ class SGDHD(HypergradOptimizer):
     def _update_params(self, group: dict[str, Any], tensors: GroupTensors, lr: LearningRate) -> None:
         sgd_hd_update = _multi_tensor_update if self._use_foreach(group, tensors.params) else _single_tensor_update
         sgd_hd_update(
-            tensors.params,
-            tensors.grads,
-            tensors.states,
-            lr=lr,
-            momentum=group["momentum"],
-            dampening=group["dampening"],
-            nesterov=group["nesterov"],
+            tensors.params, tensors.grads, tensors.states,
+            lr=lr, momentum=group["momentum"], dampening=group["dampening"], nesterov=group["nesterov"],
             # With maximize or weight decay the effective gradients are this step's own
             # temporaries: they can become the stored direction instead of being copied into it.
             # Not in a CUDA graph, which replays the buffers' addresses of its capture.
@@ -147,96 +129,61 @@ class SGDHD(HypergradOptimizer):
         )
 
 
-def _direction_buffer(state: dict[str, Any], like: Tensor) -> Tensor:
-    if "hypergrad_direction" not in state:
-        state["hypergrad_direction"] = torch.empty_like(like, memory_format=torch.preserve_format)
-    return state["hypergrad_direction"]
+def _updated_momentum_buffer(state: dict[str, Any], grad: Tensor, momentum: float, dampening: float) -> Tensor:
+    """torch.optim.SGD's ``v_1 = g_1``, ``v_t = momentum * v_{t-1} + (1 - dampening) * g_t``."""
+    buf = state.get("momentum_buffer")
+    if buf is None:
+        buf = state["momentum_buffer"] = grad.detach().clone()
+    else:
+        buf.mul_(momentum).add_(grad, alpha=1 - dampening)
+    return buf
 
 
 def _single_tensor_update(
-    params: list[Tensor],
-    grads: list[Tensor],
-    states: list[dict[str, Any]],
-    *,
-    lr: LearningRate,
-    momentum: float,
-    dampening: float,
-    nesterov: bool,
-    adopt_grads: bool,
+    params: list[Tensor], grads: list[Tensor], states: list[dict[str, Any]],
+    *, lr: LearningRate, momentum: float, dampening: float, nesterov: bool, adopt_grads: bool,
 ) -> None:
     for param, grad, state in zip(params, grads, states):
         if momentum != 0:
-            buf = state.get("momentum_buffer")
-            if buf is None:
-                buf = state["momentum_buffer"] = grad.detach().clone()
-            else:
-                buf.mul_(momentum).add_(grad, alpha=1 - dampening)
+            buf = _updated_momentum_buffer(state, grad, momentum, dampening)
             if not nesterov:
                 direction = buf
             elif adopt_grads:
                 direction = state["hypergrad_direction"] = grad.add_(buf, alpha=momentum)
             else:
-                direction = torch.add(grad, buf, alpha=momentum, out=_direction_buffer(state, grad))
+                direction = torch.add(grad, buf, alpha=momentum, out=direction_buffer(state, grad))
         elif adopt_grads:
             direction = state["hypergrad_direction"] = grad
         else:
-            direction = _direction_buffer(state, grad).copy_(grad)
-        if isinstance(lr, Tensor):
-            param.addcmul_(direction, lr, value=-1)
-        else:
-            param.add_(direction, alpha=-lr)
+            direction = direction_buffer(state, grad).copy_(grad)
+        descend(param, direction, lr)
 
 
 def _multi_tensor_update(
-    params: list[Tensor],
-    grads: list[Tensor],
-    states: list[dict[str, Any]],
-    *,
-    lr: LearningRate,
-    momentum: float,
-    dampening: float,
-    nesterov: bool,
-    adopt_grads: bool,
+    params: list[Tensor], grads: list[Tensor], states: list[dict[str, Any]],
+    *, lr: LearningRate, momentum: float, dampening: float, nesterov: bool, adopt_grads: bool,
 ) -> None:
-    grouped = torch.optim.Optimizer._group_tensors_by_device_and_dtype([params, grads], with_indices=True)
-    for (device_params, device_grads), indices in grouped.values():
-        device_states = [states[i] for i in indices]
+    for device_params, device_grads, device_states in by_device(params, grads, states):
         if momentum != 0:
             if all("momentum_buffer" in s for s in device_states):
                 bufs = [s["momentum_buffer"] for s in device_states]
                 torch._foreach_mul_(bufs, momentum)
                 torch._foreach_add_(bufs, device_grads, alpha=1 - dampening)
             else:
-                bufs = []
-                for grad, state in zip(device_grads, device_states):
-                    buf = state.get("momentum_buffer")
-                    if buf is None:
-                        buf = state["momentum_buffer"] = grad.detach().clone()
-                    else:
-                        buf.mul_(momentum).add_(grad, alpha=1 - dampening)
-                    bufs.append(buf)
+                bufs = [
+                    _updated_momentum_buffer(state, grad, momentum, dampening)
+                    for grad, state in zip(device_grads, device_states)
+                ]
             if not nesterov:
                 directions = bufs
             elif adopt_grads:
                 torch._foreach_add_(device_grads, bufs, alpha=momentum)
-                directions = _adopt_directions(device_states, device_grads)
+                directions = adopt_directions(device_states, device_grads)
             else:
-                directions = [_direction_buffer(s, g) for s, g in zip(device_states, device_grads)]
-                torch._foreach_copy_(local_tensors(directions), local_tensors(device_grads))
+                directions = stored_copies(device_states, device_grads)
                 torch._foreach_add_(directions, bufs, alpha=momentum)
         elif adopt_grads:
-            directions = _adopt_directions(device_states, device_grads)
+            directions = adopt_directions(device_states, device_grads)
         else:
-            directions = [_direction_buffer(s, g) for s, g in zip(device_states, device_grads)]
-            torch._foreach_copy_(local_tensors(directions), local_tensors(device_grads))
-        if isinstance(lr, Tensor):
-            torch._foreach_sub_(device_params, torch._foreach_mul(directions, lr))
-        else:
-            torch._foreach_add_(device_params, directions, alpha=-lr)
-
-
-def _adopt_directions(states: list[dict[str, Any]], directions: list[Tensor]) -> list[Tensor]:
-    """Keep this step's freshly computed directions as the stored ones (no copy)."""
-    for state, direction in zip(states, directions):
-        state["hypergrad_direction"] = direction
-    return directions
+            directions = stored_copies(device_states, device_grads)
+        foreach_descend(device_params, directions, lr)

@@ -2,27 +2,10 @@
 
 from __future__ import annotations
 
-import itertools
-
 import pytest
 import torch
 
-import hypergrad
-from hypergrad.adagrad import AdagradHD
-from hypergrad.adam import AdamWHD
-from hypergrad.rmsprop import RMSpropHD
-from conftest import TinyNet, make_batches, train
-
-SGD_FLAGS = [
-    dict(momentum=m, dampening=d, nesterov=n, weight_decay=wd, maximize=mx)
-    for m, d, n, wd, mx in itertools.product((0.0, 0.9), (0.0, 0.3), (False, True), (0.0, 1e-2), (False, True))
-    if not (n and (m == 0 or d != 0))
-]
-ADAM_FLAGS = [
-    dict(amsgrad=a, weight_decay=wd, maximize=mx, betas=b)
-    for a, wd, mx, b in itertools.product((False, True), (0.0, 1e-2), (False, True), ((0.9, 0.999), (0.5, 0.9)))
-]
-
+from cases import BASE_FLAGS, TinyNet, flag_id, make_batches, one_per_base_rule, train
 
 def _assert_same_run(hd_cls, base_cls, flags, dtype, foreach, lr):
     batches = make_batches(20, dtype)
@@ -38,98 +21,47 @@ def _assert_same_run(hd_cls, base_cls, flags, dtype, foreach, lr):
 
 @pytest.mark.parametrize("foreach", [False, True])
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
-@pytest.mark.parametrize("flags", SGD_FLAGS, ids=lambda f: "-".join(f"{k}={v}" for k, v in f.items()))
-def test_sgd_with_zero_hypergrad_lr_is_torch_sgd(flags, dtype, foreach):
-    _assert_same_run(hypergrad.SGDHD, torch.optim.SGD, flags, dtype, foreach, lr=0.05)
-
-
-@pytest.mark.parametrize("foreach", [False, True])
-@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
-@pytest.mark.parametrize("flags", ADAM_FLAGS, ids=lambda f: "-".join(f"{k}={v}" for k, v in f.items()))
-def test_adam_with_zero_hypergrad_lr_is_torch_adam(flags, dtype, foreach):
-    _assert_same_run(hypergrad.AdamHD, torch.optim.Adam, flags, dtype, foreach, lr=0.01)
-
-
-ADAMW_FLAGS = [
-    dict(amsgrad=a, weight_decay=wd, maximize=mx)
-    for a, wd, mx in itertools.product((False, True), (0.0, 1e-2, 0.3), (False, True))
-]
-ADAGRAD_FLAGS = [
-    dict(lr_decay=d, initial_accumulator_value=init, weight_decay=wd, maximize=mx)
-    for d, init, wd, mx in itertools.product((0.0, 0.1), (0.0, 0.5), (0.0, 1e-2), (False, True))
-]
-RMSPROP_FLAGS = [
-    dict(centered=c, momentum=m, weight_decay=wd, maximize=mx, alpha=a)
-    for c, m, wd, mx, a in itertools.product((False, True), (0.0, 0.9), (0.0, 1e-2), (False, True), (0.99, 0.8))
-]
-
-
-def _flag_id(flags: dict) -> str:
-    return "-".join(f"{k}={v}" for k, v in flags.items())
-
-
-@pytest.mark.parametrize("foreach", [False, True])
-@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
-@pytest.mark.parametrize("flags", ADAMW_FLAGS, ids=_flag_id)
-def test_adamw_with_zero_hypergrad_lr_is_torch_adamw(flags, dtype, foreach):
-    _assert_same_run(AdamWHD, torch.optim.AdamW, flags, dtype, foreach, lr=0.01)
-
-
-@pytest.mark.parametrize("foreach", [False, True])
-@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
-@pytest.mark.parametrize("flags", ADAGRAD_FLAGS, ids=_flag_id)
-def test_adagrad_with_zero_hypergrad_lr_is_torch_adagrad(flags, dtype, foreach):
-    _assert_same_run(AdagradHD, torch.optim.Adagrad, flags, dtype, foreach, lr=0.05)
-
-
-@pytest.mark.parametrize("foreach", [False, True])
-@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
-@pytest.mark.parametrize("flags", RMSPROP_FLAGS, ids=_flag_id)
-def test_rmsprop_with_zero_hypergrad_lr_is_torch_rmsprop(flags, dtype, foreach):
-    _assert_same_run(RMSpropHD, torch.optim.RMSprop, flags, dtype, foreach, lr=0.01)
+@pytest.mark.parametrize(
+    "case, flags",
+    [(case, flags) for case in one_per_base_rule() for flags in BASE_FLAGS[case.base]],
+    ids=lambda v: v.fast.__name__ if hasattr(v, "fast") else flag_id(v),
+)
+def test_zero_hypergrad_lr_is_the_torch_base(case, flags, dtype, foreach):
+    _assert_same_run(case.fast, case.base, flags, dtype, foreach, lr=case.settings["lr"])
 
 
 @pytest.mark.parametrize("granularity", ["tensor", "element"])
-@pytest.mark.parametrize(
-    ("hd_cls", "base_cls", "lr"),
-    [
-        (hypergrad.SGDHD, torch.optim.SGD, 0.05),
-        (hypergrad.AdamHD, torch.optim.Adam, 0.01),
-        (AdamWHD, torch.optim.AdamW, 0.01),
-        (AdagradHD, torch.optim.Adagrad, 0.05),
-        (RMSpropHD, torch.optim.RMSprop, 0.01),
-    ],
-    ids=lambda v: getattr(v, "__name__", str(v)),
-)
-def test_per_tensor_and_per_weight_rates_with_zero_hypergrad_lr_are_the_base(hd_cls, base_cls, lr, granularity):
+@pytest.mark.parametrize("case", one_per_base_rule(), ids=lambda case: case.fast.__name__)
+def test_per_tensor_and_per_weight_rates_with_zero_hypergrad_lr_are_the_base(case, granularity):
     """The rescaling of the step to each tensor's or weight's rate is the identity at scale 1."""
     batches = make_batches(20)
     models = [TinyNet(), TinyNet()]
-    hd = hd_cls(models[0].parameters(), lr=lr, hypergrad_lr=0.0, granularity=granularity)
-    base = base_cls(models[1].parameters(), lr=lr)
+    hd = case.make(models[0].parameters(), hypergrad_lr=0.0, granularity=granularity)
+    base = case.base(models[1].parameters(), **case.settings)
     train(models[0], hd, batches)
     train(models[1], base, batches)
     for ours, theirs in zip(models[0].parameters(), models[1].parameters()):
         torch.testing.assert_close(ours, theirs, rtol=1e-12, atol=1e-12)
 
 
-@pytest.mark.parametrize(
-    "hd_cls, base_cls, flags",
-    [
-        (hypergrad.SGDHD, torch.optim.SGD, dict(lr=0.05, momentum=0.9, nesterov=True, weight_decay=1e-2)),
-        (hypergrad.AdamHD, torch.optim.Adam, dict(lr=0.01, amsgrad=True)),
-        (hypergrad.AdamWHD, torch.optim.AdamW, dict(lr=0.01)),
-        (hypergrad.AdagradHD, torch.optim.Adagrad, dict(lr=0.1, initial_accumulator_value=0.1)),
-        (hypergrad.RMSpropHD, torch.optim.RMSprop, dict(lr=0.01, centered=True, momentum=0.5)),
-    ],
-)
-def test_complex_parameters_step_like_torch(hd_cls, base_cls, flags):
+COMPLEX_FLAGS = {
+    torch.optim.SGD: dict(momentum=0.9, nesterov=True, weight_decay=1e-2),
+    torch.optim.Adam: dict(amsgrad=True),
+    torch.optim.AdamW: dict(),
+    torch.optim.Adagrad: dict(lr=0.1, initial_accumulator_value=0.1),
+    torch.optim.RMSprop: dict(centered=True, momentum=0.5),
+}
+
+
+@pytest.mark.parametrize("case", one_per_base_rule(), ids=lambda case: case.fast.__name__)
+def test_complex_parameters_step_like_torch(case):
     """Complex parameters are stepped as their real views, as torch.optim steps them."""
     generator = torch.Generator().manual_seed(2)
     start = torch.randn(4, 3, dtype=torch.complex128, generator=generator)
     targets = [torch.randn(4, 3, dtype=torch.complex128, generator=generator) for _ in range(10)]
+    flags = {**case.settings, **COMPLEX_FLAGS[case.base]}
     results = []
-    for make in (lambda p: hd_cls(p, hypergrad_lr=0.0, **flags), lambda p: base_cls(p, **flags)):
+    for make in (lambda p: case.fast(p, hypergrad_lr=0.0, **flags), lambda p: case.base(p, **flags)):
         z = torch.nn.Parameter(start.clone())
         optimizer = make([z])
         for target in targets:

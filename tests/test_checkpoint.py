@@ -7,33 +7,17 @@ import copy
 import pytest
 import torch
 
-import hypergrad
-from hypergrad.adagrad import AdagradHD
-from hypergrad.adam import AdamWHD
-from hypergrad.rmsprop import RMSpropHD
-from conftest import TinyNet, make_batches, train
+from cases import TinyNet, make_batches, pick, train
 
-OPTIMIZERS = {
-    "sgd": lambda params: hypergrad.SGDHD(params, lr=0.05, hypergrad_lr=1e-2),
-    "nesterov": lambda params: hypergrad.SGDHD(params, lr=0.02, momentum=0.9, nesterov=True, hypergrad_lr=1e-2),
-    "momentum-multiplicative": lambda params: hypergrad.SGDHD(
-        params, lr=0.02, momentum=0.9, hypergrad_lr=0.1, hypergrad_rule="multiplicative", lr_bounds=(1e-4, 1.0)
-    ),
-    "adam": lambda params: hypergrad.AdamHD(params, lr=0.01, hypergrad_lr=1e-4),
-    "amsgrad-foreach": lambda params: hypergrad.AdamHD(params, lr=0.01, hypergrad_lr=1e-4, amsgrad=True, foreach=True),
-    "adamw-per-weight": lambda params: AdamWHD(params, lr=0.01, weight_decay=0.1, hypergrad_lr=1e-4, granularity="element"),
-    "adagrad-per-tensor-blend": lambda params: AdagradHD(
-        params, lr=0.05, lr_decay=0.1, hypergrad_lr=1e-4, granularity="tensor", lr_limit=0.03
-    ),
-    "rmsprop-momentum-blend": lambda params: RMSpropHD(
-        params, lr=0.01, momentum=0.5, centered=True, hypergrad_lr=0.05, hypergrad_rule="multiplicative", lr_limit=0.005
-    ),
-}
+OPTIMIZERS = pick(
+    "sgd", "nesterov", "momentum-multiplicative", "adam", "amsgrad-foreach", "adamw-per-weight",
+    "adagrad-per-tensor-blend", "rmsprop-momentum-blend",
+)
 
 
 @pytest.mark.parametrize("name", list(OPTIMIZERS))
 def test_resume_from_checkpoint_is_bit_for_bit(name, tmp_path):
-    make = OPTIMIZERS[name]
+    make = OPTIMIZERS[name].make
     batches = make_batches(16)
 
     model = TinyNet()
@@ -63,7 +47,7 @@ def test_resume_from_checkpoint_is_bit_for_bit(name, tmp_path):
 def test_deepcopy_of_model_and_optimizer_continues_like_the_original(name):
     batches = make_batches(10)
     model = TinyNet()
-    optimizer = OPTIMIZERS[name](model.parameters())
+    optimizer = OPTIMIZERS[name].make(model.parameters())
     train(model, optimizer, batches[:5])
     model_copy, optimizer_copy = copy.deepcopy((model, optimizer))
     assert all(any(p is q for q in model_copy.parameters()) for p in optimizer_copy.param_groups[0]["params"])

@@ -11,36 +11,33 @@ import pytest
 import torch
 from torch._dynamo.utils import counters
 
-import hypergrad
-from conftest import TinyNet, batch_loss, make_batches
+from cases import CASES, TinyNet, batch_loss, make_batches
 
-# Case: optimizer, settings, relative tolerance. Compiled Adam(W) takes torch.optim's on-device
-# arithmetic (bias corrections from the float32 step count, as torch's compiled Adam does) where
-# eager CPU Adam reads the step count on the host in double precision; the hypergradient carries
-# that float32 rounding (~1e-7) into the lr, which moves parameters and directions in turn.
-# Compiled Adagrad likewise computes its lr decay from the float32 step count.
-CASES = {
-    "sgd": (hypergrad.SGDHD, dict(lr=0.05, hypergrad_lr=1e-2, weight_decay=1e-2), 1e-12),
-    "momentum": (hypergrad.SGDHD, dict(lr=0.02, hypergrad_lr=1e-2, momentum=0.9), 1e-12),
-    "nesterov": (hypergrad.SGDHD, dict(lr=0.02, hypergrad_lr=1e-2, momentum=0.9, nesterov=True), 1e-12),
-    "adam": (hypergrad.AdamHD, dict(lr=0.01, hypergrad_lr=1e-4), 1e-4),
-    "adamw": (hypergrad.AdamWHD, dict(lr=0.01, hypergrad_lr=1e-4), 1e-4),
-    "adagrad-lr-decay": (hypergrad.AdagradHD, dict(lr=0.01, hypergrad_lr=1e-4, lr_decay=0.01), 1e-6),
-    "rmsprop-centered-momentum": (
-        hypergrad.RMSpropHD, dict(lr=0.01, hypergrad_lr=1e-4, momentum=0.9, centered=True), 1e-12
-    ),
+# Case and relative tolerance. Compiled Adam(W) takes torch.optim's on-device arithmetic (bias
+# corrections from the float32 step count, as torch's compiled Adam does) where eager CPU Adam
+# reads the step count on the host in double precision; the hypergradient carries that float32
+# rounding (~1e-7) into the lr, which moves parameters and directions in turn. Compiled Adagrad
+# likewise computes its lr decay from the float32 step count.
+TOLERANCES = {
+    "sgd-small-wd": 1e-12,
+    "momentum": 1e-12,
+    "nesterov": 1e-12,
+    "adam": 1e-4,
+    "adamw-default-decay": 1e-4,
+    "adagrad-slow-decay": 1e-6,
+    "rmsprop-centered-heavy-momentum": 1e-12,
 }
 COMPILED_STEPS = 4
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("case", list(CASES))
+@pytest.mark.parametrize("case", list(TOLERANCES))
 def test_compiled_step_equals_eager_and_adapts_without_recompiling(case):
-    hd_cls, settings, rtol = CASES[case]
+    rtol = TOLERANCES[case]
     batches = make_batches(1 + COMPILED_STEPS)
     models = [TinyNet(), TinyNet()]
-    eager = hd_cls(models[0].parameters(), **settings)
-    compiled = hd_cls(models[1].parameters(), **settings)
+    eager = CASES[case].make(models[0].parameters())
+    compiled = CASES[case].make(models[1].parameters())
     torch._dynamo.reset()
     counters.clear()
     compiled_step = torch.compile(compiled.step)

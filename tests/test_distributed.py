@@ -23,7 +23,7 @@ import torch.distributed as dist
 import torch.multiprocessing
 
 import hypergrad
-from conftest import TinyNet, batch_loss, make_batches
+from cases import TinyNet, batch_loss, make_batches
 
 WORLD_SIZE = 2
 STEPS = 6

@@ -15,38 +15,17 @@ import copy
 import pytest
 import torch
 
-import hypergrad
-from hypergrad.adagrad import AdagradHD
-from hypergrad.adam import AdamWHD
-from hypergrad.rmsprop import RMSpropHD
-from conftest import TinyNet, batch_loss, make_batches, train
+from cases import TinyNet, batch_loss, make_batches, pick, train
 
 GRANULARITY_CASES = ["sgd-wd-maximize", "momentum", "nesterov", "adam", "adamw", "adagrad-decay-init-wd", "rmsprop-centered-momentum", "rmsprop"]
 
 STEPS_BEFORE = 4  # steps t-2 taken before the snapshot
 
-CASES = {
-    "sgd": (hypergrad.SGDHD, torch.optim.SGD, dict(lr=0.05, hypergrad_lr=1e-2)),
-    "sgd-wd-maximize": (hypergrad.SGDHD, torch.optim.SGD, dict(lr=0.05, hypergrad_lr=1e-2, weight_decay=0.05, maximize=True)),
-    "momentum": (hypergrad.SGDHD, torch.optim.SGD, dict(lr=0.02, hypergrad_lr=1e-2, momentum=0.9)),
-    "momentum-dampening-wd": (hypergrad.SGDHD, torch.optim.SGD, dict(lr=0.02, hypergrad_lr=1e-2, momentum=0.8, dampening=0.3, weight_decay=0.05)),
-    "nesterov": (hypergrad.SGDHD, torch.optim.SGD, dict(lr=0.02, hypergrad_lr=1e-2, momentum=0.9, nesterov=True)),
-    "nesterov-wd": (hypergrad.SGDHD, torch.optim.SGD, dict(lr=0.02, hypergrad_lr=1e-2, momentum=0.9, nesterov=True, weight_decay=0.05)),
-    "adam": (hypergrad.AdamHD, torch.optim.Adam, dict(lr=0.01, hypergrad_lr=1e-4)),
-    "adam-wd-maximize": (hypergrad.AdamHD, torch.optim.Adam, dict(lr=0.01, hypergrad_lr=1e-4, weight_decay=0.05, maximize=True)),
-    "amsgrad": (hypergrad.AdamHD, torch.optim.Adam, dict(lr=0.01, hypergrad_lr=1e-4, amsgrad=True, betas=(0.8, 0.9))),
-    "adamw": (AdamWHD, torch.optim.AdamW, dict(lr=0.01, hypergrad_lr=1e-4, weight_decay=0.5)),
-    "adamw-amsgrad-maximize": (AdamWHD, torch.optim.AdamW, dict(lr=0.01, hypergrad_lr=1e-4, weight_decay=0.5, amsgrad=True, maximize=True)),
-    "adagrad": (AdagradHD, torch.optim.Adagrad, dict(lr=0.05, hypergrad_lr=1e-4)),
-    "adagrad-decay-init-wd": (AdagradHD, torch.optim.Adagrad, dict(lr=0.05, hypergrad_lr=1e-4, lr_decay=0.2, initial_accumulator_value=0.5, weight_decay=0.05)),
-    "rmsprop": (RMSpropHD, torch.optim.RMSprop, dict(lr=0.01, hypergrad_lr=1e-4, alpha=0.9)),
-    "rmsprop-centered-wd-maximize": (RMSpropHD, torch.optim.RMSprop, dict(lr=0.01, hypergrad_lr=1e-4, centered=True, weight_decay=0.05, maximize=True)),
-    "rmsprop-momentum": (RMSpropHD, torch.optim.RMSprop, dict(lr=0.01, hypergrad_lr=1e-4, momentum=0.9)),
-    "rmsprop-centered-momentum": (RMSpropHD, torch.optim.RMSprop, dict(lr=0.01, hypergrad_lr=1e-4, centered=True, momentum=0.5, alpha=0.9)),
-}
-BASE_KEYS = (
-    "momentum", "dampening", "nesterov", "weight_decay", "maximize", "betas", "amsgrad",
-    "lr_decay", "initial_accumulator_value", "alpha", "centered",
+CASES = pick(
+    "sgd", "sgd-wd-maximize", "momentum", "momentum-dampening-wd", "nesterov", "nesterov-wd",
+    "adam", "adam-wd-maximize", "amsgrad", "adamw", "adamw-amsgrad-maximize",
+    "adagrad", "adagrad-decay-init-wd",
+    "rmsprop", "rmsprop-centered-wd-maximize", "rmsprop-momentum", "rmsprop-centered-momentum",
 )
 
 
@@ -67,73 +46,53 @@ def relative_error(observed: float, expected: float) -> float:
     return abs(observed - expected) / abs(expected)
 
 
-@pytest.mark.parametrize("foreach", [False, True])
-@pytest.mark.parametrize("case", list(CASES))
-def test_lr_change_is_the_hypergradient(case, foreach):
-    hd_cls, base_cls, settings = CASES[case]
+def _train_to_snapshot(case: str, **overrides):
+    """Train to t-2 and snapshot the parameters and the optimizer state there."""
     batches = make_batches(STEPS_BEFORE + 2)
     model = TinyNet()
-    optimizer = hd_cls(model.parameters(), foreach=foreach, **settings)
+    optimizer = CASES[case].make(model.parameters(), **overrides)
     train(model, optimizer, batches[:STEPS_BEFORE])
     snapshot_params = copy.deepcopy(model.state_dict())
     snapshot_state = {name: copy.deepcopy(optimizer.state[p]) for name, p in model.named_parameters()}
+    return model, optimizer, batches, snapshot_params, snapshot_state
+
+
+@pytest.mark.parametrize("foreach", [False, True])
+@pytest.mark.parametrize("case", list(CASES))
+def test_lr_change_is_the_hypergradient(case, foreach):
+    settings = CASES[case].settings
+    model, optimizer, batches, snapshot_params, snapshot_state = _train_to_snapshot(case, foreach=foreach)
 
     lr_previous, lr_now = train(model, optimizer, batches[STEPS_BEFORE:])
 
-    base_settings = {k: v for k, v in settings.items() if k in BASE_KEYS}
-
-    def next_objective(alpha: float) -> float:
-        """J_t after a torch.optim base step with learning rate alpha from the state at t-2."""
-        replica = TinyNet()
-        replica.load_state_dict(snapshot_params)
-        base = base_cls(replica.parameters(), lr=alpha, **base_settings)
-        for name, p in replica.named_parameters():
-            base.state[p] = copy.deepcopy(snapshot_state[name])
-        base.zero_grad()
-        batch_loss(replica, batches[STEPS_BEFORE]).backward()
-        base.step()
-        with torch.no_grad():
-            return objective(replica, batches[STEPS_BEFORE + 1], settings, base_cls).item()
-
-    h = 1e-5 * lr_previous
-    hypergradient = (next_objective(lr_previous + h) - next_objective(lr_previous - h)) / (2 * h)
+    hypergradient = _group_hypergradient(CASES[case], lr_previous, snapshot_params, snapshot_state, batches)
     expected_change = -settings["hypergrad_lr"] * hypergradient
     assert relative_error(lr_now - lr_previous, expected_change) < 1e-6, (lr_now - lr_previous, expected_change)
 
 
 @pytest.mark.parametrize("case", ["sgd", "nesterov", "adam"])
 def test_first_step_keeps_the_initial_lr(case):
-    hd_cls, _, settings = CASES[case]
+    hd_cls, _, _, settings = CASES[case]
     model = TinyNet()
     optimizer = hd_cls(model.parameters(), **settings)
     assert train(model, optimizer, make_batches(1)) == [settings["lr"]]
 
 
-def _base_settings(settings: dict) -> dict:
-    return {k: v for k, v in settings.items() if k in BASE_KEYS}
-
-
 def _run_around_step(case: str, granularity: str):
     """Train to t-2, snapshot, take steps t-1 and t; return what the checks need."""
-    hd_cls, base_cls, settings = CASES[case]
-    batches = make_batches(STEPS_BEFORE + 2)
-    model = TinyNet()
-    optimizer = hd_cls(model.parameters(), granularity=granularity, **settings)
-    train(model, optimizer, batches[:STEPS_BEFORE])
-    snapshot_params = copy.deepcopy(model.state_dict())
-    snapshot_state = {name: copy.deepcopy(optimizer.state[p]) for name, p in model.named_parameters()}
+    model, optimizer, batches, snapshot_params, snapshot_state = _train_to_snapshot(case, granularity=granularity)
     train(model, optimizer, batches[STEPS_BEFORE:STEPS_BEFORE + 1])
     rates_previous = optimizer.learning_rates(model.named_parameters())
     train(model, optimizer, batches[STEPS_BEFORE + 1:])
     rates_now = optimizer.learning_rates(model.named_parameters())
-    return hd_cls, base_cls, settings, batches, snapshot_params, snapshot_state, rates_previous, rates_now
+    return CASES[case], batches, snapshot_params, snapshot_state, rates_previous, rates_now
 
 
-def _base_replica(base_cls, param_groups_of, settings, snapshot_params, snapshot_state, batch):
+def _base_replica(case, param_groups_of, snapshot_params, snapshot_state, batch):
     """A torch.optim base optimizer at the t-2 snapshot with the gradient of batch t-1."""
     replica = TinyNet()
     replica.load_state_dict(snapshot_params)
-    base = base_cls(param_groups_of(replica), **_base_settings(settings))
+    base = case.base(param_groups_of(replica), **case.base_settings())
     for name, p in replica.named_parameters():
         base.state[p] = copy.deepcopy(snapshot_state[name])
         base.state[p].pop("lr_scale", None)
@@ -142,31 +101,46 @@ def _base_replica(base_cls, param_groups_of, settings, snapshot_params, snapshot
     return replica, base
 
 
+def _objective_after_base_step(case, param_groups_of, snapshot_params, snapshot_state, batches) -> float:
+    """J_t after a torch.optim base step from the t-2 snapshot with the gradient of batch t-1."""
+    replica, base = _base_replica(case, param_groups_of, snapshot_params, snapshot_state, batches[STEPS_BEFORE])
+    base.step()
+    with torch.no_grad():
+        return objective(replica, batches[STEPS_BEFORE + 1], case.settings, case.base).item()
+
+
+def _group_hypergradient(case, alpha, snapshot_params, snapshot_state, batches) -> float:
+    """dJ_t / d alpha at ``alpha`` by central differences, step t-1 taken by torch.optim's base with
+    one param group from the t-2 snapshot."""
+
+    def next_objective(rate: float) -> float:
+        return _objective_after_base_step(
+            case, lambda m: [{"params": list(m.parameters()), "lr": rate}], snapshot_params, snapshot_state, batches
+        )
+
+    h = 1e-5 * alpha
+    return (next_objective(alpha + h) - next_objective(alpha - h)) / (2 * h)
+
+
 @pytest.mark.parametrize("case", GRANULARITY_CASES)
 def test_per_tensor_lr_change_is_that_tensors_hypergradient(case):
     """Each tensor's lr change is -beta * dJ_t / d(lr of that tensor at t-1), the step t-1 taken by
     torch.optim with one param group per tensor."""
-    hd_cls, base_cls, settings, batches, snapshot_params, snapshot_state, rates_previous, rates_now = (
-        _run_around_step(case, "tensor")
-    )
+    case_, batches, snapshot_params, snapshot_state, rates_previous, rates_now = _run_around_step(case, "tensor")
     assert len(set(rates_previous.values())) == len(rates_previous)  # the rates have separated
 
     def next_objective(rates: dict[str, float]) -> float:
-        replica, base = _base_replica(
-            base_cls,
-            lambda m: [{"params": [p], "lr": rates[name]} for name, p in m.named_parameters()],
-            settings, snapshot_params, snapshot_state, batches[STEPS_BEFORE],
+        return _objective_after_base_step(
+            case_, lambda m: [{"params": [p], "lr": rates[name]} for name, p in m.named_parameters()],
+            snapshot_params, snapshot_state, batches,
         )
-        base.step()
-        with torch.no_grad():
-            return objective(replica, batches[STEPS_BEFORE + 1], settings, base_cls).item()
 
     for name, rate in rates_previous.items():
         h = 1e-5 * rate
         hypergradient = (
             next_objective({**rates_previous, name: rate + h}) - next_objective({**rates_previous, name: rate - h})
         ) / (2 * h)
-        expected_change = -settings["hypergrad_lr"] * hypergradient
+        expected_change = -case_.settings["hypergrad_lr"] * hypergradient
         observed_change = rates_now[name] - rate
         assert relative_error(observed_change, expected_change) < 1e-6, (name, observed_change, expected_change)
 
@@ -176,12 +150,11 @@ def test_per_weight_lr_change_is_that_weights_hypergradient(case):
     """Each weight's lr change is -beta * dJ_t / d(lr of that weight at t-1). Every base rule moves
     the parameters linearly in the lr, so a torch.optim step with lr=1 from the t-2 snapshot gives
     u_{t-1}; autograd differentiates J_t(theta_{t-2} - R * u_{t-1}) with respect to the rates R."""
-    hd_cls, base_cls, settings, batches, snapshot_params, snapshot_state, rates_previous, rates_now = (
-        _run_around_step(case, "element")
-    )
+    case_, batches, snapshot_params, snapshot_state, rates_previous, rates_now = _run_around_step(case, "element")
+    settings, base_cls = case_.settings, case_.base
     replica, base = _base_replica(
-        base_cls, lambda m: [{"params": list(m.parameters()), "lr": 1.0}],
-        settings, snapshot_params, snapshot_state, batches[STEPS_BEFORE],
+        case_, lambda m: [{"params": list(m.parameters()), "lr": 1.0}],
+        snapshot_params, snapshot_state, batches[STEPS_BEFORE],
     )
     base.step()
     directions = {name: snapshot_params[name] - p.detach() for name, p in replica.named_parameters()}
@@ -200,29 +173,14 @@ def test_per_weight_lr_change_is_that_weights_hypergradient(case):
 def test_blended_runs_keep_an_exact_hypergradient_chain(case):
     """With lr_limit the step uses the blended rate, and the unblended HD rate group["lr_hd"] moves
     by -beta times the hypergradient with respect to the rate the previous step used."""
-    hd_cls, base_cls, settings = CASES[case]
-    batches = make_batches(STEPS_BEFORE + 2)
-    model = TinyNet()
-    optimizer = hd_cls(model.parameters(), lr_limit=0.02, **settings)
+    settings = CASES[case].settings
+    model, optimizer, batches, snapshot_params, snapshot_state = _train_to_snapshot(case, lr_limit=0.02)
     group = optimizer.param_groups[0]
-    train(model, optimizer, batches[:STEPS_BEFORE])
-    snapshot_params = copy.deepcopy(model.state_dict())
-    snapshot_state = {name: copy.deepcopy(optimizer.state[p]) for name, p in model.named_parameters()}
     train(model, optimizer, batches[STEPS_BEFORE:STEPS_BEFORE + 1])
     applied_previous, chain_previous = group["lr"], group["lr_hd"]
     assert applied_previous != pytest.approx(chain_previous)  # the blend is in force
     train(model, optimizer, batches[STEPS_BEFORE + 1:])
 
-    def next_objective(alpha: float) -> float:
-        replica, base = _base_replica(
-            base_cls, lambda m: [{"params": list(m.parameters()), "lr": alpha}],
-            settings, snapshot_params, snapshot_state, batches[STEPS_BEFORE],
-        )
-        base.step()
-        with torch.no_grad():
-            return objective(replica, batches[STEPS_BEFORE + 1], settings, base_cls).item()
-
-    h = 1e-5 * applied_previous
-    hypergradient = (next_objective(applied_previous + h) - next_objective(applied_previous - h)) / (2 * h)
+    hypergradient = _group_hypergradient(CASES[case], applied_previous, snapshot_params, snapshot_state, batches)
     expected_change = -settings["hypergrad_lr"] * hypergradient
     assert relative_error(group["lr_hd"] - chain_previous, expected_change) < 1e-6

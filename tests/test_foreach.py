@@ -4,34 +4,19 @@ buffers) change nothing; and a step never writes into ``p.grad``."""
 
 from __future__ import annotations
 
-import itertools
-
 import pytest
 import torch
 
 import hypergrad
-from conftest import TinyNet, batch_loss, make_batches
+from cases import ADAM_FLAGS, SGD_FLAGS, TinyNet, batch_loss, flag_id, make_batches
 
 STEPS = 30
-SGD_FLAGS = [
-    dict(momentum=m, dampening=d, nesterov=n, weight_decay=wd, maximize=mx)
-    for m, d, n, wd, mx in itertools.product((0.0, 0.9), (0.0, 0.3), (False, True), (0.0, 1e-2), (False, True))
-    if not (n and (m == 0 or d != 0))
-]
-ADAM_FLAGS = [
-    dict(amsgrad=a, weight_decay=wd, maximize=mx)
-    for a, wd, mx in itertools.product((False, True), (0.0, 1e-2), (False, True))
-]
 HD_SETTINGS = {
     "additive": dict(hypergrad_rule="additive"),
     "multiplicative-bounded": dict(hypergrad_rule="multiplicative", lr_bounds=(1e-3, 0.03)),
 }
 SGD_HD_LR = {"additive": 1e-2, "multiplicative-bounded": 0.05}
 ADAM_HD_LR = {"additive": 1e-4, "multiplicative-bounded": 0.05}
-
-
-def _flag_id(flags: dict) -> str:
-    return "-".join(f"{k}={v}" for k, v in flags.items())
 
 
 def _run(hd_cls, settings: dict, **options) -> tuple[list[float], TinyNet, torch.optim.Optimizer]:
@@ -62,14 +47,14 @@ def _assert_same_runs(first, second) -> None:
 
 
 @pytest.mark.parametrize("hd", list(HD_SETTINGS))
-@pytest.mark.parametrize("flags", SGD_FLAGS, ids=_flag_id)
+@pytest.mark.parametrize("flags", SGD_FLAGS, ids=flag_id)
 def test_sgd_foreach_equals_for_loop(flags, hd):
     settings = dict(lr=0.02, hypergrad_lr=SGD_HD_LR[hd], **HD_SETTINGS[hd], **flags)
     _assert_same_runs(_run(hypergrad.SGDHD, settings, foreach=False), _run(hypergrad.SGDHD, settings, foreach=True))
 
 
 @pytest.mark.parametrize("hd", list(HD_SETTINGS))
-@pytest.mark.parametrize("flags", ADAM_FLAGS, ids=_flag_id)
+@pytest.mark.parametrize("flags", ADAM_FLAGS, ids=flag_id)
 def test_adam_foreach_equals_for_loop(flags, hd):
     settings = dict(lr=0.01, hypergrad_lr=ADAM_HD_LR[hd], **HD_SETTINGS[hd], **flags)
     _assert_same_runs(_run(hypergrad.AdamHD, settings, foreach=False), _run(hypergrad.AdamHD, settings, foreach=True))
@@ -77,7 +62,7 @@ def test_adam_foreach_equals_for_loop(flags, hd):
 
 @pytest.mark.parametrize("foreach", [False, True])
 @pytest.mark.parametrize(
-    "flags", [f for f in SGD_FLAGS if f["maximize"] or f["weight_decay"]], ids=_flag_id
+    "flags", [f for f in SGD_FLAGS if f["maximize"] or f["weight_decay"]], ids=flag_id
 )
 def test_sgd_adopted_direction_equals_copied_direction(flags, foreach):
     """capturable=True copies into fixed buffers where the default adopts the fresh gradient."""
@@ -91,7 +76,7 @@ def test_sgd_adopted_direction_equals_copied_direction(flags, foreach):
 @pytest.mark.parametrize(
     "hd_cls, flags",
     [(hypergrad.SGDHD, f) for f in SGD_FLAGS] + [(hypergrad.AdamHD, f) for f in ADAM_FLAGS],
-    ids=lambda v: v.__name__ if isinstance(v, type) else _flag_id(v),
+    ids=lambda v: v.__name__ if isinstance(v, type) else flag_id(v),
 )
 def test_step_leaves_the_gradients_alone(hd_cls, flags, foreach):
     model = TinyNet()

@@ -7,7 +7,7 @@ import torch
 
 import hypergrad
 import hypergrad.optimizer
-from conftest import TinyNet, batch_loss, make_batches, train
+from cases import TinyNet, batch_loss, make_batches, train
 
 
 def _groups(model: TinyNet, **second_group):

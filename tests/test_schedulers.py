@@ -13,7 +13,7 @@ import pytest
 import torch
 from torch.optim import lr_scheduler
 
-from conftest import TinyNet, batch_loss, make_batches
+from cases import TinyNet, batch_loss, make_batches
 from hypergrad import SGDHD, AdamHD
 from hypergrad.schedulers import LambdaHypergradLR
 

@@ -8,19 +8,9 @@ import pytest
 import torch
 from torch.optim import lr_scheduler
 
-import hypergrad
-from hypergrad.adagrad import AdagradHD
-from hypergrad.adam import AdamWHD
-from hypergrad.rmsprop import RMSpropHD
-from conftest import TinyNet, batch_loss, make_batches, train
+from cases import TinyNet, batch_loss, make_batches, pick
 
-MAKERS = {
-    "sgd_hd": lambda params: hypergrad.SGDHD(params, lr=0.05, momentum=0.9, hypergrad_lr=1e-2),
-    "adam_hd": lambda params: hypergrad.AdamHD(params, lr=0.01, hypergrad_lr=1e-4),
-    "adamw_hd": lambda params: AdamWHD(params, lr=0.01, hypergrad_lr=1e-4),
-    "adagrad_hd": lambda params: AdagradHD(params, lr=0.05, lr_decay=0.01, hypergrad_lr=1e-4),
-    "rmsprop_hd": lambda params: RMSpropHD(params, lr=0.01, momentum=0.5, hypergrad_lr=1e-4),
-}
+MAKERS = pick("momentum-fast", "adam", "adamw-default-decay", "adagrad-small-decay", "rmsprop-half-momentum")
 
 
 @pytest.mark.parametrize("name", list(MAKERS))
@@ -33,7 +23,7 @@ MAKERS = {
 )
 def test_step_and_exponential_decay_scale_the_adapted_lr(name, make_scheduler, factor):
     model = TinyNet()
-    optimizer = MAKERS[name](model.parameters())
+    optimizer = MAKERS[name].make(model.parameters())
     scheduler = make_scheduler(optimizer)
     for batch in make_batches(6):
         optimizer.zero_grad()
@@ -56,7 +46,7 @@ def test_step_and_exponential_decay_scale_the_adapted_lr(name, make_scheduler, f
 )
 def test_overwriting_schedulers_run(name, make_scheduler):
     model = TinyNet()
-    optimizer = MAKERS[name](model.parameters())
+    optimizer = MAKERS[name].make(model.parameters())
     scheduler = make_scheduler(optimizer)
     for batch in make_batches(8):
         optimizer.zero_grad()
@@ -69,7 +59,7 @@ def test_overwriting_schedulers_run(name, make_scheduler):
 @pytest.mark.parametrize("name", list(MAKERS))
 def test_grad_scaler_skips_non_finite_steps_without_touching_lr(name):
     model = TinyNet(torch.float32)
-    optimizer = MAKERS[name](model.parameters())
+    optimizer = MAKERS[name].make(model.parameters())
     scaler = torch.amp.GradScaler("cpu", init_scale=2.0**8)
     batches = make_batches(6, torch.float32)
     for index, batch in enumerate(batches):
@@ -91,7 +81,7 @@ def test_grad_scaler_skips_non_finite_steps_without_touching_lr(name):
 @pytest.mark.parametrize("name", list(MAKERS))
 def test_step_with_closure_returns_the_loss(name):
     model = TinyNet()
-    optimizer = MAKERS[name](model.parameters())
+    optimizer = MAKERS[name].make(model.parameters())
     batch = make_batches(1)[0]
 
     def closure():

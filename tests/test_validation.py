@@ -8,7 +8,7 @@ import pytest
 import torch
 
 import hypergrad
-from conftest import TinyNet, batch_loss, make_batches, train
+from cases import TinyNet, batch_loss, make_batches, train
 
 
 def _params():
@@ -64,6 +64,7 @@ def test_group_overrides_are_validated_too():
     optimizer = hypergrad.SGDHD(_params(), lr=0.1)
     with pytest.raises(ValueError, match="lr"):
         optimizer.add_param_group({"params": _params(), "lr": float("nan")})
+    assert len(optimizer.param_groups) == 1  # a refused group is not added
 
 
 def test_non_numeric_arguments_are_type_errors():

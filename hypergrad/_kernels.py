@@ -1,0 +1,66 @@
+"""The small pieces the base rules' step kernels share: real views of complex tensors, the stored
+direction buffer, the device/dtype grouping of the foreach paths and the final ``theta -= lr * u``
+with a float or a device-resident tensor learning rate."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from typing import Any, Union
+
+import torch
+from torch import Tensor
+
+from .distributed import local_tensors
+
+LearningRate = Union[float, Tensor]
+
+
+def as_real(tensor: Tensor) -> Tensor:
+    """A complex tensor viewed as real (a trailing dimension of 2); a real one as it is."""
+    return torch.view_as_real(tensor) if tensor.is_complex() else tensor
+
+
+def direction_buffer(state: dict[str, Any], like: Tensor) -> Tensor:
+    """``state["hypergrad_direction"]``, created empty like ``like`` on first use."""
+    if "hypergrad_direction" not in state:
+        state["hypergrad_direction"] = torch.empty_like(like, memory_format=torch.preserve_format)
+    return state["hypergrad_direction"]
+
+
+def stored_copies(states: list[dict[str, Any]], tensors: list[Tensor]) -> list[Tensor]:
+    """Copy ``tensors`` into the states' direction buffers (one foreach copy); the buffers."""
+    directions = [direction_buffer(s, t) for s, t in zip(states, tensors)]
+    torch._foreach_copy_(local_tensors(directions), local_tensors(tensors))
+    return directions
+
+
+def adopt_directions(states: list[dict[str, Any]], directions: list[Tensor]) -> list[Tensor]:
+    """Keep this step's freshly computed directions as the stored ones (no copy)."""
+    for state, direction in zip(states, directions):
+        state["hypergrad_direction"] = direction
+    return directions
+
+
+def by_device(
+    params: list[Tensor], grads: list[Tensor], states: list[dict[str, Any]]
+) -> Iterator[tuple[list[Tensor], list[Tensor], list[dict[str, Any]]]]:
+    """The foreach paths' grouping: parameters, gradients and states per (device, dtype)."""
+    grouped = torch.optim.Optimizer._group_tensors_by_device_and_dtype([params, grads], with_indices=True)
+    for (device_params, device_grads), indices in grouped.values():
+        yield device_params, device_grads, [states[i] for i in indices]
+
+
+def descend(param: Tensor, direction: Tensor, lr: LearningRate) -> None:
+    """``param -= lr * direction`` in place, without reading a tensor ``lr`` on the host."""
+    if isinstance(lr, Tensor):
+        param.addcmul_(direction, lr, value=-1)
+    else:
+        param.add_(direction, alpha=-lr)
+
+
+def foreach_descend(params: list[Tensor], directions: list[Tensor], lr: LearningRate) -> None:
+    """:func:`descend` over lists, in multi-tensor kernels."""
+    if isinstance(lr, Tensor):
+        torch._foreach_sub_(params, torch._foreach_mul(directions, lr))
+    else:
+        torch._foreach_add_(params, directions, alpha=-lr)

@@ -1,0 +1,58 @@
+"""The hypergradient keywords every HD optimizer (and every reference twin) takes, declared once.
+
+An optimizer's ``__init__`` collects them as ``**hypergrad`` and its class names their defaults
+(``hypergrad_defaults``, from :func:`keyword_defaults`: only ``hypergrad_lr`` depends on the base
+rule). :func:`spelled_out` writes them back into the signature, so that ``help()``,
+``inspect.signature`` and editors show every keyword with its default, as if each constructor
+declared it.
+"""
+
+from __future__ import annotations
+
+import inspect
+from collections.abc import Callable, Mapping
+from typing import Any
+
+# name -> (annotation, default); hypergrad_lr's default is each optimizer's own.
+_BLOCK: dict[str, tuple[str, Any]] = {
+    "hypergrad_lr": ("float", inspect.Parameter.empty),
+    "hypergrad_rule": ("str", "additive"),
+    "lr_bounds": ("Sequence[float] | None", None),
+    "granularity": ("str", "group"),
+    "lr_limit": ("float | None", None),
+    "lr_limit_power": ("float", 2.0),
+}
+HYPERGRAD_KEYWORDS: tuple[str, ...] = tuple(_BLOCK)
+
+
+def keyword_defaults(hypergrad_lr: Any = inspect.Parameter.empty) -> dict[str, Any]:
+    """The block's defaults with this base rule's ``hypergrad_lr`` (required where not given)."""
+    return {name: default for name, (_, default) in _BLOCK.items()} | {"hypergrad_lr": hypergrad_lr}
+
+
+def resolved(owner: str, defaults: Mapping[str, Any], given: Mapping[str, Any]) -> dict[str, Any]:
+    """The keywords a constructor was given, over its defaults; ``TypeError`` as Python raises it
+    for an unknown or missing keyword."""
+    for name in given:
+        if name not in _BLOCK:
+            raise TypeError(f"{owner}() got an unexpected keyword argument {name!r}")
+    settings = {**defaults, **given}
+    for name in _BLOCK:
+        if settings.get(name, inspect.Parameter.empty) is inspect.Parameter.empty:
+            raise TypeError(f"{owner}() missing required keyword-only argument: {name!r}")
+    return settings
+
+
+def spelled_out(init: Callable[..., None], defaults: Mapping[str, Any]) -> inspect.Signature:
+    """``init``'s signature with its ``**hypergrad`` replaced by the keyword-only block (as it is
+    where it does not collect them so)."""
+    signature = inspect.signature(init)
+    if "hypergrad" not in signature.parameters:
+        return signature
+    kept = [p for p in signature.parameters.values() if p.kind is not inspect.Parameter.VAR_KEYWORD]
+    block = [
+        inspect.Parameter(name, inspect.Parameter.KEYWORD_ONLY, annotation=annotation,
+                          default=defaults.get(name, default))
+        for name, (annotation, default) in _BLOCK.items()
+    ]
+    return signature.replace(parameters=kept + block)

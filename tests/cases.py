@@ -1,0 +1,202 @@
+"""What the library tests share: a small deterministic problem, and the one table of optimizer
+cases (fast class, torch.optim base, reference twin, settings) that every parametrized table of
+the tests picks its cases from by name."""
+
+from __future__ import annotations
+
+import itertools
+from typing import Any, NamedTuple
+
+import torch
+from torch.optim import Optimizer
+
+import hypergrad
+from hypergrad import reference
+
+
+class TinyNet(torch.nn.Module):
+    """Two layers and a tanh: non-convex, several tensors of different shapes."""
+
+    def __init__(self, dtype: torch.dtype = torch.float64, width: int = 5) -> None:
+        super().__init__()
+        generator = torch.Generator().manual_seed(0)
+        self.hidden = torch.nn.Linear(6, width, dtype=dtype)
+        self.out = torch.nn.Linear(width, 2, dtype=dtype)
+        with torch.no_grad():
+            for p in self.parameters():
+                p.copy_(torch.randn(p.shape, generator=generator, dtype=dtype) * 0.5)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.out(torch.tanh(self.hidden(x)))
+
+
+def make_batches(count: int, dtype: torch.dtype = torch.float64, batch: int = 8) -> list[tuple[torch.Tensor, torch.Tensor]]:
+    generator = torch.Generator().manual_seed(1)
+    return [
+        (torch.randn(batch, 6, generator=generator, dtype=dtype), torch.randn(batch, 2, generator=generator, dtype=dtype))
+        for _ in range(count)
+    ]
+
+
+def batch_loss(model: torch.nn.Module, batch: tuple[torch.Tensor, torch.Tensor]) -> torch.Tensor:
+    x, y = batch
+    return torch.nn.functional.mse_loss(model(x), y)
+
+
+def train(model: torch.nn.Module, optimizer: torch.optim.Optimizer, batches) -> list[float]:
+    """Run one step per batch; return the learning rate of group 0 after each step."""
+    lrs = []
+    for batch in batches:
+        optimizer.zero_grad()
+        batch_loss(model, batch).backward()
+        optimizer.step()
+        lrs.append(float(optimizer.param_groups[0]["lr"]))
+    return lrs
+
+
+HD_KEYS = ("hypergrad_lr", "hypergrad_rule", "lr_bounds", "granularity", "lr_limit", "lr_limit_power")
+IMPLEMENTATION_KEYS = ("foreach", "capturable")
+
+
+class Case(NamedTuple):
+    """An optimizer and the settings a test runs it with."""
+
+    fast: type[Optimizer]
+    base: type[Optimizer]
+    reference: type[Optimizer]
+    settings: dict[str, Any]
+
+    def make(self, params: Any, **overrides: Any) -> Optimizer:
+        return self.fast(params, **{**self.settings, **overrides})
+
+    def make_reference(self, params: Any, **overrides: Any) -> Optimizer:
+        settings = {k: v for k, v in {**self.settings, **overrides}.items() if k not in IMPLEMENTATION_KEYS}
+        return self.reference(params, **settings)
+
+    def base_settings(self) -> dict[str, Any]:
+        """The settings torch.optim's base takes (no lr, no hypergradient keyword)."""
+        return {k: v for k, v in self.settings.items() if k not in (*HD_KEYS, *IMPLEMENTATION_KEYS, "lr")}
+
+
+_FAMILIES = {
+    "sgd": (hypergrad.SGDHD, torch.optim.SGD, reference.SGDHDReference),
+    "adam": (hypergrad.AdamHD, torch.optim.Adam, reference.AdamHDReference),
+    "adamw": (hypergrad.AdamWHD, torch.optim.AdamW, reference.AdamWHDReference),
+    "adagrad": (hypergrad.AdagradHD, torch.optim.Adagrad, reference.AdagradHDReference),
+    "rmsprop": (hypergrad.RMSpropHD, torch.optim.RMSprop, reference.RMSpropHDReference),
+}
+
+
+def _case(family: str, **settings: Any) -> Case:
+    return Case(*_FAMILIES[family], settings)
+
+
+# The table. Names say the base rule and what departs from its defaults.
+CASES: dict[str, Case] = {
+    # SGD, heavy ball, Nesterov
+    "sgd": _case("sgd", lr=0.05, hypergrad_lr=1e-2),
+    "sgd-small-wd": _case("sgd", lr=0.05, hypergrad_lr=1e-2, weight_decay=1e-2),
+    "sgd-wd-maximize": _case("sgd", lr=0.05, hypergrad_lr=1e-2, weight_decay=0.05, maximize=True),
+    "sgd-small-wd-maximize": _case("sgd", lr=0.05, hypergrad_lr=1e-2, weight_decay=1e-2, maximize=True),
+    "sgd-wd-maximize-bounded": _case("sgd", lr=0.02, hypergrad_lr=1e-3, weight_decay=0.05, maximize=True,
+                                     lr_bounds=(0.0, 0.03)),
+    "sgd-multiplicative": _case("sgd", lr=0.05, hypergrad_lr=0.3, hypergrad_rule="multiplicative"),
+    "sgd-bounded": _case("sgd", lr=0.05, hypergrad_lr=10.0, lr_bounds=(0.01, 0.08)),
+    "momentum": _case("sgd", lr=0.02, hypergrad_lr=1e-2, momentum=0.9),
+    "momentum-fast": _case("sgd", lr=0.05, hypergrad_lr=1e-2, momentum=0.9),
+    "momentum-dampening": _case("sgd", lr=0.02, hypergrad_lr=1e-2, momentum=0.8, dampening=0.2),
+    "momentum-dampening-wd": _case("sgd", lr=0.02, hypergrad_lr=1e-2, momentum=0.8, dampening=0.3, weight_decay=0.05),
+    "heavy-ball": _case("sgd", lr=0.05, hypergrad_lr=1e-2, momentum=0.5, dampening=0.2),
+    "momentum-multiplicative": _case("sgd", lr=0.02, momentum=0.9, hypergrad_lr=0.1, hypergrad_rule="multiplicative",
+                                     lr_bounds=(1e-4, 1.0)),
+    "momentum-multiplicative-bounded": _case("sgd", lr=0.02, hypergrad_lr=0.05, momentum=0.9,
+                                             hypergrad_rule="multiplicative", lr_bounds=(1e-3, 0.05)),
+    "nesterov": _case("sgd", lr=0.02, hypergrad_lr=1e-2, momentum=0.9, nesterov=True),
+    "nesterov-wd": _case("sgd", lr=0.02, hypergrad_lr=1e-2, momentum=0.9, nesterov=True, weight_decay=0.05),
+    "nesterov-small-wd": _case("sgd", lr=0.02, hypergrad_lr=1e-2, momentum=0.9, nesterov=True, weight_decay=1e-2),
+    "nesterov-fast-wd": _case("sgd", lr=0.05, hypergrad_lr=1e-2, momentum=0.9, nesterov=True, weight_decay=0.01),
+    # Adam, AMSGrad
+    "adam": _case("adam", lr=0.01, hypergrad_lr=1e-4),
+    "adam-wd-maximize": _case("adam", lr=0.01, hypergrad_lr=1e-4, weight_decay=0.05, maximize=True),
+    "amsgrad": _case("adam", lr=0.01, hypergrad_lr=1e-4, amsgrad=True, betas=(0.8, 0.9)),
+    "amsgrad-wd": _case("adam", lr=0.01, hypergrad_lr=1e-4, amsgrad=True, weight_decay=0.01),
+    "amsgrad-foreach": _case("adam", lr=0.01, hypergrad_lr=1e-4, amsgrad=True, foreach=True),
+    "amsgrad-wd-maximize-bounded": _case("adam", lr=0.01, hypergrad_lr=1e-4, amsgrad=True, weight_decay=0.05,
+                                         maximize=True, lr_bounds=(0.0, 0.02)),
+    "adam-multiplicative": _case("adam", lr=0.01, hypergrad_lr=0.2, hypergrad_rule="multiplicative", betas=(0.8, 0.99)),
+    "adam-bounded": _case("adam", lr=0.01, hypergrad_lr=1.0, lr_bounds=(0.001, 0.02)),
+    # AdamW
+    "adamw": _case("adamw", lr=0.01, hypergrad_lr=1e-4, weight_decay=0.5),
+    "adamw-default-decay": _case("adamw", lr=0.01, hypergrad_lr=1e-4),
+    "adamw-decay": _case("adamw", lr=0.01, weight_decay=0.1, hypergrad_lr=1e-4),
+    "adamw-strong-decay": _case("adamw", lr=0.01, weight_decay=0.3, hypergrad_lr=1e-4),
+    "adamw-per-weight": _case("adamw", lr=0.01, weight_decay=0.1, hypergrad_lr=1e-4, granularity="element"),
+    "adamw-amsgrad-maximize": _case("adamw", lr=0.01, hypergrad_lr=1e-4, weight_decay=0.5, amsgrad=True, maximize=True),
+    # Adagrad
+    "adagrad": _case("adagrad", lr=0.05, hypergrad_lr=1e-4),
+    "adagrad-decay": _case("adagrad", lr=0.05, lr_decay=0.05, hypergrad_lr=1e-4),
+    "adagrad-small-decay": _case("adagrad", lr=0.05, lr_decay=0.01, hypergrad_lr=1e-4),
+    "adagrad-slow-decay": _case("adagrad", lr=0.01, hypergrad_lr=1e-4, lr_decay=0.01),
+    "adagrad-decay-init": _case("adagrad", lr=0.05, lr_decay=0.1, initial_accumulator_value=0.2, hypergrad_lr=1e-4),
+    "adagrad-decay-init-wd": _case("adagrad", lr=0.05, hypergrad_lr=1e-4, lr_decay=0.2, initial_accumulator_value=0.5,
+                                   weight_decay=0.05),
+    "adagrad-per-tensor-blend": _case("adagrad", lr=0.05, lr_decay=0.1, hypergrad_lr=1e-4, granularity="tensor",
+                                      lr_limit=0.03),
+    # RMSprop
+    "rmsprop": _case("rmsprop", lr=0.01, hypergrad_lr=1e-4, alpha=0.9),
+    "rmsprop-maximize": _case("rmsprop", lr=0.01, alpha=0.9, maximize=True, hypergrad_lr=1e-4),
+    "rmsprop-centered": _case("rmsprop", lr=0.01, centered=True, hypergrad_lr=1e-4),
+    "rmsprop-centered-wd-maximize": _case("rmsprop", lr=0.01, hypergrad_lr=1e-4, centered=True, weight_decay=0.05,
+                                          maximize=True),
+    "rmsprop-momentum": _case("rmsprop", lr=0.01, hypergrad_lr=1e-4, momentum=0.9),
+    "rmsprop-half-momentum": _case("rmsprop", lr=0.01, momentum=0.5, hypergrad_lr=1e-4),
+    "rmsprop-centered-momentum": _case("rmsprop", lr=0.01, hypergrad_lr=1e-4, centered=True, momentum=0.5, alpha=0.9),
+    "rmsprop-centered-half-momentum": _case("rmsprop", lr=0.01, centered=True, momentum=0.5, hypergrad_lr=1e-4),
+    "rmsprop-centered-heavy-momentum": _case("rmsprop", lr=0.01, hypergrad_lr=1e-4, momentum=0.9, centered=True),
+    "rmsprop-momentum-blend": _case("rmsprop", lr=0.01, momentum=0.5, centered=True, hypergrad_lr=0.05,
+                                    hypergrad_rule="multiplicative", lr_limit=0.005),
+}
+
+
+def pick(*names: str) -> dict[str, Case]:
+    """The cases a test table runs, by name, in the order given."""
+    return {name: CASES[name] for name in names}
+
+
+def one_per_base_rule(lr_of: dict[str, float] | None = None) -> list[Case]:
+    """One case per base rule (fast, base, twin) with no settings beyond ``lr`` (the family's
+    test lr by default): for tests that parametrize the settings themselves."""
+    lrs = {"sgd": 0.05, "adam": 0.01, "adamw": 0.01, "adagrad": 0.05, "rmsprop": 0.01, **(lr_of or {})}
+    return [_case(family, lr=lrs[family]) for family in _FAMILIES]
+
+
+# Every combination of torch.optim's flags per base rule, for the tests that sweep them.
+SGD_FLAGS = [
+    dict(momentum=m, dampening=d, nesterov=n, weight_decay=wd, maximize=mx)
+    for m, d, n, wd, mx in itertools.product((0.0, 0.9), (0.0, 0.3), (False, True), (0.0, 1e-2), (False, True))
+    if not (n and (m == 0 or d != 0))
+]
+ADAM_FLAGS = [
+    dict(amsgrad=a, weight_decay=wd, maximize=mx)
+    for a, wd, mx in itertools.product((False, True), (0.0, 1e-2), (False, True))
+]
+BASE_FLAGS: dict[type[Optimizer], list[dict[str, Any]]] = {
+    torch.optim.SGD: SGD_FLAGS,
+    torch.optim.Adam: [dict(flags, betas=b) for flags in ADAM_FLAGS for b in ((0.9, 0.999), (0.5, 0.9))],
+    torch.optim.AdamW: [
+        dict(amsgrad=a, weight_decay=wd, maximize=mx)
+        for a, wd, mx in itertools.product((False, True), (0.0, 1e-2, 0.3), (False, True))
+    ],
+    torch.optim.Adagrad: [
+        dict(lr_decay=d, initial_accumulator_value=init, weight_decay=wd, maximize=mx)
+        for d, init, wd, mx in itertools.product((0.0, 0.1), (0.0, 0.5), (0.0, 1e-2), (False, True))
+    ],
+    torch.optim.RMSprop: [
+        dict(centered=c, momentum=m, weight_decay=wd, maximize=mx, alpha=a)
+        for c, m, wd, mx, a in itertools.product((False, True), (0.0, 0.9), (0.0, 1e-2), (False, True), (0.99, 0.8))
+    ],
+}
+
+
+def flag_id(flags: dict[str, Any]) -> str:
+    return "-".join(f"{k}={v}" for k, v in flags.items())
