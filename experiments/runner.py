@@ -570,16 +570,16 @@ def run_method(
 
 def _versions() -> dict[str, str | None]:
     versions: dict[str, str | None] = {"python": platform.python_version()}
-    for distribution in ("torch", "numpy", "hypergrad", "tqdm", "prodigyopt", "dadaptation", "schedulefree",
-                         "dog-optimizer"):
+    for distribution in ("torch", "numpy", "tqdm", "prodigyopt", "dadaptation", "schedulefree", "dog-optimizer"):
         try:
             versions[distribution] = metadata.version(distribution)
         except metadata.PackageNotFoundError:
             versions[distribution] = None
     import hypergrad
 
-    # hypergrad may run from a checkout rather than an installed distribution.
-    versions["hypergrad"] = versions["hypergrad"] or hypergrad.__version__
+    # The module's own version (its distribution is torch-hypergrad; "hypergrad" on PyPI is another
+    # project), also right when it runs from a checkout.
+    versions["hypergrad"] = hypergrad.__version__
     versions["hypergrad_path"] = str(Path(hypergrad.__file__).parent)
     return versions
 
