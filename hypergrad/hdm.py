@@ -63,7 +63,8 @@ class HDM(torch.optim.Optimizer):
                 \beta \leftarrow \operatorname{clip}\bigl(\beta - \texttt{beta\_lr}\, h_\beta /
                 \sqrt{G_\beta},\ 0,\ \texttt{beta\_max}\bigr) \\
             &(x, x_-) \leftarrow (x^+, x) \ \text{ if } f(x^+) < f(x), \
-                \text{ else unchanged (null step)}
+                \text{ else } (x, x) \ \text{(null step: } x_{k+1} = x_k
+                \text{, so the momentum restarts)}
         \end{aligned}
 
     (``0 / sqrt(0)`` counts as 0; ``k`` counts trials; ``c = p_max``.) The curvature ``L``: given as
@@ -96,7 +97,8 @@ class HDM(torch.optim.Optimizer):
         beta: initial momentum coefficient, in ``[0, beta_max]``.
         beta_lr: AdaGrad learning rate of ``beta``.
         beta_max: upper bound of ``beta``, in ``[0, 1)``.
-        lipschitz_steps: accepted steps after which ``L`` is re-estimated (0: never).
+        lipschitz_steps: accepted steps after which ``L`` is re-estimated; 0 (the default) never
+            re-estimates it (see the defaults below).
     """
 
     def __init__(
@@ -109,9 +111,9 @@ class HDM(torch.optim.Optimizer):
         p_lr_decay_every: int = 50,
         p_max: float = 100.0,
         beta: float = 0.95,
-        beta_lr: float = 10.0,
+        beta_lr: float = 3.0,
         beta_max: float = 0.9995,
-        lipschitz_steps: int = 10,
+        lipschitz_steps: int = 0,
     ) -> None:
         defaults = dict(
             lipschitz=lipschitz, p_lr=p_lr, p_lr_decay=p_lr_decay, p_lr_decay_every=p_lr_decay_every,
@@ -299,6 +301,8 @@ class HDM(torch.optim.Optimizer):
                     state["grad"] = grad
                 else:
                     p.copy_(x)
+                    if not probing:
+                        state["prev"] = x.clone()
                 p.grad = state["grad"].clone()
         if accepted:
             first["loss"] = loss
