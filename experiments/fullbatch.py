@@ -71,34 +71,41 @@ def make_problem(name: str, features: np.ndarray, labels: np.ndarray) -> Problem
     return Problem(name, torch.from_numpy(x), torch.from_numpy(np.asarray(labels, dtype=np.float64)))
 
 
-def load_problems(names: Sequence[str] | None = None) -> list[Problem]:
-    """The benchmark's data sets (scikit-learn's bundled ones and MNIST), by name."""
+def _sklearn_pair(loader: str, select: Callable, positive: Callable, columns: slice = slice(None)):
+    """Rows of a scikit-learn bundled data set chosen by ``select``, labels ``positive(target)``."""
     from sklearn import datasets  # the experiments extra
 
-    def sklearn_pair(loader, select, positive, columns=slice(None)):
-        bunch = loader()
-        mask = select(bunch.target)
-        return bunch.data[mask][:, columns], positive(bunch.target[mask])
+    bunch = getattr(datasets, loader)()
+    mask = select(bunch.target)
+    return bunch.data[mask][:, columns], positive(bunch.target[mask])
 
-    def mnist_pair(a, b):
-        from experiments.data import load_dataset
 
-        data = load_dataset("mnist")
-        mask = (data.train_y == a) | (data.train_y == b)
-        return data.train_x[mask].flatten(1).double().numpy(), (data.train_y[mask] == b).numpy()
+def _mnist_pair(a: int, b: int):
+    """The MNIST training images of digits ``a`` and ``b``, label ``digit == b``."""
+    from experiments.data import load_dataset
 
-    sources: dict[str, Callable[[], tuple[np.ndarray, np.ndarray]]] = {
-        "breast_cancer": lambda: sklearn_pair(datasets.load_breast_cancer, lambda t: t >= 0, lambda t: t == 1, slice(0, 10)),
-        "iris_1v2": lambda: sklearn_pair(datasets.load_iris, lambda t: t > 0, lambda t: t == 2),
-        "digits_parity": lambda: sklearn_pair(datasets.load_digits, lambda t: t >= 0, lambda t: t % 2 == 1),
-        "wine_1v2": lambda: sklearn_pair(datasets.load_wine, lambda t: t > 0, lambda t: t == 2, slice(0, 6)),
-        "mnist_3v5": lambda: mnist_pair(3, 5),
-    }
-    chosen = list(sources) if names is None else list(names)
-    unknown = sorted(set(chosen) - set(sources))
+    data = load_dataset("mnist")
+    mask = (data.train_y == a) | (data.train_y == b)
+    return data.train_x[mask].flatten(1).double().numpy(), (data.train_y[mask] == b).numpy()
+
+
+PROBLEMS: dict[str, Callable[[], tuple[np.ndarray, np.ndarray]]] = {
+    "breast_cancer": lambda: _sklearn_pair("load_breast_cancer", lambda t: t >= 0, lambda t: t == 1, slice(0, 10)),
+    "iris_1v2": lambda: _sklearn_pair("load_iris", lambda t: t > 0, lambda t: t == 2),
+    "digits_parity": lambda: _sklearn_pair("load_digits", lambda t: t >= 0, lambda t: t % 2 == 1),
+    "wine_1v2": lambda: _sklearn_pair("load_wine", lambda t: t > 0, lambda t: t == 2, slice(0, 6)),
+    "mnist_3v5": lambda: _mnist_pair(3, 5),
+}
+"""Each problem's (features, labels) loader, by name."""
+
+
+def load_problems(names: Sequence[str] | None = None) -> list[Problem]:
+    """The benchmark's data sets (scikit-learn's bundled ones and MNIST), by name."""
+    chosen = list(PROBLEMS) if names is None else list(names)
+    unknown = sorted(set(chosen) - set(PROBLEMS))
     if unknown:
-        raise ValueError(f"names must be among {sorted(sources)}, got unknown {unknown}")
-    return [make_problem(name, *sources[name]()) for name in chosen]
+        raise ValueError(f"names must be among {list(PROBLEMS)}, got unknown {unknown}")
+    return [make_problem(name, *PROBLEMS[name]()) for name in chosen]
 
 
 class Finished(Exception):

@@ -127,7 +127,7 @@ def run_hdm(loss, params, steps, optimizer=None, **settings):
 def test_matches_the_plain_twin(settings):
     loss, f_and_grad, _ = logistic_problem()
     x0 = torch.full((5,), 0.1, dtype=torch.float64)
-    expected = reference_hdm(f_and_grad, x0, 60, **settings)
+    expected = reference_hdm(f_and_grad, x0, 40, **settings)
     w = x0.clone().requires_grad_(True)
     optimizer = HDM([w], **settings)
     for step, target in enumerate(expected):
@@ -160,7 +160,7 @@ def test_loss_never_increases_and_grad_is_the_gradient_at_the_parameters():
     w = torch.zeros(5, dtype=torch.float64, requires_grad=True)
     optimizer = HDM([w])
     previous = math.inf
-    for _ in range(40):
+    for _ in range(25):
         value = float(run_hdm(loss, [w], 1, optimizer=optimizer)[0].state[w]["loss"])
         assert value <= previous
         previous = value
