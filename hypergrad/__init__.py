@@ -11,6 +11,7 @@ the learning-rate range test ``find_lr``, ``layerwise_param_groups`` for discrim
 from .adagrad import AdagradHD
 from .adam import AdamHD, AdamWHD
 from .adaptive_gain import AdaptiveGainSGD
+from .hdm import HDM
 from .lr_finder import LRFinderResult, find_lr
 from .optimizer import HypergradOptimizer
 from .param_groups import layerwise_param_groups
@@ -23,6 +24,7 @@ __all__ = [
     "AdamHD",
     "AdamWHD",
     "AdaptiveGainSGD",
+    "HDM",
     "HypergradOptimizer",
     "LRFinderResult",
     "LambdaHypergradLR",

@@ -1,0 +1,267 @@
+"""Full-batch logistic regression: gradient evaluations to |grad|_inf <= 1e-4, HDM against L-BFGS.
+
+Every method minimises the mean logistic loss ``f(w) = mean(log(1 + exp(-y_i x_i . w)))`` (labels
+``y = +-1``, features standardised, an intercept column of ones, no regularisation, ``w_0 = 0``,
+float64) and is charged one evaluation per gradient it computes; L-BFGS is charged every closure
+call of its line search. A run stops at the first evaluated point whose gradient has
+``|grad|_inf <= TOLERANCE`` or after ``BUDGET`` evaluations.
+
+Without regularisation a linearly separable data set has no finite minimiser, so the problems
+are two-class sets that an LP feasibility test (``y_i (x_i . w + b) >= 1``, scipy's HiGHS) finds
+not separable: breast cancer on its ten "mean" features (all thirty separate the classes), iris
+versicolor against virginica, digits even against odd, wine class 1 against class 2 on its first
+six features (all thirteen separate them), MNIST 3 against 5 (all 11,552 training images;
+constant pixels dropped).
+
+Methods: HDM at its defaults (``lipschitz=None``: no knowledge of the data), ``torch.optim.LBFGS``
+(history 10, strong Wolfe), gradient descent at ``1/L``, Nesterov's accelerated gradient with
+``L`` (``L = lambda_max(X^T X) / (4 n)``, the logistic loss's smoothness constant), Adam at the
+best learning rate of a grid, SGD-HD and SGDN-HD (``momentum=0.9, nesterov=True``) at their
+defaults. ``python -m experiments.fullbatch --out DIR`` prints the table and writes the figure.
+"""
+
+from __future__ import annotations
+
+import argparse
+import math
+import os
+import tempfile
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import matplotlib
+import numpy as np
+import torch
+
+import hypergrad
+
+matplotlib.use("Agg")
+from matplotlib.figure import Figure  # noqa: E402
+
+TOLERANCE = 1e-4
+BUDGET = 1000
+ADAM_LRS = (1e-3, 3e-3, 1e-2, 3e-2, 1e-1, 3e-1, 1.0)
+
+
+@dataclass(frozen=True)
+class Problem:
+    """Standardised features with an intercept column, labels in {0, 1} (float64)."""
+
+    name: str
+    x: torch.Tensor
+    y: torch.Tensor
+
+    @property
+    def lipschitz(self) -> float:
+        """``lambda_max(X^T X) / (4 n)``: the smoothness constant of the mean logistic loss."""
+        return float(torch.linalg.eigvalsh(self.x.T @ self.x / len(self.x))[-1]) / 4.0
+
+    def loss(self, w: torch.Tensor) -> torch.Tensor:
+        return torch.nn.functional.binary_cross_entropy_with_logits(self.x @ w, self.y)
+
+
+def make_problem(name: str, features: np.ndarray, labels: np.ndarray) -> Problem:
+    """Standardise the non-constant features, append an intercept column, labels to {0, 1}."""
+    features = np.asarray(features, dtype=np.float64)
+    scale = features.std(axis=0)
+    kept = features[:, scale > 0]
+    kept = (kept - kept.mean(axis=0)) / scale[scale > 0]
+    x = np.hstack([kept, np.ones((len(kept), 1))])
+    return Problem(name, torch.from_numpy(x), torch.from_numpy(np.asarray(labels, dtype=np.float64)))
+
+
+def _sklearn_pair(loader: str, select: Callable, positive: Callable, columns: slice = slice(None)):
+    """Rows of a scikit-learn bundled data set chosen by ``select``, labels ``positive(target)``."""
+    from sklearn import datasets  # the experiments extra
+
+    bunch = getattr(datasets, loader)()
+    mask = select(bunch.target)
+    return bunch.data[mask][:, columns], positive(bunch.target[mask])
+
+
+def _mnist_pair(a: int, b: int):
+    """The MNIST training images of digits ``a`` and ``b``, label ``digit == b``."""
+    from experiments.data import load_dataset
+
+    data = load_dataset("mnist")
+    mask = (data.train_y == a) | (data.train_y == b)
+    return data.train_x[mask].flatten(1).double().numpy(), (data.train_y[mask] == b).numpy()
+
+
+PROBLEMS: dict[str, Callable[[], tuple[np.ndarray, np.ndarray]]] = {
+    "breast_cancer": lambda: _sklearn_pair("load_breast_cancer", lambda t: t >= 0, lambda t: t == 1, slice(0, 10)),
+    "iris_1v2": lambda: _sklearn_pair("load_iris", lambda t: t > 0, lambda t: t == 2),
+    "digits_parity": lambda: _sklearn_pair("load_digits", lambda t: t >= 0, lambda t: t % 2 == 1),
+    "wine_1v2": lambda: _sklearn_pair("load_wine", lambda t: t > 0, lambda t: t == 2, slice(0, 6)),
+    "mnist_3v5": lambda: _mnist_pair(3, 5),
+}
+"""Each problem's (features, labels) loader, by name."""
+
+
+def load_problems(names: Sequence[str] | None = None) -> list[Problem]:
+    """The benchmark's data sets (scikit-learn's bundled ones and MNIST), by name."""
+    chosen = list(PROBLEMS) if names is None else list(names)
+    unknown = sorted(set(chosen) - set(PROBLEMS))
+    if unknown:
+        raise ValueError(f"names must be among {list(PROBLEMS)}, got unknown {unknown}")
+    return [make_problem(name, *PROBLEMS[name]()) for name in chosen]
+
+
+class Finished(Exception):
+    """Raised by the counter when the tolerance or the budget is reached."""
+
+
+class Counter:
+    """The closure every method calls: evaluates the loss and its gradient and records |grad|_inf."""
+
+    def __init__(self, problem: Problem, w: torch.Tensor, tolerance: float = TOLERANCE, budget: int = BUDGET) -> None:
+        self.problem, self.w, self.tolerance, self.budget = problem, w, tolerance, budget
+        self.grad_norms: list[float] = []
+
+    def __call__(self) -> torch.Tensor:
+        if self.w.grad is not None:
+            self.w.grad = None
+        with torch.enable_grad():
+            loss = self.problem.loss(self.w)
+            loss.backward()
+        norm = float(self.w.grad.abs().max())
+        self.grad_norms.append(norm)
+        if norm <= self.tolerance or len(self.grad_norms) >= self.budget or not math.isfinite(norm):
+            raise Finished
+        return loss
+
+    @property
+    def evaluations(self) -> int | None:
+        """Evaluations until the tolerance was met; None if it never was."""
+        for count, norm in enumerate(self.grad_norms, start=1):
+            if norm <= self.tolerance:
+                return count
+        return None
+
+
+def _drive(optimizer: torch.optim.Optimizer, counter: Counter, closure_step: bool) -> None:
+    """Step until the counter finishes (or an optimizer stops evaluating)."""
+    try:
+        while True:
+            before = len(counter.grad_norms)
+            if closure_step:
+                optimizer.step(counter)
+            else:
+                counter()
+                optimizer.step()
+            if len(counter.grad_norms) == before:
+                return
+    except Finished:
+        return
+
+
+def _nesterov(problem: Problem, counter: Counter) -> None:
+    """Nesterov's accelerated gradient for smooth convex f: y = x_k + (k-1)/(k+2) (x_k - x_{k-1})."""
+    lipschitz = problem.lipschitz
+    x_prev = counter.w.detach().clone()
+    k = 1
+    try:
+        while True:
+            x = counter.w.detach().clone()
+            with torch.no_grad():
+                counter.w.add_((k - 1) / (k + 2) * (x - x_prev))
+            counter()
+            with torch.no_grad():
+                counter.w.sub_(counter.w.grad / lipschitz)
+            x_prev, k = x, k + 1
+    except Finished:
+        return
+
+
+def run_method(problem: Problem, method: str, lr: float | None = None,
+               tolerance: float = TOLERANCE, budget: int = BUDGET) -> Counter:
+    """One run from w = 0; the returned counter holds |grad|_inf at every evaluation."""
+    w = torch.zeros(problem.x.shape[1], dtype=torch.float64, requires_grad=True)
+    counter = Counter(problem, w, tolerance, budget)
+    if method == "nesterov":
+        _nesterov(problem, counter)
+        return counter
+    closure_step = method in ("hdm", "lbfgs")
+    optimizers: dict[str, Callable[[], torch.optim.Optimizer]] = {
+        "hdm": lambda: hypergrad.HDM([w]),
+        "lbfgs": lambda: torch.optim.LBFGS([w], lr=1, max_iter=budget, history_size=10,
+                                           tolerance_grad=0.0, tolerance_change=0.0, line_search_fn="strong_wolfe"),
+        "gd": lambda: torch.optim.SGD([w], lr=1.0 / problem.lipschitz),
+        "adam": lambda: torch.optim.Adam([w], lr=lr),
+        "sgd_hd": lambda: hypergrad.SGDHD([w]),
+        "sgdn_hd": lambda: hypergrad.SGDHD([w], momentum=0.9, nesterov=True),
+    }
+    if method not in optimizers:
+        raise ValueError(f"method must be one of {sorted([*optimizers, 'nesterov'])}, got {method!r}")
+    _drive(optimizers[method](), counter, closure_step)
+    return counter
+
+
+METHODS = ("hdm", "lbfgs", "gd", "nesterov", "adam", "sgd_hd", "sgdn_hd")
+LABELS = {"hdm": "HDM", "lbfgs": "L-BFGS", "gd": "GD 1/L", "nesterov": "Nesterov",
+          "adam": "Adam (best lr)", "sgd_hd": "SGD-HD", "sgdn_hd": "SGDN-HD"}
+
+
+def run_problem(problem: Problem, tolerance: float = TOLERANCE, budget: int = BUDGET) -> dict[str, Counter]:
+    """Every method on one problem; Adam keeps the grid lr that needs the fewest evaluations."""
+    runs = {method: run_method(problem, method, tolerance=tolerance, budget=budget)
+            for method in METHODS if method != "adam"}
+    adam_runs = [run_method(problem, "adam", lr, tolerance, budget) for lr in ADAM_LRS]
+    runs["adam"] = min(adam_runs, key=lambda c: (c.evaluations or budget + 1, c.grad_norms[-1]))
+    return {method: runs[method] for method in METHODS}
+
+
+def table_rows(results: dict[str, dict[str, Counter]], budget: int = BUDGET) -> list[str]:
+    """One line per problem: evaluations per method (">budget" when not reached)."""
+    width = 15
+    header = "problem".ljust(16) + "".join(LABELS[m].rjust(width) for m in METHODS)
+    rows = [header]
+    for name, runs in results.items():
+        cells = [str(c.evaluations) if c.evaluations is not None else f">{budget}" for c in runs.values()]
+        rows.append(name.ljust(16) + "".join(cell.rjust(width) for cell in cells))
+    return rows
+
+
+def draw_figure(results: dict[str, dict[str, Counter]], tolerance: float = TOLERANCE) -> Figure:
+    """|grad|_inf against evaluations, one panel per problem."""
+    figure = Figure(figsize=(4.0 * len(results), 3.4), layout="constrained")
+    axes = figure.subplots(1, len(results), squeeze=False)[0]
+    for ax, (name, runs) in zip(axes, results.items()):
+        for method, counter in runs.items():
+            ax.semilogy(range(1, len(counter.grad_norms) + 1), counter.grad_norms, label=LABELS[method],
+                        linewidth=2.0 if method in ("hdm", "lbfgs") else 1.0)
+        ax.axhline(tolerance, color="black", linewidth=0.6, linestyle=":")
+        ax.set_title(name)
+        ax.set_xlabel("gradient evaluations")
+    axes[0].set_ylabel("|grad|_inf")
+    axes[-1].legend(loc="upper left", bbox_to_anchor=(1.02, 1.0), fontsize="small")
+    return figure
+
+
+def save_figure(figure: Figure, path: Path) -> None:
+    """Write the figure atomically (a temporary file in the same folder, then a rename)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    handle, temporary = tempfile.mkstemp(dir=path.parent, prefix=path.name + ".", suffix=path.suffix)
+    os.close(handle)
+    try:
+        figure.savefig(temporary)
+        os.chmod(temporary, 0o644)
+        os.replace(temporary, path)
+    finally:
+        if os.path.exists(temporary):
+            os.remove(temporary)
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--out", type=Path, default=Path("results"))
+    parser.add_argument("--problems", nargs="*", default=None)
+    args = parser.parse_args(argv)
+    results = {problem.name: run_problem(problem) for problem in load_problems(args.problems)}
+    print("\n".join(table_rows(results)))
+    save_figure(draw_figure(results), args.out / "fullbatch.png")
+
+
+if __name__ == "__main__":
+    main()
