@@ -110,7 +110,7 @@ BUDGETS: dict[str, SuiteBudget] = {
         lr_finder_fraction={"logreg": 0.25, "mlp": 0.25, "cnn": 0.25},
         peers={"logreg": TaskBudget(3), "mlp": TaskBudget(6, 0.05), "cnn": TaskBudget(4, 0.02)},
         peer_seeds=(1, 2),
-        schedules=TaskBudget(3),
+        schedules=TaskBudget(5, 0.3),
         transfer_seeds=(0, 1, 2),
     ),
     # The paper's budgets (a GPU or a long night): logreg 10 epochs, mlp 100, sensitivity 50.
