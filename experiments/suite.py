@@ -272,9 +272,7 @@ class RunCache:
     def cached_json(self, name: str, identity: dict[str, Any], compute: Callable[[], Any]) -> Any:
         """A small computed result (an LR range test, a set of 2-D paths...) cached under
         ``runs/NAME-HASH/result.json``; HASH is that of ``identity``, which the file records too."""
-        return self._cached(name, identity, compute, "result.json",
-                            save=lambda path, content: write_json(path, content),
-                            load=lambda path: read_json(path))
+        return self._cached(name, identity, compute, "result.json", save=write_json, load=read_json)
 
     def cached_tensors(self, name: str, identity: dict[str, Any], compute: Callable[[], Any]) -> Any:
         """Like :meth:`cached_json` for a result holding tensors (``runs/NAME-HASH/result.pt``)."""
@@ -282,7 +280,10 @@ class RunCache:
                             save=lambda path, content: atomic_write(path, lambda temporary: torch.save(content, temporary)),
                             load=lambda path: torch.load(path, weights_only=True))
 
-    def _cached(self, name, identity, compute, file_name, save, load):
+    def _cached(self, name: str, identity: dict[str, Any], compute: Callable[[], Any], file_name: str,
+                save: Callable[[Path, Any], Any], load: Callable[[Path], Any]) -> Any:
+        """``compute()``'s result, saved as ``{"identity": ..., "result": ...}`` in ``runs/NAME-HASH/FILE_NAME``
+        the first time and loaded from there afterwards."""
         digest = hashlib.sha256(json.dumps(identity, sort_keys=True).encode()).hexdigest()[:16]
         path = self.root / "runs" / f"{name}-{digest}" / file_name
         if path.is_file():
