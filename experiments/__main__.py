@@ -7,8 +7,11 @@ import sys
 
 import torch
 
+from experiments.data import DatasetFileError, DatasetNotFoundError
 from experiments.methods import METHODS, PAPER_METHODS, MethodUnavailableError
 from experiments.models import TASKS
+from experiments.reproduce import add_arguments, run_from_args
+from experiments.runner import RunConfig, run_suite
 
 
 def _positive_float(text: str) -> float:
@@ -52,8 +55,6 @@ def build_parser() -> argparse.ArgumentParser:
                      help="data-parallel over the processes torchrun starts (torchrun --nproc_per_node=N "
                      "-m experiments run ...): each --batch-size batch is split across them; gloo on CPU, "
                      "NCCL on CUDA; rank 0 writes the files")
-    from experiments.reproduce import add_arguments
-
     reproduce = commands.add_parser(
         "reproduce",
         help="the main job: run the paper's studies and write figures and summary.md (cached runs are reused)",
@@ -70,12 +71,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     if args.command == "reproduce":
-        from experiments.reproduce import run_from_args
-
         return run_from_args(args, parser)
-    from experiments.data import DatasetFileError, DatasetNotFoundError
-    from experiments.runner import RunConfig, run_suite
-
     if args.threads is not None:
         if args.threads < 1:
             parser.error(f"--threads must be >= 1, got {args.threads}")

@@ -34,6 +34,7 @@ __all__ = [
     "MethodUnavailableError",
     "build_optimizer",
     "default_hypergrad_lr",
+    "resolve_hypergrad_lr",
     "resolve_methods",
 ]
 
@@ -52,12 +53,21 @@ class MethodUnavailableError(RuntimeError):
 
 @dataclass(frozen=True)
 class MethodSettings:
-    """What a method's constructor is given."""
+    """What a method's constructor is given (``hypergrad_rule``: HD methods only; None keeps the
+    class's default, the paper's additive rule)."""
 
     lr: float
     hypergrad_lr: float | None
     weight_decay: float
     model_has_batch_norm: bool
+    hypergrad_rule: str | None = None
+
+    def hypergrad_keywords(self) -> dict:
+        """The HD keywords an HD class is given."""
+        keywords = {"hypergrad_lr": self.hypergrad_lr}
+        if self.hypergrad_rule is not None:
+            keywords["hypergrad_rule"] = self.hypergrad_rule
+        return keywords
 
 
 @dataclass(frozen=True)
@@ -120,7 +130,7 @@ def _sgd_hd(momentum: float = 0.0, nesterov: bool = False):
     def build(params, s: MethodSettings) -> Optimizer:
         return _hypergrad_class("SGDHD")(
             params, lr=s.lr, momentum=momentum, nesterov=nesterov, weight_decay=s.weight_decay,
-            hypergrad_lr=s.hypergrad_lr,
+            **s.hypergrad_keywords(),
         )
 
     return build
@@ -135,7 +145,7 @@ def _torch_base(class_name: str):
 
 def _hd(class_name: str):
     def build(params, s: MethodSettings) -> Optimizer:
-        return _hypergrad_class(class_name)(params, lr=s.lr, weight_decay=s.weight_decay, hypergrad_lr=s.hypergrad_lr)
+        return _hypergrad_class(class_name)(params, lr=s.lr, weight_decay=s.weight_decay, **s.hypergrad_keywords())
 
     return build
 
@@ -198,6 +208,15 @@ def _methods() -> dict[str, Method]:
 
 
 METHODS: dict[str, Method] = _methods()
+
+
+def resolve_hypergrad_lr(method: str, task: str, hypergrad_lr: float | None = None) -> float | None:
+    """The beta a run of ``method`` on ``task`` uses: ``hypergrad_lr`` when given, else the
+    reference code's default; None for methods without HD (whatever was given)."""
+    if METHODS[method].hypergradient is None:
+        return None
+    return default_hypergrad_lr(method, task) if hypergrad_lr is None else hypergrad_lr
+
 
 def default_hypergrad_lr(method: str, task: str) -> float | None:
     """The reference code's beta: 1e-3 for SGD-type HD; for Adam-type (and the other adaptive

@@ -12,14 +12,15 @@ Figures are written with :func:`save_figure` (PNG and PDF, each atomically), ani
 from __future__ import annotations
 
 import os
-import tempfile
+from collections.abc import Sequence
 from dataclasses import dataclass
-from collections.abc import Callable, Sequence
 from pathlib import Path
 
 import matplotlib
 import numpy as np
 from PIL import Image
+
+from experiments.files import atomic_write
 
 matplotlib.use("Agg")  # figures are only ever written to files, also on machines without a display
 
@@ -117,49 +118,23 @@ def legend_outside(target: Axes | Figure, where: str = "right", **kwargs) -> Leg
     return target.legend(**placement)
 
 
-def _write_temp_beside(final_path: Path, write: Callable[[str], None]) -> Path:
-    """Call ``write(temp_path)`` for a temp file beside ``final_path``, then move it into place."""
-    final_path.parent.mkdir(parents=True, exist_ok=True)
-    fd, temp_name = tempfile.mkstemp(
-        dir=final_path.parent, prefix=f".{final_path.stem}.", suffix=final_path.suffix
-    )
-    os.close(fd)
-    os.chmod(temp_name, 0o644)  # mkstemp makes 0600; a figure is meant to be read by others
-    try:
-        write(temp_name)
-        return Path(temp_name)
-    except BaseException:
-        os.unlink(temp_name)
-        raise
-
-
 def save_figure(fig: Figure, path_without_ext: str | os.PathLike, dpi: int = 150) -> tuple[Path, Path]:
     """Write ``fig`` as ``<path>.png`` and ``<path>.pdf``; return both paths.
 
-    Both files are rendered to temp files first and only then moved into place, so an error leaves
-    no half-written figure behind.
+    The PDF is written (atomically) while the PNG's temporary file waits, so an error in either
+    leaves no new half of the pair behind.
     """
     base = Path(path_without_ext)
     if base.suffix.lower() in (".png", ".pdf"):
         raise ValueError(f"path_without_ext must not end in an extension, got {str(base)!r}")
-    finals = [base.with_name(base.name + ".png"), base.with_name(base.name + ".pdf")]
-    temps: list[Path] = []
-    try:
-        for final in finals:
-            fmt = final.suffix[1:]
-            temps.append(
-                _write_temp_beside(
-                    final,
-                    lambda name, fmt=fmt: fig.savefig(name, format=fmt, dpi=dpi, bbox_inches="tight"),
-                )
-            )
-    except BaseException:
-        for temp in temps:
-            temp.unlink(missing_ok=True)
-        raise
-    for temp, final in zip(temps, finals):
-        os.replace(temp, final)
-    return finals[0], finals[1]
+    png, pdf = base.with_name(base.name + ".png"), base.with_name(base.name + ".pdf")
+
+    def write_both(temporary_png: str) -> None:
+        fig.savefig(temporary_png, format="png", dpi=dpi, bbox_inches="tight")
+        atomic_write(pdf, lambda temporary: fig.savefig(temporary, format="pdf", dpi=dpi, bbox_inches="tight"))
+
+    atomic_write(png, write_both)
+    return png, pdf
 
 
 def save_gif(frames: Sequence[np.ndarray], path: str | os.PathLike, fps: float, final_pause_s: float = 0.0) -> Path:
@@ -190,8 +165,6 @@ def save_gif(frames: Sequence[np.ndarray], path: str | os.PathLike, fps: float, 
             name, format="GIF", save_all=True, append_images=indexed[1:], duration=durations, loop=0
         )
 
-    temp = _write_temp_beside(final, write)
-    os.replace(temp, final)
-    return final
+    return atomic_write(final, write)
 
 

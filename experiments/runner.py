@@ -1,9 +1,11 @@
 """Train one task with one or several methods and write the logs that plots and tables use.
 
-Read top to bottom: the configuration (:class:`RunConfig`), data helpers, the training loop
-(:func:`run_method`), and the suite around it (:func:`run_suite`: several methods, ``run.json``
-and a summary table). A later ``reproduce`` command calls :func:`run_method` directly with
-per-run overrides (``run_method(config, "sgd_hd", out, lr=1e-2, max_iterations=500)``).
+Read top to bottom: the configuration (:class:`RunConfig`), the run's state and objects
+(:class:`RunState`, :class:`Training`), the pieces of one run (start, checkpoint load and save,
+one epoch, the result), the training loop that strings them together (:func:`run_method`), and the
+suite around it (:func:`run_suite`: several methods, ``run.json`` and a summary table). The
+``reproduce`` command calls :func:`run_method` with per-run overrides
+(``run_method(config, "sgd_hd", out, lr=1e-2, max_iterations=500)``).
 
 Files written under ``out_dir`` (each one atomically: a temporary file renamed into place):
 
@@ -27,18 +29,14 @@ evaluation and checkpointing are not counted.
 
 from __future__ import annotations
 
-import csv
 import dataclasses
-import functools
-import io
 import json
 import math
 import os
 import platform
 import sys
-import tempfile
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from importlib import metadata
 from pathlib import Path
@@ -49,282 +47,27 @@ import torch.nn.functional as F
 from torch import nn
 from torch.optim import Optimizer
 
-from experiments.data import DATASETS, DatasetSplits, load_dataset
-from experiments.methods import MethodSettings, default_hypergrad_lr, resolve_methods
+from experiments.config import MethodResult, RunConfig, resolve_device
+from experiments.data import DATASETS, DatasetSplits
+from experiments.files import atomic_write, write_csv, write_json
+from experiments.methods import Method, MethodSettings, resolve_hypergrad_lr, resolve_methods
 from experiments.models import TASKS, build_model, has_batch_norm
+from experiments.training import (
+    cached_dataset,
+    epoch_generator,
+    evaluate,
+    random_crop_flip,
+    recompute_batch_norm,
+    training_subset,
+)
 
-__all__ = ["EPOCH_COLUMNS", "ITERATION_COLUMNS", "MethodResult", "RunConfig", "run_method", "run_suite"]
+__all__ = ["EPOCH_COLUMNS", "ITERATION_COLUMNS", "MethodResult", "RunConfig", "RunState", "dataset_for", "run_method",
+           "run_suite"]
 
 EPOCH_COLUMNS = ("epoch", "iteration", "time_s", "train_loss", "valid_loss", "valid_accuracy", "lr")
 ITERATION_COLUMNS = ("iteration", "epoch", "time_s", "loss", "lr")
 TRAIN_METRIC_COLUMNS = ("epoch", "train_loss", "train_accuracy")
 CHECKPOINT_VERSION = 1
-SCHEDULE_FREE_BN_BATCHES = 50
-"""Training batches used to recompute batch-norm statistics at Schedule-Free's evaluation point."""
-
-LRSchedulerFactory = Callable[[Optimizer, int, int], Any]
-"""``(optimizer, iterations_per_epoch, total_iterations) -> scheduler``; stepped every iteration."""
-
-
-# ----------------------------------------------------------------------------- configuration
-
-
-@dataclass(frozen=True)
-class RunConfig:
-    """Everything that determines a run, with the paper's defaults.
-
-    Attributes:
-        task: ``logreg``, ``mlp``, ``cnn`` or ``vgg`` (model + dataset, see ``models.TASKS``).
-        epochs: passes over the training set.
-        lr: alpha_0, the initial learning rate (the learning-rate-free peers keep their own).
-        hypergrad_lr: beta for HD methods; None = the reference code's value for the method and
-            task (``methods.default_hypergrad_lr``).
-        weight_decay: L2 (or the method's own decoupled decay) on every method.
-        batch_size: minibatch size; the last, smaller batch of an epoch is kept (as DataLoader).
-        seed: seeds the initial weights, the data order of every epoch and dropout.
-        device: ``auto`` (CUDA when available), ``cpu``, ``cuda``, ``cuda:1``...
-        data_dir: a folder to look in first for the dataset (and to download into).
-        download: download the dataset when it is found nowhere.
-        max_iterations: stop after this many iterations in total (the last epoch may be partial).
-        train_fraction: train on this fraction of the training set (a fixed, seeded subset).
-        lr_scheduler: ``(optimizer, iterations_per_epoch, total_iterations) -> scheduler``,
-            stepped after every optimizer step (for tuned-schedule baselines).
-        eval_batch_size: batch size for evaluation only (does not change results).
-        distributed: ``None`` (one process), ``ddp`` or ``fsdp``: a data-parallel run launched
-            by ``torchrun`` (see :mod:`experiments.distributed`); each ``batch_size`` batch is
-            split across the ranks and only rank 0 writes files.
-    """
-
-    task: str
-    epochs: int = 10
-    lr: float = 1e-3
-    hypergrad_lr: float | None = None
-    weight_decay: float = 1e-4
-    batch_size: int = 128
-    seed: int = 1
-    device: str = "auto"
-    data_dir: str | None = None
-    download: bool = False
-    max_iterations: int | None = None
-    train_fraction: float = 1.0
-    lr_scheduler: LRSchedulerFactory | None = field(default=None, repr=False)
-    eval_batch_size: int = 1000
-    distributed: str | None = None
-
-    def __post_init__(self) -> None:
-        if self.task not in TASKS:
-            raise ValueError(f"task must be one of {sorted(TASKS)}, got {self.task!r}")
-        _check(self.epochs, "epochs", int, lambda v: v >= 1, ">= 1")
-        _check(self.lr, "lr", (int, float), lambda v: v > 0 and math.isfinite(v), "> 0")
-        if self.hypergrad_lr is not None:
-            _check(self.hypergrad_lr, "hypergrad_lr", (int, float), lambda v: v >= 0 and math.isfinite(v), ">= 0")
-        _check(self.weight_decay, "weight_decay", (int, float), lambda v: v >= 0 and math.isfinite(v), ">= 0")
-        _check(self.batch_size, "batch_size", int, lambda v: v >= 1, ">= 1")
-        _check(self.seed, "seed", int, lambda v: 0 <= v < 2**32, "in [0, 2**32)")
-        if self.max_iterations is not None:
-            _check(self.max_iterations, "max_iterations", int, lambda v: v >= 1, ">= 1")
-        _check(self.train_fraction, "train_fraction", (int, float), lambda v: 0 < v <= 1, "in (0, 1]")
-        _check(self.eval_batch_size, "eval_batch_size", int, lambda v: v >= 1, ">= 1")
-        if self.lr_scheduler is not None and not callable(self.lr_scheduler):
-            raise TypeError(f"lr_scheduler must be callable or None, got {type(self.lr_scheduler).__name__}")
-        torch.device("cuda" if self.device == "auto" else self.device)  # raises on a malformed device
-        if self.distributed is not None and self.distributed not in ("ddp", "fsdp"):
-            raise ValueError(f"distributed must be None, 'ddp' or 'fsdp', got {self.distributed!r}")
-
-    def to_dict(self) -> dict[str, Any]:
-        """JSON-ready fields; the scheduler factory is recorded by its qualified name."""
-        fields = {f.name: getattr(self, f.name) for f in dataclasses.fields(self)}
-        fields["lr_scheduler"] = _qualified_name(self.lr_scheduler)
-        return fields
-
-    def identity(self) -> dict[str, Any]:
-        """The fields that determine the numbers a run produces (resume refuses a mismatch).
-
-        ``epochs`` is left out so that a finished run can be extended; where the data were read
-        from, the evaluation batch size and how many processes shared each batch do not change
-        results (beyond floating-point rounding)."""
-        fields = self.to_dict()
-        for name in ("epochs", "data_dir", "download", "eval_batch_size", "distributed"):
-            del fields[name]
-        return fields
-
-
-def _check(value, name: str, types, condition, allowed: str) -> None:
-    if isinstance(value, bool) or not isinstance(value, types):
-        raise TypeError(f"{name} must be a number {allowed}, got {type(value).__name__}")
-    if not condition(value):
-        raise ValueError(f"{name} must be {allowed}, got {value!r}")
-
-
-def _qualified_name(obj) -> str | None:
-    if obj is None:
-        return None
-    if isinstance(obj, functools.partial):
-        return f"partial({_qualified_name(obj.func)}, args={obj.args!r}, kwargs={obj.keywords!r})"
-    return f"{getattr(obj, '__module__', '?')}.{getattr(obj, '__qualname__', repr(obj))}"
-
-
-def resolve_device(device: str) -> torch.device:
-    """``auto`` -> CUDA when available, else CPU."""
-    if device == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    return torch.device(device)
-
-
-@dataclass(frozen=True)
-class MethodResult:
-    """Outcome of one method's run (``status``: ``completed`` or ``diverged``)."""
-
-    method: str
-    status: str
-    epochs_completed: int
-    iterations: int
-    final_train_loss: float
-    final_valid_loss: float
-    final_valid_accuracy: float
-    final_lr: float
-    hypergrad_lr: float | None
-    wall_time_s: float
-    train_time_s: float
-    diverged_at_iteration: int | None
-    epochs_csv: str
-    iterations_csv: str
-    optimizer_defaults: dict[str, Any]
-
-
-# ----------------------------------------------------------------------------- files
-
-
-def _atomic_write_file(path: Path, write_file: Callable[[str], None]) -> None:
-    """Let ``write_file`` write a temporary file next to ``path``, then rename it over ``path``:
-    readers see the old file or the new one, never half of one (Ctrl-C, crash, full disk)."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    handle, temporary = tempfile.mkstemp(dir=path.parent, prefix=path.name + ".", suffix=".tmp")
-    os.close(handle)
-    try:
-        write_file(temporary)
-        os.replace(temporary, path)
-    finally:
-        if os.path.exists(temporary):
-            os.remove(temporary)
-
-
-def _atomic_write(path: Path, write: Callable[[io.TextIOBase], None]) -> None:
-    """Atomically write a text file through ``write(stream)``."""
-
-    def write_file(temporary: str) -> None:
-        with open(temporary, "w", newline="") as stream:
-            write(stream)
-
-    _atomic_write_file(path, write_file)
-
-
-def write_text(path: str | os.PathLike, text: str) -> None:
-    """Write a text file (UTF-8) atomically."""
-    _atomic_write(Path(path), lambda stream: stream.write(text))
-
-
-def write_csv(path: Path, columns: Sequence[str], rows: Sequence[Sequence]) -> None:
-    """Write a CSV atomically; floats in full precision (``repr``) so reruns compare exactly."""
-
-    def write(stream):
-        writer = csv.writer(stream)
-        writer.writerow(columns)
-        writer.writerows([[repr(v) if isinstance(v, float) else v for v in row] for row in rows])
-
-    _atomic_write(path, write)
-
-
-def write_json(path: Path, content: dict) -> None:
-    """Write JSON atomically (NaN and infinities as JSON ``null``)."""
-
-    def clean(value):
-        if isinstance(value, float) and not math.isfinite(value):
-            return None
-        if isinstance(value, dict):
-            return {key: clean(item) for key, item in value.items()}
-        if isinstance(value, (list, tuple)):
-            return [clean(item) for item in value]
-        return value
-
-    _atomic_write(path, lambda stream: json.dump(clean(content), stream, indent=2, default=str))
-
-
-# ----------------------------------------------------------------------------- data
-
-
-@functools.lru_cache(maxsize=2)
-def _cached_dataset(name: str, data_dir: str | None, download: bool) -> DatasetSplits:
-    return load_dataset(name, data_dir=data_dir, download=download)
-
-
-def dataset_for(config: RunConfig) -> DatasetSplits:
-    """The task's dataset, loaded once per process."""
-    return _cached_dataset(TASKS[config.task].dataset, config.data_dir, config.download)
-
-
-def _epoch_generator(seed: int, epoch: int) -> torch.Generator:
-    """Data order (and augmentation) of ``epoch`` depends on (seed, epoch) only: method order
-    and resuming cannot change it."""
-    return torch.Generator().manual_seed(seed * 1_000_003 + epoch)
-
-
-def _training_subset(splits: DatasetSplits, config: RunConfig) -> tuple[torch.Tensor, torch.Tensor]:
-    """All training data, or a fixed seeded ``train_fraction`` of it."""
-    if config.train_fraction == 1:
-        return splits.train_x, splits.train_y
-    count = max(1, round(config.train_fraction * len(splits.train_y)))
-    chosen = torch.randperm(len(splits.train_y), generator=_epoch_generator(config.seed, 0))[:count]
-    return splits.train_x[chosen], splits.train_y[chosen]
-
-
-def random_crop_flip(x: torch.Tensor, padding: int, fill: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
-    """The reference CIFAR-10 augmentation on a batch: random ``padding``-pixel crop and
-    horizontal flip. ``fill`` is the per-channel value of a black pixel after normalisation."""
-    n, channels, height, width = x.shape
-    padded = fill.view(1, channels, 1, 1).expand(n, channels, height + 2 * padding, width + 2 * padding).clone()
-    padded[:, :, padding:padding + height, padding:padding + width] = x
-    shift_y = torch.randint(0, 2 * padding + 1, (n,), generator=generator).to(x.device)
-    shift_x = torch.randint(0, 2 * padding + 1, (n,), generator=generator).to(x.device)
-    flip = (torch.rand(n, generator=generator) < 0.5).to(x.device)
-    columns = torch.arange(width, device=x.device).expand(n, width)
-    columns = torch.where(flip[:, None], width - 1 - columns, columns) + shift_x[:, None]
-    rows = torch.arange(height, device=x.device)[None, :] + shift_y[:, None]
-    batch = torch.arange(n, device=x.device)[:, None, None]
-    # (n, h, w, c) from advanced indexing over (batch, rows, columns), channels last.
-    return padded.permute(0, 2, 3, 1)[batch, rows[:, :, None], columns[:, None, :]].permute(0, 3, 1, 2)
-
-
-# ----------------------------------------------------------------------------- evaluation
-
-
-@torch.no_grad()
-def evaluate(model: nn.Module, x: torch.Tensor, y: torch.Tensor, batch_size: int) -> tuple[float, float]:
-    """Mean cross-entropy and accuracy of ``model`` (in eval mode) over the whole ``(x, y)``."""
-    model.eval()
-    total_loss = torch.zeros((), dtype=torch.float64, device=x.device)
-    correct = torch.zeros((), dtype=torch.int64, device=x.device)
-    for start in range(0, len(y), batch_size):
-        output = model(x[start:start + batch_size])
-        target = y[start:start + batch_size]
-        total_loss += F.cross_entropy(output, target, reduction="sum").double()
-        correct += (output.argmax(dim=1) == target).sum()
-    return total_loss.item() / len(y), correct.item() / len(y)
-
-
-@torch.no_grad()
-def _recompute_batch_norm(model: nn.Module, x: torch.Tensor, batch_size: int) -> None:
-    """Schedule-Free evaluates at its averaged point x, whose batch-norm statistics were never
-    seen in training; its documentation recommends a few training batches in train mode at x.
-    Only batch-norm layers run in train mode here, so dropout draws no random numbers."""
-    model.eval()
-    for module in model.modules():
-        if isinstance(module, nn.modules.batchnorm._BatchNorm):
-            module.train()
-    for start in range(0, min(len(x), SCHEDULE_FREE_BN_BATCHES * batch_size), batch_size):
-        model(x[start:start + batch_size])
-    model.eval()
-
 
 # ----------------------------------------------------------------------------- one method
 
@@ -343,6 +86,238 @@ def _data_parallel(config: RunConfig, methods: Sequence[str], device: torch.devi
             "all parameters without reducing them across ranks; use distributed='ddp'"
         )
     return data_parallel(config.distributed, device)
+
+
+def dataset_for(config: RunConfig) -> DatasetSplits:
+    """The task's dataset, loaded once per process."""
+    return cached_dataset(TASKS[config.task].dataset, config.data_dir, config.download)
+
+
+@dataclass
+class RunState:
+    """Where a run stands; saved in its checkpoint after every epoch (as a dict)."""
+
+    epoch: int = 0
+    iteration: int = 0
+    train_time_s: float = 0.0
+    wall_time_s: float = 0.0
+    status: str = "running"  # running, completed or diverged
+    diverged_at_iteration: int | None = None
+    epoch_rows: list[list] = field(default_factory=list)
+    iteration_rows: list[list] = field(default_factory=list)
+    train_metric_rows: list[list] = field(default_factory=list)
+
+
+@dataclass(frozen=True)
+class RunPaths:
+    """The files of one method's run under its output folder."""
+
+    epochs: Path
+    iterations: Path
+    train_metrics: Path
+    checkpoint: Path
+
+    @classmethod
+    def of(cls, out_dir: Path, method: str) -> RunPaths:
+        return cls(out_dir / f"{method}.epochs.csv", out_dir / f"{method}.iterations.csv",
+                   out_dir / f"{method}.train_metrics.csv", out_dir / "checkpoints" / f"{method}.pt")
+
+
+@dataclass
+class Training:
+    """What one run trains with: data on the device, the model, its optimizer and scheduler."""
+
+    config: RunConfig
+    method: Method
+    device: torch.device
+    parallel: Any  # experiments.distributed.DataParallel, or None for one process
+    train_x: torch.Tensor
+    train_y: torch.Tensor
+    valid_x: torch.Tensor
+    valid_y: torch.Tensor
+    augment_fill: torch.Tensor | None  # per-channel black after normalisation; None: no augmentation
+    model: nn.Module
+    optimizer: Optimizer
+    scheduler: Any
+    iterations_per_epoch: int
+    total_iterations: int
+
+    @property
+    def writes_files(self) -> bool:
+        return self.parallel is None or self.parallel.writes_files
+
+    def eval_mode(self) -> None:
+        if self.method.has_train_eval_modes:
+            self.optimizer.eval()
+            if has_batch_norm(self.model):
+                recompute_batch_norm(self.model, self.train_x, self.config.batch_size)
+        self.model.eval()
+
+    def train_mode(self) -> None:
+        self.model.train()
+        if self.method.has_train_eval_modes:
+            self.optimizer.train()
+
+    def evaluate(self, train: bool) -> tuple[float, float]:
+        """Loss and accuracy over the whole training (``train``) or validation set."""
+        x, y = (self.train_x, self.train_y) if train else (self.valid_x, self.valid_y)
+        return evaluate(self.model, x, y, self.config.eval_batch_size)
+
+
+def _start(config: RunConfig, method: Method) -> Training:
+    """Data, model (the same initial weights for every method: seeded here), optimizer, scheduler."""
+    device = resolve_device(config.device)
+    parallel = _data_parallel(config, [method.name], device)
+    if parallel is not None:
+        device = parallel.device
+    splits = dataset_for(config)
+    train_x, train_y = (t.to(device) for t in training_subset(splits, config.train_fraction, config.seed))
+    valid_x, valid_y = splits.valid_x.to(device), splits.valid_y.to(device)
+    iterations_per_epoch = math.ceil(len(train_y) / config.batch_size)
+    total_iterations = config.epochs * iterations_per_epoch
+    if config.max_iterations is not None:
+        total_iterations = min(total_iterations, config.max_iterations)
+    fill = None
+    if config.task == "vgg":
+        info = DATASETS[splits.name]
+        fill = torch.tensor([-m / s for m, s in zip(info.mean, info.std)], device=device)
+    torch.manual_seed(config.seed)
+    model = build_model(config.task, splits.num_classes).to(device)
+    if parallel is not None:
+        model = parallel.wrap(model)
+    settings = MethodSettings(config.lr, resolve_hypergrad_lr(method.name, config.task, config.hypergrad_lr),
+                              config.weight_decay, has_batch_norm(model))
+    optimizer = method.build(model.parameters(), settings)
+    scheduler = config.lr_scheduler(optimizer, iterations_per_epoch, total_iterations) if config.lr_scheduler else None
+    return Training(config, method, device, parallel, train_x, train_y, valid_x, valid_y, fill, model, optimizer,
+                    scheduler, iterations_per_epoch, total_iterations)
+
+
+def _fresh_state(run: Training, paths: RunPaths, train_metrics: bool) -> RunState:
+    """A new run: old files removed, row 0 evaluated before any training."""
+    for path in dataclasses.astuple(paths) if run.writes_files else ():
+        path.unlink(missing_ok=True)
+    state = RunState()
+    run.eval_mode()
+    train_loss, _ = run.evaluate(train=True)
+    valid_loss, valid_accuracy = run.evaluate(train=False)
+    state.epoch_rows.append([0, 0, 0.0, train_loss, valid_loss, valid_accuracy, run.method.effective_lr(run.optimizer)])
+    if train_metrics:
+        state.train_metric_rows.append([0, *run.evaluate(train=True)])
+    return state
+
+
+def _load_checkpoint(run: Training, path: Path) -> RunState:
+    """Restore model, optimizer, scheduler and RNG states from the last complete epoch."""
+    # On the CPU first: RNG states must stay CPU tensors; load_state_dict moves the rest.
+    checkpoint = torch.load(path, map_location="cpu", weights_only=False)
+    identity = run.config.identity()
+    if checkpoint["config"] != identity or checkpoint["method"] != run.method.name:
+        raise ValueError(f"cannot resume {path}: it was made with {checkpoint['config']} for "
+                         f"{checkpoint['method']!r}, now {identity} for {run.method.name!r}")
+    if run.parallel is None:
+        run.model.load_state_dict(checkpoint["model"])
+        run.optimizer.load_state_dict(checkpoint["optimizer"])
+    else:
+        run.parallel.load_state_dicts(run.model, run.optimizer, checkpoint["model"], checkpoint["optimizer"])
+    if run.scheduler is not None:
+        run.scheduler.load_state_dict(checkpoint["scheduler"])
+    torch.set_rng_state(checkpoint["rng_cpu"])
+    if run.device.type == "cuda" and checkpoint["rng_cuda"] is not None:
+        torch.cuda.set_rng_state(checkpoint["rng_cuda"], run.device)
+    return RunState(**checkpoint["state"])
+
+
+def _save(run: Training, state: RunState, paths: RunPaths, train_metrics: bool) -> None:
+    """The CSVs so far and a checkpoint to resume from (every rank takes part in gathering)."""
+    if run.parallel is None:
+        model_state, optimizer_state = run.model.state_dict(), run.optimizer.state_dict()
+    else:  # gathered from every rank (FSDP shards), unwrapped names: loads into either kind of run
+        model_state, optimizer_state = run.parallel.state_dicts(run.model, run.optimizer)
+    if not run.writes_files:
+        return
+    write_csv(paths.epochs, EPOCH_COLUMNS, state.epoch_rows)
+    write_csv(paths.iterations, ITERATION_COLUMNS, state.iteration_rows)
+    if train_metrics:
+        write_csv(paths.train_metrics, TRAIN_METRIC_COLUMNS, state.train_metric_rows)
+    checkpoint = {
+        "version": CHECKPOINT_VERSION, "method": run.method.name, "config": run.config.identity(),
+        "state": dataclasses.asdict(state), "model": model_state, "optimizer": optimizer_state,
+        "scheduler": run.scheduler.state_dict() if run.scheduler is not None else None,
+        "rng_cpu": torch.get_rng_state(),
+        "rng_cuda": torch.cuda.get_rng_state(run.device) if run.device.type == "cuda" else None,
+    }
+    atomic_write(paths.checkpoint, lambda temporary: torch.save(checkpoint, temporary))
+
+
+def _step(run: Training, x: torch.Tensor, y: torch.Tensor) -> float:
+    """One optimizer (and scheduler) step on the batch; its minibatch loss."""
+    run.optimizer.zero_grad(set_to_none=True)
+    if run.parallel is None:
+        loss = F.cross_entropy(run.model(x), y)
+        loss.backward()
+    else:
+        rows = run.parallel.local_rows(len(y))
+        loss = run.parallel.backward(run.model(x[rows]), y[rows], len(y))
+    run.optimizer.step()
+    if run.scheduler is not None:
+        run.scheduler.step()
+    return loss.item()
+
+
+def _train_epoch(run: Training, state: RunState, train_metrics: bool, progress) -> None:
+    """One epoch (possibly cut short by ``max_iterations`` or divergence), then its evaluation row."""
+    config, epoch = run.config, state.epoch + 1
+    generator = epoch_generator(config.seed, epoch)
+    order = torch.randperm(len(run.train_y), generator=generator).to(run.device)
+    run.train_mode()
+    losses, lrs = [], []
+    for batch in range(run.iterations_per_epoch):
+        if state.iteration >= run.total_iterations:
+            break
+        index = order[batch * config.batch_size:(batch + 1) * config.batch_size]
+        x, y = run.train_x[index], run.train_y[index]
+        if run.augment_fill is not None:
+            x = random_crop_flip(x, 4, run.augment_fill, generator)
+        step_start = time.perf_counter()
+        loss = _step(run, x, y)
+        state.train_time_s += time.perf_counter() - step_start
+        state.iteration += 1
+        lr = run.method.effective_lr(run.optimizer)
+        losses.append(loss)
+        lrs.append(lr)
+        state.iteration_rows.append([state.iteration, epoch, round(state.train_time_s, 6), loss, lr])
+        progress.update()
+        if state.iteration % 20 == 0:
+            progress.set_postfix(loss=f"{loss:.4f}", lr=f"{lr:.3g}")
+        if not math.isfinite(loss):
+            state.status, state.diverged_at_iteration = "diverged", state.iteration
+            return
+    run.eval_mode()
+    valid_loss, valid_accuracy = run.evaluate(train=False)
+    state.epoch_rows.append([epoch, state.iteration, round(state.train_time_s, 6), sum(losses) / len(losses),
+                             valid_loss, valid_accuracy, sum(lrs) / len(lrs)])
+    if train_metrics:
+        state.train_metric_rows.append([epoch, *run.evaluate(train=True)])
+    state.epoch = epoch
+
+
+def _result(run: Training, state: RunState, paths: RunPaths) -> MethodResult:
+    last = state.epoch_rows[-1]
+    completed = state.status == "completed"
+    return MethodResult(
+        method=run.method.name, status=state.status, epochs_completed=state.epoch, iterations=state.iteration,
+        final_train_loss=last[3] if completed else float("nan"),
+        final_valid_loss=last[4] if completed else float("nan"),
+        final_valid_accuracy=last[5] if completed else float("nan"),
+        final_lr=state.iteration_rows[-1][4] if state.iteration_rows else last[6],
+        hypergrad_lr=resolve_hypergrad_lr(run.method.name, run.config.task, run.config.hypergrad_lr),
+        wall_time_s=state.wall_time_s, train_time_s=state.train_time_s,
+        diverged_at_iteration=state.diverged_at_iteration,
+        epochs_csv=str(paths.epochs), iterations_csv=str(paths.iterations),
+        optimizer_defaults={k: v for k, v in run.optimizer.defaults.items()
+                            if isinstance(v, (int, float, str, bool, tuple, type(None)))},
+    )
 
 
 def run_method(
@@ -372,197 +347,39 @@ def run_method(
         The :class:`MethodResult`. A run whose loss becomes NaN or infinite stops there with
         ``status="diverged"``; that is a result, not an exception.
     """
+    from tqdm.auto import tqdm
+
     if overrides:
         config = dataclasses.replace(config, **overrides)
     (spec,) = resolve_methods([method])
-    out_dir = Path(out_dir)
-    paths = {
-        "epochs": out_dir / f"{method}.epochs.csv",
-        "iterations": out_dir / f"{method}.iterations.csv",
-        "checkpoint": out_dir / "checkpoints" / f"{method}.pt",
-        "train_metrics": out_dir / f"{method}.train_metrics.csv",
-    }
+    paths = RunPaths.of(Path(out_dir), method)
     wall_start = time.perf_counter()
-    device = resolve_device(config.device)
-    parallel = _data_parallel(config, [method], device)
-    if parallel is not None:
-        device = parallel.device
-    writes_files = parallel is None or parallel.writes_files
-
-    # Data: tensors on the device, batched by index slicing.
-    splits = dataset_for(config)
-    train_x, train_y = (t.to(device) for t in _training_subset(splits, config))
-    valid_x, valid_y = splits.valid_x.to(device), splits.valid_y.to(device)
-    iterations_per_epoch = math.ceil(len(train_y) / config.batch_size)
-    total_iterations = config.epochs * iterations_per_epoch
-    if config.max_iterations is not None:
-        total_iterations = min(total_iterations, config.max_iterations)
-    augment = config.task == "vgg"
-    if augment:
-        info = DATASETS[splits.name]
-        black = torch.tensor([-m / s for m, s in zip(info.mean, info.std)], device=device)
-
-    # Model and optimizer: the same initial weights for every method (seeded here).
-    torch.manual_seed(config.seed)
-    model = build_model(config.task, splits.num_classes).to(device)
-    if parallel is not None:
-        model = parallel.wrap(model)
-    hypergrad_lr = config.hypergrad_lr if spec.hypergradient else None
-    if spec.hypergradient and hypergrad_lr is None:
-        hypergrad_lr = default_hypergrad_lr(method, config.task)
-    settings = MethodSettings(config.lr, hypergrad_lr, config.weight_decay, has_batch_norm(model))
-    optimizer = spec.build(model.parameters(), settings)
-    scheduler = config.lr_scheduler(optimizer, iterations_per_epoch, total_iterations) if config.lr_scheduler else None
-
-    def eval_mode() -> None:
-        if spec.has_train_eval_modes:
-            optimizer.eval()
-            if has_batch_norm(model):
-                _recompute_batch_norm(model, train_x, config.batch_size)
-        model.eval()
-
-    def train_mode() -> None:
-        model.train()
-        if spec.has_train_eval_modes:
-            optimizer.train()
-
-    # State: fresh, or restored from the last complete epoch.
-    state = {"epoch": 0, "iteration": 0, "train_time_s": 0.0, "wall_time_s": 0.0, "status": "running",
-             "diverged_at_iteration": None, "epoch_rows": [], "iteration_rows": [], "train_metric_rows": []}
-    if resume and paths["checkpoint"].is_file():
-        # On the CPU first: RNG states must stay CPU tensors; load_state_dict moves the rest.
-        checkpoint = torch.load(paths["checkpoint"], map_location="cpu", weights_only=False)
-        if checkpoint["config"] != config.identity() or checkpoint["method"] != method:
-            raise ValueError(
-                f"cannot resume {paths['checkpoint']}: it was made with {checkpoint['config']} "
-                f"for {checkpoint['method']!r}, now {config.identity()} for {method!r}"
-            )
-        if parallel is None:
-            model.load_state_dict(checkpoint["model"])
-            optimizer.load_state_dict(checkpoint["optimizer"])
-        else:
-            parallel.load_state_dicts(model, optimizer, checkpoint["model"], checkpoint["optimizer"])
-        if scheduler is not None:
-            scheduler.load_state_dict(checkpoint["scheduler"])
-        torch.set_rng_state(checkpoint["rng_cpu"])
-        if device.type == "cuda" and checkpoint["rng_cuda"] is not None:
-            torch.cuda.set_rng_state(checkpoint["rng_cuda"], device)
-        state = checkpoint["state"]
-        state.setdefault("train_metric_rows", [])
+    run = _start(config, spec)
+    if resume and paths.checkpoint.is_file():
+        state = _load_checkpoint(run, paths.checkpoint)
     else:
-        for path in paths.values() if writes_files else ():
-            path.unlink(missing_ok=True)
-        eval_mode()
-        train_loss, _ = evaluate(model, train_x, train_y, config.eval_batch_size)
-        valid_loss, valid_accuracy = evaluate(model, valid_x, valid_y, config.eval_batch_size)
-        state["epoch_rows"].append([0, 0, 0.0, train_loss, valid_loss, valid_accuracy, spec.effective_lr(optimizer)])
-        if train_metrics:
-            state["train_metric_rows"].append([0, *evaluate(model, train_x, train_y, config.eval_batch_size)])
-
-    earlier_wall_time_s = state["wall_time_s"]  # from interrupted sessions of this run
-
-    def save() -> None:
-        state["wall_time_s"] = earlier_wall_time_s + time.perf_counter() - wall_start
-        if parallel is None:
-            model_state, optimizer_state = model.state_dict(), optimizer.state_dict()
-        else:  # gathered from every rank (FSDP shards), unwrapped names: loads into either kind of run
-            model_state, optimizer_state = parallel.state_dicts(model, optimizer)
-        if not writes_files:
-            return
-        write_csv(paths["epochs"], EPOCH_COLUMNS, state["epoch_rows"])
-        write_csv(paths["iterations"], ITERATION_COLUMNS, state["iteration_rows"])
-        if train_metrics:
-            write_csv(paths["train_metrics"], TRAIN_METRIC_COLUMNS, state["train_metric_rows"])
-        _atomic_write_file(paths["checkpoint"], lambda temporary: torch.save({
-            "version": CHECKPOINT_VERSION, "method": method, "config": config.identity(), "state": state,
-            "model": model_state, "optimizer": optimizer_state,
-            "scheduler": scheduler.state_dict() if scheduler is not None else None,
-            "rng_cpu": torch.get_rng_state(),
-            "rng_cuda": torch.cuda.get_rng_state(device) if device.type == "cuda" else None,
-        }, temporary))
-
-    if state["status"] == "completed" and state["iteration"] < total_iterations:
-        state["status"] = "running"  # resumed with more epochs than before
-
-    # The loop: one epoch at a time, a checkpoint after each.
-    from tqdm.auto import tqdm
+        state = _fresh_state(run, paths, train_metrics)
+    earlier_wall_time_s = state.wall_time_s  # from interrupted sessions of this run
+    if state.status == "completed" and state.iteration < run.total_iterations:
+        state.status = "running"  # resumed with more epochs than before
 
     progress = tqdm(
-        total=total_iterations, initial=min(state["iteration"], total_iterations), desc=f"{config.task} {method}",
-        unit="it", leave=False,
-        disable=not writes_files or not (sys.stderr.isatty() if show_progress is None else show_progress),
+        total=run.total_iterations, initial=min(state.iteration, run.total_iterations),
+        desc=f"{config.task} {method}", unit="it", leave=False,
+        disable=not run.writes_files or not (sys.stderr.isatty() if show_progress is None else show_progress),
     )
-    while state["status"] == "running" and state["iteration"] < total_iterations:
-        epoch = state["epoch"] + 1
-        generator = _epoch_generator(config.seed, epoch)
-        order = torch.randperm(len(train_y), generator=generator).to(device)
-        train_mode()
-        losses, lrs = [], []
-        for batch in range(iterations_per_epoch):
-            if state["iteration"] >= total_iterations:
-                break
-            index = order[batch * config.batch_size:(batch + 1) * config.batch_size]
-            x, y = train_x[index], train_y[index]
-            if augment:
-                x = random_crop_flip(x, 4, black, generator)
-            step_start = time.perf_counter()
-            optimizer.zero_grad(set_to_none=True)
-            if parallel is None:
-                loss = F.cross_entropy(model(x), y)
-                loss.backward()
-            else:
-                rows = parallel.local_rows(len(y))
-                loss = parallel.backward(model(x[rows]), y[rows], len(y))
-            optimizer.step()
-            if scheduler is not None:
-                scheduler.step()
-            loss_value = loss.item()
-            state["train_time_s"] += time.perf_counter() - step_start
-            state["iteration"] += 1
-            lr = spec.effective_lr(optimizer)
-            losses.append(loss_value)
-            lrs.append(lr)
-            state["iteration_rows"].append([state["iteration"], epoch, round(state["train_time_s"], 6), loss_value, lr])
-            progress.update()
-            if state["iteration"] % 20 == 0:
-                progress.set_postfix(loss=f"{loss_value:.4f}", lr=f"{lr:.3g}")
-            if not math.isfinite(loss_value):
-                state["status"] = "diverged"
-                state["diverged_at_iteration"] = state["iteration"]
-                break
-        if state["status"] == "diverged":
+    while state.status == "running" and state.iteration < run.total_iterations:  # a checkpoint after each epoch
+        _train_epoch(run, state, train_metrics, progress)
+        if state.status == "diverged":
             break
-        eval_mode()
-        valid_loss, valid_accuracy = evaluate(model, valid_x, valid_y, config.eval_batch_size)
-        state["epoch_rows"].append([epoch, state["iteration"], round(state["train_time_s"], 6),
-                                    sum(losses) / len(losses), valid_loss, valid_accuracy, sum(lrs) / len(lrs)])
-        if train_metrics:
-            state["train_metric_rows"].append([epoch, *evaluate(model, train_x, train_y, config.eval_batch_size)])
-        state["epoch"] = epoch
-        save()
+        state.wall_time_s = earlier_wall_time_s + time.perf_counter() - wall_start
+        _save(run, state, paths, train_metrics)
     progress.close()
-    if state["status"] == "running":
-        state["status"] = "completed"
-    save()
-
-    last = state["epoch_rows"][-1]
-    return MethodResult(
-        method=method,
-        status=state["status"],
-        epochs_completed=state["epoch"],
-        iterations=state["iteration"],
-        final_train_loss=last[3] if state["status"] == "completed" else float("nan"),
-        final_valid_loss=last[4] if state["status"] == "completed" else float("nan"),
-        final_valid_accuracy=last[5] if state["status"] == "completed" else float("nan"),
-        final_lr=state["iteration_rows"][-1][4] if state["iteration_rows"] else last[6],
-        hypergrad_lr=hypergrad_lr,
-        wall_time_s=state["wall_time_s"],
-        train_time_s=state["train_time_s"],
-        diverged_at_iteration=state["diverged_at_iteration"],
-        epochs_csv=str(paths["epochs"]),
-        iterations_csv=str(paths["iterations"]),
-        optimizer_defaults={k: v for k, v in optimizer.defaults.items() if isinstance(v, (int, float, str, bool, tuple, type(None)))},
-    )
+    if state.status == "running":
+        state.status = "completed"
+    state.wall_time_s = earlier_wall_time_s + time.perf_counter() - wall_start
+    _save(run, state, paths, train_metrics)
+    return _result(run, state, paths)
 
 
 # ----------------------------------------------------------------------------- several methods

@@ -10,7 +10,14 @@ from torch import nn
 
 import hypergrad
 from experiments import methods
-from experiments.methods import METHODS, MethodSettings, MethodUnavailableError, default_hypergrad_lr, resolve_methods
+from experiments.methods import (
+    METHODS,
+    MethodSettings,
+    MethodUnavailableError,
+    default_hypergrad_lr,
+    resolve_hypergrad_lr,
+    resolve_methods,
+)
 from experiments.models import TASKS, build_model, has_batch_norm
 
 SETTINGS = MethodSettings(lr=1e-3, hypergrad_lr=1e-3, weight_decay=1e-4, model_has_batch_norm=False)
@@ -98,6 +105,13 @@ def test_default_hypergrad_lr_follows_the_reference_code():
     assert default_hypergrad_lr("adam_hd", "logreg") == 1e-7 and default_hypergrad_lr("adam_hd", "mlp") == 1e-7
     assert default_hypergrad_lr("adam_hd", "cnn") == 1e-8 and default_hypergrad_lr("adam_hd", "vgg") == 1e-8
     assert default_hypergrad_lr("adam", "logreg") is None
+
+
+def test_resolve_hypergrad_lr_keeps_a_given_beta_and_drops_it_without_hd():
+    assert resolve_hypergrad_lr("adam_hd", "cnn") == default_hypergrad_lr("adam_hd", "cnn")
+    assert resolve_hypergrad_lr("adam_hd", "cnn", 1e-4) == 1e-4
+    assert resolve_hypergrad_lr("sgd_hd", "mlp", 0.0) == 0.0  # zero is a beta, not "the default"
+    assert resolve_hypergrad_lr("adam", "mlp", 1e-4) is None
 
 
 @pytest.mark.parametrize("name", ["prodigy", "dadapt_adam", "schedulefree_adamw", "dog"])

@@ -14,7 +14,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from experiments import data, runner
+from experiments import data, runner, training
 from experiments.__main__ import main
 from experiments.models import build_model
 from experiments.runner import EPOCH_COLUMNS, ITERATION_COLUMNS, RunConfig, run_method, run_suite
@@ -213,25 +213,11 @@ def test_max_iterations_train_fraction_and_scheduler(tmp_path, mnist_dir):
     assert "halve_every_step" in config.to_dict()["lr_scheduler"]
 
 
-def test_atomic_write_keeps_the_old_file_when_writing_fails(tmp_path):
-    path = tmp_path / "x.csv"
-    runner.write_csv(path, ("a",), [[1.0]])
-
-    class Unprintable:
-        def __str__(self):
-            raise RuntimeError("boom")
-
-    with pytest.raises(RuntimeError, match="boom"):
-        runner.write_csv(path, ("a",), [[2.0], [Unprintable()]])
-    assert path.read_text().splitlines() == ["a", "1.0"]
-    assert [p.name for p in tmp_path.iterdir()] == ["x.csv"]
-
-
 def test_random_crop_flip_matches_a_per_image_loop():
     generator = torch.Generator().manual_seed(0)
     x = torch.randn(6, 3, 8, 8)
     fill = torch.tensor([-1.0, -2.0, -3.0])
-    out = runner.random_crop_flip(x, 2, fill, torch.Generator().manual_seed(0))
+    out = training.random_crop_flip(x, 2, fill, torch.Generator().manual_seed(0))
     shift_y = torch.randint(0, 5, (6,), generator=generator)
     shift_x = torch.randint(0, 5, (6,), generator=generator)
     flip = torch.rand(6, generator=generator) < 0.5

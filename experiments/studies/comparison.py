@@ -15,10 +15,9 @@ from experiments.studies.common import format_value, label, layout_with_legend_b
 from experiments.methods import PAPER_METHODS
 from experiments.models import TASKS
 from experiments.plotting import method_style, save_figure
-from experiments.reproduce import RunLog, RunSpec, StudyOutput, SuiteContext
+from experiments.suite import ALPHA0, RunLog, RunSpec, StudyOutput, SuiteContext
 
 TASK_NAMES = ("logreg", "mlp", "cnn")
-ALPHA0 = 1e-3
 PAPER_TRAIN_LOSS = {
     # Final-epoch training loss published with the reference code (10 epochs logreg, 100 mlp).
     "logreg": {"sgd": 0.396, "sgd_hd": 0.293, "sgdn": 0.289, "sgdn_hd": 0.261, "adam": 0.259, "adam_hd": 0.258},
@@ -85,7 +84,7 @@ def draw(task: str, logs: list[RunLog], budget_text: str):
         ax.grid(True, which="major", alpha=0.3)
     fig.suptitle(f"{TASKS[task].description}\n"
                  f"alpha_0={ALPHA0:g}, {_beta_text(logs)}\n"
-                 f"batch 128, weight decay 1e-4, seed {logs[0].spec.seed}; {budget_text}", fontsize=10)
+                 f"{logs[0].spec.settings_text()}; {budget_text}", fontsize=10)
     layout_with_legend_below(fig, ax_train.get_lines(), ncol=3)
     return fig
 

@@ -16,7 +16,7 @@ from matplotlib import colors, pyplot as plt, ticker
 from experiments.studies.common import markdown_table, trailing_mean
 from experiments.models import TASKS
 from experiments.plotting import save_figure
-from experiments.reproduce import RunLog, RunSpec, StudyOutput, SuiteContext
+from experiments.suite import RunLog, RunSpec, StudyOutput, SuiteContext
 
 TASK = "logreg"
 HD_METHODS = {"sgd_hd": "sgd", "adam_hd": "adam"}
@@ -68,7 +68,7 @@ def run(context: SuiteContext) -> StudyOutput:
     norm = colors.LogNorm(vmin=WINDOW, vmax=max(total, WINDOW + 1))
     column_labels = ["0\n(base)"] + [f"{b:.0e}".replace("e-0", "e-") for b in BETAS]
     sections = ["## Iterations to reach the training-loss threshold (convergence.png)",
-                f"{TASKS[TASK].description}; {budget.describe(TASK)} ({total} iterations, batch 128, seed 1). "
+                f"{TASKS[TASK].description}; {budget.describe(TASK)} ({total} iterations, {logs[0].spec.settings_text()}). "
                 f"Converged = trailing {WINDOW}-iteration mean minibatch loss < {THRESHOLD} nats; "
                 f"'-' = not reached in {total} iterations, 'div' = diverged."]
     for ax, hd_method in zip(axes, HD_METHODS):

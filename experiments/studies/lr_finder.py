@@ -12,51 +12,62 @@ import torch
 import torch.nn.functional as F
 from matplotlib import pyplot as plt
 
-from experiments.studies.common import markdown_table
-from experiments.methods import MOMENTUM
+from experiments.methods import MOMENTUM, MethodSettings, build_optimizer
 from experiments.models import TASKS, build_model
 from experiments.plotting import legend_outside, save_figure
-from experiments.reproduce import StudyOutput, SuiteContext
 from experiments import runner
+from experiments.studies.common import markdown_table
+from experiments.suite import StudyOutput, SuiteContext, compact_number
+from experiments.training import training_subset
 
 TASK = "mlp"
 START_LR, END_LR = 1e-6, 10.0
 BATCH_SIZE = 128
+WEIGHT_DECAY = 1e-4
 SEED = 1
 SUGGESTIONS = ("valley", "slide", "minimum", "steep")
 
 
-def range_test(context: SuiteContext, task: str):
-    """The (cached) LR range test of SGD with Nesterov momentum 0.9 on ``task`` -> ``LRFinderResult``.
+RANGE_TEST_OPTIMIZERS = {"sgdn": "sgd nesterov", "adam": "adam"}
+"""Methods a range test can probe, with the name its cache identity records."""
+
+
+def range_test(context: SuiteContext, task: str, method: str = "sgdn", start_lr: float = START_LR,
+               end_lr: float = END_LR):
+    """The (cached) LR range test of ``method`` (SGD with Nesterov momentum 0.9 by default) on
+    ``task`` -> ``LRFinderResult``.
 
     Trains on a seeded ``lr_finder_fraction`` of the training set for ``lr_finder_iterations``
-    steps, lr from 1e-6 to 10 (geometric), batch 128, weight decay 1e-4.
+    steps, lr from ``start_lr`` to ``end_lr`` (geometric), batch 128, weight decay 1e-4.
     """
     from hypergrad.lr_finder import LRFinderResult, find_lr
 
+    if method not in RANGE_TEST_OPTIMIZERS:
+        raise ValueError(f"method must be one of {list(RANGE_TEST_OPTIMIZERS)}, got {method!r}")
     budget = context.budget
-    identity = {"task": task, "optimizer": "sgd nesterov", "momentum": MOMENTUM, "weight_decay": 1e-4,
-                "batch_size": BATCH_SIZE, "seed": SEED, "start_lr": START_LR, "end_lr": END_LR,
-                "num_iter": budget.lr_finder_iterations, "train_fraction": budget.lr_finder_fraction[task]}
+    identity = {"task": task, "optimizer": RANGE_TEST_OPTIMIZERS[method], "momentum": MOMENTUM,
+                "weight_decay": WEIGHT_DECAY, "batch_size": BATCH_SIZE, "seed": SEED, "start_lr": start_lr,
+                "end_lr": end_lr, "num_iter": budget.lr_finder_iterations,
+                "train_fraction": budget.lr_finder_fraction[task]}
 
     def compute() -> dict:
         config = runner.RunConfig(task=task, seed=SEED, train_fraction=budget.lr_finder_fraction[task],
-                           data_dir=context.cache.data_dir, device=context.cache.device)
-        splits = runner.dataset_for(config)
-        train_x, train_y = runner._training_subset(splits, config)
+                                  data_dir=context.cache.data_dir, device=context.cache.device)
+        splits = runner.dataset_for(config)  # the runner's data (one seam for tests)
+        train_x, train_y = training_subset(splits, config.train_fraction, config.seed)
         order = torch.randperm(len(train_y), generator=torch.Generator().manual_seed(SEED))
         batches = [(train_x[order[i:i + BATCH_SIZE]], train_y[order[i:i + BATCH_SIZE]])
                    for i in range(0, len(order), BATCH_SIZE)]
         torch.manual_seed(SEED)
         model = build_model(task, splits.num_classes)
-        optimizer = torch.optim.SGD(model.parameters(), lr=START_LR, momentum=MOMENTUM, nesterov=True,
-                                    weight_decay=1e-4)
-        result = find_lr(model, optimizer, F.cross_entropy, batches, start_lr=START_LR, end_lr=END_LR,
+        optimizer = build_optimizer(method, model.parameters(), MethodSettings(start_lr, None, WEIGHT_DECAY, False))
+        result = find_lr(model, optimizer, F.cross_entropy, batches, start_lr=start_lr, end_lr=end_lr,
                          num_iter=budget.lr_finder_iterations)
         return {"lrs": result.lrs, "losses": result.losses, "raw_losses": result.raw_losses,
                 "num_iter": result.num_iter, "diverged": result.diverged}
 
-    stored = context.cache.cached_json(f"lr_finder-{task}", identity, compute)
+    name = f"lr_finder-{task}" if method == "sgdn" else f"lr_finder-{task}-{method}"
+    stored = context.cache.cached_json(name, identity, compute)
     return LRFinderResult(lrs=stored["lrs"], losses=stored["losses"], raw_losses=stored["raw_losses"],
                           metric_values=None, metric_goal="min", num_iter=stored["num_iter"],
                           diverged=stored["diverged"])
@@ -79,7 +90,7 @@ def run(context: SuiteContext) -> StudyOutput:
     ax.grid(True, which="major", alpha=0.3)
     fraction = context.budget.lr_finder_fraction[TASK]
     ax.set_title(f"LR range test: SGD, Nesterov momentum {MOMENTUM}, {TASKS[TASK].description}\n"
-                 f"{result.num_iter} steps from {START_LR:g} to {END_LR:g}, batch {BATCH_SIZE}, weight decay 1e-4, "
+                 f"{result.num_iter} steps from {START_LR:g} to {END_LR:g}, batch {BATCH_SIZE}, weight decay {compact_number(WEIGHT_DECAY)}, "
                  f"{fraction:.0%} of the training set; smoothed loss (EMA 0.05), dotted = last 5 points "
                  f"(ignored by the rules){'; stopped early: diverged' if result.diverged else ''}", fontsize=9)
     legend_outside(ax, "right", fontsize=8)

@@ -16,7 +16,7 @@ from matplotlib.lines import Line2D
 from experiments.studies.common import format_value, layout_with_legend_below, log_axis, markdown_table
 from experiments.models import TASKS
 from experiments.plotting import save_figure
-from experiments.reproduce import RunLog, RunSpec, StudyOutput, SuiteContext
+from experiments.suite import RunLog, RunSpec, StudyOutput, SuiteContext
 
 TASK = "logreg"
 METHOD = "sgd"
@@ -70,15 +70,15 @@ def run(context: SuiteContext) -> StudyOutput:
     ]
     best = min((log for log in logs if not log.diverged and math.isfinite(log.final_valid_loss)),
                key=lambda log: log.final_valid_loss, default=None)
-    fig.suptitle(f"Fixed learning rates, plain SGD: {TASKS[TASK].description}, batch 128, weight decay 1e-4, "
-                 f"seed 1; --{context.budget.name}: {budget.describe(TASK)}"
+    fig.suptitle(f"Fixed learning rates, plain SGD: {TASKS[TASK].description}, "
+                 f"{logs[0].spec.settings_text()}; --{context.budget.name}: {budget.describe(TASK)}"
                  + (f"\nlowest final validation loss: lr = {best.spec.lr:g}" if best else ""), fontsize=10)
     layout_with_legend_below(fig, handles, ncol=len(handles))
     files = list(save_figure(fig, context.out_dir / "lr_sweep", dpi=110))
     plt.close(fig)
     summary = (
         "## Fixed learning rates (lr_sweep.png)\n\n"
-        f"Plain SGD, {TASKS[TASK].description}; {budget.describe(TASK)}, batch 128, weight decay 1e-4, seed 1. "
+        f"Plain SGD, {TASKS[TASK].description}; {budget.describe(TASK)}, {logs[0].spec.settings_text()}. "
         "Training columns: the whole training set evaluated after the last epoch.\n\n"
         + markdown_table(["lr", "train loss", "valid loss", "train error %", "valid error %", "status"], rows)
         + (f"\n\nBest fixed lr (lowest final validation loss): **{best.spec.lr:g}**." if best else "")

@@ -22,14 +22,14 @@ from matplotlib.lines import Line2D
 from experiments.studies.common import format_value, label, layout_with_legend_below, log_axis, markdown_table
 from experiments.models import TASKS
 from experiments.plotting import method_style, save_figure
-from experiments.reproduce import SCHEDULES, RunLog, RunSpec, StudyOutput, SuiteContext
+from experiments.schedules import LR_SCHEDULES
+from experiments.suite import ALPHA0, RunLog, RunSpec, StudyOutput, SuiteContext
 from experiments.studies.lr_finder import range_test
 
 TASK_NAMES = ("logreg", "mlp", "cnn")
 HD_METHODS = ("sgdn_hd", "adam_hd")
 PEERS = ("prodigy", "dadapt_adam", "schedulefree_adamw", "dog")
 SCHEDULE_BASE = "sgdn"
-ALPHA0 = 1e-3
 SCHEDULE_MARKERS = {"step": "s", "exp": "^", "cosine": "o", "onecycle": "D"}
 SUGGESTION_RULE = "valley"
 
@@ -41,7 +41,7 @@ def specs(context: SuiteContext, task: str, schedule_lr: float | None) -> list[R
         planned += [RunSpec.budgeted(task, method, budget, lr=ALPHA0, seed=seed) for method in HD_METHODS + PEERS]
         if schedule_lr is not None:
             planned += [RunSpec.budgeted(task, SCHEDULE_BASE, budget, lr=schedule_lr, seed=seed, schedule=schedule)
-                        for schedule in SCHEDULES]
+                        for schedule in LR_SCHEDULES]
     return planned
 
 

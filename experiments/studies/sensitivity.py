@@ -14,7 +14,7 @@ from matplotlib import pyplot as plt
 from experiments.studies.common import format_value, label, layout_with_legend_below, log_axis, markdown_table
 from experiments.models import TASKS
 from experiments.plotting import method_style, save_figure
-from experiments.reproduce import RunLog, RunSpec, StudyOutput, SuiteContext
+from experiments.suite import RunLog, RunSpec, StudyOutput, SuiteContext
 
 TASK_NAMES = ("logreg", "mlp")
 METHOD_NAMES = ("sgd", "sgd_hd", "adam", "adam_hd")
@@ -36,8 +36,9 @@ def final_losses(logs: list[RunLog], method: str) -> np.ndarray:
 
 def run(context: SuiteContext) -> StudyOutput:
     fig, axes = plt.subplots(1, len(TASK_NAMES), figsize=(11, 4.2), squeeze=False)
+    settings = specs(context, TASK_NAMES[0])[0].settings_text()
     sections = ["## Sensitivity to the initial learning rate (sensitivity.png)",
-                f"Final training loss; beta = {BETA:g} for SGD-HD and Adam-HD; batch 128, weight decay 1e-4, seed 1."]
+                f"Final training loss; beta = {BETA:g} for SGD-HD and Adam-HD; {settings}."]
     for ax, task in zip(axes[0], TASK_NAMES):
         logs = context.get_all(specs(context, task), f"sensitivity {task}")
         budget = context.budget.sensitivity[task]

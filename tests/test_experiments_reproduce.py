@@ -7,18 +7,21 @@ The studies run end to end through the real runner, on tiny synthetic datasets (
 from __future__ import annotations
 
 import dataclasses
-import json
 
 import pytest
 import torch
+from PIL import Image
 
 import experiments.reproduce as reproduce_module
 import experiments.runner as runner_module
-from experiments.studies import convergence, lr_sweep, peers, sensitivity
+import experiments.suite as suite_module
+from experiments import toy
+from experiments.studies import convergence, lr_sweep, peers, schedules, sensitivity, transfer
 from experiments.studies import surfaces as surfaces_study
 from experiments.__main__ import main
 from experiments.data import DatasetSource, DatasetSplits
-from experiments.reproduce import BUDGETS, STUDY_NAMES, RunSpec, SuiteBudget, TaskBudget, parse_only, reproduce
+from experiments.reproduce import DEFAULT_STUDIES, STUDY_NAMES, parse_only, reproduce
+from experiments.suite import BUDGETS, RunSpec, SuiteBudget, TaskBudget
 
 TINY = TaskBudget(epochs=1)
 TINY_BUDGET = SuiteBudget(
@@ -31,6 +34,8 @@ TINY_BUDGET = SuiteBudget(
     lr_finder_fraction={"logreg": 1.0, "mlp": 1.0, "cnn": 1.0},
     peers={"logreg": TINY, "mlp": TINY, "cnn": TINY},
     peer_seeds=(1, 2),
+    schedules=TINY,
+    transfer_seeds=(0, 1),
 )
 
 
@@ -55,15 +60,15 @@ def tiny_suite(monkeypatch):
     monkeypatch.setattr(lr_sweep, "LEARNING_RATES", (1.0, 0.1, 0.01))
     monkeypatch.setattr(peers, "TASK_NAMES", ("logreg",))
     monkeypatch.setattr(peers, "PEERS", ("prodigy",))
-    monkeypatch.setattr(peers, "SCHEDULES", ("cosine",))
+    monkeypatch.setattr(peers, "LR_SCHEDULES", ("cosine",))
     calls = []
-    real_run_method = reproduce_module.run_method
+    real_run_method = suite_module.run_method
 
     def counting_run_method(config, method, out_dir, **kwargs):
         calls.append((config.task, method))
         return real_run_method(config, method, out_dir, **kwargs)
 
-    monkeypatch.setattr(reproduce_module, "run_method", counting_run_method)
+    monkeypatch.setattr(suite_module, "run_method", counting_run_method)
     return calls
 
 
@@ -89,6 +94,8 @@ def test_run_spec_rejects_bad_input():
         RunSpec(task="mlp", method="sgd", epochs=1, schedule="linear")
     with pytest.raises(ValueError, match="train_fraction"):
         RunSpec(task="mlp", method="sgd", epochs=1, train_fraction=0.0)
+    with pytest.raises(ValueError, match="HD method"):
+        RunSpec(task="mlp", method="adam", epochs=1, schedule="hypergrad_cosine")
     with pytest.raises(ValueError, match="--only"):
         parse_only("comparison,bogus")
     assert parse_only("peers,comparison") == ["comparison", "peers"]  # suite order
@@ -115,11 +122,11 @@ def test_only_selects_studies_from_the_command_line(tiny_suite, tmp_path, capsys
         main(["reproduce", "--only", "nonsense", "--out", str(tmp_path)])
 
 
-NOT_SURFACES = [name for name in STUDY_NAMES if name != "surfaces"]
+NOT_SURFACES = [name for name in DEFAULT_STUDIES if name != "surfaces"]
 
 
 def test_every_study_runs_and_a_second_run_reuses_the_cache(tiny_suite, tmp_path):
-    # The surfaces study is run_surfaces (tests/test_surfaces.py) behind a reuse check tested below.
+    # The surfaces study is tested on its own below (it trains nothing).
     files = reproduce(tmp_path, only=NOT_SURFACES, progress=lambda text: None)
     names = {path.name for path in files}
     for study_file in ("logreg.png", "mlp.png", "cnn.png", "sensitivity.png", "convergence.png", "lr_sweep.png",
@@ -132,6 +139,7 @@ def test_every_study_runs_and_a_second_run_reuses_the_cache(tiny_suite, tmp_path
                        "lr_finder.png", "peers.png"):
         assert study_file in summary
     assert "python -m experiments reproduce" in summary
+    assert "batch 128, weight decay 1e-4, seed 1" in summary  # read from the runs' specs
     assert not list(tmp_path.glob("runs/*/checkpoints"))  # finished runs keep no checkpoint
     # Runs shared between studies train once: comparison 18; sensitivity 8 - 2 (SGD and Adam at 1e-3 are
     # comparison runs); convergence 8 - 5 (its base cells are sensitivity runs, SGD-HD at 1e-3 with the default
@@ -146,22 +154,61 @@ def test_every_study_runs_and_a_second_run_reuses_the_cache(tiny_suite, tmp_path
     assert (tmp_path / "logreg.png").is_file()  # figures are redrawn from the CSVs
 
 
-def test_surfaces_study_reuses_finished_files(monkeypatch, tmp_path):
-    calls = []
+def test_schedules_and_transfer_are_off_by_default_and_run_with_only(tiny_suite, tmp_path, monkeypatch):
+    assert set(STUDY_NAMES) - set(DEFAULT_STUDIES) == {"schedules", "transfer"}
+    assert parse_only(None) == list(DEFAULT_STUDIES)
+    monkeypatch.setattr(schedules, "ALPHAS", (1e-3, 1e-2))
+    monkeypatch.setattr(transfer, "PER_CLASS", 4)
+    monkeypatch.setattr(transfer, "FINETUNE_EPOCHS", 2)
+    monkeypatch.setattr(transfer, "RANGE_TEST", {"start_lr": 1e-7, "end_lr": 1.0, "num_iter": 30})
+    files = reproduce(tmp_path, only=["schedules", "transfer"], progress=lambda text: None)
+    assert {"schedules.png", "schedules.pdf", "transfer.png", "transfer.pdf", "transfer.csv"} <= {p.name for p in files}
+    # Two one-cycle runs, then Adam, AdamHD and AdamHD with decayed beta per alpha_0.
+    assert sorted(method for _, method in tiny_suite) == ["adam"] * 3 + ["adam_hd"] * 4 + ["sgdn"]
+    summary = (tmp_path / "summary.md").read_text()
+    assert "| adam_hd from alpha_0 0.01, cosine-decayed beta |" in summary  # the tables are generated
+    assert "| adam_hd_layerwise |" in summary and "2 seeds" in summary
+    rows = (tmp_path / "transfer.csv").read_text().splitlines()
+    assert rows[0] == "variant,seed,lr,final_test_accuracy" and len(rows) == 1 + 2 * len(transfer.VARIANTS)
+    cached = sorted(path.parent.name.rsplit("-", 1)[0] for path in tmp_path.glob("runs/*/result.*"))
+    assert cached == ["lr_finder-logreg", "lr_finder-logreg-adam", "transfer-pretrained", "transfer-seed",
+                      "transfer-seed"]
 
-    def fake_run_surfaces(out_dir, quick):
-        calls.append(quick)
-        for name in surfaces_study.FILES:
-            (tmp_path / name).write_text("")
-        hd = surfaces_study.HypergradSettings()
-        settings = {"quick": quick, "hypergrad_rule": hd.rule, "hypergrad_lr": hd.hypergrad_lr,
-                    "methods": surfaces_study.methods_available()}
-        (tmp_path / "surfaces.json").write_text(json.dumps({"settings": settings}))
-        (tmp_path / "surfaces.md").write_text("### Optimizer paths on 2-D test surfaces (surfaces.png)\n\ntable")
-        return {"markdown": (tmp_path / "surfaces.md").read_text()}
+    tiny_suite.clear()
+    monkeypatch.setattr(transfer, "pretrain", None)  # a second run must not pretrain (or fine-tune) again
+    monkeypatch.setattr(transfer, "fine_tune_seed", None)
+    reproduce(tmp_path, only=["schedules", "transfer"], progress=lambda text: None)
+    assert tiny_suite == []
+    assert (tmp_path / "summary.md").read_text() == summary
 
-    monkeypatch.setattr(surfaces_study, "run_surfaces", fake_run_surfaces)
-    for mode in ("quick", "quick", "full"):
+
+def test_surfaces_study_draws_from_cached_paths(monkeypatch, tmp_path):
+    # Two rows (Rosenbrock is needed for its table), short runs and a coarse contour grid keep it fast.
+    short = {key: dataclasses.replace(toy.SURFACES[key], steps=12) for key in ("rosenbrock", "saddle")}
+    monkeypatch.setattr(toy, "SURFACES", short)
+    monkeypatch.setattr(surfaces_study, "SURFACES", short)
+    monkeypatch.setattr(surfaces_study, "GRID_POINTS", 60)
+    monkeypatch.setattr(surfaces_study, "ROSENBROCK_MAX_STEPS", {"quick": 30, "full": 40})
+    monkeypatch.setattr(surfaces_study, "GIF_FRAMES", 4)
+    computed = []
+    real_compute = surfaces_study.compute
+    monkeypatch.setattr(surfaces_study, "compute", lambda *args: computed.append(args) or real_compute(*args))
+    reproduce(tmp_path, only=["surfaces"], progress=lambda text: None)
+    names = {p.name for p in tmp_path.iterdir()}
+    assert {"surfaces.png", "surfaces.pdf", "surfaces.gif", "surfaces_curves.png", "surfaces_curves.pdf"} <= names
+    with Image.open(tmp_path / "surfaces.gif") as gif:
+        assert gif.n_frames == 4
+        gif.seek(3)
+        assert gif.info["duration"] == pytest.approx(
+            1000 / surfaces_study.GIF_FPS + 1000 * surfaces_study.GIF_FINAL_PAUSE_S, abs=10)
+    with Image.open(tmp_path / "surfaces.png") as png:
+        assert png.size[0] > 1500
+    summary = (tmp_path / "summary.md").read_text()
+    assert "not reached in 30" in summary and "| SGD |" in summary
+    first = summary
+    for mode in ("quick", "full"):
         reproduce(tmp_path, mode=mode, only=["surfaces"], progress=lambda text: None)
-    assert calls == [True, False]  # the second quick run reused the files; --full redid them
-    assert "table" in (tmp_path / "summary.md").read_text()
+    assert len(computed) == 2  # the second quick run reused the cached paths; --full has its own table
+    assert "not reached in 40" in (tmp_path / "summary.md").read_text()
+    reproduce(tmp_path, only=["surfaces"], progress=lambda text: None)
+    assert (tmp_path / "summary.md").read_text() == first and len(computed) == 2
