@@ -17,18 +17,15 @@ Methods: HDM at its defaults (``lipschitz=None``: no knowledge of the data), ``t
 (history 10, strong Wolfe), gradient descent at ``1/L``, Nesterov's accelerated gradient with
 ``L`` (``L = lambda_max(X^T X) / (4 n)``, the logistic loss's smoothness constant), Adam at the
 best learning rate of a grid, SGD-HD and SGDN-HD (``momentum=0.9, nesterov=True``) at their
-defaults. ``python -m experiments.fullbatch --out DIR`` prints the table and writes the figure.
+defaults. The study :mod:`experiments.studies.fullbatch` runs it through the suite's cache
+(``python -m experiments reproduce --only fullbatch``).
 """
 
 from __future__ import annotations
 
-import argparse
 import math
-import os
-import tempfile
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from pathlib import Path
 
 import matplotlib
 import numpy as np
@@ -200,36 +197,39 @@ def run_method(problem: Problem, method: str, lr: float | None = None,
 
 METHODS = ("hdm", "lbfgs", "gd", "nesterov", "adam", "sgd_hd", "sgdn_hd")
 LABELS = {"hdm": "HDM", "lbfgs": "L-BFGS", "gd": "GD 1/L", "nesterov": "Nesterov",
-          "adam": "Adam (best lr)", "sgd_hd": "SGD-HD", "sgdn_hd": "SGDN-HD"}
+          "adam": "Adam (best grid lr)", "sgd_hd": "SGD-HD", "sgdn_hd": "SGDN-HD"}
 
 
-def run_problem(problem: Problem, tolerance: float = TOLERANCE, budget: int = BUDGET) -> dict[str, Counter]:
-    """Every method on one problem; Adam keeps the grid lr that needs the fewest evaluations."""
-    runs = {method: run_method(problem, method, tolerance=tolerance, budget=budget)
+def run_problem(problem: Problem, tolerance: float = TOLERANCE, budget: int = BUDGET) -> dict[str, dict]:
+    """Every method on one problem, as JSON-able records ``{"grad_norms", "evaluations", "lr"}``;
+    Adam keeps the grid lr that needs the fewest evaluations (``lr`` records it)."""
+    runs = {method: (run_method(problem, method, tolerance=tolerance, budget=budget), None)
             for method in METHODS if method != "adam"}
-    adam_runs = [run_method(problem, "adam", lr, tolerance, budget) for lr in ADAM_LRS]
-    runs["adam"] = min(adam_runs, key=lambda c: (c.evaluations or budget + 1, c.grad_norms[-1]))
-    return {method: runs[method] for method in METHODS}
+    adam_runs = [(run_method(problem, "adam", lr, tolerance, budget), lr) for lr in ADAM_LRS]
+    runs["adam"] = min(adam_runs, key=lambda run: (run[0].evaluations or budget + 1, run[0].grad_norms[-1]))
+    return {method: {"grad_norms": runs[method][0].grad_norms, "evaluations": runs[method][0].evaluations,
+                     "lr": runs[method][1]} for method in METHODS}
 
 
-def table_rows(results: dict[str, dict[str, Counter]], budget: int = BUDGET) -> list[str]:
-    """One line per problem: evaluations per method (">budget" when not reached)."""
-    width = 15
-    header = "problem".ljust(16) + "".join(LABELS[m].rjust(width) for m in METHODS)
-    rows = [header]
+def table_rows(results: dict[str, dict[str, dict]], budget: int = BUDGET) -> list[list[str]]:
+    """One row per problem: evaluations per method (">budget" when not reached; Adam's grid lr)."""
+    rows = []
     for name, runs in results.items():
-        cells = [str(c.evaluations) if c.evaluations is not None else f">{budget}" for c in runs.values()]
-        rows.append(name.ljust(16) + "".join(cell.rjust(width) for cell in cells))
+        cells = [str(run["evaluations"]) if run["evaluations"] is not None else f">{budget}" for run in runs.values()]
+        if runs.get("adam", {}).get("lr") is not None:
+            cells[list(runs).index("adam")] += f" (lr {runs['adam']['lr']:g})"
+        rows.append([name, *cells])
     return rows
 
 
-def draw_figure(results: dict[str, dict[str, Counter]], tolerance: float = TOLERANCE) -> Figure:
+def draw_figure(results: dict[str, dict[str, dict]], tolerance: float = TOLERANCE) -> Figure:
     """|grad|_inf against evaluations, one panel per problem."""
     figure = Figure(figsize=(4.0 * len(results), 3.4), layout="constrained")
     axes = figure.subplots(1, len(results), squeeze=False)[0]
     for ax, (name, runs) in zip(axes, results.items()):
-        for method, counter in runs.items():
-            ax.semilogy(range(1, len(counter.grad_norms) + 1), counter.grad_norms, label=LABELS[method],
+        for method, run in runs.items():
+            norms = run["grad_norms"]
+            ax.semilogy(range(1, len(norms) + 1), norms, label=LABELS[method],
                         linewidth=2.0 if method in ("hdm", "lbfgs") else 1.0)
         ax.axhline(tolerance, color="black", linewidth=0.6, linestyle=":")
         ax.set_title(name)
@@ -237,31 +237,3 @@ def draw_figure(results: dict[str, dict[str, Counter]], tolerance: float = TOLER
     axes[0].set_ylabel("|grad|_inf")
     axes[-1].legend(loc="upper left", bbox_to_anchor=(1.02, 1.0), fontsize="small")
     return figure
-
-
-def save_figure(figure: Figure, path: Path) -> None:
-    """Write the figure atomically (a temporary file in the same folder, then a rename)."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    handle, temporary = tempfile.mkstemp(dir=path.parent, prefix=path.name + ".", suffix=path.suffix)
-    os.close(handle)
-    try:
-        figure.savefig(temporary)
-        os.chmod(temporary, 0o644)
-        os.replace(temporary, path)
-    finally:
-        if os.path.exists(temporary):
-            os.remove(temporary)
-
-
-def main(argv: Sequence[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--out", type=Path, default=Path("results"))
-    parser.add_argument("--problems", nargs="*", default=None)
-    args = parser.parse_args(argv)
-    results = {problem.name: run_problem(problem) for problem in load_problems(args.problems)}
-    print("\n".join(table_rows(results)))
-    save_figure(draw_figure(results), args.out / "fullbatch.png")
-
-
-if __name__ == "__main__":
-    main()

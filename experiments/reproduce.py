@@ -28,6 +28,7 @@ from experiments.methods import MethodUnavailableError
 from experiments.studies import (
     comparison,
     convergence,
+    fullbatch,
     lr_finder,
     lr_sweep,
     peers,
@@ -50,12 +51,16 @@ STUDIES: dict[str, Callable[[SuiteContext], StudyOutput]] = {
     "peers": peers.run,
     "schedules": schedules.run,
     "transfer": transfer.run,
+    "fullbatch": fullbatch.run,
 }
 
 STUDY_NAMES = tuple(STUDIES)
 """``--only`` names, in the order the suite runs them (``comparison`` writes logreg/mlp/cnn.png)."""
-DEFAULT_STUDIES = STUDY_NAMES[:-2]
-"""The studies run without ``--only``: all but the schedules comparison and the transfer example."""
+OPTIONAL_STUDIES = ("schedules", "transfer", "fullbatch")
+"""Run only when named in ``--only``: the schedules comparison, the transfer example and HDM's
+full-batch benchmark."""
+DEFAULT_STUDIES = tuple(name for name in STUDY_NAMES if name not in OPTIONAL_STUDIES)
+"""The studies run without ``--only``."""
 
 
 def parse_only(text: str | None) -> list[str]:

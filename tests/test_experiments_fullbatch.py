@@ -88,24 +88,49 @@ def test_lbfgs_is_charged_every_closure_call():
     assert counter.evaluations == first
 
 
-def test_table_figure_and_file():
+def test_table_and_figure():
     problem = synthetic_problem()
     results = {"synthetic": fullbatch.run_problem(problem, budget=30)}
-    rows = fullbatch.table_rows(results, budget=30)
-    assert len(rows) == 2 and rows[1].startswith("synthetic")
-    assert rows[0].split()[1] == "HDM"
-    assert ">30" in rows[1]  # gradient descent needs more than 30 evaluations here
+    assert list(results["synthetic"]) == list(fullbatch.METHODS)
+    assert results["synthetic"]["adam"]["lr"] in fullbatch.ADAM_LRS
+    (row,) = fullbatch.table_rows(results, budget=30)
+    assert row[0] == "synthetic" and len(row) == len(fullbatch.METHODS) + 1
+    for method, cell in zip(fullbatch.METHODS, row[1:]):
+        evaluations = results["synthetic"][method]["evaluations"]
+        assert cell.split()[0] == (str(evaluations) if evaluations is not None else ">30"), method
+    assert ">30" in row  # SGD-HD at its defaults does not get there in 30 evaluations
+    assert row[1 + fullbatch.METHODS.index("adam")].endswith(f"(lr {results['synthetic']['adam']['lr']:g})")
     figure = fullbatch.draw_figure(results)
     assert len(figure.axes) == 1 and len(figure.axes[0].lines) == len(fullbatch.METHODS) + 1
 
 
-def test_save_figure_writes_atomically_with_normal_permissions(tmp_path):
-    problem = synthetic_problem()
-    figure = fullbatch.draw_figure({"synthetic": {"gd": fullbatch.run_method(problem, "gd", budget=5)}})
-    path = tmp_path / "sub" / "figure.png"
-    fullbatch.save_figure(figure, path)
-    assert path.read_bytes()[:4] == b"\x89PNG" and stat.S_IMODE(path.stat().st_mode) == 0o644
-    assert [p.name for p in path.parent.iterdir()] == ["figure.png"]
+def test_study_runs_through_the_cache_and_writes_figure_and_table(tmp_path, monkeypatch):
+    from experiments.reproduce import reproduce
+
+    monkeypatch.setattr(fullbatch, "PROBLEMS", {"synthetic": lambda: synthetic_arrays()})
+    monkeypatch.setattr(fullbatch, "BUDGET", 40)
+    files = reproduce(tmp_path, only=["fullbatch"], progress=lambda text: None)
+    names = {path.name for path in files}
+    assert {"fullbatch.png", "fullbatch.pdf", "summary.md"} <= names
+    assert stat.S_IMODE((tmp_path / "fullbatch.png").stat().st_mode) == 0o666 & ~_umask()
+    summary = (tmp_path / "summary.md").read_text()
+    assert "| synthetic |" in summary and "HDM" in summary
+    monkeypatch.setattr(fullbatch, "run_problem", None)  # a second run reads the cache
+    reproduce(tmp_path, only=["fullbatch"], progress=lambda text: None)
+    assert (tmp_path / "summary.md").read_text() == summary
+
+
+def synthetic_arrays(n: int = 40, d: int = 3, seed: int = 0):
+    problem = synthetic_problem(n, d, seed)
+    return problem.x[:, :-1].numpy(), problem.y.numpy()
+
+
+def _umask() -> int:
+    import os
+
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
 
 
 def test_unknown_names_are_refused():
