@@ -71,8 +71,9 @@ class HypergradOptimizer(Optimizer):
 
     Granularity. ``"group"`` (the paper): ``group["lr"]`` is the adapted rate. ``"tensor"`` and
     ``"element"``: ``group["lr"]`` stays the base rate (what a scheduler scales) and each parameter
-    ``p`` keeps ``state[p]["lr_scale"]`` (a 0-dim tensor, or a tensor shaped like ``p``): its rate
-    is ``group["lr"] * lr_scale``, and the hypergradient of that rate, ``-g_t^p . u_{t-1}^p`` (or
+    ``p`` keeps ``state[p]["lr_scale"]`` (a 0-dim tensor, or a tensor shaped like ``p``, float32
+    at least): its rate is ``group["lr"] * lr_scale`` (so at ``group["lr"] == 0`` every rate is 0
+    and the scales do not move), and the hypergradient of that rate, ``-g_t^p . u_{t-1}^p`` (or
     ``-g_t^p * u_{t-1}^p`` per weight), drives it exactly as the group's dot product drives the
     group's rate. ``learning_rates(model.named_parameters())`` reads the rates by name. Cost: the
     base step runs with ``group["lr"]`` unchanged, then each tensor moves on by
@@ -86,7 +87,12 @@ class HypergradOptimizer(Optimizer):
     ``alpha^HD`` follows its own, unblended hypergradient chain (kept in ``group["lr_hd"]`` at group
     granularity, in ``lr_scale`` otherwise); ``group["hypergrad_step"]`` counts t.
 
-    ``group["lr"]`` is the current learning rate. On CPU it is a Python float. For parameters on
+    Partial gradients. A parameter without a gradient at a step does not move (as in torch.optim),
+    so at its next step its ``u_{t-1}`` is 0, whatever direction its state still holds: it is
+    marked ``state[p]["hypergrad_idle"]`` and left out of the statistics once.
+
+    ``group["lr"]`` is the current learning rate. Given as a tensor (of any one-element shape),
+    each group keeps its own 0-dim copy. On CPU it is a Python float. For parameters on
     an accelerator it is kept as a 0-dim tensor on their device, so that ``step()`` never waits for
     the device; ``float(group["lr"])`` reads it either way (that read does synchronise). Under
     ``torch.compile`` it becomes a 0-dim tensor on the CPU too: a float changes every step and
