@@ -27,14 +27,24 @@ from torch import Tensor
 from ._kernels import LearningRate, as_real
 from .distributed import local_operands
 
+
+def accumulation_dtype(dtype: torch.dtype) -> torch.dtype:
+    """The dtype the statistics of parameters of ``dtype`` are taken in: float32 at least (a
+    float16 dot product over a few thousand weights overflows, a bfloat16 one loses the rate's
+    small changes), float64 where the parameters have it."""
+    return torch.float32 if dtype in (torch.float16, torch.bfloat16) else dtype
+
+
 def flat_dot(a: Tensor, b: Tensor) -> Tensor:
-    """``sum(a * b)`` over all elements in one pass (a real dot product for complex tensors too).
+    """``sum(a * b)`` over all elements in one pass (a real dot product for complex tensors too),
+    in :func:`accumulation_dtype`.
 
     For sharded DTensors, the part of the sum this rank counts (see ``distributed.py``).
     """
     a, b = local_operands(a, b)
     a, b = as_real(a), as_real(b)
-    return torch.dot(a.reshape(-1), b.reshape(-1))
+    dtype = accumulation_dtype(a.dtype)
+    return torch.dot(a.reshape(-1).to(dtype), b.reshape(-1).to(dtype))
 
 
 def tensor_statistics(
@@ -97,6 +107,8 @@ def element_statistics(
     (multiplicative: the cosine of two numbers is the sign of their product)."""
     statistics = []
     for index, (g, u) in enumerate(zip(grads, directions)):
+        dtype = accumulation_dtype(g.dtype)
+        g, u = g.to(dtype), u.to(dtype)
         if scales is not None:
             u = u * scales[index]
         product = g * u

@@ -100,12 +100,20 @@ class Snapshot:
 
 
 def cycle(loader: Iterable[Any]) -> Iterator[Any]:
-    """Batches of ``loader``, starting over when it runs out; ValueError if it is empty."""
+    """Batches of ``loader``, starting over when it runs out; ValueError if it is empty. A one-shot
+    iterator (a generator) cannot start over: the batches it gave are replayed, in order."""
+    one_shot = iter(loader) is loader
+    source: Iterable[Any] = loader
+    seen: list[Any] = []
     while True:
         empty = True
-        for batch in loader:
+        for batch in source:
             empty = False
+            if one_shot and source is loader:
+                seen.append(batch)
             yield batch
+        if one_shot:
+            source = seen
         if empty:
             raise ValueError("loader is empty: it yielded no batch")
 

@@ -10,7 +10,7 @@ from torch.optim.optimizer import _get_value  # the step count as a float; a ten
 
 from ._kernels import LearningRate, as_real, by_device, descend, direction_buffer, stored_copies
 from ._keywords import keyword_defaults
-from ._validation import check_nonnegative
+from ._validation import check_adagrad_arguments
 from .optimizer import GroupTensors, HypergradOptimizer, PreviousDirections
 
 __all__ = ["AdagradHD"]
@@ -51,6 +51,7 @@ class AdagradHD(HypergradOptimizer):
     """
 
     hypergrad_defaults = keyword_defaults(hypergrad_lr=1e-6)
+    check_base_arguments = staticmethod(check_adagrad_arguments)
 
     def __init__(
         self,
@@ -65,9 +66,6 @@ class AdagradHD(HypergradOptimizer):
         maximize: bool = False,
         **hypergrad: Any,
     ) -> None:
-        check_nonnegative(
-            lr_decay=lr_decay, weight_decay=weight_decay, initial_accumulator_value=initial_accumulator_value, eps=eps
-        )
         defaults = dict(
             lr=lr, lr_decay=lr_decay, eps=eps, weight_decay=weight_decay,
             initial_accumulator_value=initial_accumulator_value, foreach=foreach, maximize=maximize,

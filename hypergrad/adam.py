@@ -65,6 +65,7 @@ class AdamHD(HypergradOptimizer):
     """
 
     hypergrad_defaults = keyword_defaults(hypergrad_lr=1e-7)
+    check_base_arguments = staticmethod(check_adam_arguments)
 
     def __init__(
         self,
@@ -81,9 +82,8 @@ class AdamHD(HypergradOptimizer):
         capturable: bool = False,
         **hypergrad: Any,
     ) -> None:
-        check_adam_arguments(betas, eps, weight_decay)
         defaults = dict(
-            lr=lr, betas=tuple(betas), eps=eps, weight_decay=weight_decay, amsgrad=amsgrad,
+            lr=lr, betas=betas, eps=eps, weight_decay=weight_decay, amsgrad=amsgrad,
             decoupled_weight_decay=decoupled_weight_decay, maximize=maximize, foreach=foreach,
             capturable=capturable,
         )

@@ -4,14 +4,13 @@ here differentiates the loss with respect to a learning rate."""
 
 from __future__ import annotations
 
-import math
 from collections.abc import Sequence
 from typing import Any
 
 import torch
 from torch.optim import Optimizer
 
-from ._validation import check_finite_nonnegative, check_interval, check_nonnegative, check_pair
+from ._validation import check_adaptive_gain_arguments, check_distinct_params
 
 __all__ = ["AdaptiveGainSGD"]
 
@@ -62,19 +61,20 @@ class AdaptiveGainSGD(Optimizer):
         *,
         maximize: bool = False,
     ) -> None:
-        check_finite_nonnegative("lr", lr)
-        check_nonnegative(momentum=momentum)
-        check_finite_nonnegative("gain_increase", gain_increase)
-        check_interval("gain_decrease", gain_decrease, 0.0, 1.0, open_low=True)
-        low, high = check_pair("gain_bounds", gain_bounds)
-        if not 0.0 < low <= 1.0 <= high < math.inf:
-            raise ValueError(f"Invalid gain_bounds: {gain_bounds!r} (must satisfy 0 < low <= 1 <= high < inf)")
-        check_nonnegative(weight_decay=weight_decay)
         defaults = dict(
             lr=lr, momentum=momentum, gain_increase=gain_increase, gain_decrease=gain_decrease,
-            gain_bounds=(low, high), weight_decay=weight_decay, maximize=maximize,
+            gain_bounds=gain_bounds, weight_decay=weight_decay, maximize=maximize,
         )
+        defaults.update(check_adaptive_gain_arguments(defaults))
         super().__init__(params, defaults)
+
+    def add_param_group(self, param_group: dict[str, Any]) -> None:
+        """torch.optim's, after checking every setting of the group (its own keys over the
+        defaults) and that it holds each parameter once: a refused group is not added."""
+        check_distinct_params(param_group)
+        checked = check_adaptive_gain_arguments({**self.defaults, **param_group})
+        super().add_param_group(param_group)
+        self.param_groups[-1].update(checked)
 
     @torch.no_grad()
     def step(self, closure: Any = None) -> Any:  # type: ignore[override]

@@ -18,6 +18,7 @@ import torch
 from torch import Tensor, nn
 
 from ._lr_rules import RULES, SUGGESTION_METHODS, interp_log
+from ._validation import check_number
 from ._range_test import (
     Curve,
     Snapshot,
@@ -248,7 +249,7 @@ def find_lr(
         model: the model to test; its parameters must already be on ``device``.
         optimizer: an optimizer over (some of) the model's parameters.
         loss_fn: ``loss_fn(model(inputs), targets)`` -> scalar loss (batch mean).
-        loader: yields ``(inputs, targets)`` batches.
+        loader: yields ``(inputs, targets)`` batches (a one-shot iterator's are replayed).
         start_lr, end_lr: lr range, ``0 < start_lr < end_lr``.
         num_iter: optimizer steps, >= 2.
         mode: ``"exp"`` (geometric spacing, the usual choice) or ``"linear"``.
@@ -305,6 +306,9 @@ def _check_arguments(
     loader: Iterable[Any],
 ) -> None:
     """`find_lr`'s argument checks, in the order of its signature."""
+    for name, value in (("start_lr", start_lr), ("end_lr", end_lr), ("smooth", smooth),
+                        ("diverge_factor", diverge_factor)):
+        check_number(name, value)
     if not (math.isfinite(start_lr) and start_lr > 0):
         raise ValueError(f"start_lr must be a finite number > 0, got {start_lr}")
     if not (math.isfinite(end_lr) and end_lr > start_lr):

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -12,6 +12,7 @@ from torch.optim import Optimizer
 from torch.optim.optimizer import _default_to_fused_or_foreach
 
 from ._hypergradient import (
+    accumulation_dtype,
     blended_lr,
     element_statistics,
     group_statistics,
@@ -21,7 +22,7 @@ from ._hypergradient import (
 )
 from ._kernels import LearningRate, as_real
 from ._keywords import HYPERGRAD_KEYWORDS, keyword_defaults, resolved, spelled_out
-from ._validation import checked_group_settings
+from ._validation import check_distinct_params, check_loaded_state, checked_group_settings
 from .distributed import all_reduce_statistics
 
 __all__ = ["HypergradOptimizer", "GroupTensors", "PreviousDirections", "effective_grads"]
@@ -30,12 +31,14 @@ __all__ = ["HypergradOptimizer", "GroupTensors", "PreviousDirections", "effectiv
 @dataclass
 class GroupTensors:
     """What one param group contributes to a step: the parameters that have a gradient, the
-    gradients the base rule uses (sign flipped for ``maximize``, coupled weight decay added), and
-    each parameter's state dict."""
+    gradients the base rule uses (sign flipped for ``maximize``, coupled weight decay added), each
+    parameter's state dict, and the indices of the parameters that had no gradient at the previous
+    step (they did not move then: ``u_{t-1} = 0``, whatever direction their state still holds)."""
 
     params: list[Tensor] = field(default_factory=list)
     grads: list[Tensor] = field(default_factory=list)
     states: list[dict[str, Any]] = field(default_factory=list)
+    idle: set[int] = field(default_factory=set)
 
 
 @dataclass
@@ -68,8 +71,9 @@ class HypergradOptimizer(Optimizer):
 
     Granularity. ``"group"`` (the paper): ``group["lr"]`` is the adapted rate. ``"tensor"`` and
     ``"element"``: ``group["lr"]`` stays the base rate (what a scheduler scales) and each parameter
-    ``p`` keeps ``state[p]["lr_scale"]`` (a 0-dim tensor, or a tensor shaped like ``p``): its rate
-    is ``group["lr"] * lr_scale``, and the hypergradient of that rate, ``-g_t^p . u_{t-1}^p`` (or
+    ``p`` keeps ``state[p]["lr_scale"]`` (a 0-dim tensor, or a tensor shaped like ``p``, float32
+    at least): its rate is ``group["lr"] * lr_scale`` (so at ``group["lr"] == 0`` every rate is 0
+    and the scales do not move), and the hypergradient of that rate, ``-g_t^p . u_{t-1}^p`` (or
     ``-g_t^p * u_{t-1}^p`` per weight), drives it exactly as the group's dot product drives the
     group's rate. ``learning_rates(model.named_parameters())`` reads the rates by name. Cost: the
     base step runs with ``group["lr"]`` unchanged, then each tensor moves on by
@@ -83,7 +87,12 @@ class HypergradOptimizer(Optimizer):
     ``alpha^HD`` follows its own, unblended hypergradient chain (kept in ``group["lr_hd"]`` at group
     granularity, in ``lr_scale`` otherwise); ``group["hypergrad_step"]`` counts t.
 
-    ``group["lr"]`` is the current learning rate. On CPU it is a Python float. For parameters on
+    Partial gradients. A parameter without a gradient at a step does not move (as in torch.optim),
+    so at its next step its ``u_{t-1}`` is 0, whatever direction its state still holds: it is
+    marked ``state[p]["hypergrad_idle"]`` and left out of the statistics once.
+
+    ``group["lr"]`` is the current learning rate. Given as a tensor (of any one-element shape),
+    each group keeps its own 0-dim copy. On CPU it is a Python float. For parameters on
     an accelerator it is kept as a 0-dim tensor on their device, so that ``step()`` never waits for
     the device; ``float(group["lr"])`` reads it either way (that read does synchronise). Under
     ``torch.compile`` it becomes a 0-dim tensor on the CPU too: a float changes every step and
@@ -97,6 +106,9 @@ class HypergradOptimizer(Optimizer):
 
     #: The defaults of the hypergradient keywords; each base rule sets its own ``hypergrad_lr``.
     hypergrad_defaults: dict[str, Any] = keyword_defaults()
+    #: The base rule's argument check (one of ``_validation``'s): run on the constructor's settings
+    #: and on every group added or loaded; returns the normalised values to store.
+    check_base_arguments: Callable[[Mapping[str, Any]], dict[str, Any]]
 
     def __init_subclass__(cls, **kwargs: Any) -> None:
         super().__init_subclass__(**kwargs)
@@ -107,19 +119,72 @@ class HypergradOptimizer(Optimizer):
         """``defaults``: the base rule's; ``hypergrad``: the keywords of the class's
         ``hypergrad_defaults`` it overrides. Every group is checked once, in ``add_param_group``."""
         defaults = dict(defaults, **resolved(type(self).__name__, self.hypergrad_defaults, hypergrad))
+        defaults.update(self._checked_settings(defaults))
         # Every group has the key, whether or not the subclass offers the keyword: torch's
         # capture health check reads it, and torch.compile adds it while tracing (its guard on
         # the key then fails within the same frame when the key was absent).
         defaults.setdefault("capturable", False)
         super().__init__(params, defaults)
 
+    def _checked_settings(self, settings: Mapping[str, Any], *, initial: bool = True) -> dict[str, Any]:
+        """Every setting of one group checked (the base rule's, then the hypergradient keywords);
+        the normalised values to store."""
+        return {**self.check_base_arguments(settings), **checked_group_settings(settings, initial=initial)}
+
     def add_param_group(self, param_group: dict[str, Any]) -> None:
-        """torch.optim's, after checking the group's hypergradient settings (its own keys over the
-        defaults): a refused group leaves the optimizer as it was."""
-        settings = {key: param_group.get(key, self.defaults[key]) for key in ("lr", *HYPERGRAD_KEYWORDS)}
-        checked = checked_group_settings(settings)
+        """torch.optim's, after checking every setting of the group (its own keys over the
+        defaults) and that it holds each parameter once: a refused group leaves the optimizer as
+        it was."""
+        check_distinct_params(param_group)
+        checked = self._checked_settings({**self.defaults, **param_group})
         super().add_param_group(param_group)
         self.param_groups[-1].update(checked)
+
+    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        """torch.optim's, after checking what it would load; a refused one leaves the optimizer as
+        it was (``ValueError``/``TypeError`` naming the group or parameter).
+
+        A group without any hypergradient key comes from torch.optim (``torch.optim.Adam`` for
+        ``AdamHD``, ...): its keys are filled from this optimizer's group, i.e. the constructor's
+        settings, and the run continues as the base optimizer would, the learning rate adapting
+        from the loaded one. A group with some but not all of the keys is refused. Each
+        parameter's state must hold every buffer the base rule needs, each shaped like the
+        parameter."""
+        groups = [dict(group) for group in state_dict["param_groups"]]
+        for index, (group, current) in enumerate(zip(groups, self.param_groups)):
+            where = f"param group {index} of the loaded state_dict"
+            present = [key for key in HYPERGRAD_KEYWORDS if key in group]
+            if not present:
+                group.update({key: current[key] for key in HYPERGRAD_KEYWORDS})
+            elif len(present) < len(HYPERGRAD_KEYWORDS):
+                missing = [key for key in HYPERGRAD_KEYWORDS if key not in group]
+                raise ValueError(f"Invalid {where}: missing {missing} (a hypergradient group has all of "
+                                 f"{list(HYPERGRAD_KEYWORDS)}, a torch.optim group none)")
+            try:
+                group.update(self._checked_settings({**current, **group}, initial=False))
+            except (TypeError, ValueError) as error:
+                raise type(error)(f"{where}: {error}") from None
+            self._check_loaded_states(index, {**current, **group}, current["params"], state_dict["state"])
+        super().load_state_dict({**state_dict, "param_groups": groups})
+
+    def _check_loaded_states(
+        self, index: int, group: dict[str, Any], params: list[Tensor], states: Mapping[Any, dict[str, Any]]
+    ) -> None:
+        """The loaded states of one group's parameters (``group["params"]`` their keys in
+        ``states``; see :meth:`load_state_dict`). The buffers a state needs are those
+        ``_init_state`` creates for an empty state, less those it would still create for the
+        loaded one (e.g. AdamW's ``previous_param``, which torch.optim.AdamW lacks)."""
+        empty = torch.zeros(0)
+        needed: dict[str, Any] = {}
+        self._init_state(group, empty, needed)
+        for position, (key, param) in enumerate(zip(group["params"], params)):
+            state = states.get(key)
+            if not state:
+                continue
+            added: dict[str, Any] = {name: torch.zeros(()) for name in state}
+            self._init_state(group, empty, added)
+            where = f"parameter {position} of param group {index}"
+            check_loaded_state(where, param, state, set(needed) - (set(added) - set(state)))
 
     def __setstate__(self, state: dict[str, Any]) -> None:
         super().__setstate__(state)
@@ -153,12 +218,17 @@ class HypergradOptimizer(Optimizer):
         gradients the base rule uses. Complex parameters are stepped as real views."""
         tensors = GroupTensors()
         for p in group["params"]:
+            if p.grad is None and self.state.get(p):
+                # It does not move at this step: its stored direction is not u_t.
+                self.state[p]["hypergrad_idle"] = True
             if p.grad is None or p.numel() == 0:
                 continue
             if p.grad.is_sparse:
                 raise RuntimeError(f"{type(self).__name__} does not support sparse gradients")
             param, grad = as_real(p), as_real(p.grad)
             state = self.state[p]
+            if state.pop("hypergrad_idle", False):
+                tensors.idle.add(len(tensors.params))
             self._init_state(group, param, state)
             tensors.params.append(param)
             tensors.grads.append(grad)
@@ -231,7 +301,7 @@ class HypergradOptimizer(Optimizer):
         (``(1 or 3,)``), one row per tensor (``(tensors, 1 or 3)``, zero rows where there is no
         previous direction), or per weight (a ``(1 or 3, *shape)`` tensor or ``None`` per tensor);
         ``None`` when no tensor has a previous direction."""
-        previous = self._previous_directions(group, tensors)
+        previous = _moved(self._previous_directions(group, tensors), tensors.idle)
         if not previous.indices:
             return None
         grads = [tensors.grads[i] for i in previous.indices]
@@ -289,7 +359,9 @@ class HypergradOptimizer(Optimizer):
                 else:
                     if param.is_complex():
                         raise ValueError("granularity='element' needs real parameters (got a complex one)")
-                    state["lr_scale"] = torch.ones_like(param, memory_format=torch.preserve_format)
+                    state["lr_scale"] = torch.ones_like(
+                        param, dtype=accumulation_dtype(param.dtype), memory_format=torch.preserve_format
+                    )
             scales.append(state["lr_scale"])
         return scales
 
@@ -344,12 +416,16 @@ class HypergradOptimizer(Optimizer):
         A float per parameter at ``granularity="group"`` (the group's ``lr``) and ``"tensor"``
         (``group["lr"] * state[p]["lr_scale"]``, blended with ``lr_limit`` where set); a new tensor
         shaped like the parameter at ``"element"``. Before the first step, the
-        initial rates. ``named_parameters`` is typically ``model.named_parameters()``.
+        initial rates. ``named_parameters`` is typically ``model.named_parameters()``: frozen
+        parameters (``requires_grad=False``) the optimizer does not hold are left out; a trainable
+        one it does not hold is a ``ValueError``.
         """
         group_of = {id(p): group for group in self.param_groups for p in group["params"]}
         rates: dict[str, float | Tensor] = {}
         for name, param in named_parameters:
             group = group_of.get(id(param))
+            if group is None and not param.requires_grad:
+                continue
             if group is None:
                 raise ValueError(f"Parameter {name!r} is not in this optimizer's param groups")
             scale = self.state[param].get("lr_scale") if group["granularity"] != "group" else None
@@ -360,6 +436,19 @@ class HypergradOptimizer(Optimizer):
             rate = self._applied_rate(group, scale, group["lr"], blend_step)
             rates[name] = rate.item() if group["granularity"] == "tensor" else rate
         return rates
+
+
+def _moved(previous: PreviousDirections, idle: set[int]) -> PreviousDirections:
+    """``previous`` without the parameters that did not move at the previous step."""
+    if not idle.intersection(previous.indices):
+        return previous
+    kept = [k for k, index in enumerate(previous.indices) if index not in idle]
+    kept_set = set(kept)
+    return PreviousDirections(
+        [previous.indices[k] for k in kept],
+        (direction for k, direction in enumerate(previous.directions) if k in kept_set),
+        None if previous.scales is None else [previous.scales[k] for k in kept],
+    )
 
 
 def _as_float_or_tensor(lr: LearningRate) -> LearningRate:

@@ -13,6 +13,8 @@ from typing import Any
 
 from torch import nn
 
+from ._validation import check_number, check_pair
+
 __all__ = ["layerwise_param_groups"]
 
 
@@ -121,9 +123,14 @@ def layerwise_param_groups(
 def _check_rates(
     lr: float | None, decay: float | None, lr_range: tuple[float, float] | None, head_lr_mult: float
 ) -> None:
-    """`layerwise_param_groups`' checks of the rates it is given."""
+    """`layerwise_param_groups`' checks of the rates it is given (numbers: ``TypeError`` naming
+    the argument otherwise)."""
     if (lr is None) == (lr_range is None):
         raise ValueError("give exactly one of lr and lr_range")
+    for name, value in (("lr", lr), ("decay", decay)):
+        if value is not None:
+            check_number(name, value)
+    check_number("head_lr_mult", head_lr_mult)
     if lr is not None and not (math.isfinite(lr) and lr > 0):
         raise ValueError(f"lr must be a finite number > 0, got {lr}")
     if decay is not None:
@@ -132,9 +139,7 @@ def _check_rates(
         if not 0 < decay <= 1:
             raise ValueError(f"decay must be in (0, 1], got {decay}")
     if lr_range is not None:
-        if len(lr_range) != 2:
-            raise ValueError(f"lr_range must be a (low, high) pair, got {lr_range!r}")
-        low, high = lr_range
+        low, high = check_pair("lr_range", lr_range)
         if not (math.isfinite(low) and math.isfinite(high) and 0 < low <= high):
             raise ValueError(f"lr_range must satisfy 0 < low <= high (finite), got {lr_range!r}")
     if not (math.isfinite(head_lr_mult) and head_lr_mult > 0):

@@ -40,9 +40,15 @@ def _next_lr(lr: float, grads: list[Tensor], previous: list[Tensor], group: dict
         u_norm = math.sqrt(sum(float(u.double().pow(2).sum()) for u in previous))
         cosine = dot / (g_norm * u_norm) if g_norm * u_norm > 0 else 0.0
         new_lr = lr * (1 + beta * cosine)
-    if group["lr_bounds"] is not None:
-        new_lr = min(max(new_lr, group["lr_bounds"][0]), group["lr_bounds"][1])
+    new_lr = _clipped(new_lr, group)
     return new_lr if math.isfinite(new_lr) else lr
+
+
+def _clipped(lr: float, group: dict[str, Any]) -> float:
+    """``lr`` clipped into ``lr_bounds`` (the initial rate too)."""
+    if group["lr_bounds"] is None:
+        return lr
+    return min(max(lr, group["lr_bounds"][0]), group["lr_bounds"][1])
 
 
 def _next_weight_rates(rates: Tensor, g: Tensor, previous: Tensor, group: dict[str, Any]) -> Tensor:
@@ -106,7 +112,13 @@ class _ReferenceHD(Optimizer):
             with torch.enable_grad():
                 loss = closure()
         for group in self.param_groups:
+            for p in group["params"]:
+                if p.grad is None and p in self.state:
+                    # It does not move at this step: u_t = 0, nothing to carry to the next one.
+                    self.state[p].pop("previous_direction", None)
             params = [p for p in group["params"] if p.grad is not None and p.numel() > 0]
+            if not params:
+                continue  # a group that takes no step does not count one
             grads = []
             for p in params:
                 g = -p.grad if group["maximize"] else p.grad.clone()
@@ -115,10 +127,13 @@ class _ReferenceHD(Optimizer):
             if group.get("lr_limit") is not None:
                 group["t"] = group.get("t", 0) + 1
             adapt = group["hypergrad_lr"] != 0
+            # Per tensor or weight, a rate is the group's times a scale: at a zero group lr every
+            # rate is zero and stays so (see HypergradOptimizer, "Granularity").
+            adapt_each = adapt and group["lr"] != 0
             started = [i for i, p in enumerate(params) if "previous_direction" in self.state[p]]
             granularity = group.get("granularity", "group")
             if granularity == "group":
-                hd_rate = group.setdefault("lr_hd", group["lr"])
+                hd_rate = group.setdefault("lr_hd", _clipped(group["lr"], group))
                 if started and adapt:
                     hd_rate = _next_lr(
                         hd_rate,
@@ -134,13 +149,13 @@ class _ReferenceHD(Optimizer):
                 for i, (p, g) in enumerate(zip(params, grads)):
                     state = self.state[p]
                     if granularity == "tensor":
-                        state.setdefault("rate", group["lr"])
-                        if i in started and adapt:
+                        state.setdefault("rate", _clipped(group["lr"], group))
+                        if i in started and adapt_each:
                             state["rate"] = _next_lr(state["rate"], [g], [state["previous_direction"]], group)
                         rates.append(_blend(state["rate"], group))
                     else:
-                        state.setdefault("rates", torch.full_like(p, group["lr"]))
-                        if i in started and adapt:
+                        state.setdefault("rates", torch.full_like(p, _clipped(group["lr"], group)))
+                        if i in started and adapt_each:
                             state["rates"] = _next_weight_rates(state["rates"], g, state["previous_direction"], group)
                         rates.append(_blend(state["rates"], group))
             for p, g, rate in zip(params, grads, rates):

@@ -17,7 +17,7 @@ from ._kernels import (
     stored_copies,
 )
 from ._keywords import keyword_defaults
-from ._validation import check_interval, check_nonnegative
+from ._validation import check_rmsprop_arguments
 from .optimizer import GroupTensors, HypergradOptimizer, PreviousDirections
 
 __all__ = ["RMSpropHD"]
@@ -61,6 +61,7 @@ class RMSpropHD(HypergradOptimizer):
     """
 
     hypergrad_defaults = keyword_defaults(hypergrad_lr=1e-6)
+    check_base_arguments = staticmethod(check_rmsprop_arguments)
 
     def __init__(
         self,
@@ -76,8 +77,6 @@ class RMSpropHD(HypergradOptimizer):
         maximize: bool = False,
         **hypergrad: Any,
     ) -> None:
-        check_interval("alpha", alpha, 0.0, 1.0, meaning="the smoothing constant; ")
-        check_nonnegative(eps=eps, momentum=momentum, weight_decay=weight_decay)
         defaults = dict(
             lr=lr, alpha=alpha, eps=eps, weight_decay=weight_decay, momentum=momentum,
             centered=centered, foreach=foreach, maximize=maximize,

@@ -16,6 +16,8 @@ from typing import Any
 from torch import Tensor
 from torch.optim import Optimizer
 
+from ._validation import check_finite_nonnegative, check_number
+
 __all__ = ["LambdaHypergradLR"]
 
 
@@ -40,7 +42,8 @@ class LambdaHypergradLR:
 
     Raises:
         ValueError: a group without ``"hypergrad_lr"``, a wrong number of functions, or (at a
-            step) a negative or non-finite factor, or a multiplicative-rule beta pushed to >= 1.
+            step) a negative or non-finite factor, or a multiplicative-rule beta pushed to >= 1;
+            a refused step writes nothing (no group's ``hypergrad_lr`` changes, the count stays).
     """
 
     def __init__(
@@ -70,23 +73,28 @@ class LambdaHypergradLR:
         self.step()
 
     def step(self) -> None:
-        """Advance the step count by one and write the new ``hypergrad_lr`` of every group."""
-        self.last_step += 1
-        for group, base, fn in zip(
+        """Advance the step count by one and write the new ``hypergrad_lr`` of every group (all
+        of them or, when one is refused, none)."""
+        step = self.last_step + 1
+        values = []
+        for index, (group, base, fn) in enumerate(zip(
             self.optimizer.param_groups, self.base_hypergrad_lrs, self.hypergrad_lambdas,
             strict=True,
-        ):
-            factor = float(fn(self.last_step))
+        )):
+            factor = float(fn(step))
             if not (math.isfinite(factor) and factor >= 0):
                 raise ValueError(
-                    f"hypergrad_lambda({self.last_step}) must be finite and >= 0, got {factor}"
+                    f"hypergrad_lambda({step}) of param group {index} must be finite and >= 0, got {factor}"
                 )
             value = base * factor
             if group.get("hypergrad_rule") == "multiplicative" and value >= 1:
                 raise ValueError(
                     f"the multiplicative rule needs hypergrad_lr < 1, the schedule gives {value} "
-                    f"at step {self.last_step}"
+                    f"at step {step} for param group {index}"
                 )
+            values.append(value)
+        self.last_step = step
+        for group, value in zip(self.optimizer.param_groups, values):
             if isinstance(group["hypergrad_lr"], Tensor):
                 group["hypergrad_lr"].fill_(value)
             else:
@@ -101,6 +109,18 @@ class LambdaHypergradLR:
         return {"last_step": self.last_step, "base_hypergrad_lrs": list(self.base_hypergrad_lrs)}
 
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
-        """Resume from `state_dict`; load the optimizer's own state as well."""
-        self.last_step = int(state_dict["last_step"])
-        self.base_hypergrad_lrs = [float(v) for v in state_dict["base_hypergrad_lrs"]]
+        """Resume from `state_dict`; load the optimizer's own state as well. A state_dict for a
+        different number of param groups, or with a base that is not a finite number >= 0, or a
+        step count that is not an int >= -1, is refused and nothing changes."""
+        last_step, bases = state_dict["last_step"], list(state_dict["base_hypergrad_lrs"])
+        check_number("last_step", last_step, "an int")
+        if not (float(last_step).is_integer() and last_step >= -1):
+            raise ValueError(f"Invalid last_step: {last_step} (must be an int >= -1)")
+        if len(bases) != len(self.optimizer.param_groups):
+            raise ValueError(
+                f"Invalid base_hypergrad_lrs: {len(bases)} values for {len(self.optimizer.param_groups)} param groups"
+            )
+        for index, base in enumerate(bases):
+            check_finite_nonnegative(f"base_hypergrad_lrs[{index}]", base)
+        self.last_step = int(last_step)
+        self.base_hypergrad_lrs = [float(v) for v in bases]

@@ -17,7 +17,7 @@ from ._kernels import (
     stored_copies,
 )
 from ._keywords import keyword_defaults
-from ._validation import check_interval, check_nonnegative
+from ._validation import check_sgd_arguments
 from .optimizer import GroupTensors, HypergradOptimizer, PreviousDirections
 
 __all__ = ["SGDHD"]
@@ -76,6 +76,7 @@ class SGDHD(HypergradOptimizer):
     """
 
     hypergrad_defaults = keyword_defaults(hypergrad_lr=1e-3)
+    check_base_arguments = staticmethod(check_sgd_arguments)
 
     def __init__(
         self,
@@ -91,11 +92,6 @@ class SGDHD(HypergradOptimizer):
         capturable: bool = False,
         **hypergrad: Any,
     ) -> None:
-        check_nonnegative(momentum=momentum)
-        check_interval("dampening", dampening, 0.0, 1.0)
-        check_nonnegative(weight_decay=weight_decay)
-        if nesterov and (momentum <= 0 or dampening != 0):
-            raise ValueError("Invalid nesterov: Nesterov momentum requires momentum > 0 and dampening = 0")
         defaults = dict(
             lr=lr, momentum=momentum, dampening=dampening, weight_decay=weight_decay,
             nesterov=nesterov, maximize=maximize, foreach=foreach, capturable=capturable,

@@ -70,6 +70,32 @@ def test_lr_change_is_the_hypergradient(case, foreach):
     assert relative_error(lr_now - lr_previous, expected_change) < 1e-6, (lr_now - lr_previous, expected_change)
 
 
+IDLE = "hidden.bias"  # the parameter without a gradient at step t-1 (it had one before and has one after)
+
+
+@pytest.mark.parametrize("foreach", [False, True])
+@pytest.mark.parametrize("case", list(CASES))
+def test_lr_change_is_the_hypergradient_after_a_step_without_a_gradient(case, foreach):
+    """A parameter that had no gradient at t-1 did not move: its stored direction from t-2 is not
+    part of u_{t-1}, and the lr change is still -beta times the hypergradient through torch.optim,
+    for the optimizer and for its reference twin."""
+    settings = CASES[case].settings
+    model, optimizer, batches, snapshot_params, snapshot_state = _train_to_snapshot(case, foreach=foreach)
+    reference_model = TinyNet()
+    reference = CASES[case].make_reference(reference_model.parameters())
+    train(reference_model, reference, batches[:STEPS_BEFORE])
+    changes = []
+    for net, opt in ((model, optimizer), (reference_model, reference)):
+        _step_without(net, opt, batches[STEPS_BEFORE], IDLE)
+        lr_previous = float(opt.param_groups[0]["lr"])
+        changes.append((train(net, opt, batches[STEPS_BEFORE + 1:])[-1] - lr_previous, lr_previous))
+
+    for change, lr_previous in changes:
+        hypergradient = _group_hypergradient(CASES[case], lr_previous, snapshot_params, snapshot_state, batches, IDLE)
+        expected_change = -settings["hypergrad_lr"] * hypergradient
+        assert relative_error(change, expected_change) < 1e-6, (change, expected_change)
+
+
 @pytest.mark.parametrize("case", ["sgd", "nesterov", "adam"])
 def test_first_step_keeps_the_initial_lr(case):
     hd_cls, _, _, settings = CASES[case]
@@ -78,18 +104,29 @@ def test_first_step_keeps_the_initial_lr(case):
     assert train(model, optimizer, make_batches(1)) == [settings["lr"]]
 
 
-def _run_around_step(case: str, granularity: str):
-    """Train to t-2, snapshot, take steps t-1 and t; return what the checks need."""
+def _step_without(model, optimizer, batch, idle: str | None) -> None:
+    """One step on ``batch`` in which the parameter named ``idle`` has no gradient (it does not move)."""
+    optimizer.zero_grad()
+    batch_loss(model, batch).backward()
+    if idle is not None:
+        model.get_parameter(idle).grad = None
+    optimizer.step()
+
+
+def _run_around_step(case: str, granularity: str, idle: str | None = None):
+    """Train to t-2, snapshot, take steps t-1 (``idle`` without a gradient) and t; return what the
+    checks need."""
     model, optimizer, batches, snapshot_params, snapshot_state = _train_to_snapshot(case, granularity=granularity)
-    train(model, optimizer, batches[STEPS_BEFORE:STEPS_BEFORE + 1])
+    _step_without(model, optimizer, batches[STEPS_BEFORE], idle)
     rates_previous = optimizer.learning_rates(model.named_parameters())
     train(model, optimizer, batches[STEPS_BEFORE + 1:])
     rates_now = optimizer.learning_rates(model.named_parameters())
     return CASES[case], batches, snapshot_params, snapshot_state, rates_previous, rates_now
 
 
-def _base_replica(case, param_groups_of, snapshot_params, snapshot_state, batch):
-    """A torch.optim base optimizer at the t-2 snapshot with the gradient of batch t-1."""
+def _base_replica(case, param_groups_of, snapshot_params, snapshot_state, batch, idle=None):
+    """A torch.optim base optimizer at the t-2 snapshot with the gradient of batch t-1 (none for the
+    parameter named ``idle``)."""
     replica = TinyNet()
     replica.load_state_dict(snapshot_params)
     base = case.base(param_groups_of(replica), **case.base_settings())
@@ -98,41 +135,46 @@ def _base_replica(case, param_groups_of, snapshot_params, snapshot_state, batch)
         base.state[p].pop("lr_scale", None)
     base.zero_grad()
     batch_loss(replica, batch).backward()
+    if idle is not None:
+        replica.get_parameter(idle).grad = None
     return replica, base
 
 
-def _objective_after_base_step(case, param_groups_of, snapshot_params, snapshot_state, batches) -> float:
+def _objective_after_base_step(case, param_groups_of, snapshot_params, snapshot_state, batches, idle=None) -> float:
     """J_t after a torch.optim base step from the t-2 snapshot with the gradient of batch t-1."""
-    replica, base = _base_replica(case, param_groups_of, snapshot_params, snapshot_state, batches[STEPS_BEFORE])
+    replica, base = _base_replica(case, param_groups_of, snapshot_params, snapshot_state, batches[STEPS_BEFORE], idle)
     base.step()
     with torch.no_grad():
         return objective(replica, batches[STEPS_BEFORE + 1], case.settings, case.base).item()
 
 
-def _group_hypergradient(case, alpha, snapshot_params, snapshot_state, batches) -> float:
+def _group_hypergradient(case, alpha, snapshot_params, snapshot_state, batches, idle=None) -> float:
     """dJ_t / d alpha at ``alpha`` by central differences, step t-1 taken by torch.optim's base with
     one param group from the t-2 snapshot."""
 
     def next_objective(rate: float) -> float:
         return _objective_after_base_step(
-            case, lambda m: [{"params": list(m.parameters()), "lr": rate}], snapshot_params, snapshot_state, batches
+            case, lambda m: [{"params": list(m.parameters()), "lr": rate}], snapshot_params, snapshot_state, batches,
+            idle,
         )
 
     h = 1e-5 * alpha
     return (next_objective(alpha + h) - next_objective(alpha - h)) / (2 * h)
 
 
+@pytest.mark.parametrize("idle", [None, IDLE])
 @pytest.mark.parametrize("case", GRANULARITY_CASES)
-def test_per_tensor_lr_change_is_that_tensors_hypergradient(case):
+def test_per_tensor_lr_change_is_that_tensors_hypergradient(case, idle):
     """Each tensor's lr change is -beta * dJ_t / d(lr of that tensor at t-1), the step t-1 taken by
-    torch.optim with one param group per tensor."""
-    case_, batches, snapshot_params, snapshot_state, rates_previous, rates_now = _run_around_step(case, "tensor")
+    torch.optim with one param group per tensor (and ``idle`` without a gradient at t-1: its
+    hypergradient is exactly 0)."""
+    case_, batches, snapshot_params, snapshot_state, rates_previous, rates_now = _run_around_step(case, "tensor", idle)
     assert len(set(rates_previous.values())) == len(rates_previous)  # the rates have separated
 
     def next_objective(rates: dict[str, float]) -> float:
         return _objective_after_base_step(
             case_, lambda m: [{"params": [p], "lr": rates[name]} for name, p in m.named_parameters()],
-            snapshot_params, snapshot_state, batches,
+            snapshot_params, snapshot_state, batches, idle,
         )
 
     for name, rate in rates_previous.items():
@@ -142,19 +184,23 @@ def test_per_tensor_lr_change_is_that_tensors_hypergradient(case):
         ) / (2 * h)
         expected_change = -case_.settings["hypergrad_lr"] * hypergradient
         observed_change = rates_now[name] - rate
+        if name == idle:
+            assert expected_change == 0 and observed_change == 0, (name, observed_change, expected_change)
+            continue
         assert relative_error(observed_change, expected_change) < 1e-6, (name, observed_change, expected_change)
 
 
+@pytest.mark.parametrize("idle", [None, IDLE])
 @pytest.mark.parametrize("case", GRANULARITY_CASES)
-def test_per_weight_lr_change_is_that_weights_hypergradient(case):
+def test_per_weight_lr_change_is_that_weights_hypergradient(case, idle):
     """Each weight's lr change is -beta * dJ_t / d(lr of that weight at t-1). Every base rule moves
     the parameters linearly in the lr, so a torch.optim step with lr=1 from the t-2 snapshot gives
     u_{t-1}; autograd differentiates J_t(theta_{t-2} - R * u_{t-1}) with respect to the rates R."""
-    case_, batches, snapshot_params, snapshot_state, rates_previous, rates_now = _run_around_step(case, "element")
+    case_, batches, snapshot_params, snapshot_state, rates_previous, rates_now = _run_around_step(case, "element", idle)
     settings, base_cls = case_.settings, case_.base
     replica, base = _base_replica(
         case_, lambda m: [{"params": list(m.parameters()), "lr": 1.0}],
-        snapshot_params, snapshot_state, batches[STEPS_BEFORE],
+        snapshot_params, snapshot_state, batches[STEPS_BEFORE], idle,
     )
     base.step()
     directions = {name: snapshot_params[name] - p.detach() for name, p in replica.named_parameters()}
@@ -164,6 +210,9 @@ def test_per_weight_lr_change_is_that_weights_hypergradient(case):
     for name, rate in rates.items():
         expected_change = -settings["hypergrad_lr"] * rate.grad
         observed_change = rates_now[name] - rates_previous[name]
+        if name == idle:
+            assert not expected_change.any() and not observed_change.any(), name
+            continue
         error = (observed_change - expected_change).abs().max() / expected_change.abs().max()
         assert error < 1e-6, (name, error)
     assert all(r.unique().numel() > 1 for r in rates_previous.values())  # the rates have separated
