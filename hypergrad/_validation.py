@@ -45,6 +45,14 @@ def check_interval(name: str, value: float, low: float, high: float, *, open_low
         raise ValueError(f"Invalid {name}: {value} ({meaning}must be in {interval})")
 
 
+def check_count(name: str, value: Any, low: int) -> None:
+    """An int (not a bool; ``TypeError`` otherwise) with ``value >= low`` (``ValueError``)."""
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise TypeError(f"{name} must be an int, got {type(value).__name__}")
+    if value < low:
+        raise ValueError(f"Invalid {name}: {value} (must be an int >= {low})")
+
+
 def check_pair(name: str, value: Any, what: str = "(low, high)") -> tuple[float, float]:
     """Two numbers (ints or floats; strings are refused), returned as floats."""
     try:

@@ -9,30 +9,11 @@ from typing import Any
 import torch
 from torch import Tensor
 
+from ._validation import check_count, check_interval
+
 __all__ = ["HDM"]
 
 _EPS = 1e-12  # keeps the surrogate's denominator positive at a stationary start
-
-
-def _check_float(name: str, value: Any, low: float, high: float, *, low_open: bool, high_open: bool) -> float:
-    """``value`` as a float inside the interval, else ValueError/TypeError naming ``name``."""
-    if isinstance(value, bool) or not isinstance(value, (int, float)):
-        raise TypeError(f"{name} must be a real number, got {type(value).__name__}")
-    value = float(value)
-    below = value <= low if low_open else value < low
-    above = value >= high if high_open else value > high
-    if not math.isfinite(value) or below or above:
-        interval = ("(" if low_open else "[") + f"{low}, {high}" + (")" if high_open else "]")
-        raise ValueError(f"{name} must lie in {interval}, got {value}")
-    return value
-
-
-def _check_int(name: str, value: Any, low: int) -> int:
-    if isinstance(value, bool) or not isinstance(value, int):
-        raise TypeError(f"{name} must be an int, got {type(value).__name__}")
-    if value < low:
-        raise ValueError(f"{name} must be an int >= {low}, got {value}")
-    return value
 
 
 def _dot(a: list[Tensor], b: list[Tensor]) -> float:
@@ -131,17 +112,17 @@ class HDM(torch.optim.Optimizer):
 
     @staticmethod
     def _validate(group: dict[str, Any]) -> None:
-        inf = math.inf
+        positive = {"open_low": True, "open_high": True}
         if group["lipschitz"] is not None:
-            _check_float("lipschitz", group["lipschitz"], 0.0, inf, low_open=True, high_open=True)
-        _check_float("p_lr", group["p_lr"], 0.0, inf, low_open=True, high_open=True)
-        _check_float("p_lr_decay", group["p_lr_decay"], 0.0, 1.0, low_open=True, high_open=False)
-        _check_int("p_lr_decay_every", group["p_lr_decay_every"], 1)
-        _check_float("p_max", group["p_max"], 0.0, inf, low_open=True, high_open=True)
-        beta_max = _check_float("beta_max", group["beta_max"], 0.0, 1.0, low_open=False, high_open=True)
-        _check_float("beta", group["beta"], 0.0, beta_max, low_open=False, high_open=False)
-        _check_float("beta_lr", group["beta_lr"], 0.0, inf, low_open=False, high_open=True)
-        _check_int("lipschitz_steps", group["lipschitz_steps"], 0)
+            check_interval("lipschitz", group["lipschitz"], 0.0, math.inf, **positive)
+        check_interval("p_lr", group["p_lr"], 0.0, math.inf, **positive)
+        check_interval("p_lr_decay", group["p_lr_decay"], 0.0, 1.0, open_low=True)
+        check_count("p_lr_decay_every", group["p_lr_decay_every"], 1)
+        check_interval("p_max", group["p_max"], 0.0, math.inf, **positive)
+        check_interval("beta_max", group["beta_max"], 0.0, 1.0, open_high=True)
+        check_interval("beta", group["beta"], 0.0, group["beta_max"])
+        check_interval("beta_lr", group["beta_lr"], 0.0, math.inf, open_high=True)
+        check_count("lipschitz_steps", group["lipschitz_steps"], 0)
 
     def add_param_group(self, param_group: dict[str, Any]) -> None:
         """Add a group after checking its settings (a refused group leaves the optimizer unchanged)."""
