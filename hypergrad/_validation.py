@@ -9,6 +9,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from torch import Tensor
+from torch.optim.optimizer import _device_dtype_check_for_fused
 
 HYPERGRAD_RULES: tuple[str, ...] = ("additive", "multiplicative")
 GRANULARITIES: tuple[str, ...] = ("group", "tensor", "element")
@@ -119,3 +120,15 @@ def checked_group_settings(group: dict[str, Any]) -> dict[str, Any]:
         raise ValueError(f"Invalid granularity: {group['granularity']!r} (must be one of {GRANULARITIES})")
     _check_blend(group["lr_limit"], group["lr_limit_power"], lr_bounds)
     return {"lr_bounds": lr_bounds}
+
+
+def check_fused(fused: bool | None, foreach: bool | None) -> None:
+    """torch.optim's refusal of ``fused=True`` with ``foreach=True``, with its message."""
+    if fused and foreach:
+        raise RuntimeError("`fused` and `foreach` cannot be `True` together.")
+
+
+def check_fused_param(param: Tensor) -> None:
+    """torch.optim's check of a parameter stepped by a fused kernel: a floating point tensor on a
+    device that has the kernels (CPU, CUDA, ...); complex parameters are refused, as by torch."""
+    _device_dtype_check_for_fused(param)

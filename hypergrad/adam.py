@@ -11,7 +11,7 @@ from torch import Tensor
 
 from ._kernels import LearningRate, by_device
 from ._keywords import keyword_defaults
-from ._validation import check_adam_arguments
+from ._validation import check_adam_arguments, check_fused
 from .distributed import local_tensors
 from .optimizer import GroupTensors, HypergradOptimizer, PreviousDirections
 
@@ -52,6 +52,11 @@ class AdamHD(HypergradOptimizer):
             ``torch.optim.Adam``.
         capturable: as in ``torch.optim.Adam``: allows ``step()`` to be captured in a CUDA graph.
             The step never waits for the device either way (lr and step counts live there).
+        fused: as in ``torch.optim.Adam``: ``True`` takes the update through torch's fused kernel
+            (``torch._fused_adam_``, ``torch._fused_adamw_`` for the decoupled decay; CPU and CUDA,
+            floating point parameters) with the new rate; only the statistics pass, which
+            recomputes ``u_{t-1}`` from the moments, is extra. ``None`` (the default) is torch's
+            default, which does not pick it.
         hypergrad_lr: ``beta``. The default 1e-7 is the reference code's choice for Adam-HD on
             MNIST logistic regression and MLP (it used 1e-8 for VGG on CIFAR-10). It is much
             smaller than SGD-HD's 1e-3 because Adam's direction is normalised per coordinate:
@@ -79,13 +84,15 @@ class AdamHD(HypergradOptimizer):
         maximize: bool = False,
         foreach: bool | None = None,
         capturable: bool = False,
+        fused: bool | None = None,
         **hypergrad: Any,
     ) -> None:
+        check_fused(fused, foreach)
         check_adam_arguments(betas, eps, weight_decay)
         defaults = dict(
             lr=lr, betas=tuple(betas), eps=eps, weight_decay=weight_decay, amsgrad=amsgrad,
             decoupled_weight_decay=decoupled_weight_decay, maximize=maximize, foreach=foreach,
-            capturable=capturable,
+            capturable=capturable, fused=fused,
         )
         super().__init__(params, defaults, **hypergrad)
 
@@ -140,30 +147,28 @@ class AdamHD(HypergradOptimizer):
         return PreviousDirections(indices, decoupled)
 
     def _update_params(self, group: dict[str, Any], tensors: GroupTensors, lr: LearningRate) -> None:
-        foreach = self._use_foreach(group, tensors.params)
-        if _keeps_previous_param(group):
-            # torch.optim.AdamW's decay, theta <- theta * (1 - lr * wd), after keeping theta_{t-1}.
+        foreach, fused = self._use_foreach(group, tensors.params), self._use_fused(group)
+        decoupled_decay = group["weight_decay"] if _keeps_previous_param(group) else 0.0
+        if decoupled_decay:
+            # torch.optim.AdamW's decay, theta <- theta * (1 - lr * wd), after keeping theta_{t-1}
+            # (the fused kernel decays inside its pass).
             previous_params = [s["previous_param"] for s in tensors.states]
-            decay = 1 - lr * group["weight_decay"]
+            decay = 1 - lr * decoupled_decay
             if foreach:
                 torch._foreach_copy_(local_tensors(previous_params), local_tensors(tensors.params))
-                torch._foreach_mul_(tensors.params, decay)
+                if not fused:
+                    torch._foreach_mul_(tensors.params, decay)
             else:
                 for param, previous_param in zip(tensors.params, previous_params):
                     previous_param.copy_(param)
                     param.mul_(decay)
-        adam_update = _multi_tensor_update if foreach else _single_tensor_update
         beta1, beta2 = group["betas"]
-        adam_update(
-            tensors.params,
-            tensors.grads,
-            tensors.states,
-            lr=lr,
-            beta1=beta1,
-            beta2=beta2,
-            eps=group["eps"],
-            amsgrad=group["amsgrad"],
-        )
+        settings = dict(lr=lr, beta1=beta1, beta2=beta2, eps=group["eps"], amsgrad=group["amsgrad"])
+        if fused:
+            _fused_update(tensors.params, tensors.grads, tensors.states, **settings, decoupled_decay=decoupled_decay)
+        else:
+            adam_update = _multi_tensor_update if foreach else _single_tensor_update
+            adam_update(tensors.params, tensors.grads, tensors.states, **settings)
 
 
 class AdamWHD(AdamHD):
@@ -203,11 +208,12 @@ class AdamWHD(AdamHD):
         *,
         maximize: bool = False,
         foreach: bool | None = None,
+        fused: bool | None = None,
         **hypergrad: Any,
     ) -> None:
         super().__init__(
-            params, lr, betas, eps, weight_decay, amsgrad,
-            decoupled_weight_decay=True, maximize=maximize, foreach=foreach, **hypergrad,
+            params, lr, betas, eps, weight_decay, amsgrad, decoupled_weight_decay=True, maximize=maximize,
+            foreach=foreach, fused=fused, **hypergrad,
         )
 
     def __setstate__(self, state: dict[str, Any]) -> None:
@@ -342,3 +348,21 @@ def _multi_tensor_update(
             torch._foreach_add_(denoms, eps)
             torch._foreach_div_(denoms, bias_corrections1)
             torch._foreach_addcdiv_(device_params, exp_avgs, denoms)
+
+
+def _fused_update(
+    params: list[Tensor], grads: list[Tensor], states: list[dict[str, Any]],
+    *, lr: LearningRate, beta1: float, beta2: float, eps: float, amsgrad: bool, decoupled_decay: float,
+) -> None:
+    """torch.optim.Adam's (AdamW's, with ``decoupled_decay``) fused step, grouped by device and
+    dtype; the gradients come with the coupled decay and sign already applied."""
+    fused_adam = torch._fused_adamw_ if decoupled_decay else torch._fused_adam_
+    for device_params, device_grads, device_states in by_device(params, grads, states):
+        steps = [s["step"] for s in device_states]
+        torch._foreach_add_(steps, 1)
+        fused_adam(
+            device_params, device_grads, [s["exp_avg"] for s in device_states],
+            [s["exp_avg_sq"] for s in device_states],
+            [s["max_exp_avg_sq"] for s in device_states] if amsgrad else [], steps,
+            amsgrad=amsgrad, lr=lr, beta1=beta1, beta2=beta2, weight_decay=decoupled_decay, eps=eps, maximize=False,
+        )

@@ -21,7 +21,7 @@ from ._hypergradient import (
 )
 from ._kernels import LearningRate, as_real
 from ._keywords import HYPERGRAD_KEYWORDS, keyword_defaults, resolved, spelled_out
-from ._validation import checked_group_settings
+from ._validation import check_fused_param, checked_group_settings
 from .distributed import all_reduce_statistics
 
 __all__ = ["HypergradOptimizer", "GroupTensors", "PreviousDirections", "effective_grads"]
@@ -157,6 +157,8 @@ class HypergradOptimizer(Optimizer):
                 continue
             if p.grad.is_sparse:
                 raise RuntimeError(f"{type(self).__name__} does not support sparse gradients")
+            if self._use_fused(group):
+                check_fused_param(p)
             param, grad = as_real(p), as_real(p.grad)
             state = self.state[p]
             self._init_state(group, param, state)
@@ -171,9 +173,18 @@ class HypergradOptimizer(Optimizer):
         return tensors
 
     @staticmethod
-    def _use_foreach(group: dict[str, Any], params: list[Tensor]) -> bool:
+    def _use_fused(group: dict[str, Any]) -> bool:
+        """``fused=True`` (where the base rule offers it). ``None`` is torch.optim's default,
+        which in torch 2.13 never picks the fused kernels (on the CPU or on CUDA): not fused."""
+        return bool(group.get("fused"))
+
+    @classmethod
+    def _use_foreach(cls, group: dict[str, Any], params: list[Tensor]) -> bool:
         """torch.optim's choice: the user's ``foreach``, else multi-tensor kernels on devices
-        that have them (not the CPU)."""
+        that have them (not the CPU). A fused step takes everything around its kernel (effective
+        gradients, statistics) in multi-tensor kernels too."""
+        if cls._use_fused(group):
+            return True
         if group["foreach"] is not None:
             return bool(group["foreach"])
         _, foreach = _default_to_fused_or_foreach(
