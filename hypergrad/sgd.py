@@ -22,6 +22,9 @@ from .optimizer import GroupTensors, HypergradOptimizer, PreviousDirections
 
 __all__ = ["SGDHD"]
 
+#: Parameter dtypes that torch's CPU fused SGD kernel does not update (torch 2.13).
+HALF_DTYPES = (torch.float16, torch.bfloat16)
+
 
 class SGDHD(HypergradOptimizer):
     r"""Stochastic gradient descent (optionally with momentum or Nesterov momentum) whose learning
@@ -60,8 +63,9 @@ class SGDHD(HypergradOptimizer):
             adapted one.
         momentum, dampening, weight_decay, nesterov, maximize, foreach: as in ``torch.optim.SGD``.
         fused: as in ``torch.optim.SGD``: ``True`` takes the update through torch's fused kernel
-            (``torch._fused_sgd_``, CPU and CUDA, floating point parameters); the statistics and
-            the stored direction stay multi-tensor passes around it. ``None`` (the default) is
+            (``torch._fused_sgd_``, CPU and CUDA, floating point parameters; not float16 or
+            bfloat16 ones on the CPU, which torch 2.13's CPU kernel leaves unchanged); the
+            statistics and the stored direction stay multi-tensor passes around it. ``None`` (the default) is
             torch's default, which does not pick it.
         capturable: keep the stored direction in a fixed buffer (one copy per step), so that
             ``step()`` can be captured in a CUDA graph. Without it, an effective gradient the
@@ -114,7 +118,14 @@ class SGDHD(HypergradOptimizer):
             group.setdefault("nesterov", False)
 
     def _init_state(self, group: dict[str, Any], param: Tensor, state: dict[str, Any]) -> None:
-        """Nothing up front: the momentum buffer and the direction are created at the first step."""
+        """Nothing up front: the momentum buffer and the direction are created at the first step.
+        A fused step refuses half-precision parameters on the CPU, before anything changes."""
+        if self._use_fused(group) and param.device.type == "cpu" and param.dtype in HALF_DTYPES:
+            raise RuntimeError(
+                f"SGDHD(fused=True) cannot step {param.dtype} parameters on the CPU: torch "
+                f"{torch.__version__}'s CPU fused SGD kernel leaves them unchanged (torch.optim.SGD(fused=True) "
+                "too); use foreach=True"
+            )
 
     def _previous_directions(self, group: dict[str, Any], tensors: GroupTensors) -> PreviousDirections:
         # u_{t-1} is the momentum buffer for heavy ball, else the stored direction; a parameter

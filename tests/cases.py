@@ -55,7 +55,7 @@ def train(model: torch.nn.Module, optimizer: torch.optim.Optimizer, batches) -> 
 
 
 HD_KEYS = ("hypergrad_lr", "hypergrad_rule", "lr_bounds", "granularity", "lr_limit", "lr_limit_power")
-IMPLEMENTATION_KEYS = ("foreach", "capturable")
+IMPLEMENTATION_KEYS = ("foreach", "capturable", "fused")
 
 
 class Case(NamedTuple):
