@@ -102,12 +102,9 @@ class AdagradHD(HypergradOptimizer):
         return PreviousDirections(indices, directions, scales)
 
     def _update_params(self, group: dict[str, Any], tensors: GroupTensors, lr: LearningRate) -> None:
-        if self._use_fused(group):
-            adagrad_update = _fused_update
-        elif self._use_foreach(group, tensors.params):
-            adagrad_update = _multi_tensor_update
-        else:
-            adagrad_update = _single_tensor_update
+        adagrad_update = self._update_function(
+            group, tensors.params, _single_tensor_update, _multi_tensor_update, _fused_update
+        )
         adagrad_update(
             tensors.params, tensors.grads, tensors.states, lr=lr, lr_decay=group["lr_decay"], eps=group["eps"]
         )

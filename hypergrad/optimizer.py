@@ -192,6 +192,13 @@ class HypergradOptimizer(Optimizer):
         )
         return foreach
 
+    def _update_function(self, group: dict[str, Any], params: list[Tensor], single_tensor: Callable[..., None],
+                         multi_tensor: Callable[..., None], fused: Callable[..., None]) -> Callable[..., None]:
+        """The base rule's update kernel for the path torch.optim would take: fused, foreach or for-loop."""
+        if self._use_fused(group):
+            return fused
+        return multi_tensor if self._use_foreach(group, params) else single_tensor
+
     @staticmethod
     def _place_lr(group: dict[str, Any], device: torch.device) -> LearningRate:
         """Keep the group's lr where the step can use it without a host-device round trip."""

@@ -135,12 +135,9 @@ class SGDHD(HypergradOptimizer):
         return PreviousDirections(indices, [tensors.states[i][key] for i in indices])
 
     def _update_params(self, group: dict[str, Any], tensors: GroupTensors, lr: LearningRate) -> None:
-        if self._use_fused(group):
-            sgd_hd_update = _fused_update
-        elif self._use_foreach(group, tensors.params):
-            sgd_hd_update = _multi_tensor_update
-        else:
-            sgd_hd_update = _single_tensor_update
+        sgd_hd_update = self._update_function(
+            group, tensors.params, _single_tensor_update, _multi_tensor_update, _fused_update
+        )
         sgd_hd_update(
             tensors.params, tensors.grads, tensors.states,
             lr=lr, momentum=group["momentum"], dampening=group["dampening"], nesterov=group["nesterov"],

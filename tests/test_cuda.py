@@ -8,7 +8,7 @@ import pytest
 import torch
 
 import hypergrad
-from cases import CASES, TinyNet, batch_loss, make_batches
+from cases import CASES, TinyNet, batch_loss, make_batches, steps_on
 
 pytestmark = [
     pytest.mark.cuda,
@@ -88,13 +88,7 @@ def test_captured_step_replays_like_eager_steps(case, path):
     gradients = [[g.to(CUDA) for g in step] for step in _gradients(warmup + STEPS)]
 
     eager_params = _fresh_params(CUDA)
-    eager = make(eager_params, **PATHS[path])
-    eager_lrs = []
-    for step_gradients in gradients:
-        for p, g in zip(eager_params, step_gradients):
-            p.grad = g.clone()
-        eager.step()
-        eager_lrs.append(float(eager.param_groups[0]["lr"]))
+    eager_lrs = steps_on(make(eager_params, **PATHS[path]), eager_params, gradients)
 
     params = _fresh_params(CUDA)
     for p in params:

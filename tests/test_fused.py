@@ -10,7 +10,7 @@ import torch
 
 import hypergrad
 from hypergrad.sgd import HALF_DTYPES
-from cases import BASE_FLAGS, TinyNet, batch_loss, flag_id, make_batches, one_per_base_rule
+from cases import BASE_FLAGS, TinyNet, batch_loss, flag_id, make_batches, one_per_base_rule, steps_on
 
 STEPS = 20
 FUSED_CASES = [case for case in one_per_base_rule() if case.base is not torch.optim.RMSprop]
@@ -109,13 +109,7 @@ def test_fused_equals_foreach_in_low_precision(case, dtype, tolerance):
     for implementation in (dict(fused=True), dict(foreach=True)):
         params = [torch.nn.Parameter(p.detach().to(dtype)) for p in TinyNet().parameters()]
         optimizer = case.make(params, hypergrad_lr=HD_LR[case.base] * 1e-2, **implementation)
-        lrs = []
-        for step_gradients in gradients:
-            for param, grad in zip(params, step_gradients):
-                param.grad = grad.clone()
-            optimizer.step()
-            lrs.append(float(optimizer.param_groups[0]["lr"]))
-        runs.append((lrs, params))
+        runs.append((steps_on(optimizer, params, gradients), params))
     (fused_lrs, fused_params), (foreach_lrs, foreach_params) = runs
     assert len(set(foreach_lrs)) > 4, "the lr must adapt for the comparison to mean anything"
     torch.testing.assert_close(fused_lrs, foreach_lrs, rtol=tolerance, atol=0)
