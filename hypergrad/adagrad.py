@@ -8,7 +8,7 @@ import torch
 from torch import Tensor
 from torch.optim.optimizer import _get_value  # the step count as a float; a tensor under torch.compile
 
-from ._kernels import LearningRate, as_real, by_device, descend, direction_buffer, stored_copies
+from ._kernels import LearningRate, as_real, by_device, descend, direction_buffer, increment_steps, stored_copies
 from ._keywords import keyword_defaults
 from ._validation import check_fused, check_nonnegative
 from .optimizer import GroupTensors, HypergradOptimizer, PreviousDirections
@@ -138,7 +138,7 @@ def _multi_tensor_update(
     """torch.optim.Adagrad's foreach step, grouped by device and dtype."""
     for device_params, device_grads, device_states in by_device(params, grads, states):
         steps = [s["step"] for s in device_states]
-        torch._foreach_add_(steps, torch.tensor(1.0, device="cpu"), alpha=1.0)
+        increment_steps(steps)
         state_sums = [as_real(s["sum"]) for s in device_states]
         torch._foreach_addcmul_(state_sums, device_grads, device_grads, value=1)
         directions = _stored_directions(device_states, device_grads, state_sums, eps)
@@ -164,7 +164,7 @@ def _fused_update(
     the direction the kernel does not keep."""
     for device_params, device_grads, device_states in by_device(params, grads, states):
         steps = [s["step"] for s in device_states]
-        torch._foreach_add_(steps, 1)
+        increment_steps(steps)
         state_sums = [s["sum"] for s in device_states]
         torch._fused_adagrad_(
             device_params, device_grads, state_sums, steps,

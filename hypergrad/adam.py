@@ -9,7 +9,7 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from ._kernels import LearningRate, by_device
+from ._kernels import LearningRate, by_device, increment_steps
 from ._keywords import keyword_defaults
 from ._validation import check_adam_arguments, check_fused
 from .distributed import local_tensors
@@ -314,10 +314,7 @@ def _multi_tensor_update(
         exp_avgs = [s["exp_avg"] for s in device_states]
         exp_avg_sqs = [s["exp_avg_sq"] for s in device_states]
         steps = [s["step"] for s in device_states]
-        if steps[0].is_cpu:
-            torch._foreach_add_(steps, torch.tensor(1.0, device="cpu"), alpha=1.0)
-        else:
-            torch._foreach_add_(steps, 1)
+        increment_steps(steps)
         torch._foreach_lerp_(exp_avgs, device_grads, 1 - beta1)
         torch._foreach_mul_(exp_avg_sqs, beta2)
         torch._foreach_addcmul_(exp_avg_sqs, device_grads, device_grads, 1 - beta2)
@@ -359,7 +356,7 @@ def _fused_update(
     fused_adam = torch._fused_adamw_ if decoupled_decay else torch._fused_adam_
     for device_params, device_grads, device_states in by_device(params, grads, states):
         steps = [s["step"] for s in device_states]
-        torch._foreach_add_(steps, 1)
+        increment_steps(steps)
         fused_adam(
             device_params, device_grads, [s["exp_avg"] for s in device_states],
             [s["exp_avg_sq"] for s in device_states],

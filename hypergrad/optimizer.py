@@ -157,10 +157,10 @@ class HypergradOptimizer(Optimizer):
                 continue
             if p.grad.is_sparse:
                 raise RuntimeError(f"{type(self).__name__} does not support sparse gradients")
-            if self._use_fused(group):
-                check_fused_param(p)
-            param, grad = as_real(p), as_real(p.grad)
             state = self.state[p]
+            if not state and self._use_fused(group):
+                check_fused_param(p)  # once per parameter, as torch.optim checks once
+            param, grad = as_real(p), as_real(p.grad)
             self._init_state(group, param, state)
             tensors.params.append(param)
             tensors.grads.append(grad)
