@@ -287,6 +287,7 @@ def benchmark_variant(variant: str, params: list[Tensor], device: torch.device, 
         state=({name: state_bytes(o) / param_bytes for name, o in optimizers.items()}),
         peak=({name: peak_step_allocation(steps[name], device) / param_bytes for name in steps}),
         steps_per_round=steps_per_round,
+        torch_path=next(iter(fastest_path(base_cls))),
     )
 
 
@@ -344,12 +345,11 @@ def result_row(variant: str, result: dict[str, Any], compiled: bool) -> str:
     ours_paths = [name for name in t if name.startswith("ours (") and name != "ours (compiled)"]
     ours = min(t[name] for name in ours_paths)
     fused = f"{t['ours (fused)'] * 1e3:7.2f}ms" if "ours (fused)" in t else f"{'-':>9}"
-    fastest_name = "fused" if "ours (fused)" in t else "foreach"
     compiled_text = (f" | compiled {t['ours (compiled)'] * 1e3:.2f}ms {t['ours (compiled)'] / t['torch fastest']:.2f}x"
                      if compiled else "")
     ours_state = state["ours (foreach)"]
     return (f"{variant:<14} {t['ours (for-loop)'] * 1e3:8.2f}ms {t['ours (foreach)'] * 1e3:7.2f}ms {fused} "
-            f"{t['torch fastest'] * 1e3:7.2f}ms ({fastest_name:>7}) {ours / t['torch fastest']:5.2f}x "
+            f"{t['torch fastest'] * 1e3:7.2f}ms ({result['torch_path']:>7}) {ours / t['torch fastest']:5.2f}x "
             f"{t['torch foreach'] * 1e3:11.2f}ms {t['ours (foreach)'] / t['torch foreach']:5.2f}x "
             f"{t['flat-vector HD'] / t['torch foreach']:10.2f}x | "
             f"{ours_state:17.2f} {state['torch fastest']:5.2f} {ours_state - state['torch fastest']:5.2f} "

@@ -129,22 +129,18 @@ class AdamHD(HypergradOptimizer):
             # Host step counts: skip parameters without a previous direction (u_0 = 0).
             indices = [i for i in indices if tensors.states[i]["step"].item() > 0]
         states = [tensors.states[i] for i in indices]
+        # AdamW: u_{t-1} = weight_decay * theta_{t-2} + the Adam direction (torch decays the
+        # parameter by lr * weight_decay before the Adam step, so the decay is part of the step).
+        decoupled = _keeps_previous_param(group)
         directions, scales = previous_adam_directions(
             [s["exp_avg"] for s in states],
             [s[second_moment] for s in states],
             [s["step"] for s in states],
             beta1=beta1, beta2=beta2, eps=group["eps"], foreach=foreach,
+            previous_params=[s["previous_param"] for s in states] if decoupled else None,
+            weight_decay=group["weight_decay"] if decoupled else 0.0,
         )
-        if not _keeps_previous_param(group):
-            return PreviousDirections(indices, directions, scales)
-        # AdamW: u_{t-1} = weight_decay * theta_{t-2} + the Adam direction (torch decays the
-        # parameter by lr * weight_decay before the Adam step, so the decay is part of the step).
-        weight_decay = group["weight_decay"]
-        decoupled = (
-            direction.mul_(scale).add_(state["previous_param"], alpha=weight_decay)
-            for direction, scale, state in zip(directions, scales, states)
-        )
-        return PreviousDirections(indices, decoupled)
+        return PreviousDirections(indices, directions, scales)
 
     def _update_params(self, group: dict[str, Any], tensors: GroupTensors, lr: LearningRate) -> None:
         foreach, fused = self._use_foreach(group, tensors.params), self._use_fused(group)
@@ -249,10 +245,15 @@ def previous_adam_directions(
     beta2: float,
     eps: float,
     foreach: bool,
-) -> tuple[Iterator[Tensor], list[float | Tensor]]:
+    previous_params: list[Tensor] | None = None,
+    weight_decay: float = 0.0,
+) -> tuple[Iterator[Tensor], list[float | Tensor] | None]:
     """Adam's last update direction ``m_hat / (sqrt(v_hat) + eps)`` from its state, factored as
     ``scale * m / (sqrt(v) + eps * sqrt(bc2))`` with ``scale = sqrt(bc2) / bc1``; returns the
     unscaled directions (a generator: each lives only while its dot product is taken) and scales.
+    With ``previous_params`` (AdamW's ``theta_{t-2}``), the direction ``weight_decay * theta_{t-2}
+    + m_hat / (sqrt(v_hat) + eps)``: for host step counts as ``weight_decay`` times
+    ``theta_{t-2} + (scale / weight_decay) * m / denom``, one pass; else scaled in place.
 
     On a device a step count may be 0 (host branches would synchronise): it is read as 1 there,
     which gives the right direction, 0, because ``m = v = 0`` then. Each direction is divided into
@@ -266,6 +267,7 @@ def previous_adam_directions(
         )
         scales.append(bias_correction2_sqrt / bias_correction1)
         shifts.append(eps * bias_correction2_sqrt)
+    decay_apart = previous_params is not None and all(isinstance(scale, float) for scale in scales)
 
     def directions() -> Iterator[Tensor]:
         if foreach and exp_avgs:
@@ -273,10 +275,17 @@ def previous_adam_directions(
             torch._foreach_add_(denoms, shifts)
         else:
             denoms = (v.sqrt().add_(shift) for v, shift in zip(second_moments, shifts))
-        for m, denom in zip(exp_avgs, denoms):
-            yield torch.div(m, denom, out=denom)
+        for index, (m, denom) in enumerate(zip(exp_avgs, denoms)):
+            if previous_params is None:
+                yield torch.div(m, denom, out=denom)
+            elif decay_apart:
+                yield torch.addcdiv(previous_params[index], m, denom, value=scales[index] / weight_decay, out=denom)
+            else:
+                yield torch.div(m, denom, out=denom).mul_(scales[index]).add_(previous_params[index], alpha=weight_decay)
 
-    return directions(), scales
+    if previous_params is None:
+        return directions(), scales
+    return directions(), [weight_decay] * len(steps) if decay_apart else None
 
 
 def _single_tensor_update(
