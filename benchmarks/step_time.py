@@ -3,9 +3,11 @@
 For each variant (SGD-HD, heavy-ball HD, SGDN-HD, Adam-HD) and each parameter set (the paper's
 784-1000-1000-10 MLP, 1.8 M parameters, and a 25 M parameter transformer encoder) this prints
 
-* our step time, with the for-loop and with the foreach (multi-tensor) path;
-* torch.optim's base step time (``foreach=True``) and the ratio HD / base; also torch.optim's
-  for-loop step (``foreach=False``, its default on the CPU) and our for-loop's ratio to it;
+* our step time, with the for-loop, the foreach (multi-tensor) and, where the base rule has one,
+  the fused path (``fused=True``: torch's fused kernel takes the update);
+* torch.optim's fastest step (``fused=True`` where it has a fused kernel: SGD, Adam, AdamW,
+  Adagrad; ``foreach=True`` otherwise) and the ratio of our fastest path to it; also torch.optim's
+  foreach step and our foreach path's ratio to it;
 * the step time of a reference-style HD optimizer written here (the paper's code's approach: every
   step concatenates all gradients into one flat vector, dots it with the stored flat previous
   direction, updates the lr, then takes torch.optim's step and stores the new flat direction);
@@ -25,6 +27,8 @@ number of threads. Gradients are fixed random tensors; the cost of a step does n
 from __future__ import annotations
 
 import argparse
+import contextlib
+import inspect
 import math
 import os
 import platform
@@ -56,8 +60,9 @@ VARIANTS: dict[str, tuple[type, type, dict[str, Any], float]] = {
     "RMSprop-HD": (hypergrad.RMSpropHD, torch.optim.RMSprop, dict(lr=1e-3), 1e-12),
 }
 # The memory table of docs/hypergradient.md: extra state per parameter element beyond the base.
+# AdamW-HD keeps theta_{t-2} (previous_param) at its default weight_decay=1e-2.
 DOCUMENTED_EXTRA_STATE = {
-    "SGD-HD": 1.0, "SGD-HD wd": 1.0, "heavy-ball-HD": 0.0, "SGDN-HD": 1.0, "Adam-HD": 0.0, "AdamW-HD": 0.0,
+    "SGD-HD": 1.0, "SGD-HD wd": 1.0, "heavy-ball-HD": 0.0, "SGDN-HD": 1.0, "Adam-HD": 0.0, "AdamW-HD": 1.0,
     "Adagrad-HD": 1.0, "RMSprop-HD": 1.0,
 }
 
@@ -162,6 +167,35 @@ def state_bytes(optimizer: Any) -> int:
 FLAT_DIRECTIONS = {torch.optim.SGD: sgd_flat_direction, torch.optim.Adam: adam_flat_direction}
 
 
+def has_fused(optimizer_cls: type) -> bool:
+    """Whether the class takes ``fused`` (torch.optim: SGD, Adam, AdamW, Adagrad; ours: the same)."""
+    return "fused" in inspect.signature(optimizer_cls).parameters
+
+
+def fastest_path(optimizer_cls: type) -> dict[str, bool]:
+    """The keyword of the class's fastest step on this machine: its fused kernel where it has one."""
+    return dict(fused=True) if has_fused(optimizer_cls) else dict(foreach=True)
+
+
+@contextlib.contextmanager
+def native_output_silenced():
+    """Send what native code writes to stdout and stderr (the profiler's ``USDT: ...
+    profiler_start`` lines, the allocator's warnings) to /dev/null while the block runs."""
+    sys.stdout.flush()
+    sys.stderr.flush()
+    saved = [os.dup(1), os.dup(2)]
+    with open(os.devnull, "wb") as devnull:
+        os.dup2(devnull.fileno(), 1)
+        os.dup2(devnull.fileno(), 2)
+        try:
+            yield
+        finally:
+            os.dup2(saved[0], 1)
+            os.dup2(saved[1], 2)
+            for fd in saved:
+                os.close(fd)
+
+
 def peak_step_allocation(step: Callable[[], None], device: torch.device) -> int:
     """Peak bytes allocated on top of what existed before, during one step."""
     if device.type == "cuda":
@@ -173,7 +207,7 @@ def peak_step_allocation(step: Callable[[], None], device: torch.device) -> int:
         return torch.cuda.max_memory_allocated(device) - before
     from torch.profiler import ProfilerActivity, profile
 
-    with profile(activities=[ProfilerActivity.CPU], profile_memory=True) as prof:
+    with native_output_silenced(), profile(activities=[ProfilerActivity.CPU], profile_memory=True) as prof:
         step()
     events = sorted(
         (e for e in prof.profiler.kineto_results.events() if e.name() == "[memory]"),
@@ -215,16 +249,21 @@ def benchmark_variant(variant: str, params: list[Tensor], device: torch.device, 
     hd_cls, base_cls, settings, hypergrad_lr = VARIANTS[variant]
     generator = torch.Generator().manual_seed(0)
     gradients = [(1e-3 * torch.randn(p.shape, generator=generator)).to(device) for p in params]
+    def ours(**path: Any) -> Any:
+        return hd_cls(with_gradients(params, gradients), hypergrad_lr=hypergrad_lr, **path, **settings)
+
     optimizers: dict[str, Any] = {
-        "ours (for-loop)": hd_cls(with_gradients(params, gradients), hypergrad_lr=hypergrad_lr, foreach=False, **settings),
-        "ours (foreach)": hd_cls(with_gradients(params, gradients), hypergrad_lr=hypergrad_lr, foreach=True, **settings),
-        "torch base": base_cls(with_gradients(params, gradients), foreach=True, **settings),
-        "torch base (for-loop)": base_cls(with_gradients(params, gradients), foreach=False, **settings),
+        "ours (for-loop)": ours(foreach=False),
+        "ours (foreach)": ours(foreach=True),
+        "torch fastest": base_cls(with_gradients(params, gradients), **fastest_path(base_cls), **settings),
+        "torch foreach": base_cls(with_gradients(params, gradients), foreach=True, **settings),
         "flat-vector HD": FlatVectorHD(
             base_cls(with_gradients(params, gradients), foreach=True, **settings), hypergrad_lr,
             FLAT_DIRECTIONS.get(base_cls, parameter_change),
         ),
     }
+    if has_fused(hd_cls):
+        optimizers["ours (fused)"] = ours(fused=True)
     steps = {name: optimizer.step for name, optimizer in optimizers.items()}
     if compile_step:
         # A tensor lr from the start: the first compiled step need not turn a float into one.
@@ -238,7 +277,7 @@ def benchmark_variant(variant: str, params: list[Tensor], device: torch.device, 
             step()
     synchronize(device)
     start = time.perf_counter()
-    steps["torch base"]()
+    steps["torch fastest"]()
     synchronize(device)
     steps_per_round = max(1, math.ceil(round_seconds / (time.perf_counter() - start)))
     times = time_steps(steps, device, rounds, steps_per_round)
@@ -248,6 +287,7 @@ def benchmark_variant(variant: str, params: list[Tensor], device: torch.device, 
         state=({name: state_bytes(o) / param_bytes for name, o in optimizers.items()}),
         peak=({name: peak_step_allocation(steps[name], device) / param_bytes for name in steps}),
         steps_per_round=steps_per_round,
+        torch_path=next(iter(fastest_path(base_cls))),
     )
 
 
@@ -286,31 +326,35 @@ def main() -> None:
         params = MODELS[model](device)
         numel = sum(p.numel() for p in params)
         print(f"\n## {model}: {numel / 1e6:.1f} M parameters in {len(params)} tensors")
-        header = (f"{'variant':<14} {'ours loop':>10} {'ours foreach':>12} {'torch base':>10} "
-                  f"{'ratio':>6} {'torch loop':>10} {'ratio':>6} {'flat-vector':>11} {'ratio':>6} | {'state/param: ours':>17} "
-                  f"{'base':>5} {'extra':>5} {'doc':>4} {'flat':>5} | {'peak temp/param: ours':>21} {'base':>5}")
-        print(header)
+        print(f"{'variant':<14} {'ours loop':>10} {'foreach':>9} {'fused':>9} {'torch fastest':>18} {'ratio':>6} "
+              f"{'torch foreach':>13} {'ratio':>6} {'flat-vector':>11} | {'state/param: ours':>17} {'base':>5} "
+              f"{'extra':>5} {'doc':>4} | {'peak temp/param: ours':>21} {'base':>5}")
         for variant in variants:
             result = benchmark_variant(variant, params, device, args.rounds, args.warmup, args.round_seconds,
                                        args.compile)
-            t, state, peak = result["times"], result["state"], result["peak"]
-            compiled = (f" | compiled {t['ours (compiled)'] * 1e3:.2f}ms {t['ours (compiled)'] / t['torch base']:.2f}x"
-                        if args.compile else "")
-            ours = min(t["ours (for-loop)"], t["ours (foreach)"])
-            ours_state = state["ours (foreach)"]
-            print(f"{variant:<14} {t['ours (for-loop)'] * 1e3:8.2f}ms {t['ours (foreach)'] * 1e3:10.2f}ms "
-                  f"{t['torch base'] * 1e3:8.2f}ms {ours / t['torch base']:5.2f}x "
-                  f"{t['torch base (for-loop)'] * 1e3:8.2f}ms "
-                  f"{t['ours (for-loop)'] / t['torch base (for-loop)']:5.2f}x "
-                  f"{t['flat-vector HD'] * 1e3:9.2f}ms {t['flat-vector HD'] / t['torch base']:5.2f}x | "
-                  f"{ours_state:17.2f} {state['torch base']:5.2f} {ours_state - state['torch base']:5.2f} "
-                  f"{DOCUMENTED_EXTRA_STATE[variant]:4.1f} {state['flat-vector HD']:5.2f} | "
-                  f"{max(peak['ours (for-loop)'], peak['ours (foreach)']):21.2f} {peak['torch base']:5.2f}"
-                  f"{compiled}", flush=True)
-    print("\nratio: the faster of our two paths / torch.optim's foreach step; after 'torch loop' (torch.optim "
-          "with foreach=False, its CPU default): our for-loop / that. state: bytes of optimizer "
-          "state / bytes of parameters (extra: ours - base; doc: the extra the memory table allows). "
-          "peak temp: the larger peak of our two paths' allocations during one step, same units.")
+            print(result_row(variant, result, args.compile), flush=True)
+    print("\nratio after 'torch fastest': our fastest path / torch.optim's fastest (fused where torch has a "
+          "fused kernel, else foreach); after 'torch foreach': our foreach path / torch.optim's foreach. "
+          "flat-vector: its step / torch's foreach step. state: bytes of optimizer state / bytes of parameters "
+          "(extra: ours - base; doc: the extra the memory table allows). peak temp: the largest peak of our "
+          "paths' allocations during one step, same units; base: torch's fastest path.")
+
+
+def result_row(variant: str, result: dict[str, Any], compiled: bool) -> str:
+    t, state, peak = result["times"], result["state"], result["peak"]
+    ours_paths = [name for name in t if name.startswith("ours (") and name != "ours (compiled)"]
+    ours = min(t[name] for name in ours_paths)
+    fused = f"{t['ours (fused)'] * 1e3:7.2f}ms" if "ours (fused)" in t else f"{'-':>9}"
+    compiled_text = (f" | compiled {t['ours (compiled)'] * 1e3:.2f}ms {t['ours (compiled)'] / t['torch fastest']:.2f}x"
+                     if compiled else "")
+    ours_state = state["ours (foreach)"]
+    return (f"{variant:<14} {t['ours (for-loop)'] * 1e3:8.2f}ms {t['ours (foreach)'] * 1e3:7.2f}ms {fused} "
+            f"{t['torch fastest'] * 1e3:7.2f}ms ({result['torch_path']:>7}) {ours / t['torch fastest']:5.2f}x "
+            f"{t['torch foreach'] * 1e3:11.2f}ms {t['ours (foreach)'] / t['torch foreach']:5.2f}x "
+            f"{t['flat-vector HD'] / t['torch foreach']:10.2f}x | "
+            f"{ours_state:17.2f} {state['torch fastest']:5.2f} {ours_state - state['torch fastest']:5.2f} "
+            f"{DOCUMENTED_EXTRA_STATE[variant]:4.1f} | "
+            f"{max(peak[name] for name in ours_paths):21.2f} {peak['torch fastest']:5.2f}{compiled_text}")
 
 
 if __name__ == "__main__":

@@ -75,7 +75,10 @@ def tensor_statistics(
     if rule == "additive":
         stacked = stacked[:, None]
     if scales is not None:
-        scale = torch.stack([torch.as_tensor(s, dtype=accumulate, device=device) for s in scales])
+        if all(isinstance(s, float) for s in scales):  # host numbers: one tensor, not one per scale
+            scale = torch.tensor(scales, dtype=accumulate, device=device)
+        else:
+            scale = torch.stack([torch.as_tensor(s, dtype=accumulate, device=device) for s in scales])
         if rule == "additive":
             stacked = stacked * scale[:, None]
         else:

@@ -50,6 +50,15 @@ def by_device(
         yield device_params, device_grads, [states[i] for i in indices]
 
 
+def increment_steps(steps: list[Tensor]) -> None:
+    """``step += 1`` for a list of step counts: on the CPU with a scalar tensor made once (torch's
+    trick: the foreach fallback loop would wrap the number into a new tensor per count)."""
+    if steps[0].is_cpu:
+        torch._foreach_add_(steps, torch.tensor(1.0, device="cpu"), alpha=1.0)
+    else:
+        torch._foreach_add_(steps, 1)
+
+
 def descend(param: Tensor, direction: Tensor, lr: LearningRate) -> None:
     """``param -= lr * direction`` in place, without reading a tensor ``lr`` on the host."""
     if isinstance(lr, Tensor):

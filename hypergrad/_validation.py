@@ -10,6 +10,7 @@ from typing import Any
 
 import torch
 from torch import Tensor
+from torch.optim.optimizer import _device_dtype_check_for_fused
 
 HYPERGRAD_RULES: tuple[str, ...] = ("additive", "multiplicative")
 GRANULARITIES: tuple[str, ...] = ("group", "tensor", "element")
@@ -212,3 +213,15 @@ def check_loaded_state(where: str, param: Tensor, state: Mapping[str, Any], requ
             raise ValueError(
                 f"Invalid state of {where}: {key!r} has shape {tuple(value.shape)}, the parameter {tuple(param.shape)}"
             )
+
+
+def check_fused(fused: bool | None, foreach: bool | None) -> None:
+    """torch.optim's refusal of ``fused=True`` with ``foreach=True``, with its message."""
+    if fused and foreach:
+        raise RuntimeError("`fused` and `foreach` cannot be `True` together.")
+
+
+def check_fused_param(param: Tensor) -> None:
+    """torch.optim's check of a parameter stepped by a fused kernel: a floating point tensor on a
+    device that has the kernels (CPU, CUDA, ...); complex parameters are refused, as by torch."""
+    _device_dtype_check_for_fused(param)

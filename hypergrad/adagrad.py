@@ -8,9 +8,9 @@ import torch
 from torch import Tensor
 from torch.optim.optimizer import _get_value  # the step count as a float; a tensor under torch.compile
 
-from ._kernels import LearningRate, as_real, by_device, descend, direction_buffer, stored_copies
+from ._kernels import LearningRate, as_real, by_device, descend, direction_buffer, increment_steps, stored_copies
 from ._keywords import keyword_defaults
-from ._validation import check_adagrad_arguments
+from ._validation import check_adagrad_arguments, check_fused
 from .optimizer import GroupTensors, HypergradOptimizer, PreviousDirections
 
 __all__ = ["AdagradHD"]
@@ -43,6 +43,10 @@ class AdagradHD(HypergradOptimizer):
         lr: initial learning rate ``alpha_0`` (default 1e-2, as torch.optim.Adagrad).
         lr_decay, weight_decay, initial_accumulator_value, eps, foreach, maximize: as in
             ``torch.optim.Adagrad``.
+        fused: as in ``torch.optim.Adagrad``: ``True`` takes the update through torch's fused
+            kernel (``torch._fused_adagrad_``; the step count then lives on the parameter's
+            device, as there), then writes the direction ``g / (sqrt(G) + eps)`` for the next
+            step. ``None`` (the default) is torch's default, which does not pick it.
         hypergrad_lr: ``beta``. Adagrad's direction is normalised per coordinate like Adam's
             (``g . u ~ sum |g_i|`` once ``G`` holds a few gradients), so the default is Adam-HD's
             1e-7 scaled by Adagrad's 10x larger default lr: 1e-6.
@@ -64,18 +68,22 @@ class AdagradHD(HypergradOptimizer):
         foreach: bool | None = None,
         *,
         maximize: bool = False,
+        fused: bool | None = None,
         **hypergrad: Any,
     ) -> None:
+        check_fused(fused, foreach)
         defaults = dict(
             lr=lr, lr_decay=lr_decay, eps=eps, weight_decay=weight_decay,
-            initial_accumulator_value=initial_accumulator_value, foreach=foreach, maximize=maximize,
+            initial_accumulator_value=initial_accumulator_value, foreach=foreach, maximize=maximize, fused=fused,
         )
         super().__init__(params, defaults, **hypergrad)
 
     def _init_state(self, group: dict[str, Any], param: Tensor, state: dict[str, Any]) -> None:
         if not state:
-            # torch.optim.Adagrad's layout: a host step counter and the sum of squares.
-            state["step"] = torch.tensor(0.0, dtype=torch.float32)
+            # torch.optim.Adagrad's layout: a host step counter (on the device for the fused
+            # kernel) and the sum of squares.
+            device = param.device if self._use_fused(group) else None
+            state["step"] = torch.tensor(0.0, dtype=torch.float32, device=device)
             state["sum"] = torch.full_like(
                 param, group["initial_accumulator_value"], memory_format=torch.preserve_format
             )
@@ -92,7 +100,9 @@ class AdagradHD(HypergradOptimizer):
         return PreviousDirections(indices, directions, scales)
 
     def _update_params(self, group: dict[str, Any], tensors: GroupTensors, lr: LearningRate) -> None:
-        adagrad_update = _multi_tensor_update if self._use_foreach(group, tensors.params) else _single_tensor_update
+        adagrad_update = self._update_function(
+            group, tensors.params, _single_tensor_update, _multi_tensor_update, _fused_update
+        )
         adagrad_update(
             tensors.params, tensors.grads, tensors.states, lr=lr, lr_decay=group["lr_decay"], eps=group["eps"]
         )
@@ -126,13 +136,36 @@ def _multi_tensor_update(
     """torch.optim.Adagrad's foreach step, grouped by device and dtype."""
     for device_params, device_grads, device_states in by_device(params, grads, states):
         steps = [s["step"] for s in device_states]
-        torch._foreach_add_(steps, torch.tensor(1.0, device="cpu"), alpha=1.0)
+        increment_steps(steps)
         state_sums = [as_real(s["sum"]) for s in device_states]
         torch._foreach_addcmul_(state_sums, device_grads, device_grads, value=1)
-        std = torch._foreach_sqrt(state_sums)
-        torch._foreach_add_(std, eps)
-        directions = stored_copies(device_states, device_grads)
-        torch._foreach_div_(directions, std)
+        directions = _stored_directions(device_states, device_grads, state_sums, eps)
         steps_down = torch._foreach_mul(directions, [-_step_size(1.0, _get_value(step), lr_decay) for step in steps])
         torch._foreach_mul_(steps_down, lr)
         torch._foreach_add_(device_params, steps_down)
+
+
+def _stored_directions(states: list[dict[str, Any]], grads: list[Tensor], state_sums: list[Tensor], eps: float) -> list[Tensor]:
+    """``u = g / (sqrt(G) + eps)`` (before the decay factor) into the states' direction buffers."""
+    std = torch._foreach_sqrt(state_sums)
+    torch._foreach_add_(std, eps)
+    directions = stored_copies(states, grads)
+    torch._foreach_div_(directions, std)
+    return directions
+
+
+def _fused_update(
+    params: list[Tensor], grads: list[Tensor], states: list[dict[str, Any]],
+    *, lr: LearningRate, lr_decay: float, eps: float,
+) -> None:
+    """torch.optim.Adagrad's fused step (the gradients come with the decay and sign applied), then
+    the direction the kernel does not keep."""
+    for device_params, device_grads, device_states in by_device(params, grads, states):
+        steps = [s["step"] for s in device_states]
+        increment_steps(steps)
+        state_sums = [s["sum"] for s in device_states]
+        torch._fused_adagrad_(
+            device_params, device_grads, state_sums, steps,
+            lr=lr, lr_decay=lr_decay, weight_decay=0.0, eps=eps, maximize=False,
+        )
+        _stored_directions(device_states, device_grads, state_sums, eps)

@@ -9,9 +9,9 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from ._kernels import LearningRate, by_device
+from ._kernels import LearningRate, by_device, increment_steps
 from ._keywords import keyword_defaults
-from ._validation import check_adam_arguments
+from ._validation import check_adam_arguments, check_fused
 from .distributed import local_tensors
 from .optimizer import GroupTensors, HypergradOptimizer, PreviousDirections
 
@@ -52,6 +52,11 @@ class AdamHD(HypergradOptimizer):
             ``torch.optim.Adam``.
         capturable: as in ``torch.optim.Adam``: allows ``step()`` to be captured in a CUDA graph.
             The step never waits for the device either way (lr and step counts live there).
+        fused: as in ``torch.optim.Adam``: ``True`` takes the update through torch's fused kernel
+            (``torch._fused_adam_``, ``torch._fused_adamw_`` for the decoupled decay; CPU and CUDA,
+            floating point parameters) with the new rate; only the statistics pass, which
+            recomputes ``u_{t-1}`` from the moments, is extra. ``None`` (the default) is torch's
+            default, which does not pick it.
         hypergrad_lr: ``beta``. The default 1e-7 is the reference code's choice for Adam-HD on
             MNIST logistic regression and MLP (it used 1e-8 for VGG on CIFAR-10). It is much
             smaller than SGD-HD's 1e-3 because Adam's direction is normalised per coordinate:
@@ -80,12 +85,14 @@ class AdamHD(HypergradOptimizer):
         maximize: bool = False,
         foreach: bool | None = None,
         capturable: bool = False,
+        fused: bool | None = None,
         **hypergrad: Any,
     ) -> None:
+        check_fused(fused, foreach)
         defaults = dict(
             lr=lr, betas=betas, eps=eps, weight_decay=weight_decay, amsgrad=amsgrad,
             decoupled_weight_decay=decoupled_weight_decay, maximize=maximize, foreach=foreach,
-            capturable=capturable,
+            capturable=capturable, fused=fused,
         )
         super().__init__(params, defaults, **hypergrad)
 
@@ -122,48 +129,42 @@ class AdamHD(HypergradOptimizer):
             # Host step counts: skip parameters without a previous direction (u_0 = 0).
             indices = [i for i in indices if tensors.states[i]["step"].item() > 0]
         states = [tensors.states[i] for i in indices]
+        # AdamW: u_{t-1} = weight_decay * theta_{t-2} + the Adam direction (torch decays the
+        # parameter by lr * weight_decay before the Adam step, so the decay is part of the step).
+        decoupled = _keeps_previous_param(group)
         directions, scales = previous_adam_directions(
             [s["exp_avg"] for s in states],
             [s[second_moment] for s in states],
             [s["step"] for s in states],
             beta1=beta1, beta2=beta2, eps=group["eps"], foreach=foreach,
+            previous_params=[s["previous_param"] for s in states] if decoupled else None,
+            weight_decay=group["weight_decay"] if decoupled else 0.0,
         )
-        if not _keeps_previous_param(group):
-            return PreviousDirections(indices, directions, scales)
-        # AdamW: u_{t-1} = weight_decay * theta_{t-2} + the Adam direction (torch decays the
-        # parameter by lr * weight_decay before the Adam step, so the decay is part of the step).
-        weight_decay = group["weight_decay"]
-        decoupled = (
-            direction.mul_(scale).add_(state["previous_param"], alpha=weight_decay)
-            for direction, scale, state in zip(directions, scales, states)
-        )
-        return PreviousDirections(indices, decoupled)
+        return PreviousDirections(indices, directions, scales)
 
     def _update_params(self, group: dict[str, Any], tensors: GroupTensors, lr: LearningRate) -> None:
-        foreach = self._use_foreach(group, tensors.params)
-        if _keeps_previous_param(group):
-            # torch.optim.AdamW's decay, theta <- theta * (1 - lr * wd), after keeping theta_{t-1}.
+        foreach, fused = self._use_foreach(group, tensors.params), self._use_fused(group)
+        decoupled_decay = group["weight_decay"] if _keeps_previous_param(group) else 0.0
+        if decoupled_decay:
+            # torch.optim.AdamW's decay, theta <- theta * (1 - lr * wd), after keeping theta_{t-1}
+            # (the fused kernel decays inside its pass).
             previous_params = [s["previous_param"] for s in tensors.states]
-            decay = 1 - lr * group["weight_decay"]
+            decay = 1 - lr * decoupled_decay
             if foreach:
                 torch._foreach_copy_(local_tensors(previous_params), local_tensors(tensors.params))
-                torch._foreach_mul_(tensors.params, decay)
+                if not fused:
+                    torch._foreach_mul_(tensors.params, decay)
             else:
                 for param, previous_param in zip(tensors.params, previous_params):
                     previous_param.copy_(param)
                     param.mul_(decay)
-        adam_update = _multi_tensor_update if foreach else _single_tensor_update
         beta1, beta2 = group["betas"]
-        adam_update(
-            tensors.params,
-            tensors.grads,
-            tensors.states,
-            lr=lr,
-            beta1=beta1,
-            beta2=beta2,
-            eps=group["eps"],
-            amsgrad=group["amsgrad"],
-        )
+        settings = dict(lr=lr, beta1=beta1, beta2=beta2, eps=group["eps"], amsgrad=group["amsgrad"])
+        if fused:
+            _fused_update(tensors.params, tensors.grads, tensors.states, **settings, decoupled_decay=decoupled_decay)
+        else:
+            adam_update = _multi_tensor_update if foreach else _single_tensor_update
+            adam_update(tensors.params, tensors.grads, tensors.states, **settings)
 
 
 class AdamWHD(AdamHD):
@@ -203,11 +204,12 @@ class AdamWHD(AdamHD):
         *,
         maximize: bool = False,
         foreach: bool | None = None,
+        fused: bool | None = None,
         **hypergrad: Any,
     ) -> None:
         super().__init__(
-            params, lr, betas, eps, weight_decay, amsgrad,
-            decoupled_weight_decay=True, maximize=maximize, foreach=foreach, **hypergrad,
+            params, lr, betas, eps, weight_decay, amsgrad, decoupled_weight_decay=True, maximize=maximize,
+            foreach=foreach, fused=fused, **hypergrad,
         )
 
     def __setstate__(self, state: dict[str, Any]) -> None:
@@ -243,10 +245,15 @@ def previous_adam_directions(
     beta2: float,
     eps: float,
     foreach: bool,
-) -> tuple[Iterator[Tensor], list[float | Tensor]]:
+    previous_params: list[Tensor] | None = None,
+    weight_decay: float = 0.0,
+) -> tuple[Iterator[Tensor], list[float | Tensor] | None]:
     """Adam's last update direction ``m_hat / (sqrt(v_hat) + eps)`` from its state, factored as
     ``scale * m / (sqrt(v) + eps * sqrt(bc2))`` with ``scale = sqrt(bc2) / bc1``; returns the
     unscaled directions (a generator: each lives only while its dot product is taken) and scales.
+    With ``previous_params`` (AdamW's ``theta_{t-2}``), the direction ``weight_decay * theta_{t-2}
+    + m_hat / (sqrt(v_hat) + eps)``: for host step counts as ``weight_decay`` times
+    ``theta_{t-2} + (scale / weight_decay) * m / denom``, one pass; else scaled in place.
 
     On a device a step count may be 0 (host branches would synchronise): it is read as 1 there,
     which gives the right direction, 0, because ``m = v = 0`` then. Each direction is divided into
@@ -260,6 +267,7 @@ def previous_adam_directions(
         )
         scales.append(bias_correction2_sqrt / bias_correction1)
         shifts.append(eps * bias_correction2_sqrt)
+    decay_apart = previous_params is not None and all(isinstance(scale, float) for scale in scales)
 
     def directions() -> Iterator[Tensor]:
         if foreach and exp_avgs:
@@ -267,10 +275,17 @@ def previous_adam_directions(
             torch._foreach_add_(denoms, shifts)
         else:
             denoms = (v.sqrt().add_(shift) for v, shift in zip(second_moments, shifts))
-        for m, denom in zip(exp_avgs, denoms):
-            yield torch.div(m, denom, out=denom)
+        for index, (m, denom) in enumerate(zip(exp_avgs, denoms)):
+            if previous_params is None:
+                yield torch.div(m, denom, out=denom)
+            elif decay_apart:
+                yield torch.addcdiv(previous_params[index], m, denom, value=scales[index] / weight_decay, out=denom)
+            else:
+                yield torch.div(m, denom, out=denom).mul_(scales[index]).add_(previous_params[index], alpha=weight_decay)
 
-    return directions(), scales
+    if previous_params is None:
+        return directions(), scales
+    return directions(), [weight_decay] * len(steps) if decay_apart else None
 
 
 def _single_tensor_update(
@@ -308,10 +323,7 @@ def _multi_tensor_update(
         exp_avgs = [s["exp_avg"] for s in device_states]
         exp_avg_sqs = [s["exp_avg_sq"] for s in device_states]
         steps = [s["step"] for s in device_states]
-        if steps[0].is_cpu:
-            torch._foreach_add_(steps, torch.tensor(1.0, device="cpu"), alpha=1.0)
-        else:
-            torch._foreach_add_(steps, 1)
+        increment_steps(steps)
         torch._foreach_lerp_(exp_avgs, device_grads, 1 - beta1)
         torch._foreach_mul_(exp_avg_sqs, beta2)
         torch._foreach_addcmul_(exp_avg_sqs, device_grads, device_grads, 1 - beta2)
@@ -342,3 +354,21 @@ def _multi_tensor_update(
             torch._foreach_add_(denoms, eps)
             torch._foreach_div_(denoms, bias_corrections1)
             torch._foreach_addcdiv_(device_params, exp_avgs, denoms)
+
+
+def _fused_update(
+    params: list[Tensor], grads: list[Tensor], states: list[dict[str, Any]],
+    *, lr: LearningRate, beta1: float, beta2: float, eps: float, amsgrad: bool, decoupled_decay: float,
+) -> None:
+    """torch.optim.Adam's (AdamW's, with ``decoupled_decay``) fused step, grouped by device and
+    dtype; the gradients come with the coupled decay and sign already applied."""
+    fused_adam = torch._fused_adamw_ if decoupled_decay else torch._fused_adam_
+    for device_params, device_grads, device_states in by_device(params, grads, states):
+        steps = [s["step"] for s in device_states]
+        increment_steps(steps)
+        fused_adam(
+            device_params, device_grads, [s["exp_avg"] for s in device_states],
+            [s["exp_avg_sq"] for s in device_states],
+            [s["max_exp_avg_sq"] for s in device_states] if amsgrad else [], steps,
+            amsgrad=amsgrad, lr=lr, beta1=beta1, beta2=beta2, weight_decay=decoupled_decay, eps=eps, maximize=False,
+        )

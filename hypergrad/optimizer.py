@@ -22,7 +22,7 @@ from ._hypergradient import (
 )
 from ._kernels import LearningRate, as_real
 from ._keywords import HYPERGRAD_KEYWORDS, keyword_defaults, resolved, spelled_out
-from ._validation import check_distinct_params, check_loaded_state, checked_group_settings
+from ._validation import check_distinct_params, check_fused_param, check_loaded_state, checked_group_settings
 from .distributed import all_reduce_statistics
 
 __all__ = ["HypergradOptimizer", "GroupTensors", "PreviousDirections", "effective_grads"]
@@ -225,10 +225,12 @@ class HypergradOptimizer(Optimizer):
                 continue
             if p.grad.is_sparse:
                 raise RuntimeError(f"{type(self).__name__} does not support sparse gradients")
-            param, grad = as_real(p), as_real(p.grad)
             state = self.state[p]
+            if not state and self._use_fused(group):
+                check_fused_param(p)  # once per parameter, as torch.optim checks once
             if state.pop("hypergrad_idle", False):
                 tensors.idle.add(len(tensors.params))
+            param, grad = as_real(p), as_real(p.grad)
             self._init_state(group, param, state)
             tensors.params.append(param)
             tensors.grads.append(grad)
@@ -241,15 +243,31 @@ class HypergradOptimizer(Optimizer):
         return tensors
 
     @staticmethod
-    def _use_foreach(group: dict[str, Any], params: list[Tensor]) -> bool:
+    def _use_fused(group: dict[str, Any]) -> bool:
+        """``fused=True`` (where the base rule offers it). ``None`` is torch.optim's default,
+        which in torch 2.13 never picks the fused kernels (on the CPU or on CUDA): not fused."""
+        return bool(group.get("fused"))
+
+    @classmethod
+    def _use_foreach(cls, group: dict[str, Any], params: list[Tensor]) -> bool:
         """torch.optim's choice: the user's ``foreach``, else multi-tensor kernels on devices
-        that have them (not the CPU)."""
+        that have them (not the CPU). A fused step takes everything around its kernel (effective
+        gradients, statistics) in multi-tensor kernels too."""
+        if cls._use_fused(group):
+            return True
         if group["foreach"] is not None:
             return bool(group["foreach"])
         _, foreach = _default_to_fused_or_foreach(
             params, differentiable=False, use_fused=False
         )
         return foreach
+
+    def _update_function(self, group: dict[str, Any], params: list[Tensor], single_tensor: Callable[..., None],
+                         multi_tensor: Callable[..., None], fused: Callable[..., None]) -> Callable[..., None]:
+        """The base rule's update kernel for the path torch.optim would take: fused, foreach or for-loop."""
+        if self._use_fused(group):
+            return fused
+        return multi_tensor if self._use_foreach(group, params) else single_tensor
 
     @staticmethod
     def _place_lr(group: dict[str, Any], device: torch.device) -> LearningRate:

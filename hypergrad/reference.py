@@ -72,7 +72,7 @@ def _blend(rate: Any, group: dict[str, Any]) -> Any:
 
 
 #: Arguments that choose how the fast optimizers compute, not what: the twins have no such choice.
-IMPLEMENTATION_SWITCHES: tuple[str, ...] = ("foreach", "capturable")
+IMPLEMENTATION_SWITCHES: tuple[str, ...] = ("foreach", "capturable", "fused")
 
 
 class _ReferenceHD(Optimizer):

@@ -17,10 +17,13 @@ from ._kernels import (
     stored_copies,
 )
 from ._keywords import keyword_defaults
-from ._validation import check_sgd_arguments
+from ._validation import check_fused, check_sgd_arguments
 from .optimizer import GroupTensors, HypergradOptimizer, PreviousDirections
 
 __all__ = ["SGDHD"]
+
+#: Parameter dtypes that torch's CPU fused SGD kernel does not update (torch 2.13).
+HALF_DTYPES = (torch.float16, torch.bfloat16)
 
 
 class SGDHD(HypergradOptimizer):
@@ -59,6 +62,11 @@ class SGDHD(HypergradOptimizer):
         lr: initial learning rate ``alpha_0``; afterwards ``param_groups[i]["lr"]`` holds the
             adapted one.
         momentum, dampening, weight_decay, nesterov, maximize, foreach: as in ``torch.optim.SGD``.
+        fused: as in ``torch.optim.SGD``: ``True`` takes the update through torch's fused kernel
+            (``torch._fused_sgd_``, CPU and CUDA, floating point parameters; not float16 or
+            bfloat16 ones on the CPU, which torch 2.13's CPU kernel leaves unchanged); the
+            statistics and the stored direction stay multi-tensor passes around it. ``None`` (the default) is
+            torch's default, which does not pick it.
         capturable: keep the stored direction in a fixed buffer (one copy per step), so that
             ``step()`` can be captured in a CUDA graph. Without it, an effective gradient the
             step computes anyway (with ``weight_decay`` or ``maximize``) becomes the stored
@@ -90,11 +98,13 @@ class SGDHD(HypergradOptimizer):
         maximize: bool = False,
         foreach: bool | None = None,
         capturable: bool = False,
+        fused: bool | None = None,
         **hypergrad: Any,
     ) -> None:
+        check_fused(fused, foreach)
         defaults = dict(
             lr=lr, momentum=momentum, dampening=dampening, weight_decay=weight_decay,
-            nesterov=nesterov, maximize=maximize, foreach=foreach, capturable=capturable,
+            nesterov=nesterov, maximize=maximize, foreach=foreach, capturable=capturable, fused=fused,
         )
         super().__init__(params, defaults, **hypergrad)
 
@@ -104,7 +114,14 @@ class SGDHD(HypergradOptimizer):
             group.setdefault("nesterov", False)
 
     def _init_state(self, group: dict[str, Any], param: Tensor, state: dict[str, Any]) -> None:
-        """Nothing up front: the momentum buffer and the direction are created at the first step."""
+        """Nothing up front: the momentum buffer and the direction are created at the first step.
+        A fused step refuses half-precision parameters on the CPU, before anything changes."""
+        if self._use_fused(group) and param.device.type == "cpu" and param.dtype in HALF_DTYPES:
+            raise RuntimeError(
+                f"SGDHD(fused=True) cannot step {param.dtype} parameters on the CPU: torch "
+                f"{torch.__version__}'s CPU fused SGD kernel leaves them unchanged (torch.optim.SGD(fused=True) "
+                "too); use foreach=True"
+            )
 
     def _previous_directions(self, group: dict[str, Any], tensors: GroupTensors) -> PreviousDirections:
         # u_{t-1} is the momentum buffer for heavy ball, else the stored direction; a parameter
@@ -114,7 +131,9 @@ class SGDHD(HypergradOptimizer):
         return PreviousDirections(indices, [tensors.states[i][key] for i in indices])
 
     def _update_params(self, group: dict[str, Any], tensors: GroupTensors, lr: LearningRate) -> None:
-        sgd_hd_update = _multi_tensor_update if self._use_foreach(group, tensors.params) else _single_tensor_update
+        sgd_hd_update = self._update_function(
+            group, tensors.params, _single_tensor_update, _multi_tensor_update, _fused_update
+        )
         sgd_hd_update(
             tensors.params, tensors.grads, tensors.states,
             lr=lr, momentum=group["momentum"], dampening=group["dampening"], nesterov=group["nesterov"],
@@ -178,8 +197,58 @@ def _multi_tensor_update(
             else:
                 directions = stored_copies(device_states, device_grads)
                 torch._foreach_add_(directions, bufs, alpha=momentum)
-        elif adopt_grads:
-            directions = adopt_directions(device_states, device_grads)
         else:
-            directions = stored_copies(device_states, device_grads)
+            directions = _stored_gradients(device_states, device_grads, adopt_grads)
         foreach_descend(device_params, directions, lr)
+
+
+def _stored_gradients(states: list[dict[str, Any]], grads: list[Tensor], adopt_grads: bool) -> list[Tensor]:
+    """Plain SGD's ``u_t = g_t`` kept for the next step: adopted, or copied into the buffers."""
+    return adopt_directions(states, grads) if adopt_grads else stored_copies(states, grads)
+
+
+def _fused_update(
+    params: list[Tensor], grads: list[Tensor], states: list[dict[str, Any]],
+    *, lr: LearningRate, momentum: float, dampening: float, nesterov: bool, adopt_grads: bool,
+) -> None:
+    """torch.optim.SGD's fused kernel takes the step (the gradients come with the decay and
+    sign already applied); plain SGD keeps ``g_t`` as before it, Nesterov writes
+    ``u_t = g_t + momentum * v_t`` in one pass after it (the kernel does not keep it)."""
+    for device_params, device_grads, device_states in by_device(params, grads, states):
+        if momentum == 0:
+            _stored_gradients(device_states, device_grads, adopt_grads)
+            _fused_sgd(device_params, device_grads, [], lr, 0.0, 0.0, False, False)
+            continue
+        # The kernel starts a momentum buffer (v_1 = g_1) only for a whole list at once.
+        started = [i for i, s in enumerate(device_states) if "momentum_buffer" in s]
+        new = [i for i, s in enumerate(device_states) if "momentum_buffer" not in s]
+        for first, chosen in ((True, new), (False, started)):
+            if not chosen:
+                continue
+            if first:
+                for i in chosen:
+                    device_states[i]["momentum_buffer"] = torch.empty_like(device_grads[i])
+            _fused_sgd(
+                [device_params[i] for i in chosen], [device_grads[i] for i in chosen],
+                [device_states[i]["momentum_buffer"] for i in chosen], lr, momentum, dampening, nesterov, first,
+            )
+        if not nesterov:
+            continue
+        bufs = [s["momentum_buffer"] for s in device_states]
+        if adopt_grads:
+            torch._foreach_add_(device_grads, bufs, alpha=momentum)
+            adopt_directions(device_states, device_grads)
+        else:
+            for grad, buf, state in zip(device_grads, bufs, device_states):
+                torch.add(grad, buf, alpha=momentum, out=direction_buffer(state, grad))
+
+
+def _fused_sgd(
+    params: list[Tensor], grads: list[Tensor], bufs: list[Tensor], lr: LearningRate,
+    momentum: float, dampening: float, nesterov: bool, first: bool,
+) -> None:
+    """``torch._fused_sgd_`` as torch.optim.SGD calls it, a float or tensor ``lr``."""
+    torch._fused_sgd_(
+        params, grads, bufs, weight_decay=0.0, momentum=momentum, lr=lr, dampening=dampening,
+        nesterov=nesterov, maximize=False, is_first_step=first,
+    )

@@ -54,8 +54,19 @@ def train(model: torch.nn.Module, optimizer: torch.optim.Optimizer, batches) -> 
     return lrs
 
 
+def steps_on(optimizer: torch.optim.Optimizer, params: list[torch.Tensor], gradients) -> list[float]:
+    """One step per list of ``gradients`` (copied into ``params``' grads); the lr of group 0 after each."""
+    lrs = []
+    for step_gradients in gradients:
+        for param, grad in zip(params, step_gradients):
+            param.grad = grad.clone()
+        optimizer.step()
+        lrs.append(float(optimizer.param_groups[0]["lr"]))
+    return lrs
+
+
 HD_KEYS = ("hypergrad_lr", "hypergrad_rule", "lr_bounds", "granularity", "lr_limit", "lr_limit_power")
-IMPLEMENTATION_KEYS = ("foreach", "capturable")
+IMPLEMENTATION_KEYS = ("foreach", "capturable", "fused")
 
 
 class Case(NamedTuple):

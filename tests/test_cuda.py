@@ -1,5 +1,6 @@
 """On CUDA: step() never waits for the GPU, captures into a CUDA graph with capturable=True, and
-gives the CPU's result. Skipped without a CUDA device."""
+gives the CPU's result, on the for-loop, foreach and fused paths. Skipped without a CUDA device
+(and never run on a GPU yet: see docs/performance.md)."""
 
 from __future__ import annotations
 
@@ -7,7 +8,7 @@ import pytest
 import torch
 
 import hypergrad
-from cases import CASES, TinyNet, batch_loss, make_batches
+from cases import CASES, TinyNet, batch_loss, make_batches, steps_on
 
 pytestmark = [
     pytest.mark.cuda,
@@ -28,6 +29,7 @@ TOLERANCES = {
 }
 STEPS = 10
 CUDA = torch.device("cuda")
+PATHS = {"for-loop": dict(foreach=False), "foreach": dict(foreach=True), "fused": dict(fused=True)}
 
 
 def _gradients(count: int) -> list[list[torch.Tensor]]:
@@ -45,15 +47,15 @@ def _fresh_params(device: torch.device) -> list[torch.nn.Parameter]:
     return [torch.nn.Parameter(p.detach().to(device)) for p in TinyNet().parameters()]
 
 
-@pytest.mark.parametrize("foreach", [False, True])
+@pytest.mark.parametrize("path", list(PATHS))
 @pytest.mark.parametrize("case", list(TOLERANCES))
-def test_step_never_synchronizes_and_matches_the_cpu(case, foreach):
+def test_step_never_synchronizes_and_matches_the_cpu(case, path):
     make, rtol = CASES[case].make, TOLERANCES[case]
     gradients = _gradients(STEPS)
     runs = {}
     for device in (torch.device("cpu"), CUDA):
         params = _fresh_params(device)
-        optimizer = make(params, foreach=foreach)
+        optimizer = make(params, **PATHS[path])
         lrs = []
         for step_gradients in gradients:
             for p, g in zip(params, step_gradients):
@@ -78,26 +80,20 @@ def test_step_never_synchronizes_and_matches_the_cpu(case, foreach):
         torch.testing.assert_close(ours.cpu(), theirs.detach(), rtol=rtol, atol=rtol * 1e-2)
 
 
-@pytest.mark.parametrize("foreach", [False, True])
+@pytest.mark.parametrize("path", list(PATHS))
 @pytest.mark.parametrize("case", list(TOLERANCES))
-def test_captured_step_replays_like_eager_steps(case, foreach):
+def test_captured_step_replays_like_eager_steps(case, path):
     make = CASES[case].make
     warmup = 3
     gradients = [[g.to(CUDA) for g in step] for step in _gradients(warmup + STEPS)]
 
     eager_params = _fresh_params(CUDA)
-    eager = make(eager_params, foreach=foreach)
-    eager_lrs = []
-    for step_gradients in gradients:
-        for p, g in zip(eager_params, step_gradients):
-            p.grad = g.clone()
-        eager.step()
-        eager_lrs.append(float(eager.param_groups[0]["lr"]))
+    eager_lrs = steps_on(make(eager_params, **PATHS[path]), eager_params, gradients)
 
     params = _fresh_params(CUDA)
     for p in params:
         p.grad = torch.zeros_like(p)  # static gradient buffers, filled before every step
-    optimizer = make(params, foreach=foreach, capturable=True)
+    optimizer = make(params, **PATHS[path], capturable=True)
     lrs = []
     side_stream = torch.cuda.Stream()
     side_stream.wait_stream(torch.cuda.current_stream())
