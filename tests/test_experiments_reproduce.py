@@ -155,7 +155,7 @@ def test_every_study_runs_and_a_second_run_reuses_the_cache(tiny_suite, tmp_path
 
 
 def test_schedules_and_transfer_are_off_by_default_and_run_with_only(tiny_suite, tmp_path, monkeypatch):
-    assert set(STUDY_NAMES) - set(DEFAULT_STUDIES) == {"schedules", "transfer"}
+    assert set(STUDY_NAMES) - set(DEFAULT_STUDIES) == {"schedules", "transfer", "fullbatch"}
     assert parse_only(None) == list(DEFAULT_STUDIES)
     monkeypatch.setattr(schedules, "ALPHAS", (1e-3, 1e-2))
     monkeypatch.setattr(transfer, "PER_CLASS", 4)
