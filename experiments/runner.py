@@ -30,7 +30,6 @@ evaluation and checkpointing are not counted.
 from __future__ import annotations
 
 import dataclasses
-import json
 import math
 import os
 import platform
