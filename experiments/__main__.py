@@ -10,7 +10,7 @@ import torch
 from experiments.data import DatasetFileError, DatasetNotFoundError
 from experiments.methods import METHODS, PAPER_METHODS, MethodUnavailableError
 from experiments.models import TASKS
-from experiments.reproduce import add_arguments, run_from_args
+from experiments.reproduce import add_arguments, output_folder, run_from_args
 from experiments.runner import RunConfig, run_suite
 
 
@@ -47,7 +47,7 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--download", action="store_true", help="download the dataset into --data-dir if not found")
     run.add_argument("--max-iterations", type=int, default=None, help="stop after this many iterations in total")
     run.add_argument("--train-fraction", type=float, default=1.0, help="train on a seeded subset this large")
-    run.add_argument("--out", default=None, help="output folder (default: runs/TASK)")
+    run.add_argument("--out", type=output_folder, default=None, help="output folder (default: runs/TASK)")
     run.add_argument("--resume", action="store_true", help="continue an interrupted run in --out")
     run.add_argument("--threads", type=int, default=None,
                      help="CPU threads for torch (default: torch's own choice); 1 is much faster on a busy machine")
@@ -85,7 +85,7 @@ def main(argv: list[str] | None = None) -> int:
             train_fraction=args.train_fraction, distributed=args.distributed,
         )
         run_suite(config, methods, args.out or f"runs/{args.task}", resume=args.resume)
-    except (ValueError, TypeError, MethodUnavailableError, DatasetNotFoundError, DatasetFileError) as error:
+    except (ValueError, TypeError, OSError, MethodUnavailableError, DatasetNotFoundError, DatasetFileError) as error:
         parser.exit(2, f"error: {error}\n")
     finally:
         if args.distributed and torch.distributed.is_initialized():

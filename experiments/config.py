@@ -80,7 +80,7 @@ class RunConfig:
         _check(self.eval_batch_size, "eval_batch_size", int, lambda v: v >= 1, ">= 1")
         if self.lr_scheduler is not None and not callable(self.lr_scheduler):
             raise TypeError(f"lr_scheduler must be callable or None, got {type(self.lr_scheduler).__name__}")
-        torch.device("cuda" if self.device == "auto" else self.device)  # raises on a malformed device
+        parse_device(self.device)
         if self.distributed is not None and self.distributed not in ("ddp", "fsdp"):
             raise ValueError(f"distributed must be None, 'ddp' or 'fsdp', got {self.distributed!r}")
 
@@ -117,11 +117,29 @@ def _qualified_name(obj) -> str | None:
     return f"{getattr(obj, '__module__', '?')}.{getattr(obj, '__qualname__', repr(obj))}"
 
 
-def resolve_device(device: str) -> torch.device:
-    """``auto`` -> CUDA when available, else CPU."""
+def parse_device(device: str) -> torch.device | None:
+    """``device`` as a :class:`torch.device` (None for ``auto``); a ValueError naming it when malformed."""
     if device == "auto":
+        return None
+    try:
+        return torch.device(device)
+    except (RuntimeError, TypeError):
+        raise ValueError(f"device must be auto, cpu, cuda or cuda:N (or another torch device), got {device!r}") from None
+
+
+def resolve_device(device: str) -> torch.device:
+    """``auto`` -> CUDA when available, else CPU; a ValueError naming ``device`` when it is malformed
+    or names a CUDA device this machine does not have."""
+    parsed = parse_device(device)
+    if parsed is None:
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    return torch.device(device)
+    if parsed.type == "cuda":
+        count = torch.cuda.device_count() if torch.cuda.is_available() else 0
+        if count == 0:
+            raise ValueError(f"device {device!r}: CUDA is not available on this machine (use cpu or auto)")
+        if parsed.index is not None and parsed.index >= count:
+            raise ValueError(f"device {device!r}: this machine has {count} CUDA device(s), cuda:0 to cuda:{count - 1}")
+    return parsed
 
 
 @dataclass(frozen=True)

@@ -31,7 +31,6 @@ import os
 import pickle
 import struct
 import tarfile
-import tempfile
 import urllib.request
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -40,6 +39,8 @@ from typing import BinaryIO
 
 import numpy as np
 import torch
+
+from experiments.files import atomic_write
 
 __all__ = [
     "DATASETS",
@@ -343,9 +344,9 @@ def download_dataset(
             continue
         errors = []
         for url in urls:
-            handle, temporary = tempfile.mkstemp(dir=directory, prefix=file_name + ".", suffix=".part")
-            try:
-                with os.fdopen(handle, "wb") as out, opener(url) as response:
+
+            def download(temporary: str, url: str = url) -> None:
+                with open(temporary, "wb") as out, opener(url) as response:
                     for block in iter(lambda: response.read(1 << 20), b""):
                         out.write(block)
                 actual_md5 = _md5_of_file(Path(temporary))
@@ -354,13 +355,12 @@ def download_dataset(
                         f"checksum mismatch for {url}: MD5 {actual_md5}, expected {expected_md5}; "
                         f"the download was discarded"
                     )
-                os.replace(temporary, target)
+
+            try:
+                atomic_write(target, download)
                 break
             except OSError as error:  # network failure: try the next mirror
                 errors.append(f"{url}: {error}")
-            finally:
-                if os.path.exists(temporary):
-                    os.remove(temporary)
         else:
             raise OSError(f"could not download {file_name} for {name}; tried " + "; ".join(errors))
         written.append(target)

@@ -19,8 +19,10 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import torch
 
-__all__ = ["atomic_write", "read_csv_columns", "read_csv_rows", "read_json", "write_csv", "write_json", "write_text"]
+__all__ = ["atomic_write", "read_csv_columns", "read_csv_rows", "read_json", "read_torch", "write_csv", "write_json",
+           "write_text", "write_torch"]
 
 
 def atomic_write(path: str | os.PathLike, write_file: Callable[[str], None]) -> Path:
@@ -82,19 +84,51 @@ def write_json(path: str | os.PathLike, content: Any) -> Path:
     return _write_stream(path, lambda stream: json.dump(_json_ready(content), stream, indent=2, default=str))
 
 
-def read_json(path: str | os.PathLike) -> Any:
-    """The content of a JSON file."""
-    return json.loads(Path(path).read_text(encoding="utf-8"))
+def read_json(path: str | os.PathLike, keys: Sequence[str] = ()) -> Any:
+    """The content of a JSON file; with ``keys``, a JSON object that must hold each of them.
+
+    Raises:
+        ValueError: naming the file, when it is not valid UTF-8 JSON or lacks one of ``keys``.
+    """
+    try:
+        content = json.loads(Path(path).read_text(encoding="utf-8"))
+    except ValueError as error:  # JSONDecodeError, UnicodeDecodeError
+        raise ValueError(f"{path} is not a valid JSON file ({error})") from None
+    if keys and not (isinstance(content, dict) and all(key in content for key in keys)):
+        raise ValueError(f"{path} is not the expected JSON object (with keys {', '.join(keys)})")
+    return content
+
+
+def write_torch(path: str | os.PathLike, content: Any) -> Path:
+    """``torch.save`` atomically."""
+    return atomic_write(path, lambda temporary: torch.save(content, temporary))
+
+
+def read_torch(path: str | os.PathLike, *, weights_only: bool) -> Any:
+    """``torch.load`` onto the CPU.
+
+    Raises:
+        ValueError: naming the file, when it is truncated or not a file ``torch.save`` wrote.
+    """
+    try:
+        return torch.load(path, map_location="cpu", weights_only=weights_only)
+    except Exception as error:  # truncated zip (RuntimeError), garbage (UnpicklingError), empty (EOFError)...
+        raise ValueError(f"{path} is not a readable torch file ({type(error).__name__}: "
+                         f"{str(error).splitlines()[0] if str(error) else 'no details'})") from None
 
 
 def read_csv_columns(path: str | os.PathLike) -> dict[str, np.ndarray]:
     """A CSV of numbers as ``{column: float array}`` (empty cells and ``None`` are NaN)."""
-    lines = Path(path).read_text(encoding="utf-8").splitlines()
-    if not lines:
-        raise ValueError(f"{path}: empty CSV")
-    columns = lines[0].split(",")
-    rows = [[float(cell) if cell not in ("", "None") else math.nan for cell in line.split(",")] for line in lines[1:]]
-    values = np.array(rows, dtype=float).reshape(len(rows), len(columns))
+    try:
+        lines = Path(path).read_text(encoding="utf-8").splitlines()
+        if not lines:
+            raise ValueError("empty CSV")
+        columns = lines[0].split(",")
+        rows = [[float(cell) if cell not in ("", "None") else math.nan for cell in line.split(",")]
+                for line in lines[1:]]
+        values = np.array(rows, dtype=float).reshape(len(rows), len(columns))
+    except ValueError as error:  # empty, not UTF-8, a cell that is no number, rows of unequal length
+        raise ValueError(f"{path} is not a valid CSV of numbers ({error})") from None
     return {name: values[:, i] for i, name in enumerate(columns)}
 
 

@@ -15,6 +15,7 @@ Layout of the output folder (default ``results/``)::
 
 from __future__ import annotations
 
+import argparse
 import shlex
 import time
 from collections.abc import Callable, Sequence
@@ -22,6 +23,7 @@ from pathlib import Path
 
 import torch
 
+from experiments.config import resolve_device
 from experiments.data import DatasetFileError, DatasetNotFoundError
 from experiments.files import write_text
 from experiments.methods import MethodUnavailableError
@@ -118,6 +120,7 @@ def reproduce(
     if mode not in BUDGETS:
         raise ValueError(f"mode must be one of {sorted(BUDGETS)}, got {mode!r}")
     names = parse_only(None if only is None else ",".join(only))
+    resolve_device(device)  # a bad device fails before anything is written
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     command = command or f"python -m experiments reproduce --{mode} --out {out_dir}"
@@ -139,6 +142,13 @@ def reproduce(
     return context.written
 
 
+def output_folder(text: str) -> str:
+    """The ``--out`` argument (of ``run`` and ``reproduce``): a folder, or a path where one can be made."""
+    if Path(text).exists() and not Path(text).is_dir():
+        raise argparse.ArgumentTypeError(f"{text!r} is a file, not a folder")
+    return text
+
+
 def add_arguments(parser) -> None:
     """The ``reproduce`` options (shared by ``python -m experiments reproduce``)."""
     modes = parser.add_mutually_exclusive_group()
@@ -147,7 +157,7 @@ def add_arguments(parser) -> None:
     modes.add_argument("--full", dest="mode", action="store_const", const="full",
                        help="the paper's budgets (a GPU or a long night)")
     parser.set_defaults(mode="quick")
-    parser.add_argument("--out", default="results", help="output folder (its runs/ is the cache)")
+    parser.add_argument("--out", type=output_folder, default="results", help="output folder (its runs/ is the cache)")
     others = ", ".join(name for name in STUDY_NAMES if name not in DEFAULT_STUDIES)
     parser.add_argument("--only", default=None,
                         help=f"comma-separated studies from: {', '.join(STUDY_NAMES)}; None runs all but {others}")
@@ -178,7 +188,7 @@ def run_from_args(args, parser) -> int:
             argv += ["--jobs", str(args.jobs)]
         files = reproduce(args.out, mode=args.mode, only=only, data_dir=args.data_dir, device=args.device,
                           command=shlex.join(argv), jobs=args.jobs)
-    except (ValueError, MethodUnavailableError, DatasetNotFoundError, DatasetFileError) as error:
+    except (ValueError, OSError, MethodUnavailableError, DatasetNotFoundError, DatasetFileError) as error:
         parser.exit(2, f"error: {error}\n")
     print(f"\nwrote {len(files)} files in {time.perf_counter() - started:.0f} s:")
     for path in files:

@@ -30,7 +30,6 @@ evaluation and checkpointing are not counted.
 from __future__ import annotations
 
 import dataclasses
-import json
 import math
 import os
 import platform
@@ -49,7 +48,7 @@ from torch.optim import Optimizer
 
 from experiments.config import MethodResult, RunConfig, resolve_device
 from experiments.data import DATASETS, DatasetSplits
-from experiments.files import atomic_write, write_csv, write_json
+from experiments.files import read_json, read_torch, write_csv, write_json, write_torch
 from experiments.methods import Method, MethodSettings, resolve_hypergrad_lr, resolve_methods
 from experiments.models import TASKS, build_model, has_batch_norm
 from experiments.training import (
@@ -68,6 +67,7 @@ EPOCH_COLUMNS = ("epoch", "iteration", "time_s", "train_loss", "valid_loss", "va
 ITERATION_COLUMNS = ("iteration", "epoch", "time_s", "loss", "lr")
 TRAIN_METRIC_COLUMNS = ("epoch", "train_loss", "train_accuracy")
 CHECKPOINT_VERSION = 1
+CHECKPOINT_KEYS = {"version", "method", "config", "state", "model", "optimizer", "scheduler", "rng_cpu", "rng_cuda"}
 
 # ----------------------------------------------------------------------------- one method
 
@@ -210,7 +210,9 @@ def _fresh_state(run: Training, paths: RunPaths, train_metrics: bool) -> RunStat
 def _load_checkpoint(run: Training, path: Path) -> RunState:
     """Restore model, optimizer, scheduler and RNG states from the last complete epoch."""
     # On the CPU first: RNG states must stay CPU tensors; load_state_dict moves the rest.
-    checkpoint = torch.load(path, map_location="cpu", weights_only=False)
+    checkpoint = read_torch(path, weights_only=False)
+    if not (isinstance(checkpoint, dict) and CHECKPOINT_KEYS <= checkpoint.keys()):
+        raise ValueError(f"{path} is not a checkpoint of this runner (delete it to start the run afresh)")
     identity = run.config.identity()
     if checkpoint["config"] != identity or checkpoint["method"] != run.method.name:
         raise ValueError(f"cannot resume {path}: it was made with {checkpoint['config']} for "
@@ -247,7 +249,7 @@ def _save(run: Training, state: RunState, paths: RunPaths, train_metrics: bool) 
         "rng_cpu": torch.get_rng_state(),
         "rng_cuda": torch.cuda.get_rng_state(run.device) if run.device.type == "cuda" else None,
     }
-    atomic_write(paths.checkpoint, lambda temporary: torch.save(checkpoint, temporary))
+    write_torch(paths.checkpoint, checkpoint)
 
 
 def _step(run: Training, x: torch.Tensor, y: torch.Tensor) -> float:
@@ -444,7 +446,7 @@ def run_suite(
     out_dir.mkdir(parents=True, exist_ok=True)
     splits = dataset_for(config)
     run_json = out_dir / "run.json"
-    previous = json.loads(run_json.read_text()) if resume and run_json.is_file() else {}
+    previous = read_json(run_json, keys=("methods",)) if resume and run_json.is_file() else {}
     record: dict[str, Any] = {
         "arguments": {**config.to_dict(), "methods": list(methods), "resume": resume},
         "command": sys.argv,

@@ -32,7 +32,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from experiments.files import atomic_write, read_csv_columns, read_json, write_json
+from experiments.files import read_csv_columns, read_json, read_torch, write_json, write_torch
 from experiments.methods import METHODS, resolve_hypergrad_lr
 from experiments.runner import RunConfig, run_method
 from experiments.schedules import SCHEDULES, build_schedule
@@ -266,19 +266,19 @@ class RunCache:
             epochs=read_csv_columns(folder / f"{spec.method}.epochs.csv"),
             iterations=read_csv_columns(folder / f"{spec.method}.iterations.csv"),
             train_metrics=read_csv_columns(metrics) if spec.train_metrics else None,
-            result=read_json(folder / DONE_FILE),
+            result=read_json(folder / DONE_FILE, keys=("status",)),
         )
 
     def cached_json(self, name: str, identity: dict[str, Any], compute: Callable[[], Any]) -> Any:
         """A small computed result (an LR range test, a set of 2-D paths...) cached under
         ``runs/NAME-HASH/result.json``; HASH is that of ``identity``, which the file records too."""
-        return self._cached(name, identity, compute, "result.json", save=write_json, load=read_json)
+        return self._cached(name, identity, compute, "result.json", save=write_json,
+                            load=lambda path: read_json(path, keys=("result",)))
 
     def cached_tensors(self, name: str, identity: dict[str, Any], compute: Callable[[], Any]) -> Any:
         """Like :meth:`cached_json` for a result holding tensors (``runs/NAME-HASH/result.pt``)."""
         return self._cached(name, identity, compute, "result.pt",
-                            save=lambda path, content: atomic_write(path, lambda temporary: torch.save(content, temporary)),
-                            load=lambda path: torch.load(path, weights_only=True))
+                            save=write_torch, load=lambda path: read_torch(path, weights_only=True))
 
     def _cached(self, name: str, identity: dict[str, Any], compute: Callable[[], Any], file_name: str,
                 save: Callable[[Path, Any], Any], load: Callable[[Path], Any]) -> Any:
