@@ -203,11 +203,12 @@ class AdamWHD(AdamHD):
         *,
         maximize: bool = False,
         foreach: bool | None = None,
+        capturable: bool = False,
         **hypergrad: Any,
     ) -> None:
         super().__init__(
             params, lr, betas, eps, weight_decay, amsgrad,
-            decoupled_weight_decay=True, maximize=maximize, foreach=foreach, **hypergrad,
+            decoupled_weight_decay=True, maximize=maximize, foreach=foreach, capturable=capturable, **hypergrad,
         )
 
     def __setstate__(self, state: dict[str, Any]) -> None:

@@ -99,7 +99,7 @@ class HypergradOptimizer(Optimizer):
     would recompile the step every time.
 
     ``capturable`` is torch.optim's flag: every group carries it (False unless the optimizer offers
-    the keyword: SGDHD and AdamHD do, and then keep their buffers at fixed addresses so that
+    the keyword: SGDHD, AdamHD and AdamWHD do, and then keep their buffers at fixed addresses so that
     ``step()`` can be captured in a CUDA graph); torch.optim's health check refuses to capture a
     step of a group without it.
     """
