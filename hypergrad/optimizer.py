@@ -23,7 +23,7 @@ from ._hypergradient import (
 from ._kernels import LearningRate, as_real
 from ._keywords import HYPERGRAD_KEYWORDS, keyword_defaults, resolved, spelled_out
 from ._validation import check_distinct_params, check_loaded_state, checked_group_settings
-from .distributed import all_reduce_statistics
+from .distributed import all_reduce_statistics, check_not_zero_sharded
 
 __all__ = ["HypergradOptimizer", "GroupTensors", "PreviousDirections", "effective_grads"]
 
@@ -118,6 +118,7 @@ class HypergradOptimizer(Optimizer):
     def __init__(self, params: Any, defaults: dict[str, Any], **hypergrad: Any) -> None:
         """``defaults``: the base rule's; ``hypergrad``: the keywords of the class's
         ``hypergrad_defaults`` it overrides. Every group is checked once, in ``add_param_group``."""
+        check_not_zero_sharded(type(self).__name__)
         defaults = dict(defaults, **resolved(type(self).__name__, self.hypergrad_defaults, hypergrad))
         defaults.update(self._checked_settings(defaults))
         # Every group has the key, whether or not the subclass offers the keyword: torch's
