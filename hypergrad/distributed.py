@@ -18,6 +18,10 @@ end the step with the same learning rate, the one a single process would compute
   unlike their parameters, one group mixing DTensor and plain tensors, groups on different meshes,
   and FSDP1 (``FullyShardedDataParallel``, whose flat shards are plain tensors).
 
+* ``torch.distributed.optim.ZeroRedundancyOptimizer`` on more than one rank is refused when it
+  builds its local optimizer (``ValueError``): each rank's copy would step, and take the
+  statistics of, its own shard of the parameters only.
+
 ``torch.distributed.tensor`` is looked up only once something else has imported it: no tensor can
 be a DTensor before that, and importing it here would add seconds to ``import hypergrad``.
 """
@@ -31,7 +35,7 @@ from typing import Any, Union
 import torch
 from torch import Tensor
 
-__all__ = ["all_reduce_statistics", "local_operands", "local_tensors"]
+__all__ = ["all_reduce_statistics", "check_not_zero_sharded", "local_operands", "local_tensors"]
 
 Statistics = Union[Tensor, list[Union[Tensor, None]], None]
 """A group's statistics: sums over the group or per-tensor rows (a tensor), per-weight (a list)."""
@@ -124,6 +128,30 @@ def _group_mesh(params: Sequence[Tensor]) -> Any | None:
         if p.device_mesh is not mesh and p.device_mesh != mesh:
             raise ValueError("a param group holds DTensor parameters on different device meshes")
     return mesh
+
+
+def check_not_zero_sharded(owner: str) -> None:
+    """``ValueError`` when the optimizer being built is the local optimizer of a
+    ``ZeroRedundancyOptimizer`` over more than one rank (found among the callers' frames, which
+    is where ZeRO builds it; only once ZeRO's module has been imported)."""
+    module = sys.modules.get("torch.distributed.optim.zero_redundancy_optimizer")
+    if module is None:
+        return
+    frame = sys._getframe(1)
+    for _ in range(12):  # ZeRO's _init_local_optimizer, then a few constructors down to ours
+        if frame is None:
+            return
+        zero = frame.f_locals.get("self")
+        if isinstance(zero, module.ZeroRedundancyOptimizer):
+            if getattr(zero, "world_size", 1) > 1:
+                raise ValueError(
+                    f"{owner} cannot be the optimizer_class of ZeroRedundancyOptimizer on {zero.world_size} ranks: "
+                    "each rank's local optimizer steps its own shard of the parameters, so its learning rate would "
+                    "follow the hypergradient of that shard alone and the ranks would end with different rates. "
+                    "Use DDP with the optimizer itself, or FSDP2 (fully_shard), whose statistics are all-reduced."
+                )
+            return
+        frame = frame.f_back
 
 
 def all_reduce_statistics(

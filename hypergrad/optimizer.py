@@ -23,7 +23,7 @@ from ._hypergradient import (
 from ._kernels import LearningRate, as_real
 from ._keywords import HYPERGRAD_KEYWORDS, keyword_defaults, resolved, spelled_out
 from ._validation import check_distinct_params, check_fused_param, check_loaded_state, checked_group_settings
-from .distributed import all_reduce_statistics
+from .distributed import all_reduce_statistics, check_not_zero_sharded
 
 __all__ = ["HypergradOptimizer", "GroupTensors", "PreviousDirections", "effective_grads"]
 
@@ -99,7 +99,7 @@ class HypergradOptimizer(Optimizer):
     would recompile the step every time.
 
     ``capturable`` is torch.optim's flag: every group carries it (False unless the optimizer offers
-    the keyword: SGDHD and AdamHD do, and then keep their buffers at fixed addresses so that
+    the keyword: SGDHD, AdamHD and AdamWHD do, and then keep their buffers at fixed addresses so that
     ``step()`` can be captured in a CUDA graph); torch.optim's health check refuses to capture a
     step of a group without it.
     """
@@ -118,6 +118,7 @@ class HypergradOptimizer(Optimizer):
     def __init__(self, params: Any, defaults: dict[str, Any], **hypergrad: Any) -> None:
         """``defaults``: the base rule's; ``hypergrad``: the keywords of the class's
         ``hypergrad_defaults`` it overrides. Every group is checked once, in ``add_param_group``."""
+        check_not_zero_sharded(type(self).__name__)
         defaults = dict(defaults, **resolved(type(self).__name__, self.hypergrad_defaults, hypergrad))
         defaults.update(self._checked_settings(defaults))
         # Every group has the key, whether or not the subclass offers the keyword: torch's

@@ -266,10 +266,11 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
-def run_two_ranks(out_dir: Path) -> list[dict[str, Any]]:
-    """Spawn the two workers, bounded by ``SPAWN_TIMEOUT_S``; return each rank's results."""
+def run_two_ranks(out_dir: Path, worker: Any = None) -> list[dict[str, Any]]:
+    """Spawn two workers (``worker(rank, port, out_dir)``, this module's by default; each saves
+    ``rank{rank}.pt`` in ``out_dir``), bounded by ``SPAWN_TIMEOUT_S``; return each rank's results."""
     context = torch.multiprocessing.start_processes(
-        _worker, args=(_free_port(), str(out_dir)), nprocs=WORLD_SIZE, join=False, start_method="spawn"
+        worker or _worker, args=(_free_port(), str(out_dir)), nprocs=WORLD_SIZE, join=False, start_method="spawn"
     )
     deadline = time.monotonic() + SPAWN_TIMEOUT_S
     while not context.join(timeout=max(deadline - time.monotonic(), 0)):
