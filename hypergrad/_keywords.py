@@ -23,6 +23,9 @@ _BLOCK: dict[str, tuple[str, Any]] = {
     "lr_limit_power": ("float", 2.0),
 }
 HYPERGRAD_KEYWORDS: tuple[str, ...] = tuple(_BLOCK)
+#: ``hypergrad_lr``'s default for a rule whose beta is dimensionless, the same for every base rule
+#: (it overrides the optimizer's own default when the constructor is not given a beta).
+RULE_HYPERGRAD_LR: dict[str, float] = {"scalefree": 0.05}
 
 
 def keyword_defaults(hypergrad_lr: Any = inspect.Parameter.empty) -> dict[str, Any]:
@@ -31,12 +34,15 @@ def keyword_defaults(hypergrad_lr: Any = inspect.Parameter.empty) -> dict[str, A
 
 
 def resolved(owner: str, defaults: Mapping[str, Any], given: Mapping[str, Any]) -> dict[str, Any]:
-    """The keywords a constructor was given, over its defaults; ``TypeError`` as Python raises it
-    for an unknown or missing keyword."""
+    """The keywords a constructor was given, over its defaults (``hypergrad_lr``'s from
+    :data:`RULE_HYPERGRAD_LR` for a rule listed there); ``TypeError`` as Python raises it for an
+    unknown or missing keyword."""
     for name in given:
         if name not in _BLOCK:
             raise TypeError(f"{owner}() got an unexpected keyword argument {name!r}")
     settings = {**defaults, **given}
+    if "hypergrad_lr" not in given and settings.get("hypergrad_rule") in RULE_HYPERGRAD_LR:
+        settings["hypergrad_lr"] = RULE_HYPERGRAD_LR[settings["hypergrad_rule"]]
     for name in _BLOCK:
         if settings.get(name, inspect.Parameter.empty) is inspect.Parameter.empty:
             raise TypeError(f"{owner}() missing required keyword-only argument: {name!r}")
