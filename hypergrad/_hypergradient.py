@@ -121,11 +121,12 @@ def element_statistics(
 
 
 #: The scale-free rule's constants: the momentum and second-moment decays of its Adam-normalised
-#: steps on log alpha, and the factor over its running reference that |g_t|^2 must pass for the
-#: guard to halve the rate (its default beta is in ``_keywords.py``).
+#: steps on log alpha, the factor over its running reference that |g_t|^2 must pass for the guard
+#: to halve the rate, and the decay of that reference (its default beta is in ``_keywords.py``).
 SCALEFREE_MOMENTUM = 0.9
 SCALEFREE_SECOND_MOMENT = 0.99
 SCALEFREE_GUARD = 16.0
+SCALEFREE_REFERENCE = 0.9
 #: How many numbers of memory the rule keeps per rate (dimension 0 of its memory tensor).
 RULE_MEMORY = {"additive": 0, "multiplicative": 0, "scalefree": 3}
 
@@ -157,9 +158,13 @@ def scalefree_lr(lr: LearningRate, statistics: Tensor, beta: float, memory: Tens
         s_t = clip(m_t / sqrt(v_t), -1, 1)               (0 when v_t = 0)
         log alpha_t = log alpha_{t-1} + beta * s_t       if q_t <= kappa r_{t-1}
         log alpha_t = log alpha_{t-1} - log 2, m_t = min(m_t, 0)   otherwise (the guard)
-        r_t = nu r_{t-1} + (1 - nu) min(q_t, kappa r_{t-1})        (r_t = q_t when r_{t-1} = 0)
+        r_t = rho r_{t-1} + (1 - rho) q_t                (r_t = q_t when r_{t-1} = 0; rho = 0.9)
 
-    with ``kappa = 16`` (the gradient norm four times its running RMS). ``-c_t`` is the
+    with ``kappa = 16`` (the gradient norm four times its running RMS). A diverging rate makes
+    ``q_t`` grow geometrically, by more than ``kappa (1 - rho) + rho = 2.5`` a step, faster than
+    its running mean, so the guard halves the rate at every step until the growth stops; a
+    gradient that settles on a higher level is caught up by ``r`` within about
+    ``1 / (kappa (1 - rho))`` ~ 1 step, so the guard does not keep halving there. ``-c_t`` is the
     hypergradient ``h_t = -g_t . u_{t-1}`` divided by ``|g_t| |u_{t-1}|``, so nothing in the rule
     depends on the scale of the loss or of the parameters, and ``beta`` is dimensionless: the
     largest change of ``log alpha`` in one step. A non-finite ``q_t`` (or statistic) halves the
@@ -181,7 +186,8 @@ def scalefree_lr(lr: LearningRate, statistics: Tensor, beta: float, memory: Tens
     step = torch.where(guard, torch.full_like(cosine, -math.log(2.0)), beta * normalised.clamp(-1.0, 1.0))
     step = torch.where(informative | guard, step, torch.zeros_like(step))
     new_momentum = torch.where(guard, new_momentum.clamp(max=0.0), new_momentum)
-    new_reference = torch.where(reference > 0, nu * reference + (1 - nu) * torch.minimum(g_squared, limit), g_squared)
+    rho = SCALEFREE_REFERENCE
+    new_reference = torch.where(reference > 0, rho * reference + (1 - rho) * g_squared, g_squared)
     memory.copy_(torch.where(informative, torch.stack((new_momentum, new_second, new_reference)), memory))
     return lr * step.exp()
 
