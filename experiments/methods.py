@@ -5,6 +5,8 @@
 * ``NAME_hd`` is the same base with hypergradient descent on its learning rate, from
   :mod:`hypergrad`. An HD class that this ``hypergrad`` does not export yet gives a clear
   :class:`MethodUnavailableError`.
+* ``NAME_hd_sf`` is ``NAME_hd`` with ``hypergrad_rule="scalefree"`` (one dimensionless beta for
+  every base: the library's default).
 * Learning-rate-free peers through their own packages, at their documented defaults (their own
   ``lr``, which is a multiplier, not alpha_0): ``prodigy`` (prodigyopt), ``dadapt_adam``
   (dadaptation), ``schedulefree_adamw`` (schedulefree; needs ``train()``/``eval()`` calls),
@@ -78,7 +80,8 @@ class Method:
         name: registry key (CSV file names use it).
         description: one line for tables and ``--help``.
         build: ``(params, settings) -> optimizer``.
-        hypergradient: ``"sgd"`` or ``"adaptive"`` for HD methods (picks the default beta),
+        hypergradient: ``"sgd"`` or ``"adaptive"`` for HD methods with the paper's rule (picks
+            the default beta), ``"scalefree"`` for the scale-free rule (one beta for every base),
             None for the rest.
         uses_alpha0: whether ``--lr`` is the method's initial learning rate (False for the
             learning-rate-free peers, which keep their documented ``lr``).
@@ -126,12 +129,14 @@ def _sgd(momentum: float = 0.0, nesterov: bool = False):
     return build
 
 
-def _sgd_hd(momentum: float = 0.0, nesterov: bool = False):
+def _sgd_hd(momentum: float = 0.0, nesterov: bool = False, hypergrad_rule: str | None = None):
     def build(params, s: MethodSettings) -> Optimizer:
         return _hypergrad_class("SGDHD")(
             params, lr=s.lr, momentum=momentum, nesterov=nesterov, weight_decay=s.weight_decay,
-            **s.hypergrad_keywords(),
+            **s.hypergrad_keywords(), **rule,
         )
+
+    rule = {} if hypergrad_rule is None else {"hypergrad_rule": hypergrad_rule}
 
     return build
 
@@ -143,10 +148,12 @@ def _torch_base(class_name: str):
     return build
 
 
-def _hd(class_name: str):
+def _hd(class_name: str, hypergrad_rule: str | None = None):
     def build(params, s: MethodSettings) -> Optimizer:
-        return _hypergrad_class(class_name)(params, lr=s.lr, weight_decay=s.weight_decay, **s.hypergrad_keywords())
+        return _hypergrad_class(class_name)(params, lr=s.lr, weight_decay=s.weight_decay, **s.hypergrad_keywords(),
+                                            **rule)
 
+    rule = {} if hypergrad_rule is None else {"hypergrad_rule": hypergrad_rule}
     return build
 
 
@@ -194,6 +201,11 @@ def _methods() -> dict[str, Method]:
         Method("rmsprop_hd", "RMSprop with HD", _hd("RMSpropHD"), "hypergrad.RMSpropHD", hypergradient="adaptive"),
         Method("adam", "Adam", _torch_base("Adam"), "torch"),
         Method("adam_hd", "Adam with HD", _hd("AdamHD"), "hypergrad.AdamHD", hypergradient="adaptive"),
+        Method("sgdn_hd_sf", "SGD, Nesterov momentum 0.9, with scale-free HD",
+               _sgd_hd(MOMENTUM, nesterov=True, hypergrad_rule="scalefree"), "hypergrad.SGDHD",
+               hypergradient="scalefree"),
+        Method("adam_hd_sf", "Adam with scale-free HD", _hd("AdamHD", "scalefree"), "hypergrad.AdamHD",
+               hypergradient="scalefree"),
         Method("adamw", "AdamW", _torch_base("AdamW"), "torch"),
         Method("adamw_hd", "AdamW with HD", _hd("AdamWHD"), "hypergrad.AdamWHD", hypergradient="adaptive"),
         Method("prodigy", "Prodigy (prodigyopt defaults)", _prodigy, "prodigyopt", uses_alpha0=False,
@@ -221,10 +233,15 @@ def resolve_hypergrad_lr(method: str, task: str, hypergrad_lr: float | None = No
 def default_hypergrad_lr(method: str, task: str) -> float | None:
     """The reference code's beta: 1e-3 for SGD-type HD; for Adam-type (and the other adaptive
     bases, whose directions have Adam's per-coordinate scale) 1e-7 on logreg/mlp, 1e-8 on
-    cnn/vgg. None for methods without HD."""
+    cnn/vgg; the library's dimensionless default for the scale-free rule. None for methods
+    without HD."""
     kind = METHODS[method].hypergradient
     if kind is None:
         return None
+    if kind == "scalefree":
+        from hypergrad._keywords import RULE_HYPERGRAD_LR
+
+        return RULE_HYPERGRAD_LR["scalefree"]
     return SGD_HYPERGRAD_LR if kind == "sgd" else TASKS[task].adaptive_hypergrad_lr
 
 

@@ -23,6 +23,9 @@ _BLOCK: dict[str, tuple[str, Any]] = {
     "lr_limit_power": ("float", 2.0),
 }
 HYPERGRAD_KEYWORDS: tuple[str, ...] = tuple(_BLOCK)
+#: ``hypergrad_lr``'s default for a rule whose beta is dimensionless, the same for every base rule
+#: (it overrides the optimizer's own default when the constructor is not given a beta).
+RULE_HYPERGRAD_LR: dict[str, float] = {"scalefree": 0.05}
 
 # torch.optim's flags that every HD optimizer takes with the one value it supports (so that code
 # written for torch.optim runs unchanged), and why another value is refused.
@@ -39,9 +42,10 @@ def keyword_defaults(hypergrad_lr: Any = inspect.Parameter.empty) -> dict[str, A
 
 
 def resolved(owner: str, defaults: Mapping[str, Any], given: Mapping[str, Any]) -> dict[str, Any]:
-    """The keywords a constructor was given, over its defaults; ``TypeError`` as Python raises it
-    for an unknown or missing keyword. torch.optim's ``differentiable`` is taken at its one
-    supported value (False) and dropped; another value is a ``ValueError`` that says why."""
+    """The keywords a constructor was given, over its defaults (``hypergrad_lr``'s from
+    :data:`RULE_HYPERGRAD_LR` for a rule listed there); ``TypeError`` as Python raises it for an
+    unknown or missing keyword. torch.optim's ``differentiable`` is taken at its one supported value
+    (False) and dropped; another value is a ``ValueError`` that says why."""
     given = dict(given)
     for name, (supported, why) in _SUPPORTED_ONLY.items():
         if name in given and given.pop(name) is not supported:
@@ -50,6 +54,8 @@ def resolved(owner: str, defaults: Mapping[str, Any], given: Mapping[str, Any]) 
         if name not in _BLOCK:
             raise TypeError(f"{owner}() got an unexpected keyword argument {name!r}")
     settings = {**defaults, **given}
+    if "hypergrad_lr" not in given and settings.get("hypergrad_rule") in RULE_HYPERGRAD_LR:
+        settings["hypergrad_lr"] = RULE_HYPERGRAD_LR[settings["hypergrad_rule"]]
     for name in _BLOCK:
         if settings.get(name, inspect.Parameter.empty) is inspect.Parameter.empty:
             raise TypeError(f"{owner}() missing required keyword-only argument: {name!r}")

@@ -12,7 +12,7 @@ import torch
 from torch import Tensor
 from torch.optim.optimizer import _device_dtype_check_for_fused
 
-HYPERGRAD_RULES: tuple[str, ...] = ("additive", "multiplicative")
+HYPERGRAD_RULES: tuple[str, ...] = ("additive", "multiplicative", "scalefree")
 GRANULARITIES: tuple[str, ...] = ("group", "tensor", "element")
 
 
@@ -172,6 +172,8 @@ def checked_group_settings(group: Mapping[str, Any], *, initial: bool = True) ->
     if group["granularity"] not in GRANULARITIES:
         raise ValueError(f"Invalid granularity: {group['granularity']!r} (must be one of {GRANULARITIES})")
     _check_blend(group["lr_limit"], group["lr_limit_power"], lr_bounds)
+    if "hypergrad_memory" in group:
+        check_rule_memory("param group", group["hypergrad_memory"], [(3,)])
     checked: dict[str, Any] = {"lr_bounds": lr_bounds}
     if isinstance(lr, Tensor):
         checked["lr"] = lr = lr.detach().clone().reshape(())
@@ -209,7 +211,9 @@ def check_loaded_state(where: str, param: Tensor, state: Mapping[str, Any], requ
     if param.is_complex():
         shapes.add(tuple(torch.view_as_real(param).shape))
     for key, value in state.items():
-        if isinstance(value, Tensor) and value.dim() > 0 and tuple(value.shape) not in shapes:
+        if key == "hypergrad_memory":
+            check_rule_memory(f"state of {where}", value, [(3,)] + [(3, *shape) for shape in shapes])
+        elif isinstance(value, Tensor) and value.dim() > 0 and tuple(value.shape) not in shapes:
             raise ValueError(
                 f"Invalid state of {where}: {key!r} has shape {tuple(value.shape)}, the parameter {tuple(param.shape)}"
             )
@@ -225,3 +229,16 @@ def check_fused_param(param: Tensor) -> None:
     """torch.optim's check of a parameter stepped by a fused kernel: a floating point tensor on a
     device that has the kernels (CPU, CUDA, ...); complex parameters are refused, as by torch."""
     _device_dtype_check_for_fused(param)
+
+
+def check_rule_memory(where: str, memory: Any, shapes: Sequence[tuple[int, ...]]) -> None:
+    """A loaded memory of the scale-free rule (``hypergrad_memory``: ``[m, v, r]`` per rate, see
+    ``_hypergradient.scalefree_lr``): a floating tensor of one of ``shapes``, finite, with
+    ``v, r >= 0`` (a mean of squares, a reference of squared norms)."""
+    if not isinstance(memory, Tensor) or not memory.is_floating_point():
+        raise TypeError(f"Invalid {where}: 'hypergrad_memory' must be a floating-point tensor, got {memory!r}")
+    if tuple(memory.shape) not in [tuple(shape) for shape in shapes]:
+        raise ValueError(f"Invalid {where}: 'hypergrad_memory' has shape {tuple(memory.shape)} "
+                         f"(must be one of {[tuple(shape) for shape in shapes]})")
+    if not bool(torch.isfinite(memory).all()) or bool((memory[1:] < 0).any()):
+        raise ValueError(f"Invalid {where}: 'hypergrad_memory' must be finite with [v, r] = memory[1:] >= 0")

@@ -16,6 +16,7 @@ from ._hypergradient import (
     blended_lr,
     element_statistics,
     group_statistics,
+    rule_memory,
     store_lr,
     tensor_statistics,
     updated_lr,
@@ -351,18 +352,20 @@ class HypergradOptimizer(Optimizer):
         if group["granularity"] == "group":
             if blend_step is None:
                 if statistics is not None:
-                    store_lr(group, updated_lr(lr, statistics, group))
+                    store_lr(group, updated_lr(lr, statistics, group, rule_memory(group, group["hypergrad_rule"], lr)))
             else:
                 hypergrad_rate = group.setdefault("lr_hd", _as_float_or_tensor(lr))
                 if statistics is not None:
-                    hypergrad_rate = updated_lr(hypergrad_rate, statistics, group)
+                    memory = rule_memory(group, group["hypergrad_rule"], lr)
+                    hypergrad_rate = updated_lr(hypergrad_rate, statistics, group, memory)
                     group["lr_hd"] = hypergrad_rate if isinstance(lr, Tensor) else hypergrad_rate.item()
                 store_lr(group, torch.as_tensor(blended_lr(group["lr_hd"], group, blend_step), dtype=torch.float64))
             self._update_params(group, tensors, group["lr"])
             return
         scales = self._lr_scales(group, tensors)
         if statistics is not None:
-            self._update_lr_scales(group, scales, statistics, lr)
+            memories = [rule_memory(state, group["hypergrad_rule"], scale) for state, scale in zip(tensors.states, scales)]
+            self._update_lr_scales(group, scales, statistics, lr, memories)
         self._update_params(group, tensors, lr)
         self._rescale_step(group, tensors, scales, lr, blend_step)
 
@@ -386,24 +389,32 @@ class HypergradOptimizer(Optimizer):
 
     @staticmethod
     def _update_lr_scales(
-        group: dict[str, Any], scales: list[Tensor], statistics: Tensor | list[Tensor | None], lr: LearningRate
+        group: dict[str, Any],
+        scales: list[Tensor],
+        statistics: Tensor | list[Tensor | None],
+        lr: LearningRate,
+        memories: list[Tensor | None],
     ) -> None:
-        """``lr * scale`` follows the hypergradient rule; the new scale is the new rate over ``lr``
-        (kept when that is not finite: a zero group rate leaves the scales as they are)."""
+        """``lr * scale`` follows the hypergradient rule (with each tensor's rule memory, where the
+        rule keeps one); the new scale is the new rate over ``lr`` (kept when that is not finite:
+        a zero group rate leaves the scales as they are)."""
 
-        def rescaled(scale: Tensor, tensor_statistics: Tensor) -> Tensor:
-            new_rate = updated_lr(lr * scale, tensor_statistics, group)
+        def rescaled(scale: Tensor, tensor_statistics: Tensor, memory: Tensor | None) -> Tensor:
+            new_rate = updated_lr(lr * scale, tensor_statistics, group, memory)
             ratio = new_rate / lr
             return torch.where(torch.isfinite(ratio), ratio, scale).to(scale.dtype)
 
         if group["granularity"] == "tensor":
             assert isinstance(statistics, Tensor)
             stacked = torch.stack(scales)
-            torch._foreach_copy_(scales, list(rescaled(stacked, statistics.T.to(stacked.dtype)).unbind()))
+            memory = None if memories[0] is None else torch.stack(memories, 1)
+            torch._foreach_copy_(scales, list(rescaled(stacked, statistics.T.to(stacked.dtype), memory).unbind()))
+            if memory is not None:
+                torch._foreach_copy_(memories, list(memory.unbind(1)))
         else:
-            for scale, tensor_statistics in zip(scales, statistics):
+            for scale, tensor_statistics, memory in zip(scales, statistics, memories):
                 if tensor_statistics is not None:
-                    scale.copy_(rescaled(scale, tensor_statistics))
+                    scale.copy_(rescaled(scale, tensor_statistics, memory))
 
     def _rescale_step(
         self,

@@ -29,12 +29,38 @@ __all__ = [
 ]
 
 
-def _next_lr(lr: float, grads: list[Tensor], previous: list[Tensor], group: dict[str, Any]) -> float:
-    """alpha_t from alpha_{t-1}, g_t and u_{t-1} (the paper's additive rule or normalised HDM)."""
+def _scalefree(lr: float, dot: float, g_squared: float, u_squared: float, beta: float, memory: list[float]) -> float:
+    """The scale-free rule on one rate, its memory ``[m, v, r]`` updated in place (in plain floats,
+    from the equations of docs/hypergradient.md)."""
+    m, v, r = memory
+    finite = all(math.isfinite(x) for x in (dot, g_squared, u_squared))
+    if not finite:
+        return lr / 2
+    if g_squared * u_squared == 0:
+        return lr / 2 if r > 0 and g_squared > 16 * r else lr
+    cosine = dot / math.sqrt(g_squared * u_squared)
+    m = 0.9 * m + 0.1 * cosine
+    v = 0.99 * v + 0.01 * cosine**2
+    if r > 0 and g_squared > 16 * r:
+        new_lr, m = lr / 2, min(m, 0.0)
+    else:
+        new_lr = lr * math.exp(beta * min(max(m / math.sqrt(v), -1.0), 1.0)) if v > 0 else lr
+    memory[:] = [m, v, 0.9 * r + 0.1 * g_squared if r > 0 else g_squared]
+    return new_lr
+
+
+def _next_lr(lr: float, grads: list[Tensor], previous: list[Tensor], group: dict[str, Any],
+             memory: list[float]) -> float:
+    """alpha_t from alpha_{t-1}, g_t and u_{t-1} (the paper's additive rule, normalised HDM, or the
+    scale-free rule with the rate's ``memory``)."""
     beta = group["hypergrad_lr"]
     dot = sum(float((g.double() * u.double()).sum()) for g, u in zip(grads, previous))
     if group["hypergrad_rule"] == "additive":
         new_lr = lr + beta * dot
+    elif group["hypergrad_rule"] == "scalefree":
+        g_squared = sum(float(g.double().pow(2).sum()) for g in grads)
+        u_squared = sum(float(u.double().pow(2).sum()) for u in previous)
+        new_lr = _scalefree(lr, dot, g_squared, u_squared, beta, memory)
     else:
         g_norm = math.sqrt(sum(float(g.double().pow(2).sum()) for g in grads))
         u_norm = math.sqrt(sum(float(u.double().pow(2).sum()) for u in previous))
@@ -51,11 +77,19 @@ def _clipped(lr: float, group: dict[str, Any]) -> float:
     return min(max(lr, group["lr_bounds"][0]), group["lr_bounds"][1])
 
 
-def _next_weight_rates(rates: Tensor, g: Tensor, previous: Tensor, group: dict[str, Any]) -> Tensor:
-    """Per-weight rates: ``r + beta * g * u`` or ``r * (1 + beta * sign(g * u))``, clipped."""
+def _next_weight_rates(rates: Tensor, g: Tensor, previous: Tensor, group: dict[str, Any],
+                       memories: list[list[float]]) -> Tensor:
+    """Per-weight rates: ``r + beta * g * u``, ``r * (1 + beta * sign(g * u))``, or the scale-free
+    rule weight by weight (each with its memory), clipped."""
     beta = group["hypergrad_lr"]
     if group["hypergrad_rule"] == "additive":
         new_rates = rates + beta * g * previous
+    elif group["hypergrad_rule"] == "scalefree":
+        flat = [
+            _scalefree(float(rate), float(gi) * float(ui), float(gi) ** 2, float(ui) ** 2, beta, memory)
+            for rate, gi, ui, memory in zip(rates.reshape(-1), g.reshape(-1), previous.reshape(-1), memories)
+        ]
+        new_rates = torch.tensor(flat, dtype=rates.dtype).reshape(rates.shape)
     else:
         new_rates = rates * (1 + beta * torch.sign(g * previous))
     if group["lr_bounds"] is not None:
@@ -140,6 +174,7 @@ class _ReferenceHD(Optimizer):
                         [grads[i] for i in started],
                         [self.state[params[i]]["previous_direction"] for i in started],
                         group,
+                        group.setdefault("memory", [0.0, 0.0, 0.0]),
                     )
                 group["lr_hd"] = hd_rate
                 group["lr"] = _blend(hd_rate, group)
@@ -151,12 +186,16 @@ class _ReferenceHD(Optimizer):
                     if granularity == "tensor":
                         state.setdefault("rate", _clipped(group["lr"], group))
                         if i in started and adapt_each:
-                            state["rate"] = _next_lr(state["rate"], [g], [state["previous_direction"]], group)
+                            memory = state.setdefault("memory", [0.0, 0.0, 0.0])
+                            state["rate"] = _next_lr(state["rate"], [g], [state["previous_direction"]], group, memory)
                         rates.append(_blend(state["rate"], group))
                     else:
                         state.setdefault("rates", torch.full_like(p, _clipped(group["lr"], group)))
                         if i in started and adapt_each:
-                            state["rates"] = _next_weight_rates(state["rates"], g, state["previous_direction"], group)
+                            memories = state.setdefault("memories", [[0.0, 0.0, 0.0] for _ in range(p.numel())])
+                            state["rates"] = _next_weight_rates(
+                                state["rates"], g, state["previous_direction"], group, memories
+                            )
                         rates.append(_blend(state["rates"], group))
             for p, g, rate in zip(params, grads, rates):
                 state = self.state[p]

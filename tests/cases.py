@@ -126,6 +126,8 @@ CASES: dict[str, Case] = {
     "nesterov-wd": _case("sgd", lr=0.02, hypergrad_lr=1e-2, momentum=0.9, nesterov=True, weight_decay=0.05),
     "nesterov-small-wd": _case("sgd", lr=0.02, hypergrad_lr=1e-2, momentum=0.9, nesterov=True, weight_decay=1e-2),
     "nesterov-fast-wd": _case("sgd", lr=0.05, hypergrad_lr=1e-2, momentum=0.9, nesterov=True, weight_decay=0.01),
+    "nesterov-scalefree": _case("sgd", lr=0.02, momentum=0.9, nesterov=True, hypergrad_rule="scalefree",
+                                hypergrad_lr=0.05),
     # Adam, AMSGrad
     "adam": _case("adam", lr=0.01, hypergrad_lr=1e-4),
     "adam-wd-maximize": _case("adam", lr=0.01, hypergrad_lr=1e-4, weight_decay=0.05, maximize=True),
@@ -136,6 +138,7 @@ CASES: dict[str, Case] = {
                                          maximize=True, lr_bounds=(0.0, 0.02)),
     "adam-multiplicative": _case("adam", lr=0.01, hypergrad_lr=0.2, hypergrad_rule="multiplicative", betas=(0.8, 0.99)),
     "adam-bounded": _case("adam", lr=0.01, hypergrad_lr=1.0, lr_bounds=(0.001, 0.02)),
+    "adam-scalefree": _case("adam", lr=0.01, hypergrad_rule="scalefree", hypergrad_lr=0.05),
     # AdamW
     "adamw": _case("adamw", lr=0.01, hypergrad_lr=1e-4, weight_decay=0.5),
     "adamw-default-decay": _case("adamw", lr=0.01, hypergrad_lr=1e-4),

@@ -35,9 +35,22 @@ def test_registry_lists_every_method_of_the_issue():
     expected = {
         "sgd", "sgd_hd", "sgdm", "sgdm_hd", "sgdn", "sgdn_hd", "adagrad", "adagrad_hd", "rmsprop", "rmsprop_hd",
         "adam", "adam_hd", "adamw", "adamw_hd", "prodigy", "dadapt_adam", "schedulefree_adamw", "dog",
+        "sgdn_hd_sf", "adam_hd_sf",
     }
     assert set(METHODS) == expected
     assert methods.PAPER_METHODS == ("sgd", "sgd_hd", "sgdn", "sgdn_hd", "adam", "adam_hd")
+
+
+@pytest.mark.parametrize("name, class_name", [("sgdn_hd_sf", "SGDHD"), ("adam_hd_sf", "AdamHD")])
+@pytest.mark.parametrize("task", ["logreg", "cnn"])
+def test_scalefree_methods_take_the_rule_and_its_one_default_beta(name, class_name, task):
+    beta = methods.resolve_hypergrad_lr(name, task)
+    assert beta == 0.05
+    settings = methods.MethodSettings(lr=1e-3, hypergrad_lr=beta, weight_decay=1e-4, model_has_batch_norm=False)
+    group = methods.build_optimizer(name, nn.Linear(3, 2).parameters(), settings).param_groups[0]
+    assert type(methods.build_optimizer(name, nn.Linear(3, 2).parameters(), settings)) is getattr(hypergrad, class_name)
+    assert group["hypergrad_rule"] == "scalefree" and group["hypergrad_lr"] == 0.05
+    assert methods.resolve_hypergrad_lr(name, task, 0.1) == 0.1
 
 
 @pytest.mark.parametrize(

@@ -12,7 +12,8 @@ from cases import IMPLEMENTATION_KEYS, TinyNet, make_batches, one_per_base_rule,
 
 VARIANTS = pick(
     "sgd", "sgd-wd-maximize-bounded", "momentum-dampening", "nesterov-wd", "sgd-multiplicative", "sgd-bounded",
-    "adam", "amsgrad-wd-maximize-bounded", "adam-multiplicative", "adam-bounded",
+    "adam", "amsgrad-wd-maximize-bounded", "adam-multiplicative", "adam-bounded", "nesterov-scalefree",
+    "adam-scalefree",
 )
 
 
@@ -31,7 +32,7 @@ def test_fast_optimizer_matches_reference(name, foreach):
 
 
 # -- the family (AdamW, Adagrad, RMSprop) and the variants (rule x granularity x bounds x blend) ----
-# With their additive hypergrad_lr; the multiplicative variants take 0.05.
+# With their additive hypergrad_lr; the multiplicative and scale-free variants take 0.05.
 FAMILY_RULES = pick(
     "nesterov-fast-wd", "heavy-ball", "amsgrad-wd", "adamw-strong-decay", "adagrad-decay-init",
     "rmsprop-centered-half-momentum", "rmsprop-maximize",
@@ -39,7 +40,7 @@ FAMILY_RULES = pick(
 FAMILY_VARIANTS = [
     dict(hypergrad_rule=rule, granularity=granularity, **extra)
     for rule, granularity, extra in itertools.product(
-        ("additive", "multiplicative"),
+        ("additive", "multiplicative", "scalefree"),
         ("group", "tensor", "element"),
         ({}, {"lr_bounds": (0.0, 0.03)}, {"lr_limit": 0.02, "lr_limit_power": 1.5}),
     )
