@@ -21,6 +21,7 @@ HD_SETTINGS = {
     "multiplicative-bounded": dict(hypergrad_rule="multiplicative", lr_bounds=(1e-3, 0.1)),
     "per-tensor-blend": dict(granularity="tensor", lr_limit=0.01),
     "per-weight": dict(granularity="element"),
+    "scalefree-per-tensor": dict(hypergrad_rule="scalefree", granularity="tensor"),
 }
 
 
@@ -61,7 +62,7 @@ def test_fused_equals_foreach_for_every_flag(case, flags):
 @pytest.mark.parametrize("hd", list(HD_SETTINGS))
 @pytest.mark.parametrize("case", FUSED_CASES, ids=lambda c: c.base.__name__)
 def test_fused_equals_foreach_at_every_granularity(case, hd):
-    hypergrad_lr = 0.05 if hd == "multiplicative-bounded" else HD_LR[case.base]
+    hypergrad_lr = 0.05 if hd.startswith(("multiplicative", "scalefree")) else HD_LR[case.base]
     options = dict(hypergrad_lr=hypergrad_lr, **HD_SETTINGS[hd])
     _assert_close_runs(
         _run(case, dict(options, fused=True)), _run(case, dict(options, foreach=True)), rtol=1e-10, atol=1e-12
