@@ -62,8 +62,9 @@ class AdamHD(HypergradOptimizer):
             smaller than SGD-HD's 1e-3 because Adam's direction is normalised per coordinate:
             ``g . u ~ sum |g_i|``, which for a network of ~1e6 weights is ~1e3..1e4 times larger
             than SGD's ``|g|^2``.
-        hypergrad_rule: ``"additive"`` or ``"multiplicative"`` (scale-free; ``hypergrad_lr`` in
-            [0, 1)).
+        hypergrad_rule: ``"additive"``, ``"multiplicative"`` (scale-free; ``hypergrad_lr`` in
+            [0, 1)) or ``"scalefree"`` (normalised steps on ``log lr`` with a divergence guard;
+            ``hypergrad_lr`` defaults to 0.05 with it).
         lr_bounds: optional ``(low, high)``; the lr is clipped into it after every update.
         granularity, lr_limit, lr_limit_power: one rate per group, tensor or weight, and the
             convergence-ensuring blend; see :class:`hypergrad.HypergradOptimizer`.

@@ -76,8 +76,10 @@ class SGDHD(HypergradOptimizer):
             and MLP): for additive HD, ``beta * g . u`` has the units of ``lr``, and
             ``|g|^2 ~ 1e-2..1`` in those networks moves ``lr`` by ~1e-5..1e-3 per step. Scale it
             with the size of ``|g|^2``; see the README.
-        hypergrad_rule: ``"additive"`` (the paper's HD) or ``"multiplicative"`` (normalised HDM:
-            scale-free, ``hypergrad_lr`` in [0, 1), lr stays positive).
+        hypergrad_rule: ``"additive"`` (the paper's HD), ``"multiplicative"`` (normalised HDM:
+            scale-free, ``hypergrad_lr`` in [0, 1), lr stays positive) or ``"scalefree"``
+            (normalised steps on ``log lr`` with a divergence guard; ``hypergrad_lr`` defaults to
+            0.05 with it); see ``docs/hypergradient.md``.
         lr_bounds: optional ``(low, high)``; the lr is clipped into it after every update.
         granularity, lr_limit, lr_limit_power: one rate per group, tensor or weight, and the
             convergence-ensuring blend; see :class:`hypergrad.HypergradOptimizer`.
