@@ -1,5 +1,6 @@
 # Two commands set everything up on a fresh machine (see README, Quick start):
 #   make reproduce   the main job: the quick paper reproduction (figures + summary in results/)
+#   make benchmark   the self-tuning benchmark of record, --quick (results/benchmark/)
 #   make test        installs the package with its test dependencies (and the frameworks of
 #                    hypergrad.integrations) and runs the test suite
 #   make docs        builds the documentation site into site/ (mkdocs --strict)
@@ -11,10 +12,12 @@ PY := $(VENV)/bin/python
 # Without an NVIDIA driver, pin torch to the CPU build (any other resolution pulls the CUDA wheels).
 TORCH_CONSTRAINT := $(if $(shell command -v nvidia-smi 2>/dev/null),,-c constraints-cpu.txt)
 FASHION_MNIST := /usr/share/datasets/fashion-mnist
+FORTUNES := /usr/share/games/fortunes
+FORTUNES_VERSION := 1:1.99.1-7.3
 
 DIST_VENV := build/dist-check-venv
 
-.PHONY: test reproduce install data docs dist-check
+.PHONY: test reproduce benchmark install data docs dist-check
 
 install: $(VENV)/.installed
 
@@ -35,12 +38,20 @@ data:
 		SUDO=$$([ "$$(id -u)" = 0 ] || echo sudo); \
 		$$SUDO apt-get update -qq && $$SUDO apt-get install -y -qq dataset-fashion-mnist; \
 	fi
+	@if [ ! -d $(FORTUNES) ] && command -v apt-get >/dev/null; then \
+		echo "Installing the benchmark's text corpus (Debian package fortunes $(FORTUNES_VERSION))"; \
+		SUDO=$$([ "$$(id -u)" = 0 ] || echo sudo); \
+		$$SUDO apt-get update -qq && $$SUDO apt-get install -y -qq fortunes=$(FORTUNES_VERSION); \
+	fi
 
 test: install
 	$(PY) -m pytest -q
 
 reproduce: install data
 	$(PY) -m experiments reproduce --quick --jobs 2 --threads 1
+
+benchmark: install data
+	$(PY) -m experiments benchmark --quick --out results/benchmark --jobs 2
 
 docs: $(VENV)/.installed-docs
 	NO_MKDOCS_2_WARNING=1 $(PY) -m mkdocs build --strict

@@ -1,4 +1,5 @@
-"""Command line: ``python -m experiments run TASK [options]`` and ``python -m experiments reproduce [options]``."""
+"""Command line: ``python -m experiments run TASK [options]``, ``python -m experiments reproduce [options]``
+and ``python -m experiments benchmark [options]``."""
 
 from __future__ import annotations
 
@@ -7,6 +8,7 @@ import sys
 
 import torch
 
+from experiments import benchmark
 from experiments.data import DatasetFileError, DatasetNotFoundError
 from experiments.methods import METHODS, PAPER_METHODS, MethodUnavailableError
 from experiments.models import TASKS
@@ -64,6 +66,15 @@ def build_parser() -> argparse.ArgumentParser:
         formatter_class=argparse.ArgumentDefaultsHelpFormatter,
     )
     add_arguments(reproduce)
+    bench = commands.add_parser(
+        "benchmark",
+        help="the self-tuning benchmark: every entry untuned on six workloads, scored as AlgoPerf scores",
+        description="Target-setting AdamW runs, then every entry at its one configuration on every workload; "
+        "write benchmark.json, benchmark.md, performance_profile.png and curves.png into --out "
+        "(finished runs under OUT/runs/ are reused).",
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+    )
+    benchmark.add_arguments(bench)
     return parser
 
 
@@ -72,6 +83,8 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if args.command == "reproduce":
         return run_from_args(args, parser)
+    if args.command == "benchmark":
+        return benchmark.run_from_args(args, parser)
     if args.threads is not None:
         if args.threads < 1:
             parser.error(f"--threads must be >= 1, got {args.threads}")

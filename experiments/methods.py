@@ -11,7 +11,12 @@
   ``lr``, which is a multiplier, not alpha_0): ``prodigy`` (prodigyopt), ``dadapt_adam``
   (dadaptation), ``schedulefree_adamw`` (schedulefree; needs ``train()``/``eval()`` calls),
   ``dog`` (dog-optimizer; ``reps_rel`` 1e-4 for batch-norm models, 1e-6 otherwise, as its
-  docstring advises).
+  docstring advises); ``mechanic`` (mechanic-pytorch: ``mechanize(torch.optim.AdamW)``).
+* ``hdm`` is :class:`hypergrad.HDM` at its defaults (its own step sizes; it takes no weight
+  decay); ``NAME_hd_mult`` is ``NAME_hd`` with the multiplicative (scale-free) hypergradient
+  rule at beta = ``MULTIPLICATIVE_HYPERGRAD_LR``.
+* :func:`untuned_settings`: the one configuration a user who tunes nothing gets (the
+  constructors' own defaults), used by ``python -m experiments benchmark``.
 
 Every method gets the same ``weight_decay`` (L2 through the optimizer's own argument; decoupled
 where the method's definition says so: AdamW, Prodigy, Schedule-Free AdamW).
@@ -20,6 +25,7 @@ where the method's definition says so: AdamW, Prodigy, Schedule-Free AdamW).
 from __future__ import annotations
 
 import importlib
+import inspect
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 
@@ -35,6 +41,7 @@ __all__ = [
     "MethodSettings",
     "MethodUnavailableError",
     "build_optimizer",
+    "untuned_settings",
     "default_hypergrad_lr",
     "resolve_hypergrad_lr",
     "resolve_methods",
@@ -43,9 +50,12 @@ __all__ = [
 MOMENTUM = 0.9
 SGD_HYPERGRAD_LR = 1e-3
 """The reference code's beta for SGD-type HD methods on every task."""
+MULTIPLICATIVE_HYPERGRAD_LR = 0.003
+"""beta of the multiplicative rule (scale-free: one value for every base rule and task; the value
+the toy surfaces use)."""
 PAPER_METHODS = ("sgd", "sgd_hd", "sgdn", "sgdn_hd", "adam", "adam_hd")
 PEER_DISTRIBUTIONS = {"prodigyopt": "prodigyopt", "dadaptation": "dadaptation", "schedulefree": "schedulefree",
-                      "dog": "dog-optimizer"}
+                      "dog": "dog-optimizer", "mechanic_pytorch": "mechanic-pytorch"}
 """Import name -> PyPI distribution of the learning-rate-free peers."""
 
 
@@ -80,16 +90,17 @@ class Method:
         name: registry key (CSV file names use it).
         description: one line for tables and ``--help``.
         build: ``(params, settings) -> optimizer``.
-        hypergradient: ``"sgd"`` or ``"adaptive"`` for HD methods with the paper's rule (picks
-            the default beta), ``"scalefree"`` for the scale-free rule (one beta for every base),
-            None for the rest.
+        hypergradient: ``"sgd"`` or ``"adaptive"`` for HD methods with the paper's rule,
+            ``"multiplicative"`` for the multiplicative rule (these pick the default beta),
+            ``"scalefree"`` for the scale-free rule (one beta for every base), None for the rest.
         uses_alpha0: whether ``--lr`` is the method's initial learning rate (False for the
             learning-rate-free peers, which keep their documented ``lr``).
         has_train_eval_modes: the optimizer needs ``optimizer.train()`` before training steps and
             ``optimizer.eval()`` before evaluation (Schedule-Free).
         effective_lr: the step size the method used, for the logs.
-        requires: what provides the optimizer: ``"torch"``, ``"hypergrad.CLASS"`` or a peer's
-            module, for availability checks before anything trains.
+        requires: what provides the optimizer: ``"torch.CLASS"``, ``"hypergrad.CLASS"`` or a
+            peer's module, for availability checks before anything trains (and the constructor
+            whose defaults :func:`untuned_settings` reads).
     """
 
     name: str
@@ -129,14 +140,12 @@ def _sgd(momentum: float = 0.0, nesterov: bool = False):
     return build
 
 
-def _sgd_hd(momentum: float = 0.0, nesterov: bool = False, hypergrad_rule: str | None = None):
+def _sgd_hd(momentum: float = 0.0, nesterov: bool = False, rule: str | None = None):
     def build(params, s: MethodSettings) -> Optimizer:
+        keywords = s.hypergrad_keywords() | ({"hypergrad_rule": rule} if rule else {})
         return _hypergrad_class("SGDHD")(
-            params, lr=s.lr, momentum=momentum, nesterov=nesterov, weight_decay=s.weight_decay,
-            **s.hypergrad_keywords(), **rule,
+            params, lr=s.lr, momentum=momentum, nesterov=nesterov, weight_decay=s.weight_decay, **keywords
         )
-
-    rule = {} if hypergrad_rule is None else {"hypergrad_rule": hypergrad_rule}
 
     return build
 
@@ -148,13 +157,20 @@ def _torch_base(class_name: str):
     return build
 
 
-def _hd(class_name: str, hypergrad_rule: str | None = None):
+def _hd(class_name: str, rule: str | None = None):
     def build(params, s: MethodSettings) -> Optimizer:
-        return _hypergrad_class(class_name)(params, lr=s.lr, weight_decay=s.weight_decay, **s.hypergrad_keywords(),
-                                            **rule)
+        keywords = s.hypergrad_keywords() | ({"hypergrad_rule": rule} if rule else {})
+        return _hypergrad_class(class_name)(params, lr=s.lr, weight_decay=s.weight_decay, **keywords)
 
-    rule = {} if hypergrad_rule is None else {"hypergrad_rule": hypergrad_rule}
     return build
+
+
+def _hdm(params, s: MethodSettings) -> Optimizer:
+    return _hypergrad_class("HDM")(params)
+
+
+def _mechanic(params, s: MethodSettings) -> Optimizer:
+    return _import_peer("mechanic_pytorch").mechanize(torch.optim.AdamW)(params, lr=s.lr, weight_decay=s.weight_decay)
 
 
 def _prodigy(params, s: MethodSettings) -> Optimizer:
@@ -188,26 +204,30 @@ def _dog_eta(optimizer: Optimizer) -> float:
 
 def _methods() -> dict[str, Method]:
     entries = [
-        Method("sgd", "SGD", _sgd(), "torch"),
+        Method("sgd", "SGD", _sgd(), "torch.SGD"),
         Method("sgd_hd", "SGD with HD", _sgd_hd(), "hypergrad.SGDHD", hypergradient="sgd"),
-        Method("sgdm", "SGD, momentum 0.9", _sgd(MOMENTUM), "torch"),
+        Method("sgdm", "SGD, momentum 0.9", _sgd(MOMENTUM), "torch.SGD"),
         Method("sgdm_hd", "SGD, momentum 0.9, with HD", _sgd_hd(MOMENTUM), "hypergrad.SGDHD", hypergradient="sgd"),
-        Method("sgdn", "SGD, Nesterov momentum 0.9", _sgd(MOMENTUM, nesterov=True), "torch"),
+        Method("sgdn", "SGD, Nesterov momentum 0.9", _sgd(MOMENTUM, nesterov=True), "torch.SGD"),
         Method("sgdn_hd", "SGD, Nesterov momentum 0.9, with HD", _sgd_hd(MOMENTUM, nesterov=True), "hypergrad.SGDHD",
                hypergradient="sgd"),
-        Method("adagrad", "Adagrad", _torch_base("Adagrad"), "torch"),
+        Method("adagrad", "Adagrad", _torch_base("Adagrad"), "torch.Adagrad"),
         Method("adagrad_hd", "Adagrad with HD", _hd("AdagradHD"), "hypergrad.AdagradHD", hypergradient="adaptive"),
-        Method("rmsprop", "RMSprop", _torch_base("RMSprop"), "torch"),
+        Method("rmsprop", "RMSprop", _torch_base("RMSprop"), "torch.RMSprop"),
         Method("rmsprop_hd", "RMSprop with HD", _hd("RMSpropHD"), "hypergrad.RMSpropHD", hypergradient="adaptive"),
-        Method("adam", "Adam", _torch_base("Adam"), "torch"),
+        Method("adam", "Adam", _torch_base("Adam"), "torch.Adam"),
         Method("adam_hd", "Adam with HD", _hd("AdamHD"), "hypergrad.AdamHD", hypergradient="adaptive"),
         Method("sgdn_hd_sf", "SGD, Nesterov momentum 0.9, with scale-free HD",
-               _sgd_hd(MOMENTUM, nesterov=True, hypergrad_rule="scalefree"), "hypergrad.SGDHD",
+               _sgd_hd(MOMENTUM, nesterov=True, rule="scalefree"), "hypergrad.SGDHD",
                hypergradient="scalefree"),
         Method("adam_hd_sf", "Adam with scale-free HD", _hd("AdamHD", "scalefree"), "hypergrad.AdamHD",
                hypergradient="scalefree"),
-        Method("adamw", "AdamW", _torch_base("AdamW"), "torch"),
+        Method("adamw", "AdamW", _torch_base("AdamW"), "torch.AdamW"),
         Method("adamw_hd", "AdamW with HD", _hd("AdamWHD"), "hypergrad.AdamWHD", hypergradient="adaptive"),
+        Method("adam_hd_mult", "Adam with HD, multiplicative rule", _hd("AdamHD", "multiplicative"),
+               "hypergrad.AdamHD", hypergradient="multiplicative"),
+        Method("hdm", "HDM (hypergrad defaults)", _hdm, "hypergrad.HDM", uses_alpha0=False,
+               effective_lr=lambda optimizer: float("nan")),
         Method("prodigy", "Prodigy (prodigyopt defaults)", _prodigy, "prodigyopt", uses_alpha0=False,
                effective_lr=_d_times_lr),
         Method("dadapt_adam", "D-Adaptation Adam (dadaptation defaults)", _dadapt_adam, "dadaptation",
@@ -215,6 +235,7 @@ def _methods() -> dict[str, Method]:
         Method("schedulefree_adamw", "Schedule-Free AdamW (schedulefree defaults)", _schedulefree_adamw,
                "schedulefree", uses_alpha0=False, has_train_eval_modes=True),
         Method("dog", "DoG (dog-optimizer defaults)", _dog, "dog", uses_alpha0=False, effective_lr=_dog_eta),
+        Method("mechanic", "Mechanic on AdamW (mechanic-pytorch defaults)", _mechanic, "mechanic_pytorch"),
     ]
     return {method.name: method for method in entries}
 
@@ -242,7 +263,37 @@ def default_hypergrad_lr(method: str, task: str) -> float | None:
         from hypergrad._keywords import RULE_HYPERGRAD_LR
 
         return RULE_HYPERGRAD_LR["scalefree"]
+    if kind == "multiplicative":
+        return MULTIPLICATIVE_HYPERGRAD_LR
     return SGD_HYPERGRAD_LR if kind == "sgd" else TASKS[task].adaptive_hypergrad_lr
+
+
+def untuned_settings(method: str, model_has_batch_norm: bool) -> MethodSettings:
+    """What a user who tunes nothing gets: the constructor's own ``lr``, ``weight_decay`` and
+    ``hypergrad_lr`` (``MULTIPLICATIVE_HYPERGRAD_LR`` for the multiplicative rule, which has none
+    of its own); Mechanic wraps ``torch.optim.AdamW`` at AdamW's; the peers keep their packages'
+    defaults (weight decay 0) whatever they are given."""
+    entry = METHODS[method]
+    module, _, class_name = entry.requires.partition(".")
+    if module == "hypergrad":
+        constructor = _hypergrad_class(class_name)
+    elif module == "torch" or module == "mechanic_pytorch":
+        constructor = getattr(torch.optim, class_name or "AdamW")
+    else:
+        return MethodSettings(1.0, None, 0.0, model_has_batch_norm)
+    parameters = inspect.signature(constructor).parameters
+    beta = None
+    if entry.hypergradient == "multiplicative":
+        beta = MULTIPLICATIVE_HYPERGRAD_LR
+    elif entry.hypergradient == "scalefree":
+        from hypergrad._keywords import RULE_HYPERGRAD_LR
+
+        beta = RULE_HYPERGRAD_LR["scalefree"]
+    elif entry.hypergradient is not None:
+        beta = constructor.hypergrad_defaults["hypergrad_lr"]
+    return MethodSettings(float(parameters["lr"].default) if "lr" in parameters else 1.0, beta,
+                          float(parameters["weight_decay"].default) if "weight_decay" in parameters else 0.0,
+                          model_has_batch_norm)
 
 
 def resolve_methods(names: Sequence[str]) -> list[Method]:
@@ -264,6 +315,8 @@ def resolve_methods(names: Sequence[str]) -> list[Method]:
         module, _, class_name = method.requires.partition(".")
         if module == "hypergrad":
             _hypergrad_class(class_name)
+        elif module == "torch":
+            getattr(torch.optim, class_name)
         elif module != "torch":
             _import_peer(module)
     return [METHODS[name] for name in names]

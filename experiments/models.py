@@ -17,9 +17,10 @@ import math
 from collections.abc import Sequence
 from dataclasses import dataclass
 
+import torch
 from torch import nn
 
-__all__ = ["TASKS", "Task", "build_model", "has_batch_norm"]
+__all__ = ["TASKS", "ByteTransformer", "Task", "build_model", "has_batch_norm"]
 
 
 @dataclass(frozen=True)
@@ -86,6 +87,29 @@ class VGGStyle(nn.Module):
 
     def forward(self, x):
         return self.classifier(self.features(x))
+
+
+class ByteTransformer(nn.Module):
+    """A decoder-only Transformer language model over bytes (vocabulary 256): learned token and
+    position embeddings, ``layers`` pre-norm blocks of causal self-attention and a 4x GELU MLP
+    (no dropout), a final layer norm and a linear read-out to next-byte logits."""
+
+    def __init__(self, context: int, width: int = 128, layers: int = 2, heads: int = 4, vocabulary: int = 256):
+        super().__init__()
+        self.token = nn.Embedding(vocabulary, width)
+        self.position = nn.Embedding(context, width)
+        block = nn.TransformerEncoderLayer(width, heads, 4 * width, dropout=0.0, activation="gelu",
+                                           batch_first=True, norm_first=True)
+        self.blocks = nn.TransformerEncoder(block, layers, enable_nested_tensor=False)
+        self.norm = nn.LayerNorm(width)
+        self.head = nn.Linear(width, vocabulary)
+
+    def forward(self, tokens: torch.Tensor) -> torch.Tensor:
+        """``(batch, length)`` bytes -> ``(batch, length, 256)`` logits of each next byte."""
+        length = tokens.shape[1]
+        h = self.token(tokens) + self.position(torch.arange(length, device=tokens.device))
+        mask = nn.Transformer.generate_square_subsequent_mask(length, device=tokens.device)
+        return self.head(self.norm(self.blocks(h, mask=mask, is_causal=True)))
 
 
 def build_model(task: str, num_classes: int = 10) -> nn.Module:

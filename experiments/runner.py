@@ -389,7 +389,8 @@ def run_method(
 
 def _versions() -> dict[str, str | None]:
     versions: dict[str, str | None] = {"python": platform.python_version()}
-    for distribution in ("torch", "numpy", "tqdm", "prodigyopt", "dadaptation", "schedulefree", "dog-optimizer"):
+    for distribution in ("torch", "numpy", "tqdm", "prodigyopt", "dadaptation", "schedulefree", "dog-optimizer",
+                         "mechanic-pytorch"):
         try:
             versions[distribution] = metadata.version(distribution)
         except metadata.PackageNotFoundError:

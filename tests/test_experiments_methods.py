@@ -35,7 +35,7 @@ def test_registry_lists_every_method_of_the_issue():
     expected = {
         "sgd", "sgd_hd", "sgdm", "sgdm_hd", "sgdn", "sgdn_hd", "adagrad", "adagrad_hd", "rmsprop", "rmsprop_hd",
         "adam", "adam_hd", "adamw", "adamw_hd", "prodigy", "dadapt_adam", "schedulefree_adamw", "dog",
-        "sgdn_hd_sf", "adam_hd_sf",
+        "sgdn_hd_sf", "adam_hd_sf", "adam_hd_mult", "hdm", "mechanic",
     }
     assert set(METHODS) == expected
     assert methods.PAPER_METHODS == ("sgd", "sgd_hd", "sgdn", "sgdn_hd", "adam", "adam_hd")
@@ -146,6 +146,21 @@ def test_peers_use_their_documented_defaults_and_report_their_step_size(name):
     assert math.isfinite(spec.effective_lr(optimizer)) and spec.effective_lr(optimizer) > 0
     if spec.has_train_eval_modes:
         optimizer.eval()
+
+
+def test_untuned_settings_are_the_constructors_own_defaults():
+    import hypergrad
+
+    assert methods.untuned_settings("adamw", False) == MethodSettings(1e-3, None, 1e-2, False)
+    assert methods.untuned_settings("rmsprop_hd", True) == MethodSettings(1e-2, 1e-6, 0.0, True)
+    assert methods.untuned_settings("sgd_hd", False).hypergrad_lr == 1e-3
+    assert methods.untuned_settings("prodigy", False).weight_decay == 0.0
+    assert methods.untuned_settings("mechanic", False) == MethodSettings(1e-3, None, 1e-2, False)
+    mult = methods.untuned_settings("adam_hd_mult", False)
+    optimizer = methods.build_optimizer("adam_hd_mult", nn.Linear(2, 2).parameters(), mult)
+    assert optimizer.defaults["hypergrad_rule"] == "multiplicative"
+    assert optimizer.defaults["hypergrad_lr"] == methods.MULTIPLICATIVE_HYPERGRAD_LR
+    assert isinstance(methods.build_optimizer("hdm", nn.Linear(2, 2).parameters(), mult), hypergrad.HDM)
 
 
 def test_dog_follows_its_batch_norm_advice():

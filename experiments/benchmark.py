@@ -1,0 +1,255 @@
+"""``python -m experiments benchmark``: the self-tuning benchmark of record, scored as AlgoPerf scores.
+
+Every entry runs with ONE configuration (:func:`methods.untuned_settings`) on every workload of
+:data:`workloads.WORKLOADS`. Per workload, target-setting runs of AdamW with linear warmup
+(``WARMUP`` of the steps) and cosine decay over :data:`TARGET_LRS` (1 seed, N steps) set the
+target: the best final validation metric. Every entry then gets 2N steps per seed; the steps (and
+process seconds) at which its validation metric first reaches the target give the scores of
+:mod:`experiments.scoring`.
+
+Every run goes through the suite's cache (``OUT/runs/``, :class:`suite.RunCache`): a run is keyed
+by the workload's identity, the SHA-256 of its data, the method and its settings, the seed and the
+steps, so finished runs are reused and a changed workload is recomputed.
+
+Outputs in OUT: ``benchmark.json``, ``benchmark.md``, ``performance_profile.png`` (and ``.pdf``)
+and ``curves.png`` (one panel per workload: validation metric vs step, target line).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+import math
+import time
+from collections.abc import Callable, Sequence
+from pathlib import Path
+
+import torch
+
+from experiments import scoring
+from experiments.files import write_json, write_text
+from experiments.methods import METHODS, MethodSettings, resolve_methods, untuned_settings
+from experiments.suite import RunCache, compact_number
+from experiments.workloads import WORKLOADS, load_workload_data, train
+
+__all__ = ["ENTRIES", "SEEDS", "TARGET_LRS", "add_arguments", "benchmark", "run_from_args"]
+
+ENTRIES = ("sgd_hd", "adam_hd", "adamw_hd", "adagrad_hd", "rmsprop_hd", "adam_hd_mult", "hdm", "adamw",
+           "schedulefree_adamw", "prodigy", "dadapt_adam", "dog", "mechanic")
+"""Our HD optimizers at their defaults (and the multiplicative rule), torch's AdamW at its defaults
+(lr 1e-3, the untuned user) and the learning-rate-free peers at their packages' defaults."""
+TARGET_LRS = (1e-4, 10 ** -3.5, 1e-3, 10 ** -2.5, 1e-2)
+"""The target-setting AdamW's grid: half-decade steps around its usual range."""
+WARMUP = 0.05
+SEEDS = {"quick": (1, 2), "full": (1, 2, 3)}
+TARGET_SEED = 1
+
+
+# ----------------------------------------------------------------------------- runs
+
+
+@dataclasses.dataclass(frozen=True)
+class Job:
+    """One run: a target-setting run (``lr`` set, method ``adamw``) or an entry's run (2N steps)."""
+
+    workload: str
+    method: str
+    seed: int
+    lr: float | None = None
+
+    @property
+    def is_target(self) -> bool:
+        return self.lr is not None
+
+
+def _warmup_cosine(optimizer: torch.optim.Optimizer, steps: int):
+    warmup = max(1, round(WARMUP * steps))
+    return torch.optim.lr_scheduler.LambdaLR(optimizer, lambda t: min((t + 1) / warmup, 0.5 * (
+        1 + math.cos(math.pi * min(max(t + 1 - warmup, 0), steps - warmup) / max(steps - warmup, 1)))))
+
+
+@functools.lru_cache(maxsize=1)
+def _data(name: str, mode: str, data_dir: str | None):
+    """A workload's data, once per process (a worker runs many jobs of the same workloads)."""
+    return load_workload_data(WORKLOADS[name], mode, data_dir)
+
+
+def _settings(job: Job, model_has_batch_norm: bool) -> MethodSettings:
+    if job.is_target:
+        return dataclasses.replace(untuned_settings("adamw", model_has_batch_norm), lr=job.lr)
+    return untuned_settings(job.method, model_has_batch_norm)
+
+
+def run_job(cache: RunCache, mode: str, data_dir: str | None, job: Job) -> dict:
+    """Train (or read back from the cache) one job's run; its curve as :func:`workloads.train` gives it."""
+    workload = WORKLOADS[job.workload]
+    data = _data(job.workload, mode, data_dir)
+    steps = workload.steps[mode] * (1 if job.is_target else 2)
+    settings = _settings(job, workload.name == "cnn_fashion")
+    identity = {"workload": workload.identity(mode), "sha256": data.source.sha256, "method": job.method,
+                "settings": dataclasses.asdict(settings), "seed": job.seed, "steps": steps,
+                "schedule": f"warmup {WARMUP} + cosine" if job.is_target else None}
+    label = f"lr{compact_number(job.lr)}" if job.is_target else job.method
+    return cache.cached_json(
+        f"benchmark-{job.workload}-{label}-seed{job.seed}", identity,
+        lambda: train(workload, data, mode, job.method, settings, job.seed, steps,
+                      _warmup_cosine if job.is_target else None))
+
+
+def _fetch(cache: RunCache, mode: str, data_dir: str | None, jobs: Sequence[Job], workers: int,
+           progress: Callable[[str], None]) -> dict[Job, dict]:
+    """Every job's run, ``workers`` at a time in worker processes (one torch thread each)."""
+    results: dict[Job, dict] = {}
+    started = time.perf_counter()
+
+    def done(job: Job, result: dict) -> None:
+        results[job] = result
+        what = f"lr {compact_number(job.lr)}" if job.is_target else job.method
+        final = result["final_metric"]
+        progress(f"  [{len(results)}/{len(jobs)}, {time.perf_counter() - started:.0f} s] {job.workload} {what} "
+                 f"seed {job.seed}: {'diverged' if final is None else f'{final:.4g}'}")
+
+    if workers == 1:
+        for job in jobs:
+            done(job, run_job(cache, mode, data_dir, job))
+        return results
+    import multiprocessing
+    from concurrent.futures import ProcessPoolExecutor
+
+    with ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("spawn"),
+                             initializer=torch.set_num_threads, initargs=(1,)) as pool:
+        futures = {pool.submit(run_job, cache, mode, data_dir, job): job for job in jobs}
+        for future in futures:  # in submission order; the pool works ahead
+            done(futures[future], future.result())
+    return results
+
+
+# ----------------------------------------------------------------------------- the record
+
+
+def _reached(result: dict, key: str, target: float, goal: str) -> float | None:
+    """Steps (``key="steps"``) or process seconds (``"time_s"``) at which ``result`` first reached ``target``."""
+    if result["diverged"]:
+        return None
+    index = scoring.first_reached(range(len(result["metric"])), result["metric"], target, goal)
+    return None if index is None else result[key][index]
+
+
+def build_record(mode: str, entries: Sequence[str], names: Sequence[str], sources: dict,
+                 results: dict[Job, dict]) -> dict:
+    """``benchmark.json``'s content from the finished runs (see the module docstring)."""
+    record = {"mode": mode, "workloads": {}, "runs": [], "scores": {}, "time_scores": {}}
+    steps_to, seconds_to = {e: {} for e in entries}, {e: {} for e in entries}
+    for name in names:
+        workload = WORKLOADS[name]
+        finals = [results[Job(name, "adamw", TARGET_SEED, lr)]["final_metric"] for lr in TARGET_LRS]
+        finals = [value for value in finals if value is not None and math.isfinite(value)]
+        target = (min if workload.goal == "min" else max)(finals) if finals else math.nan
+        record["workloads"][name] = {"metric": workload.metric, "goal": workload.goal, "target": target,
+                                     "budget_steps": 2 * workload.steps[mode], **sources[name]}
+        for entry in entries:
+            steps, seconds = [], []
+            for seed in SEEDS[mode]:
+                result = results[Job(name, entry, seed)]
+                steps.append(_reached(result, "steps", target, workload.goal))
+                seconds.append(_reached(result, "time_s", target, workload.goal))
+                record["runs"].append({"workload": name, "entry": entry, "seed": seed, "steps_to_target": steps[-1],
+                                       "time_to_target_s": seconds[-1], "final_metric": result["final_metric"],
+                                       "diverged": result["diverged"]})
+            steps_to[entry][name] = scoring.upper_median(steps)
+            seconds_to[entry][name] = scoring.upper_median(seconds)
+    record["scores"] = scoring.scores(steps_to)
+    record["time_scores"] = scoring.scores(seconds_to)
+    return record
+
+
+def times_from_record(record: dict, key: str) -> dict[str, dict[str, float]]:
+    """``t(entry, workload)``: the upper median over seeds of ``runs[*][key]`` (null = infinity)."""
+    values: dict[str, dict[str, list]] = {}
+    for run in record["runs"]:
+        values.setdefault(run["entry"], {}).setdefault(run["workload"], []).append(run[key])
+    return {entry: {w: scoring.upper_median(v) for w, v in per.items()} for entry, per in values.items()}
+
+
+# ----------------------------------------------------------------------------- the command
+
+
+def _parse_names(text: str | None, known: Sequence[str], option: str, default: Sequence[str]) -> list[str]:
+    if text is None:
+        return list(default)
+    names = [name.strip() for name in text.split(",") if name.strip()]
+    unknown = [name for name in names if name not in known]
+    if unknown or not names or len(set(names)) != len(names):
+        raise ValueError(f"{option} must name distinct values from {', '.join(known)}; got {text!r}")
+    return names
+
+
+def benchmark(out_dir: str | Path, *, mode: str = "quick", only: Sequence[str] | None = None,
+              entries: Sequence[str] | None = None, data_dir: str | None = None, jobs: int = 1,
+              command: str = "", progress: Callable[[str], None] = print) -> dict:
+    """Run (or reuse) every target-setting and entry run, score them and write the outputs; the record."""
+    from experiments import benchmark_report as report
+
+    if isinstance(jobs, bool) or not isinstance(jobs, int) or jobs < 1:
+        raise ValueError(f"jobs must be an int >= 1, got {jobs!r}")
+    if mode not in SEEDS:
+        raise ValueError(f"mode must be one of {sorted(SEEDS)}, got {mode!r}")
+    names = list(only or WORKLOADS)
+    entries = list(entries or ENTRIES)
+    resolve_methods(entries)
+    started = time.perf_counter()
+    out_dir = Path(out_dir)
+    sources = {}
+    for name in names:  # in this process: missing data fails before any training, and the hashes
+        source = _data(name, mode, data_dir).source
+        sources[name] = {"source": source.kind, "sha256": source.sha256}
+    jobs_list = [Job(name, "adamw", TARGET_SEED, lr) for name in names for lr in TARGET_LRS]
+    jobs_list += [Job(name, entry, seed) for name in names for entry in entries for seed in SEEDS[mode]]
+    progress(f"benchmark --{mode}: {len(names)} workloads, {len(entries)} entries, {len(jobs_list)} runs, "
+             f"{jobs} worker(s); cache {out_dir / 'runs'}")
+    results = _fetch(RunCache(out_dir), mode, data_dir, jobs_list, jobs, progress)
+    record = build_record(mode, entries, names, sources, results)
+    curves = {(j.workload, j.method, j.seed): r for j, r in results.items() if not j.is_target}
+    elapsed = time.perf_counter() - started
+    write_json(out_dir / "benchmark.json", record)
+    write_text(out_dir / "benchmark.md", report.markdown(record, curves, command, elapsed))
+    report.plot_profile(record, times_from_record(record, "steps_to_target"), out_dir / "performance_profile")
+    report.plot_curves(record, curves, out_dir / "curves")
+    progress(f"\n{report.score_table(record, curves)}\n\nbenchmark done in {elapsed / 60:.1f} min; "
+             f"wrote {out_dir / 'benchmark.json'}, benchmark.md, performance_profile.png, curves.png")
+    return record
+
+
+def add_arguments(parser) -> None:
+    """The ``benchmark`` options."""
+    modes = parser.add_mutually_exclusive_group()
+    modes.add_argument("--quick", dest="mode", action="store_const", const="quick",
+                       help=f"small workloads, {len(SEEDS['quick'])} seeds (the default; ~25 min on 2 idle cores)")
+    modes.add_argument("--full", dest="mode", action="store_const", const="full",
+                       help=f"larger workloads, {len(SEEDS['full'])} seeds")
+    parser.set_defaults(mode="quick")
+    parser.add_argument("--out", default="results/benchmark", help="output folder (its runs/ is the cache)")
+    parser.add_argument("--only", default=None, help=f"comma-separated workloads from: {', '.join(WORKLOADS)}")
+    parser.add_argument("--entries", default=None, help=f"comma-separated entries from: {', '.join(METHODS)} "
+                        f"(default: {', '.join(ENTRIES)})")
+    parser.add_argument("--data-dir", default=None, help="folder to look in first for the data files")
+    parser.add_argument("--jobs", type=int, default=1,
+                        help="train this many runs at once in worker processes (one torch thread each)")
+
+
+def run_from_args(args, parser) -> int:
+    """Run ``benchmark`` from parsed arguments; bad input exits with status 2 and a message."""
+    from experiments.data import DatasetFileError, DatasetNotFoundError
+    from experiments.methods import MethodUnavailableError
+
+    argv = ["python", "-m", "experiments", "benchmark", f"--{args.mode}", "--out", args.out]
+    for option, value in (("--only", args.only), ("--entries", args.entries), ("--data-dir", args.data_dir)):
+        if value:
+            argv += [option, value]
+    try:
+        benchmark(args.out, mode=args.mode, only=_parse_names(args.only, list(WORKLOADS), "--only", list(WORKLOADS)),
+                  entries=_parse_names(args.entries, list(METHODS), "--entries", ENTRIES), data_dir=args.data_dir,
+                  jobs=args.jobs, command=" ".join(argv + (["--jobs", str(args.jobs)] if args.jobs != 1 else [])))
+    except (ValueError, MethodUnavailableError, DatasetNotFoundError, DatasetFileError) as error:
+        parser.exit(2, f"error: {error}\n")
+    return 0
