@@ -54,6 +54,22 @@ def train(model: torch.nn.Module, optimizer: torch.optim.Optimizer, batches) -> 
     return lrs
 
 
+def quadratic_descent(optimizer: torch.optim.Optimizer, x: torch.Tensor, eigenvalues: torch.Tensor, steps: int,
+                      record=None) -> list[float]:
+    """``steps`` full-batch steps on f(x) = sum(eigenvalues * x^2) / 2; the loss before each step
+    (and ``record(optimizer)`` after it, where given)."""
+    losses = []
+    for _ in range(steps):
+        optimizer.zero_grad()
+        loss = 0.5 * (eigenvalues * x * x).sum()
+        loss.backward()
+        optimizer.step()
+        losses.append(loss.item())
+        if record is not None:
+            record(optimizer)
+    return losses
+
+
 def steps_on(optimizer: torch.optim.Optimizer, params: list[torch.Tensor], gradients) -> list[float]:
     """One step per list of ``gradients`` (copied into ``params``' grads); the lr of group 0 after each."""
     lrs = []

@@ -11,7 +11,7 @@ import math
 import pytest
 import torch
 
-from cases import CASES, TinyNet, batch_loss, make_batches, train
+from cases import CASES, TinyNet, batch_loss, make_batches, quadratic_descent, train
 from hypergrad import AdagradHD, AdamHD, AdamWHD, RMSpropHD, SGDHD
 from test_exactness import STEPS_BEFORE, _group_hypergradient, _train_to_snapshot, objective, relative_error
 
@@ -86,13 +86,7 @@ def _quadratic(rule: str, beta: float, granularity: str, steps: int) -> tuple[li
     x = torch.nn.Parameter(torch.full((10,), 1.0, dtype=torch.float64))
     optimizer = SGDHD([x], lr=1.0, momentum=0.9, nesterov=True, hypergrad_lr=beta, hypergrad_rule=rule,
                       granularity=granularity)
-    losses = []
-    for _ in range(steps):
-        optimizer.zero_grad()
-        loss = 0.5 * (eigenvalues * x * x).sum()
-        loss.backward()
-        optimizer.step()
-        losses.append(loss.item())
+    losses = quadratic_descent(optimizer, x, eigenvalues, steps)
     return losses, torch.as_tensor(optimizer.learning_rates([("x", x)])["x"])
 
 

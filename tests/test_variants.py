@@ -10,7 +10,7 @@ import copy
 import pytest
 import torch
 
-from cases import TinyNet, batch_loss, make_batches, pick, train
+from cases import TinyNet, batch_loss, make_batches, pick, quadratic_descent, train
 from hypergrad import AdagradHD, AdamHD, AdamWHD, RMSpropHD, SGDHD
 
 # Settings with an additive hypergrad_lr that moves the rate visibly in 20 steps.
@@ -102,14 +102,9 @@ def _quadratic_run(lr_limit: float | None, steps: int = 400) -> tuple[list[float
     eigenvalues = torch.linspace(1.0, 10.0, 10, dtype=torch.float64)
     x = torch.nn.Parameter(torch.full((10,), 0.1, dtype=torch.float64))
     optimizer = SGDHD([x], lr=0.01, hypergrad_lr=0.1, lr_limit=lr_limit)
-    losses, lrs = [], []
-    for _ in range(steps):
-        optimizer.zero_grad()
-        loss = 0.5 * (eigenvalues * x * x).sum()
-        loss.backward()
-        optimizer.step()
-        losses.append(loss.item())
-        lrs.append(optimizer.param_groups[0]["lr"])
+    lrs: list[float] = []
+    losses = quadratic_descent(optimizer, x, eigenvalues, steps,
+                               record=lambda optimizer: lrs.append(optimizer.param_groups[0]["lr"]))
     return losses, lrs
 
 
