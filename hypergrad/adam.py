@@ -122,7 +122,9 @@ class AdamHD(HypergradOptimizer):
         return 0.0 if group["decoupled_weight_decay"] else group["weight_decay"]
 
     def _previous_directions(self, group: dict[str, Any], tensors: GroupTensors) -> PreviousDirections:
-        beta1, beta2 = group["betas"]
+        # The betas the previous step used: a scheduler may have moved them since (OneCycleLR and
+        # CyclicLR cycle beta1).
+        beta1, beta2 = group.get("hypergrad_betas", group["betas"])
         second_moment = "max_exp_avg_sq" if group["amsgrad"] else "exp_avg_sq"
         foreach = self._use_foreach(group, tensors.params)
         indices = list(range(len(tensors.states)))
@@ -159,7 +161,7 @@ class AdamHD(HypergradOptimizer):
                 for param, previous_param in zip(tensors.params, previous_params):
                     previous_param.copy_(param)
                     param.mul_(decay)
-        beta1, beta2 = group["betas"]
+        beta1, beta2 = group["hypergrad_betas"] = group["betas"]
         settings = dict(lr=lr, beta1=beta1, beta2=beta2, eps=group["eps"], amsgrad=group["amsgrad"])
         if fused:
             _fused_update(tensors.params, tensors.grads, tensors.states, **settings, decoupled_decay=decoupled_decay)

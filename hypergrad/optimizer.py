@@ -12,7 +12,6 @@ from torch.optim import Optimizer
 from torch.optim.optimizer import _default_to_fused_or_foreach
 
 from ._hypergradient import (
-    accumulation_dtype,
     blended_lr,
     element_statistics,
     group_statistics,
@@ -22,6 +21,16 @@ from ._hypergradient import (
     updated_lr,
 )
 from ._kernels import LearningRate, as_real
+from ._rates import (
+    applied_rate,
+    group_rate,
+    group_scale,
+    is_scheduled,
+    rescaled,
+    store_group_scale,
+    tensor_scales,
+    update_tensor_scales,
+)
 from ._keywords import HYPERGRAD_KEYWORDS, keyword_defaults, resolved, spelled_out
 from ._validation import check_distinct_params, check_fused_param, check_loaded_state, checked_group_settings
 from .distributed import all_reduce_statistics, check_not_zero_sharded
@@ -70,13 +79,18 @@ class HypergradOptimizer(Optimizer):
        needed to know ``u_t`` at the next step; at ``granularity="tensor"`` or ``"element"`` the
        step is then rescaled to each tensor's or weight's own rate.
 
-    Granularity. ``"group"`` (the paper): ``group["lr"]`` is the adapted rate. ``"tensor"`` and
-    ``"element"``: ``group["lr"]`` stays the base rate (what a scheduler scales) and each parameter
-    ``p`` keeps ``state[p]["lr_scale"]`` (a 0-dim tensor, or a tensor shaped like ``p``, float32
-    at least): its rate is ``group["lr"] * lr_scale`` (so at ``group["lr"] == 0`` every rate is 0
-    and the scales do not move), and the hypergradient of that rate, ``-g_t^p . u_{t-1}^p`` (or
+    Granularity and schedules (``_rates.py``). ``"group"`` (the paper): ``group["lr"]`` is the
+    adapted rate, unless an lr scheduler is attached (torch's, Hugging Face's and timm's record
+    ``initial_lr`` in the group): then ``group["lr"]`` is the schedule's value, which the
+    scheduler writes and reads as with the base optimizer, and HD learns a factor beside it,
+    ``group["lr_scale"]``, kept across the scheduler's writes; the step uses
+    ``group["lr"] * group["lr_scale"]``. ``"tensor"`` and ``"element"``: ``group["lr"]`` stays the
+    base rate (what a scheduler scales) and each parameter ``p`` keeps ``state[p]["lr_scale"]`` (a
+    0-dim tensor, or a tensor shaped like ``p``, float32 at least): its rate is
+    ``group["lr"] * lr_scale``, and the hypergradient of that rate, ``-g_t^p . u_{t-1}^p`` (or
     ``-g_t^p * u_{t-1}^p`` per weight), drives it exactly as the group's dot product drives the
-    group's rate. ``learning_rates(model.named_parameters())`` reads the rates by name. Cost: the
+    group's rate. A zero ``group["lr"]`` leaves every factor as it is.
+    ``learning_rates(model.named_parameters())`` reads the rates by name. Cost: the
     base step runs with ``group["lr"]`` unchanged, then each tensor moves on by
     ``-(rate - lr) * u_t`` (``u_t`` from ``_previous_directions``: a buffer read, or Adam's
     direction recomputed once more), so no base rule needs a per-tensor kernel. Per weight, the
@@ -346,75 +360,38 @@ class HypergradOptimizer(Optimizer):
     ) -> None:
         """Phase 3 for one group: new rate(s) from the statistics, then the base step."""
         lr = self._place_lr(group, tensors.params[0].device)
+        rule = group["hypergrad_rule"]
         blend_step = None
         if group["lr_limit"] is not None:
             blend_step = group["hypergrad_step"] = group.get("hypergrad_step", 0) + 1
-        if group["granularity"] == "group":
-            if blend_step is None:
-                if statistics is not None:
-                    store_lr(group, updated_lr(lr, statistics, group, rule_memory(group, group["hypergrad_rule"], lr)))
-            else:
-                hypergrad_rate = group.setdefault("lr_hd", _as_float_or_tensor(lr))
-                if statistics is not None:
-                    memory = rule_memory(group, group["hypergrad_rule"], lr)
-                    hypergrad_rate = updated_lr(hypergrad_rate, statistics, group, memory)
-                    group["lr_hd"] = hypergrad_rate if isinstance(lr, Tensor) else hypergrad_rate.item()
-                store_lr(group, torch.as_tensor(blended_lr(group["lr_hd"], group, blend_step), dtype=torch.float64))
+        if group["granularity"] != "group" or is_scheduled(group):
+            # The base rate this step uses: a scheduler may write group["lr"] before anyone
+            # reads the rates (learning_rates, the loggers), in place where it is a tensor.
+            group["stepped_lr"] = lr.clone() if isinstance(lr, Tensor) else lr
+        if group["granularity"] != "group":
+            scales = tensor_scales(group, tensors.params, tensors.states)
+            if statistics is not None:
+                memories = [rule_memory(state, rule, scale) for state, scale in zip(tensors.states, scales)]
+                update_tensor_scales(group, scales, statistics, lr, memories)
+            self._update_params(group, tensors, lr)
+            self._rescale_step(group, tensors, scales, lr, blend_step)
+        elif is_scheduled(group):
+            scale = group_scale(group, lr)
+            if statistics is not None:
+                as_tensor = torch.as_tensor(scale, dtype=torch.float64)
+                store_group_scale(group, rescaled(lr, as_tensor, statistics, group, rule_memory(group, rule, as_tensor)))
+            self._update_params(group, tensors, applied_rate(group, group["lr_scale"], lr, blend_step))
+        elif blend_step is None:
+            if statistics is not None:
+                store_lr(group, updated_lr(lr, statistics, group, rule_memory(group, rule, lr)))
             self._update_params(group, tensors, group["lr"])
-            return
-        scales = self._lr_scales(group, tensors)
-        if statistics is not None:
-            memories = [rule_memory(state, group["hypergrad_rule"], scale) for state, scale in zip(tensors.states, scales)]
-            self._update_lr_scales(group, scales, statistics, lr, memories)
-        self._update_params(group, tensors, lr)
-        self._rescale_step(group, tensors, scales, lr, blend_step)
-
-    # -- per-tensor and per-weight rates -------------------------------------------------------
-    def _lr_scales(self, group: dict[str, Any], tensors: GroupTensors) -> list[Tensor]:
-        """Each tensor's rate relative to ``group["lr"]``, created at 1 on first use."""
-        scales = []
-        for param, state in zip(tensors.params, tensors.states):
-            if "lr_scale" not in state:
-                if group["granularity"] == "tensor":
-                    dtype = torch.float64 if param.device.type != "mps" else torch.float32
-                    state["lr_scale"] = torch.ones((), dtype=dtype, device=param.device)
-                else:
-                    if param.is_complex():
-                        raise ValueError("granularity='element' needs real parameters (got a complex one)")
-                    state["lr_scale"] = torch.ones_like(
-                        param, dtype=accumulation_dtype(param.dtype), memory_format=torch.preserve_format
-                    )
-            scales.append(state["lr_scale"])
-        return scales
-
-    @staticmethod
-    def _update_lr_scales(
-        group: dict[str, Any],
-        scales: list[Tensor],
-        statistics: Tensor | list[Tensor | None],
-        lr: LearningRate,
-        memories: list[Tensor | None],
-    ) -> None:
-        """``lr * scale`` follows the hypergradient rule (with each tensor's rule memory, where the
-        rule keeps one); the new scale is the new rate over ``lr`` (kept when that is not finite:
-        a zero group rate leaves the scales as they are)."""
-
-        def rescaled(scale: Tensor, tensor_statistics: Tensor, memory: Tensor | None) -> Tensor:
-            new_rate = updated_lr(lr * scale, tensor_statistics, group, memory)
-            ratio = new_rate / lr
-            return torch.where(torch.isfinite(ratio), ratio, scale).to(scale.dtype)
-
-        if group["granularity"] == "tensor":
-            assert isinstance(statistics, Tensor)
-            stacked = torch.stack(scales)
-            memory = None if memories[0] is None else torch.stack(memories, 1)
-            torch._foreach_copy_(scales, list(rescaled(stacked, statistics.T.to(stacked.dtype), memory).unbind()))
-            if memory is not None:
-                torch._foreach_copy_(memories, list(memory.unbind(1)))
         else:
-            for scale, tensor_statistics, memory in zip(scales, statistics, memories):
-                if tensor_statistics is not None:
-                    scale.copy_(rescaled(scale, tensor_statistics, memory))
+            hypergrad_rate = group.setdefault("lr_hd", _as_float_or_tensor(lr))
+            if statistics is not None:
+                hypergrad_rate = updated_lr(hypergrad_rate, statistics, group, rule_memory(group, rule, lr))
+                group["lr_hd"] = hypergrad_rate if isinstance(lr, Tensor) else hypergrad_rate.item()
+            store_lr(group, torch.as_tensor(blended_lr(group["lr_hd"], group, blend_step), dtype=torch.float64))
+            self._update_params(group, tensors, group["lr"])
 
     def _rescale_step(
         self,
@@ -428,24 +405,19 @@ class HypergradOptimizer(Optimizer):
         own rate ``lr * scale`` (blended where ``lr_limit`` is set)."""
         previous = self._previous_directions(group, tensors)
         for index, direction in zip(previous.indices, previous.directions):
-            rate = self._applied_rate(group, scales[index], lr, blend_step)
-            extra = rate - lr
+            extra = applied_rate(group, scales[index], lr, blend_step) - lr
             if previous.scales is not None:
                 extra = extra * previous.scales[index]
             param = tensors.params[index]
             param.sub_(direction * extra.to(param.dtype))
 
-    @staticmethod
-    def _applied_rate(group: dict[str, Any], scale: Tensor, lr: LearningRate, blend_step: int | None) -> Tensor:
-        rate = lr * scale
-        return rate if blend_step is None else blended_lr(rate, group, blend_step)
-
     def learning_rates(self, named_parameters: Iterable[tuple[str, Tensor]]) -> dict[str, float | Tensor]:
         """The learning rate each parameter was stepped with at the last step, by name.
 
-        A float per parameter at ``granularity="group"`` (the group's ``lr``) and ``"tensor"``
-        (``group["lr"] * state[p]["lr_scale"]``, blended with ``lr_limit`` where set); a new tensor
-        shaped like the parameter at ``"element"``. Before the first step, the
+        A float per parameter at ``granularity="group"`` (the group's rate: ``group["lr"]``, times
+        the learned factor ``group["lr_scale"]`` where an lr scheduler is attached) and
+        ``"tensor"`` (``group["lr"] * state[p]["lr_scale"]``), blended with ``lr_limit`` where set;
+        a new tensor shaped like the parameter at ``"element"``. Before the first step, the
         initial rates. ``named_parameters`` is typically ``model.named_parameters()``: frozen
         parameters (``requires_grad=False``) the optimizer does not hold are left out; a trainable
         one it does not hold is a ``ValueError``.
@@ -460,10 +432,10 @@ class HypergradOptimizer(Optimizer):
                 raise ValueError(f"Parameter {name!r} is not in this optimizer's param groups")
             scale = self.state[param].get("lr_scale") if group["granularity"] != "group" else None
             if scale is None:
-                rates[name] = float(group["lr"])
+                rates[name] = float(group_rate(group))
                 continue
             blend_step = group.get("hypergrad_step") if group["lr_limit"] is not None else None
-            rate = self._applied_rate(group, scale, group["lr"], blend_step)
+            rate = applied_rate(group, scale, group.get("stepped_lr", group["lr"]), blend_step)
             rates[name] = rate.item() if group["granularity"] == "tensor" else rate
         return rates
 

@@ -166,7 +166,21 @@ class _ReferenceHD(Optimizer):
             adapt_each = adapt and group["lr"] != 0
             started = [i for i, p in enumerate(params) if "previous_direction" in self.state[p]]
             granularity = group.get("granularity", "group")
-            if granularity == "group":
+            if granularity == "group" and "initial_lr" in group:
+                # An lr scheduler owns group["lr"]; HD learns the factor lr_scale beside it.
+                factor = group.setdefault("lr_scale", 1.0)
+                if started and adapt:
+                    new_rate = _next_lr(
+                        group["lr"] * factor,
+                        [grads[i] for i in started],
+                        [self.state[params[i]]["previous_direction"] for i in started],
+                        group,
+                        group.setdefault("memory", [0.0, 0.0, 0.0]),
+                    )
+                    if group["lr"] != 0:  # a zero lr (a warmup from 0) leaves the factor as it is
+                        group["lr_scale"] = new_rate / group["lr"]
+                rates = [_blend(group["lr"] * group["lr_scale"], group)] * len(params)
+            elif granularity == "group":
                 hd_rate = group.setdefault("lr_hd", _clipped(group["lr"], group))
                 if started and adapt:
                     hd_rate = _next_lr(

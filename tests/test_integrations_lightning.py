@@ -111,6 +111,34 @@ def test_rate_monitor_logs_floats_per_group_and_per_tensor(tmp_path):
     assert float(runner.callback_metrics["lr-SGDHD"]) == pytest.approx(ours.history[-1]["lr-SGDHD"])
 
 
+def test_with_a_scheduler_the_monitors_log_the_schedule_and_the_rate_used(tmp_path):
+    """A scheduler owns ``group["lr"]`` (what LearningRateMonitor logs: the schedule's profile);
+    HypergradRateMonitor logs the rate each step used, the schedule's value times HD's factor."""
+
+    def make(net: torch.nn.Module) -> dict[str, Any]:
+        optimizer = sgd(net)
+        warmup = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda t: (t + 1) / BATCHES)
+        return {"optimizer": optimizer, "lr_scheduler": {"scheduler": warmup, "interval": "step"}}
+
+    monitor = pl.callbacks.LearningRateMonitor(logging_interval="step")
+    ours = HypergradRateMonitor()
+    fit(Module(make), tmp_path, [monitor, ours], logger=pl.loggers.CSVLogger(tmp_path), log_every_n_steps=1)
+    schedule = [0.05 * (t + 1) / BATCHES for t in range(BATCHES)]
+    assert monitor.lrs["lr-SGDHD"] == pytest.approx(schedule, rel=1e-15)
+    net = TinyNet(torch.float32)
+    configured = make(net)
+    optimizer, scheduler = configured["optimizer"], configured["lr_scheduler"]["scheduler"]
+    used = []
+    for x, y in loader():
+        torch.nn.functional.mse_loss(net(x), y).backward()
+        optimizer.step()
+        optimizer.zero_grad()
+        used.append(float(optimizer.param_groups[0]["lr"] * optimizer.param_groups[0]["lr_scale"]))
+        scheduler.step()
+    assert [step["lr-SGDHD"] for step in ours.history] == used
+    assert used[1:] != pytest.approx(schedule[1:], rel=1e-6)  # HD's factor moved the rates
+
+
 def adamw(net: torch.nn.Module) -> hypergrad.AdamWHD:
     return hypergrad.AdamWHD(net.parameters(), lr=0.01, hypergrad_lr=1e-3)
 

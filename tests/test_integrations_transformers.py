@@ -48,10 +48,13 @@ class Recorder(transformers.TrainerCallback):
 
     def __init__(self) -> None:
         self.rates: list[list[float]] = []
+        self.scheduled: list[list[float]] = []
         self.logged: list[float] = []
 
     def on_optimizer_step(self, args, state, control, optimizer=None, **kwargs):
-        self.rates.append([float(group["lr"]) for group in optimizer.param_groups])
+        # The rate the step used: the scheduler's value times HD's factor.
+        self.rates.append([float(group["lr"]) * float(group.get("lr_scale", 1.0)) for group in optimizer.param_groups])
+        self.scheduled.append([float(group["lr"]) for group in optimizer.param_groups])
 
     def on_log(self, args, state, control, logs=None, **kwargs):
         if "learning_rate" in logs:
@@ -101,6 +104,26 @@ def test_log_history_holds_the_adapted_rate(tmp_path):
     assert logged(trainer, "learning_rate/pg1") == [rates[1] for rates in used]
     # A callback before ours (as the report integrations are) gets the adapted rate too.
     assert first.logged == second.logged == logged(trainer)
+
+
+@pytest.mark.parametrize("schedule", ["linear", "cosine", "constant"])
+def test_the_trainers_schedule_composes_with_hd(tmp_path, schedule):
+    """``optimizers=(AdamWHD(...), None)`` and nothing else: the Trainer's schedule keeps its
+    profile in ``param_groups[i]["lr"]`` (as with torch's AdamW) and the steps use it times HD's
+    factor, which moves."""
+    args = arguments(tmp_path, lr_scheduler_type=schedule, warmup_steps=2, max_steps=8)
+    runs = []
+    for optimizer_cls in (hypergrad.AdamWHD, torch.optim.AdamW):
+        net, recorder = model(), Recorder()
+        trainer = transformers.Trainer(net, args, train_dataset=dataset(), callbacks=[recorder],
+                                       optimizers=(optimizer_cls(net.parameters(), lr=LR), None))
+        trainer.train()
+        runs.append(recorder)
+    hd, base = runs
+    assert hd.scheduled == base.scheduled  # the schedule's profile, untouched
+    assert hd.scheduled[0][0] == (LR if schedule == "constant" else 0.0)  # a warmup from 0
+    adapted = [used[0] / scheduled[0] for used, scheduled in zip(hd.rates, hd.scheduled) if scheduled[0]]
+    assert len(set(adapted)) == len(adapted) and adapted[-1] != 1.0  # HD's factor moved at every step
 
 
 def test_resume_from_checkpoint_is_exact(tmp_path):

@@ -14,6 +14,7 @@ from typing import Any
 
 from torch import Tensor
 
+from .._rates import group_rate
 from ..optimizer import HypergradOptimizer
 
 __all__ = ["learning_rates", "logged_rates", "unwrap_optimizer"]
@@ -54,12 +55,13 @@ def logged_rates(
     ``{key}/pg{i}`` for ``param_groups[i]``, i >= 1; with ``named_parameters``, also
     ``{key}/{name}`` for each parameter of a group at ``granularity="tensor"`` (its own rate) or
     ``"element"`` (the mean of its per-weight rates). After a step these are the rates that step
-    used; a group at ``"tensor"``/``"element"`` granularity logs its base rate. Reading a rate
+    used (with an lr scheduler, its value times HD's factor); a group at ``"tensor"``/``"element"``
+    granularity logs its base rate. Reading a rate
     kept on an accelerator synchronises with it (log every few steps there)."""
     if not isinstance(key, str) or not key:
         raise TypeError(f"key must be a non-empty str, got {key!r}")
     hd = unwrap_optimizer(optimizer)
-    rates = {key if i == 0 else f"{key}/pg{i}": float(group["lr"]) for i, group in enumerate(hd.param_groups)}
+    rates = {key if i == 0 else f"{key}/pg{i}": float(group_rate(group)) for i, group in enumerate(hd.param_groups)}
     if named_parameters is None:
         return rates
     own_rate = {id(p) for group in hd.param_groups if group["granularity"] != "group" for p in group["params"]}

@@ -2,8 +2,10 @@
 
 Lightning drives a hypergrad optimizer as it drives any ``torch.optim`` one (checkpoint resume,
 gradient accumulation and clipping, mixed precision: see ``tests/test_integrations_lightning.py``),
-and ``LearningRateMonitor`` logs ``param_groups[i]["lr"]``. Two things it cannot know: at
-``granularity="tensor"``/``"element"`` that value is the base rate, and a rate kept as a 0-dim
+and ``LearningRateMonitor`` logs ``param_groups[i]["lr"]``. Three things it cannot know: with an
+lr scheduler that value is the schedule's (the step uses it times HD's factor
+``param_groups[i]["lr_scale"]``), at ``granularity="tensor"``/``"element"`` it is the base rate,
+and a rate kept as a 0-dim
 tensor (parameters on an accelerator) is one tensor that every step updates in place, so the
 monitor's ``lrs`` history holds references to it (each entry reads the latest value) and it warns
 at every step. :class:`HypergradRateMonitor` logs plain floats, per group and per tensor::

@@ -11,10 +11,10 @@ log the rate each step used::
                       optimizer_cls_and_kwargs=optimizer_cls_and_kwargs(args),
                       callbacks=[HypergradCallback()])
 
-Known limitation: the Trainer's scheduler (a ``LambdaLR``, even for
-``lr_scheduler_type="constant"``) writes the scheduled rate into every param group after every
-step, so HD's adaptation does not carry over from one step to the next: each step uses the
-scheduled rate plus that step's hypergradient update.
+The Trainer's scheduler (a ``LambdaLR``, even for ``lr_scheduler_type="constant"``) owns
+``param_groups[i]["lr"]``, which holds the scheduled rate; HD learns a factor beside it (see
+:mod:`hypergrad`'s schedules), so ``Trainer(..., optimizers=(AdamWHD(...), None))`` adapts with no
+other change, and the callback logs the rate the steps use.
 """
 
 from __future__ import annotations
@@ -25,6 +25,7 @@ from typing import Any
 import torch
 from transformers import TrainerCallback, TrainingArguments
 
+from .._rates import group_rate
 from ..adam import AdamWHD
 from ..optimizer import HypergradOptimizer
 from . import logged_rates, unwrap_optimizer
@@ -80,7 +81,7 @@ class HypergradCallback(TrainerCallback):
         self._rates = logged_rates(hd, named, key="learning_rate")
         scheduler = _torch_scheduler(lr_scheduler)
         if scheduler is not None:
-            scheduler._last_lr = [float(group["lr"]) for group in hd.param_groups]
+            scheduler._last_lr = [float(group_rate(group)) for group in hd.param_groups]
 
     def on_log(self, args: Any, state: Any, control: Any, logs: dict[str, float] | None = None, **kwargs: Any) -> None:
         if not logs or "learning_rate" not in logs or not self._rates:
