@@ -1,5 +1,5 @@
 """Command line: ``python -m experiments run TASK [options]``, ``python -m experiments reproduce [options]``
-and ``python -m experiments benchmark [options]``."""
+``python -m experiments benchmark [options]`` and ``python -m experiments compose [options]``."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ import sys
 
 import torch
 
-from experiments import benchmark
+from experiments import benchmark, compose
 from experiments.data import DatasetFileError, DatasetNotFoundError
 from experiments.methods import METHODS, PAPER_METHODS, MethodUnavailableError
 from experiments.models import TASKS
@@ -75,6 +75,16 @@ def build_parser() -> argparse.ArgumentParser:
         formatter_class=argparse.ArgumentDefaultsHelpFormatter,
     )
     benchmark.add_arguments(bench)
+    composed = commands.add_parser(
+        "compose",
+        help="warmup + cosine with HD on top against the same schedule without it (AdamW), over the "
+        "benchmark's target-setting learning rates",
+        description="AdamW, AdamW-HD (scale-free) and AdamW-HD (additive) under the benchmark's warmup + cosine "
+        "schedule at each of its target-setting learning rates; write compose.json, compose.md and compose.png "
+        "into --out (finished runs under OUT/runs/ are reused, the benchmark's AdamW runs included).",
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+    )
+    compose.add_arguments(composed)
     return parser
 
 
@@ -85,6 +95,8 @@ def main(argv: list[str] | None = None) -> int:
         return run_from_args(args, parser)
     if args.command == "benchmark":
         return benchmark.run_from_args(args, parser)
+    if args.command == "compose":
+        return compose.run_from_args(args, parser)
     if args.threads is not None:
         if args.threads < 1:
             parser.error(f"--threads must be >= 1, got {args.threads}")

@@ -50,7 +50,9 @@ TARGET_SEED = 1
 
 @dataclasses.dataclass(frozen=True)
 class Job:
-    """One run: a target-setting run (``lr`` set, method ``adamw``) or an entry's run (2N steps)."""
+    """One run: an entry's run at its one configuration (2N steps), or with ``lr`` set, a run of
+    ``method`` at that lr under the target-setting schedule (N steps; with method ``adamw``, a
+    target-setting run)."""
 
     workload: str
     method: str
@@ -76,7 +78,7 @@ def _data(name: str, mode: str, data_dir: str | None):
 
 def _settings(job: Job, model_has_batch_norm: bool) -> MethodSettings:
     if job.is_target:
-        return dataclasses.replace(untuned_settings("adamw", model_has_batch_norm), lr=job.lr)
+        return dataclasses.replace(untuned_settings(job.method, model_has_batch_norm), lr=job.lr)
     return untuned_settings(job.method, model_has_batch_norm)
 
 
@@ -89,7 +91,9 @@ def run_job(cache: RunCache, mode: str, data_dir: str | None, job: Job) -> dict:
     identity = {"workload": workload.identity(mode), "sha256": data.source.sha256, "method": job.method,
                 "settings": dataclasses.asdict(settings), "seed": job.seed, "steps": steps,
                 "schedule": f"warmup {WARMUP} + cosine" if job.is_target else None}
-    label = f"lr{compact_number(job.lr)}" if job.is_target else job.method
+    label = job.method
+    if job.is_target:  # the target-setting runs keep their names: "lr{lr}"
+        label = f"lr{compact_number(job.lr)}" if job.method == "adamw" else f"{job.method}-lr{compact_number(job.lr)}"
     return cache.cached_json(
         f"benchmark-{job.workload}-{label}-seed{job.seed}", identity,
         lambda: train(workload, data, mode, job.method, settings, job.seed, steps,
@@ -104,7 +108,7 @@ def _fetch(cache: RunCache, mode: str, data_dir: str | None, jobs: Sequence[Job]
 
     def done(job: Job, result: dict) -> None:
         results[job] = result
-        what = f"lr {compact_number(job.lr)}" if job.is_target else job.method
+        what = job.method + (f" lr {compact_number(job.lr)}" if job.is_target else "")
         final = result["final_metric"]
         progress(f"  [{len(results)}/{len(jobs)}, {time.perf_counter() - started:.0f} s] {job.workload} {what} "
                  f"seed {job.seed}: {'diverged' if final is None else f'{final:.4g}'}")

@@ -132,3 +132,29 @@ def test_bad_names_exit_with_a_message(tmp_path, capsys):
     with pytest.raises(SystemExit):
         main(["benchmark", "--quick", "--out", str(tmp_path), "--entries", "adam,adam"])
     assert "--entries" in capsys.readouterr().err
+
+
+def test_compose_reuses_the_target_setting_runs(data_dir, tmp_path, capsys):
+    """``compose`` in the benchmark's folder: AdamW's runs are the target-setting runs (read from
+    the cache, so the best of them is the benchmark's target), the HD ones run under the same
+    warmup + cosine."""
+    directory, _ = data_dir
+    out = tmp_path / "out"
+    common = ["--quick", "--out", str(out), "--only", "fullbatch_breast_cancer", "--data-dir", str(directory)]
+    assert main(["benchmark", *common, "--entries", "adamw"]) == 0
+    cached = set((out / "runs").iterdir())
+    assert main(["compose", *common]) == 0
+    assert "| adamw_hd_sf |" in capsys.readouterr().out
+    new = set((out / "runs").iterdir()) - cached
+    assert len(new) == 2 * len(benchmark.TARGET_LRS)  # the HD runs only
+    record = json.loads((out / "compose.json").read_text())
+    assert record["methods"] == ["adamw", "adamw_hd_sf", "adamw_hd"] and record["lrs"] == list(benchmark.TARGET_LRS)
+    assert len(record["runs"]) == 3 * len(benchmark.TARGET_LRS)
+    adamw = [run["final_metric"] for run in record["runs"] if run["method"] == "adamw"]
+    target = json.loads((out / "benchmark.json").read_text())["workloads"]["fullbatch_breast_cancer"]["target"]
+    assert min(adamw) == target
+    for name in ("compose.md", "compose.png", "compose.pdf"):
+        assert (out / name).is_file()
+    with pytest.raises(SystemExit) as exit_info:
+        main(["compose", "--quick", "--out", str(tmp_path), "--only", "imagenet"])
+    assert exit_info.value.code == 2 and "--only" in capsys.readouterr().err
