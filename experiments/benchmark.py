@@ -34,10 +34,13 @@ from experiments.workloads import WORKLOADS, load_workload_data, train
 
 __all__ = ["ENTRIES", "SEEDS", "TARGET_LRS", "add_arguments", "benchmark", "run_from_args"]
 
-ENTRIES = ("sgd_hd", "adam_hd", "adamw_hd", "adagrad_hd", "rmsprop_hd", "adam_hd_mult", "hdm", "adamw",
-           "schedulefree_adamw", "prodigy", "dadapt_adam", "dog", "mechanic")
-"""Our HD optimizers at their defaults (and the multiplicative rule), torch's AdamW at its defaults
-(lr 1e-3, the untuned user) and the learning-rate-free peers at their packages' defaults."""
+ENTRIES = ("sgd_hd_sf", "adam_hd_sf", "adamw_hd_sf", "adagrad_hd_sf", "rmsprop_hd_sf", "sgd_hd", "adam_hd",
+           "adamw_hd", "adagrad_hd", "rmsprop_hd", "adam_hd_mult", "hdm", "adamw", "schedulefree_adamw", "prodigy",
+           "dadapt_adam", "dog", "mechanic")
+"""Our HD optimizers at their defaults (``*_hd_sf``: the scale-free rule), the same with the paper's
+additive rule at its betas (``*_hd``, the defaults before the scale-free rule) and with the
+multiplicative rule, HDM, torch's AdamW at its defaults (lr 1e-3, the untuned user) and the
+learning-rate-free peers at their packages' defaults."""
 TARGET_LRS = (1e-4, 10 ** -3.5, 1e-3, 10 ** -2.5, 1e-2)
 """The target-setting AdamW's grid: half-decade steps around its usual range."""
 WARMUP = 0.05

@@ -2,11 +2,12 @@
 
 * Baselines are torch.optim's own classes: ``sgd``, ``sgdm`` (momentum 0.9), ``sgdn``
   (Nesterov, momentum 0.9), ``adagrad``, ``rmsprop``, ``adam``, ``adamw``.
-* ``NAME_hd`` is the same base with hypergradient descent on its learning rate, from
+* ``NAME_hd`` is the same base with the paper's hypergradient descent on its learning rate (the
+  additive rule, given explicitly: the library's default rule is the scale-free one), from
   :mod:`hypergrad`. An HD class that this ``hypergrad`` does not export yet gives a clear
   :class:`MethodUnavailableError`.
 * ``NAME_hd_sf`` is ``NAME_hd`` with ``hypergrad_rule="scalefree"`` (one dimensionless beta for
-  every base: the library's default).
+  every base): the library's defaults.
 * Learning-rate-free peers through their own packages, at their documented defaults (their own
   ``lr``, which is a multiplier, not alpha_0): ``prodigy`` (prodigyopt), ``dadapt_adam``
   (dadaptation), ``schedulefree_adamw`` (schedulefree; needs ``train()``/``eval()`` calls),
@@ -140,9 +141,9 @@ def _sgd(momentum: float = 0.0, nesterov: bool = False):
     return build
 
 
-def _sgd_hd(momentum: float = 0.0, nesterov: bool = False, rule: str | None = None):
+def _sgd_hd(momentum: float = 0.0, nesterov: bool = False, rule: str = "additive"):
     def build(params, s: MethodSettings) -> Optimizer:
-        keywords = s.hypergrad_keywords() | ({"hypergrad_rule": rule} if rule else {})
+        keywords = {"hypergrad_rule": rule} | s.hypergrad_keywords()  # a rule in the settings wins
         return _hypergrad_class("SGDHD")(
             params, lr=s.lr, momentum=momentum, nesterov=nesterov, weight_decay=s.weight_decay, **keywords
         )
@@ -157,9 +158,9 @@ def _torch_base(class_name: str):
     return build
 
 
-def _hd(class_name: str, rule: str | None = None):
+def _hd(class_name: str, rule: str = "additive"):
     def build(params, s: MethodSettings) -> Optimizer:
-        keywords = s.hypergrad_keywords() | ({"hypergrad_rule": rule} if rule else {})
+        keywords = {"hypergrad_rule": rule} | s.hypergrad_keywords()  # a rule in the settings wins
         return _hypergrad_class(class_name)(params, lr=s.lr, weight_decay=s.weight_decay, **keywords)
 
     return build
@@ -298,7 +299,7 @@ def untuned_settings(method: str, model_has_batch_norm: bool) -> MethodSettings:
 
         beta = RULE_HYPERGRAD_LR["scalefree"]
     elif entry.hypergradient is not None:
-        beta = constructor.hypergrad_defaults["hypergrad_lr"]
+        beta = constructor.paper_hypergrad_lr
     return MethodSettings(float(parameters["lr"].default) if "lr" in parameters else 1.0, beta,
                           float(parameters["weight_decay"].default) if "weight_decay" in parameters else 0.0,
                           model_has_batch_norm)

@@ -1,8 +1,11 @@
 """hypergrad: PyTorch optimizers that adapt their learning rate online by hypergradient descent.
 
 Drop-in replacements for torch.optim: ``SGDHD`` (plain, heavy-ball and Nesterov momentum),
-``AdamHD``, ``AdamWHD``, ``AdagradHD`` and ``RMSpropHD``. Each param group's ``"lr"`` is the
-current, adapted learning rate; ``"hypergrad_lr"`` is the learning rate of the learning rate.
+``AdamHD``, ``AdamWHD``, ``AdagradHD`` and ``RMSpropHD``, adapting by the scale-free rule unless
+told otherwise (``hypergrad_rule="additive"`` is the paper's). Each param group's ``"lr"`` is the
+current, adapted learning rate (with an lr scheduler attached, the schedule's value, which HD
+scales by a learned ``"lr_scale"``); ``"hypergrad_lr"`` is the learning rate of the learning rate.
+``HDM`` is hypergradient descent with heavy-ball momentum for full-batch problems.
 ``AdaptiveGainSGD`` is the classic per-weight gain rule (Jacobs 1988) for comparison. Around them:
 the learning-rate range test ``find_lr``, ``layerwise_param_groups`` for discriminative rates and
 ``LambdaHypergradLR`` to schedule ``hypergrad_lr`` itself. ``learning_rates`` and

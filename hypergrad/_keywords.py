@@ -1,10 +1,11 @@
 """The hypergradient keywords every HD optimizer (and every reference twin) takes, declared once.
 
-An optimizer's ``__init__`` collects them as ``**hypergrad`` and its class names their defaults
-(``hypergrad_defaults``, from :func:`keyword_defaults`: only ``hypergrad_lr`` depends on the base
-rule). :func:`spelled_out` writes them back into the signature, so that ``help()``,
-``inspect.signature`` and editors show every keyword with its default, as if each constructor
-declared it.
+An optimizer's ``__init__`` collects them as ``**hypergrad``; :func:`spelled_out` writes them back
+into the signature, so that ``help()``, ``inspect.signature`` and editors show every keyword with
+its default, as if each constructor declared it. ``hypergrad_lr=None`` (the default) means the
+rule's own default beta, :func:`rule_hypergrad_lr`: dimensionless for the scale-free rule, the
+same for every base rule; for the paper's additive rule (and the multiplicative one) the base
+rule's ``paper_hypergrad_lr``.
 """
 
 from __future__ import annotations
@@ -13,10 +14,10 @@ import inspect
 from collections.abc import Callable, Mapping
 from typing import Any
 
-# name -> (annotation, default); hypergrad_lr's default is each optimizer's own.
+# name -> (annotation, default).
 _BLOCK: dict[str, tuple[str, Any]] = {
-    "hypergrad_lr": ("float", inspect.Parameter.empty),
-    "hypergrad_rule": ("str", "additive"),
+    "hypergrad_lr": ("float | None", None),
+    "hypergrad_rule": ("str", "scalefree"),
     "lr_bounds": ("Sequence[float] | None", None),
     "granularity": ("str", "group"),
     "lr_limit": ("float | None", None),
@@ -24,7 +25,7 @@ _BLOCK: dict[str, tuple[str, Any]] = {
 }
 HYPERGRAD_KEYWORDS: tuple[str, ...] = tuple(_BLOCK)
 #: ``hypergrad_lr``'s default for a rule whose beta is dimensionless, the same for every base rule
-#: (it overrides the optimizer's own default when the constructor is not given a beta).
+#: (the others take the base rule's ``paper_hypergrad_lr``).
 RULE_HYPERGRAD_LR: dict[str, float] = {"scalefree": 0.05}
 
 # torch.optim's flags that every HD optimizer takes with the one value it supports (so that code
@@ -36,15 +37,20 @@ _SUPPORTED_ONLY: dict[str, tuple[Any, str]] = {
 }
 
 
-def keyword_defaults(hypergrad_lr: Any = inspect.Parameter.empty) -> dict[str, Any]:
-    """The block's defaults with this base rule's ``hypergrad_lr`` (required where not given)."""
-    return {name: default for name, (_, default) in _BLOCK.items()} | {"hypergrad_lr": hypergrad_lr}
+def keyword_defaults() -> dict[str, Any]:
+    """The block's defaults."""
+    return {name: default for name, (_, default) in _BLOCK.items()}
+
+
+def rule_hypergrad_lr(rule: str, paper_hypergrad_lr: float) -> float:
+    """The beta ``hypergrad_lr=None`` stands for under ``rule``: :data:`RULE_HYPERGRAD_LR`'s where
+    the rule has one, else the base rule's ``paper_hypergrad_lr`` (the paper's beta)."""
+    return RULE_HYPERGRAD_LR.get(rule, paper_hypergrad_lr)
 
 
 def resolved(owner: str, defaults: Mapping[str, Any], given: Mapping[str, Any]) -> dict[str, Any]:
-    """The keywords a constructor was given, over its defaults (``hypergrad_lr``'s from
-    :data:`RULE_HYPERGRAD_LR` for a rule listed there); ``TypeError`` as Python raises it for an
-    unknown or missing keyword. torch.optim's ``differentiable`` is taken at its one supported value
+    """The keywords a constructor was given, over its defaults; ``TypeError`` as Python raises it
+    for an unknown keyword. torch.optim's ``differentiable`` is taken at its one supported value
     (False) and dropped; another value is a ``ValueError`` that says why."""
     given = dict(given)
     for name, (supported, why) in _SUPPORTED_ONLY.items():
@@ -53,13 +59,7 @@ def resolved(owner: str, defaults: Mapping[str, Any], given: Mapping[str, Any]) 
     for name in given:
         if name not in _BLOCK:
             raise TypeError(f"{owner}() got an unexpected keyword argument {name!r}")
-    settings = {**defaults, **given}
-    if "hypergrad_lr" not in given and settings.get("hypergrad_rule") in RULE_HYPERGRAD_LR:
-        settings["hypergrad_lr"] = RULE_HYPERGRAD_LR[settings["hypergrad_rule"]]
-    for name in _BLOCK:
-        if settings.get(name, inspect.Parameter.empty) is inspect.Parameter.empty:
-            raise TypeError(f"{owner}() missing required keyword-only argument: {name!r}")
-    return settings
+    return {**defaults, **given}
 
 
 def spelled_out(init: Callable[..., None], defaults: Mapping[str, Any]) -> inspect.Signature:

@@ -9,7 +9,6 @@ from torch import Tensor
 from torch.optim.optimizer import _get_value  # the step count as a float; a tensor under torch.compile
 
 from ._kernels import LearningRate, as_real, by_device, descend, direction_buffer, increment_steps, stored_copies
-from ._keywords import keyword_defaults
 from ._validation import check_adagrad_arguments, check_fused
 from .optimizer import GroupTensors, HypergradOptimizer, PreviousDirections
 
@@ -47,14 +46,15 @@ class AdagradHD(HypergradOptimizer):
             kernel (``torch._fused_adagrad_``; the step count then lives on the parameter's
             device, as there), then writes the direction ``g / (sqrt(G) + eps)`` for the next
             step. ``None`` (the default) is torch's default, which does not pick it.
-        hypergrad_lr: ``beta``. Adagrad's direction is normalised per coordinate like Adam's
-            (``g . u ~ sum |g_i|`` once ``G`` holds a few gradients), so the default is Adam-HD's
-            1e-7 scaled by Adagrad's 10x larger default lr: 1e-6.
+        hypergrad_lr: ``beta``; ``None`` (the default) is the rule's own: 0.05 for the
+            scale-free rule; for the additive and multiplicative rules 1e-6 (Adagrad's direction is
+            normalised per coordinate like Adam's, ``g . u ~ sum |g_i|`` once ``G`` holds a few
+            gradients: Adam-HD's 1e-7 scaled by Adagrad's 10x larger default lr).
         hypergrad_rule, lr_bounds, granularity, lr_limit, lr_limit_power: see
             :class:`hypergrad.HypergradOptimizer`.
     """
 
-    hypergrad_defaults = keyword_defaults(hypergrad_lr=1e-6)
+    paper_hypergrad_lr = 1e-6
     check_base_arguments = staticmethod(check_adagrad_arguments)
 
     def __init__(

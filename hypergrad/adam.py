@@ -10,7 +10,6 @@ import torch
 from torch import Tensor
 
 from ._kernels import LearningRate, by_device, increment_steps
-from ._keywords import keyword_defaults
 from ._validation import check_adam_arguments, check_fused
 from .distributed import local_tensors
 from .optimizer import GroupTensors, HypergradOptimizer, PreviousDirections
@@ -57,20 +56,22 @@ class AdamHD(HypergradOptimizer):
             floating point parameters) with the new rate; only the statistics pass, which
             recomputes ``u_{t-1}`` from the moments, is extra. ``None`` (the default) is torch's
             default, which does not pick it.
-        hypergrad_lr: ``beta``. The default 1e-7 is the reference code's choice for Adam-HD on
-            MNIST logistic regression and MLP (it used 1e-8 for VGG on CIFAR-10). It is much
-            smaller than SGD-HD's 1e-3 because Adam's direction is normalised per coordinate:
-            ``g . u ~ sum |g_i|``, which for a network of ~1e6 weights is ~1e3..1e4 times larger
-            than SGD's ``|g|^2``.
-        hypergrad_rule: ``"additive"``, ``"multiplicative"`` (scale-free; ``hypergrad_lr`` in
-            [0, 1)) or ``"scalefree"`` (normalised steps on ``log lr`` with a divergence guard;
-            ``hypergrad_lr`` defaults to 0.05 with it).
+        hypergrad_lr: ``beta``; ``None`` (the default) is the rule's own: 0.05 for the
+            scale-free rule, and for the additive and multiplicative rules the reference code's
+            1e-7 for Adam-HD on MNIST logistic regression and MLP (it used 1e-8 for VGG on
+            CIFAR-10), much smaller than SGD-HD's 1e-3 because Adam's direction is normalised per
+            coordinate: ``g . u ~ sum |g_i|``, which for a network of ~1e6 weights is ~1e3..1e4
+            times larger than SGD's ``|g|^2``.
+        hypergrad_rule: ``"scalefree"`` (the default: Adam-normalised steps on ``log lr`` driven by
+            the cosine of ``g_t`` and ``u_{t-1}``, with a guard that halves a diverging rate; no
+            scale to tune), ``"additive"`` (the paper's HD) or ``"multiplicative"`` (normalised
+            HDM, ``hypergrad_lr`` in [0, 1)); see ``docs/hypergradient.md``.
         lr_bounds: optional ``(low, high)``; the lr is clipped into it after every update.
         granularity, lr_limit, lr_limit_power: one rate per group, tensor or weight, and the
             convergence-ensuring blend; see :class:`hypergrad.HypergradOptimizer`.
     """
 
-    hypergrad_defaults = keyword_defaults(hypergrad_lr=1e-7)
+    paper_hypergrad_lr = 1e-7
     check_base_arguments = staticmethod(check_adam_arguments)
 
     def __init__(

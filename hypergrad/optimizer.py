@@ -31,7 +31,7 @@ from ._rates import (
     tensor_scales,
     update_tensor_scales,
 )
-from ._keywords import HYPERGRAD_KEYWORDS, keyword_defaults, resolved, spelled_out
+from ._keywords import HYPERGRAD_KEYWORDS, keyword_defaults, resolved, rule_hypergrad_lr, spelled_out
 from ._validation import check_distinct_params, check_fused_param, check_loaded_state, checked_group_settings
 from .distributed import all_reduce_statistics, check_not_zero_sharded
 
@@ -119,8 +119,11 @@ class HypergradOptimizer(Optimizer):
     step of a group without it.
     """
 
-    #: The defaults of the hypergradient keywords; each base rule sets its own ``hypergrad_lr``.
+    #: The defaults of the hypergradient keywords (the same for every base rule).
     hypergrad_defaults: dict[str, Any] = keyword_defaults()
+    #: The paper's beta for this base rule: what ``hypergrad_lr=None`` means under the additive
+    #: (and the multiplicative) rule.
+    paper_hypergrad_lr: float
     #: The base rule's argument check (one of ``_validation``'s): run on the constructor's settings
     #: and on every group added or loaded; returns the normalised values to store.
     check_base_arguments: Callable[[Mapping[str, Any]], dict[str, Any]]
@@ -135,7 +138,10 @@ class HypergradOptimizer(Optimizer):
         ``hypergrad_defaults`` it overrides. Every group is checked once, in ``add_param_group``."""
         check_not_zero_sharded(type(self).__name__)
         defaults = dict(defaults, **resolved(type(self).__name__, self.hypergrad_defaults, hypergrad))
-        defaults.update(self._checked_settings(defaults))
+        checked = self._checked_settings(defaults)
+        if defaults["hypergrad_lr"] is None:  # stays "the rule's default": a group may choose its rule
+            del checked["hypergrad_lr"]
+        defaults.update(checked)
         # Every group has the key, whether or not the subclass offers the keyword: torch's
         # capture health check reads it, and torch.compile adds it while tracing (its guard on
         # the key then fails within the same frame when the key was absent).
@@ -144,8 +150,13 @@ class HypergradOptimizer(Optimizer):
 
     def _checked_settings(self, settings: Mapping[str, Any], *, initial: bool = True) -> dict[str, Any]:
         """Every setting of one group checked (the base rule's, then the hypergradient keywords);
-        the normalised values to store."""
-        return {**self.check_base_arguments(settings), **checked_group_settings(settings, initial=initial)}
+        the normalised values to store (``hypergrad_lr=None``: the group's rule's default)."""
+        beta = settings["hypergrad_lr"]
+        if beta is None:
+            beta = rule_hypergrad_lr(settings["hypergrad_rule"], self.paper_hypergrad_lr)
+            settings = {**settings, "hypergrad_lr": beta}
+        return {**self.check_base_arguments(settings), **checked_group_settings(settings, initial=initial),
+                "hypergrad_lr": beta}
 
     def add_param_group(self, param_group: dict[str, Any]) -> None:
         """torch.optim's, after checking every setting of the group (its own keys over the

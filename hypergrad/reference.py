@@ -17,6 +17,7 @@ from torch.optim import Optimizer
 
 from .adagrad import AdagradHD
 from .adam import AdamHD, AdamWHD
+from ._keywords import rule_hypergrad_lr
 from .rmsprop import RMSpropHD
 from .sgd import SGDHD
 
@@ -135,6 +136,12 @@ class _ReferenceHD(Optimizer):
         bound.apply_defaults()
         defaults = {name: value for name, value in bound.arguments.items() if name != "params"}
         super().__init__(params, {**defaults, **self.fixed})
+
+    def add_param_group(self, param_group: dict[str, Any]) -> None:
+        super().add_param_group(param_group)
+        group = self.param_groups[-1]
+        if group["hypergrad_lr"] is None:  # the rule's default, as the fast optimizer takes it
+            group["hypergrad_lr"] = rule_hypergrad_lr(group["hypergrad_rule"], self.fast.paper_hypergrad_lr)
 
     def _direction(self, group: dict[str, Any], p: Tensor, g: Tensor, state: dict[str, Any]) -> Tensor:
         raise NotImplementedError

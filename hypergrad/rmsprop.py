@@ -16,7 +16,6 @@ from ._kernels import (
     foreach_descend,
     stored_copies,
 )
-from ._keywords import keyword_defaults
 from ._validation import check_rmsprop_arguments
 from .optimizer import GroupTensors, HypergradOptimizer, PreviousDirections
 
@@ -54,13 +53,15 @@ class RMSpropHD(HypergradOptimizer):
         alpha, eps, weight_decay, momentum, centered, foreach, maximize: as in
             ``torch.optim.RMSprop`` (``foreach`` and ``maximize`` keyword-only here: torch's next
             positional argument is ``capturable``, which this optimizer does not take).
-        hypergrad_lr: ``beta``. The direction is normalised per coordinate like Adam's, so the
-            default is Adam-HD's 1e-7 scaled by RMSprop's 10x larger default lr: 1e-6.
+        hypergrad_lr: ``beta``; ``None`` (the default) is the rule's own: 0.05 for the
+            scale-free rule; for the additive and multiplicative rules 1e-6 (the direction is
+            normalised per coordinate like Adam's: Adam-HD's 1e-7 scaled by RMSprop's 10x larger
+            default lr).
         hypergrad_rule, lr_bounds, granularity, lr_limit, lr_limit_power: see
             :class:`hypergrad.HypergradOptimizer`.
     """
 
-    hypergrad_defaults = keyword_defaults(hypergrad_lr=1e-6)
+    paper_hypergrad_lr = 1e-6
     check_base_arguments = staticmethod(check_rmsprop_arguments)
 
     def __init__(

@@ -16,7 +16,6 @@ from ._kernels import (
     foreach_descend,
     stored_copies,
 )
-from ._keywords import keyword_defaults
 from ._validation import check_fused, check_sgd_arguments
 from .optimizer import GroupTensors, HypergradOptimizer, PreviousDirections
 
@@ -71,21 +70,22 @@ class SGDHD(HypergradOptimizer):
             ``step()`` can be captured in a CUDA graph. Without it, an effective gradient the
             step computes anyway (with ``weight_decay`` or ``maximize``) becomes the stored
             direction instead of being copied. The step never waits for the device either way.
-        hypergrad_lr: ``beta``, the learning rate of the learning rate. The default 1e-3 is the
-            reference code's choice for the SGD variants at ``lr=1e-3`` (MNIST logistic regression
-            and MLP): for additive HD, ``beta * g . u`` has the units of ``lr``, and
-            ``|g|^2 ~ 1e-2..1`` in those networks moves ``lr`` by ~1e-5..1e-3 per step. Scale it
-            with the size of ``|g|^2``; see the README.
-        hypergrad_rule: ``"additive"`` (the paper's HD), ``"multiplicative"`` (normalised HDM:
-            scale-free, ``hypergrad_lr`` in [0, 1), lr stays positive) or ``"scalefree"``
-            (normalised steps on ``log lr`` with a divergence guard; ``hypergrad_lr`` defaults to
-            0.05 with it); see ``docs/hypergradient.md``.
+        hypergrad_lr: ``beta``, the learning rate of the learning rate; ``None`` (the default) is
+            the rule's own: 0.05 for the scale-free rule (dimensionless: the largest change of
+            ``log lr`` in one step), and for the additive and multiplicative rules the reference
+            code's 1e-3 for the SGD variants at ``lr=1e-3`` (MNIST logistic regression and MLP):
+            for additive HD, ``beta * g . u`` has the units of ``lr``, and ``|g|^2 ~ 1e-2..1`` in
+            those networks moves ``lr`` by ~1e-5..1e-3 per step. See the README.
+        hypergrad_rule: ``"scalefree"`` (the default: Adam-normalised steps on ``log lr`` driven by
+            the cosine of ``g_t`` and ``u_{t-1}``, with a guard that halves a diverging rate; no
+            scale to tune), ``"additive"`` (the paper's HD) or ``"multiplicative"`` (normalised
+            HDM, ``hypergrad_lr`` in [0, 1)); see ``docs/hypergradient.md``.
         lr_bounds: optional ``(low, high)``; the lr is clipped into it after every update.
         granularity, lr_limit, lr_limit_power: one rate per group, tensor or weight, and the
             convergence-ensuring blend; see :class:`hypergrad.HypergradOptimizer`.
     """
 
-    hypergrad_defaults = keyword_defaults(hypergrad_lr=1e-3)
+    paper_hypergrad_lr = 1e-3
     check_base_arguments = staticmethod(check_sgd_arguments)
 
     def __init__(

@@ -115,7 +115,9 @@ _FAMILIES = {
 
 
 def _case(family: str, **settings: Any) -> Case:
-    return Case(*_FAMILIES[family], settings)
+    """A case of the paper's additive rule unless ``settings`` name another (the library's default
+    rule is the scale-free one; the table's betas are additive ones)."""
+    return Case(*_FAMILIES[family], {"hypergrad_rule": "additive", **settings})
 
 
 # The table. Names say the base rule and what departs from its defaults.

@@ -31,25 +31,26 @@ BATCH = 8  # global batch: each rank takes BATCH // WORLD_SIZE rows of it
 SPAWN_TIMEOUT_S = 150
 
 OPTIMIZERS: dict[str, tuple[type, dict[str, Any]]] = {
-    "SGDHD-nesterov": (hypergrad.SGDHD, dict(lr=0.02, momentum=0.9, nesterov=True, weight_decay=1e-2, hypergrad_lr=1e-2)),
+    "SGDHD-nesterov": (hypergrad.SGDHD, dict(lr=0.02, momentum=0.9, nesterov=True, weight_decay=1e-2, hypergrad_lr=1e-2, hypergrad_rule="additive")),
     "SGDHD-nesterov-mult": (hypergrad.SGDHD, dict(lr=0.02, momentum=0.9, nesterov=True, hypergrad_lr=0.3, hypergrad_rule="multiplicative")),
-    "AdamHD": (hypergrad.AdamHD, dict(lr=0.01, weight_decay=1e-2, hypergrad_lr=1e-3)),
+    "AdamHD": (hypergrad.AdamHD, dict(lr=0.01, weight_decay=1e-2, hypergrad_lr=1e-3, hypergrad_rule="additive")),
     "AdamHD-mult": (hypergrad.AdamHD, dict(lr=0.01, hypergrad_lr=0.3, hypergrad_rule="multiplicative")),
-    "AdamWHD": (hypergrad.AdamWHD, dict(lr=0.01, weight_decay=0.1, hypergrad_lr=1e-3)),
-    "AdagradHD": (hypergrad.AdagradHD, dict(lr=0.05, hypergrad_lr=1e-3)),
-    "RMSpropHD": (hypergrad.RMSpropHD, dict(lr=0.005, hypergrad_lr=1e-4, centered=True)),
-    "RMSpropHD-momentum": (hypergrad.RMSpropHD, dict(lr=0.005, momentum=0.5, hypergrad_lr=1e-4)),
-    "SGDHD-nesterov-tensor": (hypergrad.SGDHD, dict(lr=0.02, momentum=0.9, nesterov=True, hypergrad_lr=1e-2, granularity="tensor")),
+    "AdamWHD": (hypergrad.AdamWHD, dict(lr=0.01, weight_decay=0.1, hypergrad_lr=1e-3, hypergrad_rule="additive")),
+    "AdagradHD": (hypergrad.AdagradHD, dict(lr=0.05, hypergrad_lr=1e-3, hypergrad_rule="additive")),
+    "RMSpropHD": (hypergrad.RMSpropHD, dict(lr=0.005, hypergrad_lr=1e-4, hypergrad_rule="additive", centered=True)),
+    "RMSpropHD-momentum": (hypergrad.RMSpropHD, dict(lr=0.005, momentum=0.5, hypergrad_lr=1e-4, hypergrad_rule="additive")),
+    "SGDHD-nesterov-tensor": (hypergrad.SGDHD, dict(lr=0.02, momentum=0.9, nesterov=True, hypergrad_lr=1e-2, hypergrad_rule="additive", granularity="tensor")),
     "AdamHD-mult-tensor": (hypergrad.AdamHD, dict(lr=0.01, hypergrad_lr=0.3, hypergrad_rule="multiplicative", granularity="tensor")),
-    "SGDHD-nesterov-element": (hypergrad.SGDHD, dict(lr=0.02, momentum=0.9, nesterov=True, hypergrad_lr=1e-1, granularity="element")),
-    "AdamHD-element": (hypergrad.AdamHD, dict(lr=0.01, hypergrad_lr=1e-2, granularity="element")),
+    "SGDHD-nesterov-element": (hypergrad.SGDHD, dict(lr=0.02, momentum=0.9, nesterov=True, hypergrad_lr=1e-1, hypergrad_rule="additive", granularity="element")),
+    "AdamHD-element": (hypergrad.AdamHD, dict(lr=0.01, hypergrad_lr=1e-2, hypergrad_rule="additive", granularity="element")),
     "AdaptiveGainSGD": (hypergrad.AdaptiveGainSGD, dict(lr=0.02, momentum=0.5)),
 }
 HYPERGRADIENT = [name for name, (cls, _) in OPTIMIZERS.items() if issubclass(cls, hypergrad.HypergradOptimizer)]
 # Names whose statistics are sums over many weights, reduced across ranks (per-weight ones are not).
 REDUCED = [name for name in HYPERGRADIENT if OPTIMIZERS[name][1].get("granularity") != "element"]
 # Rule and granularity variants run under FSDP2 only; the other modes run each base optimizer.
-BASES = [name for name, (_, settings) in OPTIMIZERS.items() if not {"hypergrad_rule", "granularity"} & set(settings)]
+BASES = [name for name, (_, settings) in OPTIMIZERS.items()
+         if settings.get("hypergrad_rule", "additive") == "additive" and "granularity" not in settings]
 # foreach=None is torch.optim's default (the for-loop on CPU); FSDP2 runs both kernels on DTensors,
 # and with the lr kept as a 0-dim tensor, as it is for parameters on an accelerator.
 CASES = (

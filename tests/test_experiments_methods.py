@@ -35,7 +35,8 @@ def test_registry_lists_every_method_of_the_issue():
     expected = {
         "sgd", "sgd_hd", "sgdm", "sgdm_hd", "sgdn", "sgdn_hd", "adagrad", "adagrad_hd", "rmsprop", "rmsprop_hd",
         "adam", "adam_hd", "adamw", "adamw_hd", "prodigy", "dadapt_adam", "schedulefree_adamw", "dog",
-        "sgdn_hd_sf", "adam_hd_sf", "adam_hd_mult", "hdm", "mechanic",
+        "sgd_hd_sf", "sgdn_hd_sf", "adam_hd_sf", "adamw_hd_sf", "adagrad_hd_sf", "rmsprop_hd_sf", "adam_hd_mult",
+        "hdm", "mechanic",
     }
     assert set(METHODS) == expected
     assert methods.PAPER_METHODS == ("sgd", "sgd_hd", "sgdn", "sgdn_hd", "adam", "adam_hd")

@@ -21,7 +21,7 @@ def _groups(model: TinyNet, **second_group):
 def test_each_group_adapts_its_own_lr_from_its_own_parameters(cls):
     batches = make_batches(6)
     model = TinyNet()
-    optimizer = cls(_groups(model, lr=0.02, hypergrad_lr=2e-3), lr=0.05, hypergrad_lr=1e-3)
+    optimizer = cls(_groups(model, lr=0.02, hypergrad_lr=2e-3), lr=0.05, hypergrad_lr=1e-3, hypergrad_rule="additive")
     assert optimizer.param_groups[1]["hypergrad_lr"] == 2e-3
     train(model, optimizer, batches[:3])
     for batch in batches[3:]:

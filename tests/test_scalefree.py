@@ -6,6 +6,7 @@ saved, restored and checked on load."""
 from __future__ import annotations
 
 import copy
+import inspect
 import math
 
 import pytest
@@ -103,12 +104,26 @@ def test_guard_brings_a_far_too_large_rate_down_within_a_few_steps(granularity):
     assert contrast[-1] > 1e6 * contrast[0], contrast[-1]
 
 
+PAPER_BETAS = {SGDHD: 1e-3, AdamHD: 1e-7, AdamWHD: 1e-7, AdagradHD: 1e-6, RMSpropHD: 1e-6}
+"""The reference code's betas (SGD-type 1e-3, Adam-type 1e-7), scaled by the default lr for Adagrad and RMSprop."""
+
+
 @pytest.mark.parametrize("cls", [SGDHD, AdamHD, AdamWHD, AdagradHD, RMSpropHD])
-def test_one_default_beta_for_every_base_rule(cls):
+def test_the_default_is_the_scalefree_rule_with_one_beta_and_the_papers_rule_is_one_keyword_away(cls):
     model = TinyNet()
-    assert cls(model.parameters(), hypergrad_rule="scalefree").param_groups[0]["hypergrad_lr"] == 0.05
-    assert cls(model.parameters(), hypergrad_rule="scalefree", hypergrad_lr=0.2).param_groups[0]["hypergrad_lr"] == 0.2
-    assert cls(model.parameters()).param_groups[0]["hypergrad_rule"] == "additive"  # the default rule is unchanged
+    group = cls(model.parameters()).param_groups[0]
+    assert (group["hypergrad_rule"], group["hypergrad_lr"]) == ("scalefree", 0.05)
+    assert cls(model.parameters(), hypergrad_lr=0.2).param_groups[0]["hypergrad_lr"] == 0.2
+    paper_beta = PAPER_BETAS[cls]
+    assert cls(model.parameters(), hypergrad_rule="additive").param_groups[0]["hypergrad_lr"] == paper_beta
+    # A group that chooses its own rule gets that rule's default beta.
+    mixed = cls([{"params": model.hidden.parameters(), "hypergrad_rule": "additive"},
+                 {"params": model.out.parameters()}])
+    assert [(g["hypergrad_rule"], g["hypergrad_lr"]) for g in mixed.param_groups] == [
+        ("additive", paper_beta), ("scalefree", 0.05)]
+    assert mixed.defaults["hypergrad_lr"] is None
+    signature = inspect.signature(cls).parameters
+    assert (signature["hypergrad_rule"].default, signature["hypergrad_lr"].default) == ("scalefree", None)
 
 
 @pytest.mark.parametrize("granularity", GRANULARITIES)

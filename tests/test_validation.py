@@ -87,10 +87,11 @@ def test_sparse_gradients_are_refused(cls):
 @pytest.mark.parametrize(
     "make",
     [
-        lambda p, f: hypergrad.SGDHD(p, lr=0.05, hypergrad_lr=1e-2, foreach=f),
-        lambda p, f: hypergrad.SGDHD(p, lr=0.05, momentum=0.9, nesterov=True, hypergrad_lr=1e-2, foreach=f),
+        lambda p, f: hypergrad.SGDHD(p, lr=0.05, hypergrad_lr=1e-2, hypergrad_rule="additive", foreach=f),
+        lambda p, f: hypergrad.SGDHD(p, lr=0.05, momentum=0.9, nesterov=True, hypergrad_lr=1e-2, hypergrad_rule="additive",
+                                     foreach=f),
         lambda p, f: hypergrad.SGDHD(p, lr=0.05, hypergrad_lr=0.5, hypergrad_rule="multiplicative", foreach=f),
-        lambda p, f: hypergrad.AdamHD(p, lr=0.01, hypergrad_lr=1e-4, foreach=f),
+        lambda p, f: hypergrad.AdamHD(p, lr=0.01, hypergrad_lr=1e-4, hypergrad_rule="additive", foreach=f),
     ],
 )
 @pytest.mark.parametrize("bad", [float("nan"), float("inf")])

@@ -101,7 +101,7 @@ def _quadratic_run(lr_limit: float | None, steps: int = 400) -> tuple[list[float
     """Full-batch gradient descent with SGD-HD on f(x) = x^T A x / 2, A = diag(1..10) (L = 10)."""
     eigenvalues = torch.linspace(1.0, 10.0, 10, dtype=torch.float64)
     x = torch.nn.Parameter(torch.full((10,), 0.1, dtype=torch.float64))
-    optimizer = SGDHD([x], lr=0.01, hypergrad_lr=0.1, lr_limit=lr_limit)
+    optimizer = SGDHD([x], lr=0.01, hypergrad_lr=0.1, hypergrad_rule="additive", lr_limit=lr_limit)
     lrs: list[float] = []
     losses = quadratic_descent(optimizer, x, eigenvalues, steps,
                                record=lambda optimizer: lrs.append(optimizer.param_groups[0]["lr"]))
@@ -126,9 +126,9 @@ def test_blend_converges_where_plain_hd_with_a_too_large_hypergrad_lr_oscillates
 def test_blend_keeps_its_own_hypergradient_chain():
     """group["lr_hd"] follows the plain additive rule; group["lr"] is its blend at delta(t) = t^-2."""
     model = TinyNet()
-    blended = SGDHD(model.parameters(), lr=0.05, hypergrad_lr=1e-2, lr_limit=0.03)
+    blended = SGDHD(model.parameters(), lr=0.05, hypergrad_lr=1e-2, hypergrad_rule="additive", lr_limit=0.03)
     plain_model = TinyNet()
-    plain = SGDHD(plain_model.parameters(), lr=0.05, hypergrad_lr=1e-2)
+    plain = SGDHD(plain_model.parameters(), lr=0.05, hypergrad_lr=1e-2, hypergrad_rule="additive")
     for t, batch in enumerate(make_batches(6), start=1):
         for m, o in ((model, blended), (plain_model, plain)):
             o.zero_grad()
