@@ -199,7 +199,7 @@ def one_per_base_rule(lr_of: dict[str, float] | None = None) -> list[Case]:
     """One case per base rule (fast, base, twin) with no settings beyond ``lr`` (the family's
     test lr by default): for tests that parametrize the settings themselves."""
     lrs = {"sgd": 0.05, "adam": 0.01, "adamw": 0.01, "adagrad": 0.05, "rmsprop": 0.01, **(lr_of or {})}
-    return [_case(family, lr=lrs[family]) for family in _FAMILIES]
+    return [Case(*members, {"lr": lrs[family]}) for family, members in _FAMILIES.items()]
 
 
 # Every combination of torch.optim's flags per base rule, for the tests that sweep them.
@@ -232,3 +232,15 @@ BASE_FLAGS: dict[type[Optimizer], list[dict[str, Any]]] = {
 
 def flag_id(flags: dict[str, Any]) -> str:
     return "-".join(f"{k}={v}" for k, v in flags.items())
+
+
+def same(a: Any, b: Any) -> bool:
+    """Equality of nested state (dicts, lists, tuples) with tensors compared by value and dtype
+    (a group of the scale-free rule holds its memory tensor)."""
+    if isinstance(a, torch.Tensor) or isinstance(b, torch.Tensor):
+        return isinstance(a, torch.Tensor) and isinstance(b, torch.Tensor) and a.dtype == b.dtype and torch.equal(a, b)
+    if isinstance(a, dict) and isinstance(b, dict):
+        return a.keys() == b.keys() and all(same(a[k], b[k]) for k in a)
+    if isinstance(a, (list, tuple)) and isinstance(b, (list, tuple)):
+        return type(a) is type(b) and len(a) == len(b) and all(same(x, y) for x, y in zip(a, b))
+    return a == b

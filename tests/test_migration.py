@@ -10,7 +10,7 @@ import pytest
 import torch
 
 import hypergrad
-from cases import BASE_FLAGS, TinyNet, flag_id, make_batches, one_per_base_rule, train
+from cases import BASE_FLAGS, TinyNet, flag_id, make_batches, one_per_base_rule, same, train
 
 MIGRATIONS = [(case, flags) for case in one_per_base_rule() for flags in BASE_FLAGS[case.base]]
 MIGRATION_IDS = [f"{case.fast.__name__}-{flag_id(flags)}" for case, flags in MIGRATIONS]
@@ -85,7 +85,7 @@ def _trained(case, **settings):
 
 
 def _assert_same_state_dict(first: dict, second: dict) -> None:
-    assert first["param_groups"] == second["param_groups"]
+    assert same(first["param_groups"], second["param_groups"])
     assert first["state"].keys() == second["state"].keys()
     for key, state in first["state"].items():
         assert state.keys() == second["state"][key].keys()

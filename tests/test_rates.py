@@ -53,7 +53,7 @@ def test_float16_statistics_do_not_overflow(case, granularity):
     for dtype, make in ((torch.float16, case.make), (torch.float64, case.make_reference)):
         weights = torch.nn.Parameter(start.to(dtype, copy=True))
         eps = {} if case.fast.__name__ == "SGDHD" else {"eps": 1e-3}
-        optimizer = make([weights], lr=1e-3, hypergrad_lr=1e-9, granularity=granularity, **eps)
+        optimizer = make([weights], lr=1e-3, hypergrad_lr=1e-9, hypergrad_rule="additive", granularity=granularity, **eps)
         for _ in range(3):
             optimizer.zero_grad()
             (weights.float() - target.float()).pow(2).sum().mul(0.5).backward()
