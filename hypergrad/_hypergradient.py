@@ -73,9 +73,17 @@ def tensor_statistics(
         per_tensor = [torch.stack((flat_dot(g, u), flat_dot(g, g), flat_dot(u, u))) for g, u in zip(grads, directions)]
     if not per_tensor:
         return None
-    device = per_tensor[0].device
+    return statistics_rows(torch.stack(per_tensor), rule, scales)
+
+
+def statistics_rows(sums: Tensor, rule: str, scales: Sequence[float | Tensor] | None = None) -> Tensor:
+    """The rows of :func:`tensor_statistics` from the per-tensor sums of the unscaled directions,
+    ``(tensors,)`` (``g . u``, additive rule) or ``(tensors, 3)`` (``g . u, |g|^2, |u|^2``):
+    accumulated in float64 where the device has it, each row times its scale (``|u|^2`` times its
+    square). Every way of taking the sums (one dot per tensor, a compiled pass) ends here."""
+    device = sums.device
     accumulate = torch.float64 if device.type != "mps" else torch.float32
-    stacked = torch.stack(per_tensor).to(accumulate)
+    stacked = sums.to(accumulate)
     if rule == "additive":
         stacked = stacked[:, None]
     if scales is not None:

@@ -164,3 +164,37 @@ def test_rmsprop_has_no_fused_kernel():
     """torch.optim.RMSprop has no fused step, so RMSpropHD offers no ``fused`` keyword."""
     with pytest.raises(TypeError, match="fused"):
         hypergrad.RMSpropHD([torch.nn.Parameter(torch.zeros(3))], fused=True)
+
+
+COMPILED_CASES = [
+    (hypergrad.AdamHD, dict(amsgrad=True), torch.float32),
+    (hypergrad.AdamWHD, dict(hypergrad_rule="multiplicative", granularity="tensor"), torch.float64),
+]
+
+
+@pytest.mark.parametrize("optimizer_cls, settings, dtype", COMPILED_CASES, ids=["Adam-f32", "AdamW-f64"])
+def test_compiled_statistics_equal_the_eager_ones(monkeypatch, optimizer_cls, settings, dtype):
+    """The fused Adam path's statistics in one compiled pass (``_compiled.py``, off elsewhere in the
+    suite) give the eager statistics' learning rates and parameters, to float rounding."""
+    from hypergrad import _compiled
+
+    runs = []
+    for switch in ("1", "0"):
+        monkeypatch.setenv(_compiled.SWITCH, switch)
+        torch.manual_seed(0)
+        model = TinyNet().to(dtype)
+        optimizer = optimizer_cls(model.parameters(), lr=1e-2, hypergrad_lr=1e-4, fused=True, **settings)
+        lrs = []
+        for x, y in make_batches(6):
+            optimizer.zero_grad()
+            batch_loss(model, (x.to(dtype), y.to(dtype))).backward()
+            optimizer.step()
+            lrs.extend(float(rate) for rate in optimizer.learning_rates(model.named_parameters()).values())
+        runs.append((lrs, list(model.parameters())))
+        if switch == "1" and (_compiled._failed or not _compiled._compiled):
+            pytest.skip("torch.compile is unavailable here (no C++ compiler?)")
+    (compiled_lrs, compiled_params), (eager_lrs, eager_params) = runs
+    assert len(set(eager_lrs)) > 4, "the lr must adapt for the comparison to mean anything"
+    tolerance = 1e-5 if dtype == torch.float32 else 1e-12
+    torch.testing.assert_close(compiled_lrs, eager_lrs, rtol=tolerance, atol=0)
+    torch.testing.assert_close(compiled_params, eager_params, rtol=tolerance, atol=tolerance)
