@@ -37,13 +37,14 @@ _compiled: dict[tuple[bool, bool], Callable[..., Tensor]] = {}
 _failed = False
 
 
-def available(tensors: Sequence[Tensor]) -> bool:
-    """Whether the compiled statistics can serve a step over ``tensors``: switched on, not inside
-    an outer compile, plain CPU tensors of one dtype the kernel serves, no earlier failure."""
-    if _failed or os.environ.get(SWITCH, "1") == "0" or torch.compiler.is_compiling() or not tensors:
+def available(grads: Sequence[Tensor]) -> bool:
+    """Whether the compiled statistics can serve a step with gradients ``grads`` (the optimizer
+    state is shaped, placed and typed like them): switched on, not inside an outer compile, plain
+    CPU tensors of one dtype the kernel serves, no earlier failure."""
+    if _failed or os.environ.get(SWITCH, "1") == "0" or torch.compiler.is_compiling() or not grads:
         return False
-    dtype = tensors[0].dtype
-    return dtype in DTYPES and all(type(t) is Tensor and t.is_cpu and t.dtype == dtype for t in tensors)
+    dtype = grads[0].dtype
+    return dtype in DTYPES and all(type(g) is Tensor and g.is_cpu and g.dtype == dtype for g in grads)
 
 
 def _recomputed_sums(
@@ -81,7 +82,7 @@ def recomputed_sums(
     ``None`` where it is not :func:`available` or fails (once, with a warning: every later
     step then takes the eager statistics)."""
     global _failed
-    if not available([*grads, *exp_avgs, *second_moments, *(previous_params or [])]):
+    if not available(grads):
         return None
     decay = previous_params is not None
     key = (norms, decay)

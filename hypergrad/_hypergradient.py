@@ -39,12 +39,18 @@ def accumulation_dtype(dtype: torch.dtype) -> torch.dtype:
     return torch.float32 if dtype in (torch.float16, torch.bfloat16) else dtype
 
 
+#: Dtypes whose dot product :func:`flat_dot` takes as they are (real, their own accumulation dtype).
+_DOT_DTYPES = (torch.float32, torch.float64)
+
+
 def flat_dot(a: Tensor, b: Tensor) -> Tensor:
     """``sum(a * b)`` over all elements in one pass (a real dot product for complex tensors too),
     in :func:`accumulation_dtype`.
 
     For sharded DTensors, the part of the sum this rank counts (see ``distributed.py``).
     """
+    if type(a) is Tensor and type(b) is Tensor and a.dtype == b.dtype and a.dtype in _DOT_DTYPES:
+        return torch.dot(a.reshape(-1), b.reshape(-1))  # the common case, without the checks below
     a, b = local_operands(a, b)
     a, b = as_real(a), as_real(b)
     dtype = accumulation_dtype(a.dtype)
