@@ -12,7 +12,8 @@ that need the norms) per tensor; :func:`hypergrad._hypergradient.statistics_rows
 the rows :func:`hypergrad._hypergradient.tensor_statistics` gives, so the rule stays in one place.
 
 It is used by the fused path on the CPU for float32 and float64 parameters, compiled once per
-parameter set (the first step then takes seconds). It falls back to the eager statistics, with
+parameter set (the step that first takes statistics then takes seconds; a second parameter set
+with as many tensors compiles once more, for dynamic shapes, and serves every later one). It falls back to the eager statistics, with
 one warning, when compilation fails (no C++ compiler, ...), inside an outer ``torch.compile``, and
 when the environment variable ``HYPERGRAD_COMPILED_STATISTICS`` is ``0`` (the test suite's
 default: every test would otherwise compile its own shapes).
@@ -87,7 +88,9 @@ def recomputed_sums(
     decay = previous_params is not None
     key = (norms, decay)
     if key not in _compiled:
-        _compiled[key] = torch.compile(_recomputed_sums, fullgraph=True, dynamic=False)
+        # Not fullgraph: past dynamo's recompile limit (many parameter sets in one process) the
+        # function then runs eagerly instead of failing; shapes become dynamic after a change.
+        _compiled[key] = torch.compile(_recomputed_sums)
     columns = [list(shifts), list(coefficients) if coefficients is not None else [0.0] * len(shifts)]
     constants = torch.tensor(list(zip(*columns)), dtype=grads[0].dtype)
     try:

@@ -5,6 +5,8 @@ refuses it."""
 
 from __future__ import annotations
 
+import contextlib
+
 import pytest
 import torch
 
@@ -198,3 +200,35 @@ def test_compiled_statistics_equal_the_eager_ones(monkeypatch, optimizer_cls, se
     tolerance = 1e-5 if dtype == torch.float32 else 1e-12
     torch.testing.assert_close(compiled_lrs, eager_lrs, rtol=tolerance, atol=0)
     torch.testing.assert_close(compiled_params, eager_params, rtol=tolerance, atol=tolerance)
+
+
+def test_a_failed_compile_falls_back_to_the_eager_statistics(monkeypatch):
+    """A compiler failure (no C++ compiler, ...) warns once; that step and every later one take
+    the eager statistics, with the eager results bit for bit."""
+    from hypergrad import _compiled
+
+    def failing(*args, **kwargs):
+        raise RuntimeError("no C++ compiler")
+
+    runs = []
+    for switch in ("1", "0"):
+        monkeypatch.setenv(_compiled.SWITCH, switch)
+        monkeypatch.setattr(_compiled, "_compiled", {(False, False): failing})
+        monkeypatch.setattr(_compiled, "_failed", False)
+        torch.manual_seed(0)
+        model = TinyNet()
+        optimizer = hypergrad.AdamHD(model.parameters(), lr=1e-2, hypergrad_lr=1e-4, fused=True)
+        expected = pytest.warns(RuntimeWarning, match="compiled statistics are unavailable")
+        with expected if switch == "1" else contextlib.nullcontext():
+            lrs = []
+            for x, y in make_batches(4):
+                optimizer.zero_grad()
+                batch_loss(model, (x, y)).backward()
+                optimizer.step()
+                lrs.append(optimizer.param_groups[0]["lr"])
+        assert _compiled._failed == (switch == "1")
+        runs.append((lrs, [p.detach().clone() for p in model.parameters()]))
+    assert runs[0][0] == runs[1][0] and len(set(runs[0][0])) > 2
+    for fallback, eager in zip(runs[0][1], runs[1][1]):
+        assert torch.equal(fallback, eager)
+
