@@ -42,7 +42,7 @@ def available(grads: Sequence[Tensor]) -> bool:
     """Whether the compiled statistics can serve a step with gradients ``grads`` (the optimizer
     state is shaped, placed and typed like them): switched on, not inside an outer compile, plain
     CPU tensors of one dtype the kernel serves, no earlier failure."""
-    if _failed or os.environ.get(SWITCH, "1") == "0" or torch.compiler.is_compiling() or not grads:
+    if torch.compiler.is_compiling() or _failed or os.environ.get(SWITCH, "1") == "0" or not grads:
         return False
     dtype = grads[0].dtype
     return dtype in DTYPES and all(type(g) is Tensor and g.is_cpu and g.dtype == dtype for g in grads)
