@@ -57,8 +57,11 @@ class AdamHD(HypergradOptimizer):
         fused: as in ``torch.optim.Adam``: ``True`` takes the update through torch's fused kernel
             (``torch._fused_adam_``, ``torch._fused_adamw_`` for the decoupled decay; CPU and CUDA,
             floating point parameters) with the new rate; only the statistics pass, which
-            recomputes ``u_{t-1}`` from the moments, is extra. ``None`` (the default) is torch's
-            default, which does not pick it.
+            recomputes ``u_{t-1}`` from the moments, is extra. On the CPU (float32, float64) that
+            pass is one ``torch.compile``d reduction, compiled at the first step that takes
+            statistics (seconds; the eager passes where compiling fails or
+            ``HYPERGRAD_COMPILED_STATISTICS=0``; see docs/performance.md). ``None`` (the default)
+            is torch's default, which does not pick it.
         hypergrad_lr: ``beta``. The default 1e-7 is the reference code's choice for Adam-HD on
             MNIST logistic regression and MLP (it used 1e-8 for VGG on CIFAR-10). It is much
             smaller than SGD-HD's 1e-3 because Adam's direction is normalised per coordinate:
