@@ -245,12 +245,12 @@ def time_steps(steps: dict[str, Callable[[], None]], device: torch.device, round
 
 
 def benchmark_variant(variant: str, params: list[Tensor], device: torch.device, rounds: int,
-                      warmup: int, round_seconds: float, compile_step: bool) -> dict[str, Any]:
+                      warmup: int, round_seconds: float, compile_step: bool, rule: str) -> dict[str, Any]:
     hd_cls, base_cls, settings, hypergrad_lr = VARIANTS[variant]
     generator = torch.Generator().manual_seed(0)
     gradients = [(1e-3 * torch.randn(p.shape, generator=generator)).to(device) for p in params]
     def ours(**path: Any) -> Any:
-        return hd_cls(with_gradients(params, gradients), hypergrad_lr=hypergrad_lr, **path, **settings)
+        return hd_cls(with_gradients(params, gradients), hypergrad_lr=hypergrad_lr, hypergrad_rule=rule, **path, **settings)
 
     optimizers: dict[str, Any] = {
         "ours (for-loop)": ours(foreach=False),
@@ -268,7 +268,7 @@ def benchmark_variant(variant: str, params: list[Tensor], device: torch.device, 
     if compile_step:
         # A tensor lr from the start: the first compiled step need not turn a float into one.
         optimizers["ours (compiled)"] = hd_cls(
-            with_gradients(params, gradients), hypergrad_lr=hypergrad_lr,
+            with_gradients(params, gradients), hypergrad_lr=hypergrad_lr, hypergrad_rule=rule,
             **dict(settings, lr=torch.tensor(settings["lr"], device=device)),
         )
         steps["ours (compiled)"] = torch.compile(optimizers["ours (compiled)"].step)
@@ -302,6 +302,10 @@ def main() -> None:
     parser.add_argument("--warmup", type=int, default=5, help="untimed steps per optimizer first (default 5)")
     parser.add_argument("--round-seconds", type=float, default=0.05,
                         help="about this long per implementation per round (default 0.05)")
+    parser.add_argument("--rule", default="scalefree", choices=("scalefree", "additive", "multiplicative"),
+                        help="the hypergradient rule of our optimizers (default: the library's, scalefree; its three "
+                        "statistics cost more than the additive rule's one dot product). The tiny betas keep the rate "
+                        "steady; the cost does not depend on them")
     parser.add_argument("--compile", action="store_true",
                         help="also time torch.compile(optimizer.step) (inductor; compiling takes minutes)")
     args = parser.parse_args()
@@ -319,7 +323,7 @@ def main() -> None:
     device_name = torch.cuda.get_device_name(device) if device.type == "cuda" else platform.processor() or "cpu"
     clock_name = "wall-clock" if device.type == "cuda" else "process CPU"
     print(f"torch {torch.__version__}, device {device} ({device_name}), {torch.get_num_threads()} threads, "
-          f"float32; {clock_name} time, medians of {args.rounds} interleaved rounds of "
+          f"float32, hypergrad_rule={args.rule}; {clock_name} time, medians of {args.rounds} interleaved rounds of "
           f"~{args.round_seconds * 1e3:.0f} ms per implementation after {args.warmup} warm-up steps; "
           f"load average {os.getloadavg()[0]:.1f} on {os.cpu_count()} cores")
     for model in models:
@@ -331,7 +335,7 @@ def main() -> None:
               f"{'extra':>5} {'doc':>4} | {'peak temp/param: ours':>21} {'base':>5}")
         for variant in variants:
             result = benchmark_variant(variant, params, device, args.rounds, args.warmup, args.round_seconds,
-                                       args.compile)
+                                       args.compile, args.rule)
             print(result_row(variant, result, args.compile), flush=True)
     print("\nratio after 'torch fastest': our fastest path / torch.optim's fastest (fused where torch has a "
           "fused kernel, else foreach); after 'torch foreach': our foreach path / torch.optim's foreach. "

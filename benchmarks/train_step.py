@@ -58,6 +58,8 @@ def main() -> None:
                         help="torch CPU threads (default 1: on a shared machine a descheduled OpenMP thread stalls the others)")
     parser.add_argument("--batch-size", type=int, default=128, help="default 128, as in the paper")
     parser.add_argument("--variants", default=",".join(VARIANTS), help=f"comma-separated, from {list(VARIANTS)}")
+    parser.add_argument("--rule", default="scalefree", choices=("scalefree", "additive", "multiplicative"),
+                        help="the hypergradient rule of our optimizers (default: the library's, scalefree)")
     parser.add_argument("--rounds", type=int, default=21, help="interleaved timing rounds (default 21)")
     parser.add_argument("--steps-per-round", type=int, default=5, help="training steps per implementation per round")
     parser.add_argument("--warmup", type=int, default=5, help="untimed steps per optimizer first (default 5)")
@@ -82,7 +84,7 @@ def main() -> None:
     device_name = torch.cuda.get_device_name(device) if device.type == "cuda" else platform.processor() or "cpu"
     clock_name = "wall-clock" if device.type == "cuda" else "process CPU"
     print(f"torch {torch.__version__}, device {device} ({device_name}), {torch.get_num_threads()} threads; "
-          f"MNIST MLP 784-1000-1000-10, batch {args.batch_size}; {clock_name} time, medians of {args.rounds} "
+          f"MNIST MLP 784-1000-1000-10, batch {args.batch_size}, hypergrad_rule={args.rule}; {clock_name} time, medians of {args.rounds} "
           f"interleaved rounds of {args.steps_per_round} steps after {args.warmup} warm-up steps; "
           f"load average {os.getloadavg()[0]:.1f} on {os.cpu_count()} cores\n")
     print(f"{'variant':<14} {'HD path':>8} {'HD step':>9} {'base path':>10} {'base step':>10} {'ratio':>6}")
@@ -92,7 +94,8 @@ def main() -> None:
         hd_cls, base_cls, settings, hypergrad_lr = VARIANTS[variant]
         models = {"HD": copy.deepcopy(base_model), "base": copy.deepcopy(base_model)}
         optimizers = {
-            "HD": hd_cls(models["HD"].parameters(), hypergrad_lr=hypergrad_lr, **fastest_path(hd_cls), **settings),
+            "HD": hd_cls(models["HD"].parameters(), hypergrad_lr=hypergrad_lr, hypergrad_rule=args.rule,
+                         **fastest_path(hd_cls), **settings),
             "base": base_cls(models["base"].parameters(), **fastest_path(base_cls), **settings),
         }
         cursor = {name: 0 for name in models}

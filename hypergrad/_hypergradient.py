@@ -39,12 +39,18 @@ def accumulation_dtype(dtype: torch.dtype) -> torch.dtype:
     return torch.float32 if dtype in (torch.float16, torch.bfloat16) else dtype
 
 
+#: Dtypes whose dot product :func:`flat_dot` takes as they are (real, their own accumulation dtype).
+_DOT_DTYPES = (torch.float32, torch.float64)
+
+
 def flat_dot(a: Tensor, b: Tensor) -> Tensor:
     """``sum(a * b)`` over all elements in one pass (a real dot product for complex tensors too),
     in :func:`accumulation_dtype`.
 
     For sharded DTensors, the part of the sum this rank counts (see ``distributed.py``).
     """
+    if type(a) is Tensor and type(b) is Tensor and a.dtype == b.dtype and a.dtype in _DOT_DTYPES:
+        return torch.dot(a.reshape(-1), b.reshape(-1))  # the common case, without the checks below
     a, b = local_operands(a, b)
     a, b = as_real(a), as_real(b)
     dtype = accumulation_dtype(a.dtype)
@@ -73,9 +79,17 @@ def tensor_statistics(
         per_tensor = [torch.stack((flat_dot(g, u), flat_dot(g, g), flat_dot(u, u))) for g, u in zip(grads, directions)]
     if not per_tensor:
         return None
-    device = per_tensor[0].device
+    return statistics_rows(torch.stack(per_tensor), rule, scales)
+
+
+def statistics_rows(sums: Tensor, rule: str, scales: Sequence[float | Tensor] | None = None) -> Tensor:
+    """The rows of :func:`tensor_statistics` from the per-tensor sums of the unscaled directions,
+    ``(tensors,)`` (``g . u``, additive rule) or ``(tensors, 3)`` (``g . u, |g|^2, |u|^2``):
+    accumulated in float64 where the device has it, each row times its scale (``|u|^2`` times its
+    square). Every way of taking the sums (one dot per tensor, a compiled pass) ends here."""
+    device = sums.device
     accumulate = torch.float64 if device.type != "mps" else torch.float32
-    stacked = torch.stack(per_tensor).to(accumulate)
+    stacked = sums.to(accumulate)
     if rule == "additive":
         stacked = stacked[:, None]
     if scales is not None:
@@ -88,18 +102,6 @@ def tensor_statistics(
         else:
             stacked = stacked * torch.stack((scale, torch.ones_like(scale), scale * scale), 1)
     return stacked
-
-
-def group_statistics(
-    grads: Sequence[Tensor],
-    directions: Iterable[Tensor],
-    rule: str,
-    scales: Sequence[float | Tensor] | None = None,
-) -> Tensor | None:
-    """Statistics of ``g_t . u_{t-1}`` over a group, ``[dot]`` or ``[dot, |g|^2, |u|^2]``: the
-    rows of :func:`tensor_statistics` summed (one learning rate per group, as in the paper)."""
-    rows = tensor_statistics(grads, directions, rule, scales)
-    return None if rows is None else rows.sum(0)
 
 
 def element_statistics(

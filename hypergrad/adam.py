@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import math
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import torch
 from torch import Tensor
 
+from ._compiled import recomputed_sums
+from ._hypergradient import statistics_rows
 from ._kernels import LearningRate, by_device, increment_steps
 from ._validation import check_adam_arguments, check_fused
 from .distributed import local_tensors
@@ -54,8 +56,11 @@ class AdamHD(HypergradOptimizer):
         fused: as in ``torch.optim.Adam``: ``True`` takes the update through torch's fused kernel
             (``torch._fused_adam_``, ``torch._fused_adamw_`` for the decoupled decay; CPU and CUDA,
             floating point parameters) with the new rate; only the statistics pass, which
-            recomputes ``u_{t-1}`` from the moments, is extra. ``None`` (the default) is torch's
-            default, which does not pick it.
+            recomputes ``u_{t-1}`` from the moments, is extra. On the CPU (float32, float64) that
+            pass is one ``torch.compile``d reduction, compiled at the first step that takes
+            statistics (seconds; the eager passes where compiling fails or
+            ``HYPERGRAD_COMPILED_STATISTICS=0``; see docs/performance.md). ``None`` (the default)
+            is torch's default, which does not pick it.
         hypergrad_lr: ``beta``; ``None`` (the default) is the rule's own: 0.05 for the
             scale-free rule, and for the additive and multiplicative rules the reference code's
             1e-7 for Adam-HD on MNIST logistic regression and MLP (it used 1e-8 for VGG on
@@ -136,15 +141,16 @@ class AdamHD(HypergradOptimizer):
         # AdamW: u_{t-1} = weight_decay * theta_{t-2} + the Adam direction (torch decays the
         # parameter by lr * weight_decay before the Adam step, so the decay is part of the step).
         decoupled = _keeps_previous_param(group)
-        directions, scales = previous_adam_directions(
+        directions, scales, rows = previous_adam_directions(
             [s["exp_avg"] for s in states],
             [s[second_moment] for s in states],
             [s["step"] for s in states],
             beta1=beta1, beta2=beta2, eps=group["eps"], foreach=foreach,
             previous_params=[s["previous_param"] for s in states] if decoupled else None,
             weight_decay=group["weight_decay"] if decoupled else 0.0,
+            one_pass=self._use_fused(group),
         )
-        return PreviousDirections(indices, directions, scales)
+        return PreviousDirections(indices, directions, scales, rows)
 
     def _update_params(self, group: dict[str, Any], tensors: GroupTensors, lr: LearningRate) -> None:
         foreach, fused = self._use_foreach(group, tensors.params), self._use_fused(group)
@@ -252,7 +258,8 @@ def previous_adam_directions(
     foreach: bool,
     previous_params: list[Tensor] | None = None,
     weight_decay: float = 0.0,
-) -> tuple[Iterator[Tensor], list[float | Tensor] | None]:
+    one_pass: bool = False,
+) -> tuple[Iterator[Tensor], list[float | Tensor] | None, Callable[[list[Tensor], str], Tensor | None] | None]:
     """Adam's last update direction ``m_hat / (sqrt(v_hat) + eps)`` from its state, factored as
     ``scale * m / (sqrt(v) + eps * sqrt(bc2))`` with ``scale = sqrt(bc2) / bc1``; returns the
     unscaled directions (a generator: each lives only while its dot product is taken) and scales.
@@ -263,6 +270,11 @@ def previous_adam_directions(
     On a device a step count may be 0 (host branches would synchronise): it is read as 1 there,
     which gives the right direction, 0, because ``m = v = 0`` then. Each direction is divided into
     its denominator's memory: one temporary per tensor, no more passes than the arithmetic needs.
+
+    With ``one_pass`` and host step counts, also the statistics rows of those directions for
+    given gradients and rule, taken in one compiled pass over ``g``, ``m`` and ``v`` (and
+    ``theta_{t-2}``) without materialising them (``_compiled.py``; the rows callable returns
+    ``None`` where the compiled pass is unavailable); else ``None`` in its place.
     """
     scales: list[float | Tensor] = []
     shifts: list[float | Tensor] = []
@@ -289,8 +301,21 @@ def previous_adam_directions(
                 yield torch.div(m, denom, out=denom).mul_(scales[index]).add_(previous_params[index], alpha=weight_decay)
 
     if previous_params is None:
-        return directions(), scales
-    return directions(), [weight_decay] * len(steps) if decay_apart else None
+        direction_scales: list[float | Tensor] | None = scales
+    else:
+        direction_scales = [weight_decay] * len(steps) if decay_apart else None
+    rows = None
+    if one_pass and all(isinstance(scale, float) for scale in scales) and (previous_params is None or decay_apart):
+        coefficients = None if previous_params is None else [scale / weight_decay for scale in scales]
+
+        def rows(grads: list[Tensor], rule: str) -> Tensor | None:
+            sums = recomputed_sums(
+                grads, exp_avgs, second_moments, shifts, norms=rule != "additive",  # type: ignore[arg-type]
+                previous_params=previous_params, coefficients=coefficients,  # type: ignore[arg-type]
+            )
+            return None if sums is None else statistics_rows(sums, rule, direction_scales)
+
+    return directions(), direction_scales, rows
 
 
 def _single_tensor_update(

@@ -14,7 +14,6 @@ from torch.optim.optimizer import _default_to_fused_or_foreach
 from ._hypergradient import (
     blended_lr,
     element_statistics,
-    group_statistics,
     rule_memory,
     store_lr,
     tensor_statistics,
@@ -56,11 +55,14 @@ class PreviousDirections:
     """The update directions ``u_{t-1}`` a base rule can give: ``directions[k]`` belongs to
     ``tensors.params[indices[k]]`` (a parameter without one, at its first step, is left out), times
     ``scales[k]`` where scales are given (a factor the rule keeps apart, e.g. Adam's bias
-    corrections). ``directions`` may be a generator (recomputed directions live one at a time)."""
+    corrections). ``directions`` may be a generator (recomputed directions live one at a time).
+    ``rows``, where the base rule has one: the rows of ``tensor_statistics`` for given gradients
+    and rule taken in one pass (e.g. compiled), or ``None`` when that pass is unavailable."""
 
     indices: list[int]
     directions: Iterable[Tensor]
     scales: list[float | Tensor] | None = None
+    rows: Callable[[list[Tensor], str], Tensor | None] | None = None
 
 
 class HypergradOptimizer(Optimizer):
@@ -351,11 +353,13 @@ class HypergradOptimizer(Optimizer):
             return None
         grads = [tensors.grads[i] for i in previous.indices]
         rule, granularity = group["hypergrad_rule"], group["granularity"]
-        if granularity == "group":
-            return group_statistics(grads, previous.directions, rule, previous.scales)
-        if granularity == "tensor":
-            rows = tensor_statistics(grads, previous.directions, rule, previous.scales)
+        if granularity != "element":
+            rows = previous.rows(grads, rule) if previous.rows is not None else None
+            if rows is None:
+                rows = tensor_statistics(grads, previous.directions, rule, previous.scales)
             assert rows is not None
+            if granularity == "group":
+                return rows.sum(0)
             aligned = rows.new_zeros((len(tensors.params), rows.shape[1]))
             aligned[previous.indices] = rows
             return aligned
@@ -457,7 +461,7 @@ def _moved(previous: PreviousDirections, idle: set[int]) -> PreviousDirections:
         return previous
     kept = [k for k, index in enumerate(previous.indices) if index not in idle]
     kept_set = set(kept)
-    return PreviousDirections(
+    return PreviousDirections(  # without its one-pass rows, which take every direction
         [previous.indices[k] for k in kept],
         (direction for k, direction in enumerate(previous.directions) if k in kept_set),
         None if previous.scales is None else [previous.scales[k] for k in kept],

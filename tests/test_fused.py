@@ -5,6 +5,8 @@ refuses it."""
 
 from __future__ import annotations
 
+import contextlib
+
 import pytest
 import torch
 
@@ -164,3 +166,69 @@ def test_rmsprop_has_no_fused_kernel():
     """torch.optim.RMSprop has no fused step, so RMSpropHD offers no ``fused`` keyword."""
     with pytest.raises(TypeError, match="fused"):
         hypergrad.RMSpropHD([torch.nn.Parameter(torch.zeros(3))], fused=True)
+
+
+COMPILED_CASES = [
+    (hypergrad.AdamHD, dict(amsgrad=True), torch.float32),
+    (hypergrad.AdamWHD, dict(hypergrad_rule="multiplicative", granularity="tensor"), torch.float64),
+]
+
+
+@pytest.mark.parametrize("optimizer_cls, settings, dtype", COMPILED_CASES, ids=["Adam-f32", "AdamW-f64"])
+def test_compiled_statistics_equal_the_eager_ones(monkeypatch, optimizer_cls, settings, dtype):
+    """The fused Adam path's statistics in one compiled pass (``_compiled.py``, off elsewhere in the
+    suite) give the eager statistics' learning rates and parameters, to float rounding."""
+    from hypergrad import _compiled
+
+    runs = []
+    for switch in ("1", "0"):
+        monkeypatch.setenv(_compiled.SWITCH, switch)
+        torch.manual_seed(0)
+        model = TinyNet().to(dtype)
+        optimizer = optimizer_cls(model.parameters(), lr=1e-2, hypergrad_lr=1e-4, fused=True, **settings)
+        lrs = []
+        for x, y in make_batches(6):
+            optimizer.zero_grad()
+            batch_loss(model, (x.to(dtype), y.to(dtype))).backward()
+            optimizer.step()
+            lrs.extend(float(rate) for rate in optimizer.learning_rates(model.named_parameters()).values())
+        runs.append((lrs, list(model.parameters())))
+        if switch == "1" and (_compiled._failed or not _compiled._compiled):
+            pytest.skip("torch.compile is unavailable here (no C++ compiler?)")
+    (compiled_lrs, compiled_params), (eager_lrs, eager_params) = runs
+    assert len(set(eager_lrs)) > 4, "the lr must adapt for the comparison to mean anything"
+    tolerance = 1e-5 if dtype == torch.float32 else 1e-12
+    torch.testing.assert_close(compiled_lrs, eager_lrs, rtol=tolerance, atol=0)
+    torch.testing.assert_close(compiled_params, eager_params, rtol=tolerance, atol=tolerance)
+
+
+def test_a_failed_compile_falls_back_to_the_eager_statistics(monkeypatch):
+    """A compiler failure (no C++ compiler, ...) warns once; that step and every later one take
+    the eager statistics, with the eager results bit for bit."""
+    from hypergrad import _compiled
+
+    def failing(*args, **kwargs):
+        raise RuntimeError("no C++ compiler")
+
+    runs = []
+    for switch in ("1", "0"):
+        monkeypatch.setenv(_compiled.SWITCH, switch)
+        monkeypatch.setattr(_compiled, "_compiled", {(False, False): failing})
+        monkeypatch.setattr(_compiled, "_failed", False)
+        torch.manual_seed(0)
+        model = TinyNet()
+        optimizer = hypergrad.AdamHD(model.parameters(), lr=1e-2, hypergrad_lr=1e-4, fused=True)
+        expected = pytest.warns(RuntimeWarning, match="compiled statistics are unavailable")
+        with expected if switch == "1" else contextlib.nullcontext():
+            lrs = []
+            for x, y in make_batches(4):
+                optimizer.zero_grad()
+                batch_loss(model, (x, y)).backward()
+                optimizer.step()
+                lrs.append(optimizer.param_groups[0]["lr"])
+        assert _compiled._failed == (switch == "1")
+        runs.append((lrs, [p.detach().clone() for p in model.parameters()]))
+    assert runs[0][0] == runs[1][0] and len(set(runs[0][0])) > 2
+    for fallback, eager in zip(runs[0][1], runs[1][1]):
+        assert torch.equal(fallback, eager)
+
