@@ -217,7 +217,7 @@ def test_a_failed_compile_falls_back_to_the_eager_statistics(monkeypatch):
         monkeypatch.setattr(_compiled, "_failed", False)
         torch.manual_seed(0)
         model = TinyNet()
-        optimizer = hypergrad.AdamHD(model.parameters(), lr=1e-2, hypergrad_lr=1e-4, fused=True)
+        optimizer = hypergrad.AdamHD(model.parameters(), lr=1e-2, hypergrad_lr=1e-4, hypergrad_rule="additive", fused=True)
         expected = pytest.warns(RuntimeWarning, match="compiled statistics are unavailable")
         with expected if switch == "1" else contextlib.nullcontext():
             lrs = []
