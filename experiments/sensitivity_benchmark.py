@@ -18,6 +18,7 @@ untuned settings otherwise (:func:`methods.untuned_settings`), through the bench
 from __future__ import annotations
 
 import dataclasses
+import functools
 import math
 import time
 from collections.abc import Callable, Sequence
@@ -169,8 +170,9 @@ def build_record(mode: str, names: Sequence[str], sources: dict, results: dict[J
 
 def sensitivity(out_dir: str | Path, *, mode: str = "quick", only: Sequence[str] | None = None,
                 data_dir: str | None = None, jobs: int = 1, command: str = "",
-                progress: Callable[[str], None] = print) -> dict:
-    """Run (or reuse) every run of the study and write the outputs; the record."""
+                progress: Callable[[str], None] = functools.partial(print, flush=True)) -> dict:
+    """Run (or reuse) every run of the study and write the outputs; the record (progress lines
+    are flushed: a log file shows them as they come)."""
     from experiments import sensitivity_report as report
 
     if isinstance(jobs, bool) or not isinstance(jobs, int) or jobs < 1:
