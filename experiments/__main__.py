@@ -1,5 +1,6 @@
-"""Command line: ``python -m experiments run TASK [options]``, ``python -m experiments reproduce [options]``
-``python -m experiments benchmark [options]`` and ``python -m experiments compose [options]``."""
+"""Command line: ``python -m experiments run TASK [options]``, ``python -m experiments reproduce [options]``,
+``python -m experiments benchmark [options]``, ``python -m experiments sensitivity [options]`` and
+``python -m experiments compose [options]``."""
 
 from __future__ import annotations
 
@@ -8,7 +9,7 @@ import sys
 
 import torch
 
-from experiments import benchmark, compose
+from experiments import benchmark, compose, sensitivity_benchmark
 from experiments.data import DatasetFileError, DatasetNotFoundError
 from experiments.methods import METHODS, PAPER_METHODS, MethodUnavailableError
 from experiments.models import TASKS
@@ -75,6 +76,15 @@ def build_parser() -> argparse.ArgumentParser:
         formatter_class=argparse.ArgumentDefaultsHelpFormatter,
     )
     benchmark.add_arguments(bench)
+    sensitivity = commands.add_parser(
+        "sensitivity",
+        help="the sensitivity study: HD from every alpha_0 and beta on the benchmark's workloads, vs the base's best",
+        description="SGD-Nesterov and Adam from every alpha_0 of a grid, their HD methods (additive and "
+        "scale-free rule) from every alpha_0 and beta; write sensitivity.json, sensitivity.md and "
+        "sensitivity_heatmap.png into --out (finished runs under OUT/runs/ are reused).",
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+    )
+    sensitivity_benchmark.add_arguments(sensitivity)
     composed = commands.add_parser(
         "compose",
         help="warmup + cosine with HD on top against the same schedule without it (AdamW), over the "
@@ -95,6 +105,8 @@ def main(argv: list[str] | None = None) -> int:
         return run_from_args(args, parser)
     if args.command == "benchmark":
         return benchmark.run_from_args(args, parser)
+    if args.command == "sensitivity":
+        return sensitivity_benchmark.run_from_args(args, parser)
     if args.command == "compose":
         return compose.run_from_args(args, parser)
     if args.threads is not None:

@@ -103,6 +103,23 @@ def run_job(cache: RunCache, mode: str, data_dir: str | None, job: Job) -> dict:
                       _warmup_cosine if job.is_target else None))
 
 
+def run_pool(run: Callable, common: tuple, jobs: Sequence, workers: int, done: Callable[[object, dict], None]) -> None:
+    """``done(job, run(*common, job))`` for every job, in order, ``workers`` runs at a time in worker
+    processes (one torch thread each; ``run`` must be a module-level function)."""
+    if workers == 1:
+        for job in jobs:
+            done(job, run(*common, job))
+        return
+    import multiprocessing
+    from concurrent.futures import ProcessPoolExecutor
+
+    with ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("spawn"),
+                             initializer=torch.set_num_threads, initargs=(1,)) as pool:
+        futures = {pool.submit(run, *common, job): job for job in jobs}
+        for future in futures:  # in submission order; the pool works ahead
+            done(futures[future], future.result())
+
+
 def _fetch(cache: RunCache, mode: str, data_dir: str | None, jobs: Sequence[Job], workers: int,
            progress: Callable[[str], None]) -> dict[Job, dict]:
     """Every job's run, ``workers`` at a time in worker processes (one torch thread each)."""
@@ -116,18 +133,7 @@ def _fetch(cache: RunCache, mode: str, data_dir: str | None, jobs: Sequence[Job]
         progress(f"  [{len(results)}/{len(jobs)}, {time.perf_counter() - started:.0f} s] {job.workload} {what} "
                  f"seed {job.seed}: {'diverged' if final is None else f'{final:.4g}'}")
 
-    if workers == 1:
-        for job in jobs:
-            done(job, run_job(cache, mode, data_dir, job))
-        return results
-    import multiprocessing
-    from concurrent.futures import ProcessPoolExecutor
-
-    with ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("spawn"),
-                             initializer=torch.set_num_threads, initargs=(1,)) as pool:
-        futures = {pool.submit(run_job, cache, mode, data_dir, job): job for job in jobs}
-        for future in futures:  # in submission order; the pool works ahead
-            done(futures[future], future.result())
+    run_pool(run_job, (cache, mode, data_dir), jobs, workers, done)
     return results
 
 

@@ -148,14 +148,18 @@ def _loss(workload: Workload, output: torch.Tensor, y: torch.Tensor) -> torch.Te
 
 
 @torch.no_grad()
-def _metric(workload: Workload, model: nn.Module, data: TableData) -> float:
-    """The validation metric (full-batch: the objective over every example)."""
+def _metric(workload: Workload, model: nn.Module, data: TableData) -> tuple[float, float]:
+    """The validation metric and the validation loss (full-batch: the objective over every
+    example; they differ only for ``classify``: accuracy and cross-entropy)."""
     model.eval()
     if workload.kind == "classify":
-        return evaluate(model, data.valid_x, data.valid_y, 1000)[1]
+        loss, accuracy = evaluate(model, data.valid_x, data.valid_y, 1000)
+        return accuracy, loss
     if workload.kind == "language":
-        return float(_loss(workload, model(data.valid_x[:, :-1]), data.valid_x[:, 1:]))
-    return float(_loss(workload, model(data.valid_x), data.valid_y))
+        loss = float(_loss(workload, model(data.valid_x[:, :-1]), data.valid_x[:, 1:]))
+    else:
+        loss = float(_loss(workload, model(data.valid_x), data.valid_y))
+    return loss, loss
 
 
 def train(workload: Workload, data: TableData, mode: str, method: str, settings, seed: int, steps: int,
@@ -165,9 +169,9 @@ def train(workload: Workload, data: TableData, mode: str, method: str, settings,
 
     Returns ``{"steps", "metric", "time_s"}`` (the validation metric after every
     ``eval_every = max(1, N // EVALUATIONS_PER_N[mode])`` steps and at the end, with the process time spent in
-    training steps so far), ``"diverged"`` (a non-finite loss or metric stopped the run) and
-    ``"final_metric"`` (None when diverged). The initial weights and the batches depend on
-    ``seed`` only.
+    training steps so far), ``"diverged"`` (a non-finite loss or metric stopped the run),
+    ``"final_metric"`` (None when diverged) and ``"final_loss"``, the validation loss at the end
+    (None when diverged or not finite). The initial weights and the batches depend on ``seed`` only.
     """
     eval_every = max(1, workload.steps[mode] // EVALUATIONS_PER_N[mode])
     torch.manual_seed(seed)
@@ -206,7 +210,7 @@ def train(workload: Workload, data: TableData, mode: str, method: str, settings,
                 optimizer.eval()
                 if has_batch_norm(model):
                     recompute_batch_norm(model, data.train_x[:1000], workload.batch_size[mode] or len(data.train_x))
-            value = _metric(workload, model, data)
+            value, loss = _metric(workload, model, data)
             curve["steps"].append(step)
             curve["metric"].append(value)
             curve["time_s"].append(spent)
@@ -214,4 +218,5 @@ def train(workload: Workload, data: TableData, mode: str, method: str, settings,
                 diverged = True
                 break
     final = None if diverged else curve["metric"][-1]
-    return {**curve, "diverged": diverged, "final_metric": final}
+    final_loss = None if diverged or not math.isfinite(loss) else loss
+    return {**curve, "diverged": diverged, "final_metric": final, "final_loss": final_loss}
