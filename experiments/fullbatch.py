@@ -38,7 +38,7 @@ from matplotlib.figure import Figure  # noqa: E402
 
 TOLERANCE = 1e-4
 BUDGET = 1000
-ADAM_LRS = (1e-3, 3e-3, 1e-2, 3e-2, 1e-1, 3e-1, 1.0)
+ADAM_LRS = (1e-3, 3e-3, 1e-2, 3e-2, 1e-1, 3e-1, 1.0, 3.0, 10.0, 30.0)
 
 
 @dataclass(frozen=True)

@@ -11,7 +11,7 @@ import torch
 from hypergrad import HDM
 
 DEFAULTS = dict(lipschitz=None, p_lr=10.0, p_lr_decay=0.8, p_lr_decay_every=50, p_max=100.0,
-                beta=0.95, beta_lr=3.0, beta_max=0.9995, lipschitz_steps=0)
+                beta=0.95, beta_lr=3.0, beta_max=0.9995, lipschitz_steps=0, momentum_damping=0.0)
 
 
 def _norm(v: torch.Tensor) -> float:
@@ -37,7 +37,7 @@ def reference_hdm(f_and_grad, x0: torch.Tensor, steps: int, **settings) -> list[
     def update(new_g):  # AdaGrad on P and beta along -g+ g / d and g+ . m / d
         nonlocal P, beta
         m = x - prev
-        d = float((g * g).sum()) + lipschitz**2 * float((m * m).sum()) / 4 + 1e-12
+        d = float((g * g).sum()) + s["momentum_damping"] * lipschitz**2 * float((m * m).sum()) + 1e-12
         lr = s["p_lr"] / lipschitz * s["p_lr_decay"] ** (trials // s["p_lr_decay_every"])
         h = -new_g * g / d
         P_sq_sum.add_(h * h)
@@ -123,7 +123,42 @@ def run_hdm(loss, params, steps, optimizer=None, **settings):
     return optimizer, len(calls)
 
 
-@pytest.mark.parametrize("settings", [{}, {"lipschitz": 2.0, "lipschitz_steps": 10}, {"lipschitz_steps": 4, "beta": 0.5, "p_lr_decay_every": 7}])
+@pytest.mark.parametrize("damping", [0.0, 0.25, 4.0])
+def test_momentum_damping_enters_the_surrogate_s_denominator_hand_computed(damping):
+    """f(x) = x^2 / 2 in 1-D (g = x), L = 1 given, beta = 0.5, float64: three steps by hand."""
+    x = torch.tensor([1.0], dtype=torch.float64, requires_grad=True)
+    optimizer = HDM([x], lipschitz=1.0, beta=0.5, momentum_damping=damping)
+
+    def step():
+        run_hdm(lambda w: 0.5 * (w * w).sum(), [x], 1, optimizer=optimizer)
+        return x.item(), optimizer.state[x]["P"].item()
+
+    eps = 1e-12
+    # Step 1: P = m = 0, so x+ = x, g+ = g = 1: h_P = -1 / (1 + eps), P = 10 / L = 10. The trial
+    # 1 - 10 = -9 is rejected (f = 40.5 > 0.5): h_P = 9 / (1 + eps), G_P = 82 / (1 + eps)^2.
+    p1 = 10.0 - 10.0 * 9.0 / math.sqrt(82.0)
+    assert step() == pytest.approx((1.0, p1), rel=1e-13)
+    # Step 2 from x = 1, m = 0 (the null step restarted the momentum): y = 1 - p1 is accepted.
+    y, d = 1.0 - p1, 1.0 + eps
+    h, g_sq = -y / d, 82.0 / d**2 + (y / d) ** 2
+    p2 = p1 - 10.0 * h / math.sqrt(g_sq)
+    assert step() == pytest.approx((y, p2), rel=1e-13)
+    # Step 3 from x = y with m = y - 1: d = g^2 + gamma L^2 m^2 + eps enters h_P (not beta's first
+    # AdaGrad step, which is scale-free).
+    m = y - 1.0
+    trial = y - p2 * y + 0.5 * m
+    d = y * y + damping * m * m + eps
+    h = -trial * y / d
+    p3 = p2 - 10.0 * h / math.sqrt(g_sq + h * h)
+    assert abs(trial) < abs(y)  # accepted
+    assert step() == pytest.approx((trial, p3), rel=1e-12)
+    assert optimizer.param_groups[0]["beta"] in (0.0, 0.9995)  # 0.5 -+ beta_lr, clipped
+
+
+@pytest.mark.parametrize("settings", [
+    {}, {"lipschitz": 2.0, "lipschitz_steps": 10}, {"lipschitz_steps": 4, "beta": 0.5, "p_lr_decay_every": 7},
+    {"momentum_damping": 0.25}, {"lipschitz": 2.0, "momentum_damping": 1.0, "lipschitz_steps": 5},
+])
 def test_matches_the_plain_twin(settings):
     loss, f_and_grad, _ = logistic_problem()
     x0 = torch.full((5,), 0.1, dtype=torch.float64)
@@ -227,6 +262,7 @@ def test_stationary_start_and_float32():
     ("p_lr_decay", 1.5, ValueError), ("p_lr_decay_every", 0, ValueError), ("p_lr_decay_every", 2.0, TypeError),
     ("p_max", math.inf, ValueError), ("beta", 1.0, ValueError), ("beta_lr", math.nan, ValueError),
     ("beta_max", 1.0, ValueError), ("lipschitz_steps", -1, ValueError), ("lipschitz_steps", True, TypeError),
+    ("momentum_damping", -0.1, ValueError), ("momentum_damping", math.inf, ValueError),
 ])
 def test_bad_settings_are_refused_naming_the_argument(name, value, error):
     x = torch.zeros(2, requires_grad=True)
