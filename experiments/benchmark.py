@@ -32,7 +32,8 @@ from experiments.methods import METHODS, MethodSettings, resolve_methods, untune
 from experiments.suite import RunCache, compact_number
 from experiments.workloads import WORKLOADS, load_workload_data, train
 
-__all__ = ["ENTRIES", "SEEDS", "TARGET_LRS", "add_arguments", "benchmark", "run_from_args"]
+__all__ = ["ENTRIES", "SEEDS", "TARGET_LRS", "add_arguments", "add_common_arguments", "benchmark", "run_command",
+           "run_from_args", "run_pool"]
 
 ENTRIES = ("sgd_hd_sf", "adam_hd_sf", "adamw_hd_sf", "adagrad_hd_sf", "rmsprop_hd_sf", "sgd_hd", "adam_hd",
            "adamw_hd", "adagrad_hd", "rmsprop_hd", "adam_hd_mult", "hdm", "adamw", "schedulefree_adamw", "prodigy",
@@ -233,36 +234,54 @@ def benchmark(out_dir: str | Path, *, mode: str = "quick", only: Sequence[str] |
     return record
 
 
-def add_arguments(parser) -> None:
-    """The ``benchmark`` options."""
+def add_common_arguments(parser, *, quick_help: str, full_help: str, out: str, only_help: str | None = None) -> None:
+    """The options every command over the benchmark's workloads takes: ``--quick``/``--full``,
+    ``--out``, ``--only``, ``--data-dir`` and ``--jobs``."""
     modes = parser.add_mutually_exclusive_group()
-    modes.add_argument("--quick", dest="mode", action="store_const", const="quick",
-                       help=f"small workloads, {len(SEEDS['quick'])} seeds (the default; ~25 min on 2 idle cores)")
-    modes.add_argument("--full", dest="mode", action="store_const", const="full",
-                       help=f"larger workloads, {len(SEEDS['full'])} seeds")
+    modes.add_argument("--quick", dest="mode", action="store_const", const="quick", help=quick_help)
+    modes.add_argument("--full", dest="mode", action="store_const", const="full", help=full_help)
     parser.set_defaults(mode="quick")
-    parser.add_argument("--out", default="results/benchmark", help="output folder (its runs/ is the cache)")
-    parser.add_argument("--only", default=None, help=f"comma-separated workloads from: {', '.join(WORKLOADS)}")
-    parser.add_argument("--entries", default=None, help=f"comma-separated entries from: {', '.join(METHODS)} "
-                        f"(default: {', '.join(ENTRIES)})")
+    parser.add_argument("--out", default=out, help="output folder (its runs/ is the cache)")
+    parser.add_argument("--only", default=None,
+                        help=only_help or f"comma-separated workloads from: {', '.join(WORKLOADS)}")
     parser.add_argument("--data-dir", default=None, help="folder to look in first for the data files")
     parser.add_argument("--jobs", type=int, default=1,
                         help="train this many runs at once in worker processes (one torch thread each)")
 
 
-def run_from_args(args, parser) -> int:
-    """Run ``benchmark`` from parsed arguments; bad input exits with status 2 and a message."""
+def run_command(name: str, args, parser, run: Callable[[str], object], extra: Sequence[str] = ()) -> int:
+    """``run(command)`` with the command line that reproduces ``args`` (``extra``: the command's own
+    options after ``--only``); bad input exits with status 2 and a one-line message."""
     from experiments.data import DatasetFileError, DatasetNotFoundError
     from experiments.methods import MethodUnavailableError
 
-    argv = ["python", "-m", "experiments", "benchmark", f"--{args.mode}", "--out", args.out]
-    for option, value in (("--only", args.only), ("--entries", args.entries), ("--data-dir", args.data_dir)):
-        if value:
-            argv += [option, value]
+    argv = ["python", "-m", "experiments", name, f"--{args.mode}", "--out", args.out]
+    if args.only:
+        argv += ["--only", args.only]
+    argv += list(extra)
+    if args.data_dir:
+        argv += ["--data-dir", args.data_dir]
+    if args.jobs != 1:
+        argv += ["--jobs", str(args.jobs)]
     try:
-        benchmark(args.out, mode=args.mode, only=_parse_names(args.only, list(WORKLOADS), "--only", list(WORKLOADS)),
-                  entries=_parse_names(args.entries, list(METHODS), "--entries", ENTRIES), data_dir=args.data_dir,
-                  jobs=args.jobs, command=" ".join(argv + (["--jobs", str(args.jobs)] if args.jobs != 1 else [])))
+        run(" ".join(argv))
     except (ValueError, MethodUnavailableError, DatasetNotFoundError, DatasetFileError) as error:
         parser.exit(2, f"error: {error}\n")
     return 0
+
+
+def add_arguments(parser) -> None:
+    """The ``benchmark`` options."""
+    add_common_arguments(parser, out="results/benchmark",
+                         quick_help=f"small workloads, {len(SEEDS['quick'])} seeds (the default; ~25 min on 2 idle cores)",
+                         full_help=f"larger workloads, {len(SEEDS['full'])} seeds")
+    parser.add_argument("--entries", default=None, help=f"comma-separated entries from: {', '.join(METHODS)} "
+                        f"(default: {', '.join(ENTRIES)})")
+
+
+def run_from_args(args, parser) -> int:
+    """Run ``benchmark`` from parsed arguments; bad input exits with status 2 and a message."""
+    return run_command("benchmark", args, parser, lambda command: benchmark(
+        args.out, mode=args.mode, only=_parse_names(args.only, list(WORKLOADS), "--only", list(WORKLOADS)),
+        entries=_parse_names(args.entries, list(METHODS), "--entries", ENTRIES), data_dir=args.data_dir,
+        jobs=args.jobs, command=command), ["--entries", args.entries] if args.entries else [])

@@ -25,7 +25,9 @@ import matplotlib
 matplotlib.use("Agg")
 from matplotlib.figure import Figure  # noqa: E402
 
-from experiments.benchmark import TARGET_LRS, TARGET_SEED, WARMUP, Job, _data, _fetch, _parse_names  # noqa: E402
+from experiments.benchmark import (  # noqa: E402
+    TARGET_LRS, TARGET_SEED, WARMUP, Job, _data, _fetch, _parse_names, add_common_arguments, run_command,
+)
 from experiments.files import write_json, write_text  # noqa: E402
 from experiments.methods import resolve_methods  # noqa: E402
 from experiments.plotting import legend_outside, method_style, save_figure  # noqa: E402
@@ -123,34 +125,14 @@ def compose(out_dir: str | Path, *, mode: str = "quick", only: Sequence[str] | N
 
 
 def add_arguments(parser) -> None:
-    modes = parser.add_mutually_exclusive_group()
-    modes.add_argument("--quick", dest="mode", action="store_const", const="quick",
-                       help="the benchmark's small workloads (the default)")
-    modes.add_argument("--full", dest="mode", action="store_const", const="full", help="the benchmark's larger workloads")
-    parser.set_defaults(mode="quick")
-    parser.add_argument("--out", default="results/benchmark",
-                        help="output folder (its runs/ is the cache; the benchmark's folder reuses its AdamW runs)")
-    parser.add_argument("--only", default=None,
-                        help=f"comma-separated workloads from: {', '.join(WORKLOADS)} (default: {', '.join(WORKLOADS_MEASURED)})")
-    parser.add_argument("--data-dir", default=None, help="folder to look in first for the data files")
-    parser.add_argument("--jobs", type=int, default=1,
-                        help="train this many runs at once in worker processes (one torch thread each)")
+    add_common_arguments(parser, out="results/benchmark", quick_help="the benchmark's small workloads (the default)",
+                         full_help="the benchmark's larger workloads",
+                         only_help=f"comma-separated workloads from: {', '.join(WORKLOADS)} "
+                         f"(default: {', '.join(WORKLOADS_MEASURED)})")
 
 
 def run_from_args(args, parser) -> int:
     """Run ``compose`` from parsed arguments; bad input exits with status 2 and a message."""
-    from experiments.data import DatasetFileError, DatasetNotFoundError
-    from experiments.methods import MethodUnavailableError
-
-    argv = ["python", "-m", "experiments", "compose", f"--{args.mode}", "--out", args.out]
-    for option, value in (("--only", args.only), ("--data-dir", args.data_dir)):
-        if value:
-            argv += [option, value]
-    if args.jobs != 1:
-        argv += ["--jobs", str(args.jobs)]
-    try:
-        compose(args.out, mode=args.mode, data_dir=args.data_dir, jobs=args.jobs, command=" ".join(argv),
-                only=_parse_names(args.only, list(WORKLOADS), "--only", WORKLOADS_MEASURED))
-    except (ValueError, MethodUnavailableError, DatasetNotFoundError, DatasetFileError) as error:
-        parser.exit(2, f"error: {error}\n")
-    return 0
+    return run_command("compose", args, parser, lambda command: compose(
+        args.out, mode=args.mode, data_dir=args.data_dir, jobs=args.jobs, command=command,
+        only=_parse_names(args.only, list(WORKLOADS), "--only", WORKLOADS_MEASURED)))

@@ -24,7 +24,7 @@ import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
-from experiments.benchmark import _data, _parse_names, run_pool
+from experiments.benchmark import _data, _parse_names, add_common_arguments, run_command, run_pool
 from experiments.files import write_json, write_text
 from experiments.methods import MethodSettings, untuned_settings
 from experiments.suite import RunCache, compact_number
@@ -213,33 +213,14 @@ def sensitivity(out_dir: str | Path, *, mode: str = "quick", only: Sequence[str]
 
 def add_arguments(parser) -> None:
     """The ``sensitivity`` options."""
-    modes = parser.add_mutually_exclusive_group()
-    modes.add_argument("--quick", dest="mode", action="store_const", const="quick",
-                       help="small workloads, N steps a run, 5 alpha_0 and 3 beta per HD method (the default; "
-                       "~15 min on 2 idle cores with --jobs 2)")
-    modes.add_argument("--full", dest="mode", action="store_const", const="full",
-                       help="larger workloads, 2N steps a run, 7 alpha_0 and 7 beta per HD method")
-    parser.set_defaults(mode="quick")
-    parser.add_argument("--out", default="results/sensitivity", help="output folder (its runs/ is the cache)")
-    parser.add_argument("--only", default=None, help=f"comma-separated workloads from: {', '.join(WORKLOADS)}")
-    parser.add_argument("--data-dir", default=None, help="folder to look in first for the data files")
-    parser.add_argument("--jobs", type=int, default=1,
-                        help="train this many runs at once in worker processes (one torch thread each)")
+    add_common_arguments(parser, out="results/sensitivity",
+                         quick_help="small workloads, N steps a run, 5 alpha_0 and 3 beta per HD method (the default; "
+                         "~15 min on 2 idle cores with --jobs 2)",
+                         full_help="larger workloads, 2N steps a run, 7 alpha_0 and 7 beta per HD method")
 
 
 def run_from_args(args, parser) -> int:
     """Run ``sensitivity`` from parsed arguments; bad input exits with status 2 and a message."""
-    from experiments.data import DatasetFileError, DatasetNotFoundError
-
-    argv = ["python", "-m", "experiments", "sensitivity", f"--{args.mode}", "--out", args.out]
-    for option, value in (("--only", args.only), ("--data-dir", args.data_dir)):
-        if value:
-            argv += [option, value]
-    if args.jobs != 1:
-        argv += ["--jobs", str(args.jobs)]
-    try:
-        sensitivity(args.out, mode=args.mode, only=_parse_names(args.only, list(WORKLOADS), "--only", list(WORKLOADS)),
-                    data_dir=args.data_dir, jobs=args.jobs, command=" ".join(argv))
-    except (ValueError, DatasetNotFoundError, DatasetFileError) as error:
-        parser.exit(2, f"error: {error}\n")
-    return 0
+    return run_command("sensitivity", args, parser, lambda command: sensitivity(
+        args.out, mode=args.mode, only=_parse_names(args.only, list(WORKLOADS), "--only", list(WORKLOADS)),
+        data_dir=args.data_dir, jobs=args.jobs, command=command))
