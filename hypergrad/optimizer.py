@@ -379,8 +379,8 @@ class HypergradOptimizer(Optimizer):
         blend_step = None
         if group["lr_limit"] is not None:
             blend_step = group["hypergrad_step"] = group.get("hypergrad_step", 0) + 1
-        if group["granularity"] != "group" or is_scheduled(group):
-            # The base rate this step uses: a scheduler may write group["lr"] before anyone
+        if is_scheduled(group):
+            # The base rate this step uses: the scheduler may write group["lr"] before anyone
             # reads the rates (learning_rates, the loggers), in place where it is a tensor.
             group["stepped_lr"] = lr.clone() if isinstance(lr, Tensor) else lr
         if group["granularity"] != "group":
