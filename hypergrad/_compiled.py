@@ -1,22 +1,28 @@
-"""The statistics of a direction recomputed from optimizer state, in one compiled pass.
+"""The CPU fused path's hypergradient work in compiled passes: the statistics and the rule.
 
-Adam's previous direction ``u_{t-1} = m / (sqrt(v) + shift)`` (times its bias corrections, and
-plus AdamW's decay term) is not kept anywhere: the eager statistics recompute it in four passes
-over memory (a square root, a shift, a division, the dot product) and a temporary the size of the
-tensor. torch's ops have no fused multiply-divide-reduce, so here ``torch.compile`` (inductor; on
-the CPU it needs a C++ compiler at run time) turns the recomputation and the sums into one pass
-that reads ``g_t``, ``m`` and ``v`` (and AdamW's ``theta_{t-2}``) once and writes nothing.
+On the CPU a fused HD step spends more time around torch's fused kernel than in it, for two
+reasons this module removes (``torch.compile``, inductor; on the CPU it needs a C++ compiler at
+run time):
 
-The compiled function only produces the sums ``g . d`` (and ``|g|^2``, ``|d|^2`` for the rules
-that need the norms) per tensor; :func:`hypergrad._hypergradient.statistics_rows` turns them into
-the rows :func:`hypergrad._hypergradient.tensor_statistics` gives, so the rule stays in one place.
+* **The statistics.** The scale-free and multiplicative rules need ``g . u``, ``|g|^2`` and
+  ``|u|^2`` per tensor; eagerly that is three passes over memory (three dot products). Adam's
+  previous direction ``u_{t-1} = m / (sqrt(v) + shift)`` (times its bias corrections, plus
+  AdamW's decay term) is not kept anywhere, and recomputing it eagerly takes four more passes and
+  a temporary the size of the tensor. Compiled, each is one pass that reads ``g_t`` and ``u_{t-1}``
+  (or ``m`` and ``v``, and AdamW's ``theta_{t-2}``) once and writes nothing.
+* **The rule.** The scale-free rule is some thirty operations on three numbers; eagerly each is a
+  dispatch of a few microseconds, together more than an SGD step over a million weights. Compiled,
+  it is one call.
 
-It is used by the fused path on the CPU for float32 and float64 parameters, compiled once per
-parameter set (the step that first takes statistics then takes seconds; a second parameter set
-with as many tensors compiles once more, for dynamic shapes, and serves every later one). It falls back to the eager statistics, with
-one warning, when compilation fails (no C++ compiler, ...), inside an outer ``torch.compile``, and
-when the environment variable ``HYPERGRAD_COMPILED_STATISTICS`` is ``0`` (the test suite's
-default: every test would otherwise compile its own shapes).
+The compiled functions only compute what the eager ones compute (the sums per tensor, which
+:func:`hypergrad._hypergradient.statistics_rows` turns into the rows of
+:func:`hypergrad._hypergradient.tensor_statistics`; the group's new rate, from the rule's own
+function), so every rule stays in one place. They serve the fused path on the CPU for float32 and
+float64 parameters, compiled on first use (that step takes seconds; a parameter set with other
+shapes compiles once more, for dynamic shapes, and serves every later one). Each falls back to the
+eager code, with one warning, when compilation fails (no C++ compiler, ...), inside an outer
+``torch.compile``, and when the environment variable ``HYPERGRAD_COMPILED_STATISTICS`` is ``0``
+(the test suite's default: every test would otherwise compile its own shapes).
 """
 
 from __future__ import annotations
@@ -24,28 +30,60 @@ from __future__ import annotations
 import os
 import warnings
 from collections.abc import Callable, Sequence
+from typing import Any
 
 import torch
 from torch import Tensor
 
-#: The environment switch: ``0`` keeps every step on the eager statistics.
+#: The environment switch: ``0`` keeps every step on the eager statistics and rule.
 SWITCH = "HYPERGRAD_COMPILED_STATISTICS"
 #: Parameter dtypes the compiled statistics serve (their sums are taken in the same dtype, as the
 #: eager ``torch.dot`` takes them).
 DTYPES = (torch.float32, torch.float64)
 
-_compiled: dict[tuple[bool, bool], Callable[..., Tensor]] = {}
+_compiled: dict[Any, Callable[..., Any]] = {}
 _failed = False
+
+
+def enabled() -> bool:
+    """Switched on, not inside an outer compile, no earlier failure."""
+    return not (torch.compiler.is_compiling() or _failed or os.environ.get(SWITCH, "1") == "0")
 
 
 def available(grads: Sequence[Tensor]) -> bool:
     """Whether the compiled statistics can serve a step with gradients ``grads`` (the optimizer
-    state is shaped, placed and typed like them): switched on, not inside an outer compile, plain
-    CPU tensors of one dtype the kernel serves, no earlier failure."""
-    if torch.compiler.is_compiling() or _failed or os.environ.get(SWITCH, "1") == "0" or not grads:
+    state is shaped, placed and typed like them): :func:`enabled`, plain CPU tensors of one dtype
+    the kernel serves."""
+    if not grads or not enabled():
         return False
     dtype = grads[0].dtype
     return dtype in DTYPES and all(type(g) is Tensor and g.is_cpu and g.dtype == dtype for g in grads)
+
+
+def _call(key: Any, function: Callable[..., Any], *args: Any) -> Any:
+    """``function(*args)`` compiled (once per ``key``); ``None`` when compilation fails (once,
+    with a warning: every later call then returns ``None`` and the caller takes the eager path)."""
+    global _failed
+    if key not in _compiled:
+        # Not fullgraph: past dynamo's recompile limit (many parameter sets in one process) the
+        # function then runs eagerly instead of failing; shapes become dynamic after a change.
+        _compiled[key] = torch.compile(function)
+    try:
+        return _compiled[key](*args)
+    except Exception as error:  # noqa: BLE001 - any compiler failure means: take the eager path
+        _failed = True
+        warnings.warn(
+            f"hypergrad: the compiled statistics are unavailable ({type(error).__name__}: {error}); "
+            f"the eager statistics take their place (set {SWITCH}=0 to skip the attempt)",
+            RuntimeWarning,
+            stacklevel=3,
+        )
+        return None
+
+
+def _sums(g: Tensor, d: Tensor, norms: bool) -> Tensor:
+    dot = torch.sum(g * d)
+    return torch.stack((dot, torch.sum(g * g), torch.sum(d * d))) if norms else dot
 
 
 def _recomputed_sums(
@@ -64,8 +102,7 @@ def _recomputed_sums(
         d = m / (v.sqrt() + constants[index, 0])
         if previous_params:
             d = previous_params[index] + constants[index, 1] * d
-        dot = torch.sum(g * d)
-        rows.append(torch.stack((dot, torch.sum(g * g), torch.sum(d * d))) if norms else dot)
+        rows.append(_sums(g, d, norms))
     return torch.stack(rows)
 
 
@@ -79,28 +116,25 @@ def recomputed_sums(
     previous_params: list[Tensor] | None = None,
     coefficients: Sequence[float] | None = None,
 ) -> Tensor | None:
-    """The sums of :func:`_recomputed_sums` from the compiled function (compiled on first use);
-    ``None`` where it is not :func:`available` or fails (once, with a warning: every later
-    step then takes the eager statistics)."""
-    global _failed
+    """The sums of :func:`_recomputed_sums` from the compiled function, or ``None`` where it is
+    not :func:`available` or fails."""
     if not available(grads):
         return None
-    decay = previous_params is not None
-    key = (norms, decay)
-    if key not in _compiled:
-        # Not fullgraph: past dynamo's recompile limit (many parameter sets in one process) the
-        # function then runs eagerly instead of failing; shapes become dynamic after a change.
-        _compiled[key] = torch.compile(_recomputed_sums)
     columns = [list(shifts), list(coefficients) if coefficients is not None else [0.0] * len(shifts)]
     constants = torch.tensor(list(zip(*columns)), dtype=grads[0].dtype)
-    try:
-        return _compiled[key](grads, exp_avgs, second_moments, previous_params or [], constants, norms)
-    except Exception as error:  # noqa: BLE001 - any compiler failure means: take the eager path
-        _failed = True
-        warnings.warn(
-            f"hypergrad: the compiled statistics are unavailable ({type(error).__name__}: {error}); "
-            f"the eager statistics take their place (set {SWITCH}=0 to skip the attempt)",
-            RuntimeWarning,
-            stacklevel=2,
-        )
+    key = ("recomputed", norms, previous_params is not None)
+    return _call(key, _recomputed_sums, grads, exp_avgs, second_moments, previous_params or [], constants, norms)
+
+
+def rule_update(
+    rule_function: Callable[..., Tensor], lr: float | Tensor, statistics: Tensor, memory: Tensor | None,
+    beta: float, rule: str, bounds: tuple[float, float] | None,
+) -> Tensor | None:
+    """``rule_function(lr, statistics, beta, rule, bounds, memory)`` (the rule of
+    ``_hypergradient.py``) compiled, for one rate on the CPU: host numbers travel as float64
+    tensors, so that a new rate or ``beta`` does not recompile; ``None`` where unavailable."""
+    if not enabled() or not statistics.is_cpu or (isinstance(lr, Tensor) and not lr.is_cpu):
         return None
+    as_tensor = torch.tensor(lr, dtype=torch.float64) if not isinstance(lr, Tensor) else lr
+    beta_tensor = torch.tensor(beta, dtype=torch.float64)
+    return _call("rule", rule_function, as_tensor, statistics, beta_tensor, rule, bounds, memory)

@@ -28,6 +28,7 @@ from collections.abc import Iterable, Sequence
 import torch
 from torch import Tensor
 
+from . import _compiled
 from ._kernels import LearningRate, as_real
 from .distributed import local_operands
 
@@ -151,7 +152,7 @@ def rule_memory(holder: dict, rule: str, like: Tensor) -> Tensor | None:
     return memory
 
 
-def scalefree_lr(lr: LearningRate, statistics: Tensor, beta: float, memory: Tensor) -> Tensor:
+def scalefree_lr(lr: LearningRate, statistics: Tensor, beta: float | Tensor, memory: Tensor) -> Tensor:
     """The scale-free rule: ``alpha_t`` from ``alpha_{t-1}``, the statistics
     ``[g.u, |g|^2, |u|^2]`` and the rate's memory ``[m, v, r]`` (updated in place).
 
@@ -211,7 +212,9 @@ def blended_lr(hypergrad_rate: LearningRate, group: dict, step: int) -> Learning
     return delta * hypergrad_rate + (1.0 - delta) * group["lr_limit"]
 
 
-def updated_lr(lr: LearningRate, statistics: Tensor, group: dict, memory: Tensor | None = None) -> Tensor:
+def updated_lr(
+    lr: LearningRate, statistics: Tensor, group: dict, memory: Tensor | None = None, *, compiled: bool = False
+) -> Tensor:
     """The group's next learning rate from the statistics of ``g_t . u_{t-1}`` (a 0-dim tensor).
 
     Additive: ``lr + beta * dot``. Multiplicative: ``lr * (1 + beta * dot / (|g| |u|))``, with the
@@ -222,19 +225,31 @@ def updated_lr(lr: LearningRate, statistics: Tensor, group: dict, memory: Tensor
 
     Elementwise throughout: ``lr`` may also be a tensor of rates (one per tensor, or one per
     weight) with the statistics stacked along dimension 0 (``statistics[0]`` shaped like ``lr``).
+    ``compiled``: one rate on the CPU takes the rule in one compiled call where it can
+    (``_compiled.py``; the fused path's choice).
     """
-    beta = group["hypergrad_lr"]
+    settings = (group["hypergrad_lr"], group["hypergrad_rule"], group["lr_bounds"])
+    if compiled and settings[1] == "scalefree" and statistics.dim() == 1:
+        new_lr = _compiled.rule_update(_rule_update, lr, statistics, memory, *settings)
+        if new_lr is not None:
+            return new_lr
+    return _rule_update(lr, statistics, *settings, memory)
+
+
+def _rule_update(
+    lr: LearningRate, statistics: Tensor, beta: float | Tensor, rule: str,
+    bounds: tuple[float, float] | None, memory: Tensor | None,
+) -> Tensor:
     dot = statistics[0]
-    if group["hypergrad_rule"] == "additive":
+    if rule == "additive":
         new_lr = lr + beta * dot
-    elif group["hypergrad_rule"] == "scalefree":
+    elif rule == "scalefree":
         assert memory is not None
         new_lr = scalefree_lr(lr, statistics, beta, memory)
     else:
         norm_product = (statistics[1] * statistics[2]).sqrt()
         cosine = torch.where(norm_product > 0, dot / norm_product, torch.zeros_like(dot))
         new_lr = lr * (1.0 + beta * cosine)
-    bounds = group["lr_bounds"]
     if bounds is not None:
         new_lr = new_lr.clamp(bounds[0], bounds[1])
     return torch.where(torch.isfinite(new_lr), new_lr, lr)

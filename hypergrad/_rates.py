@@ -42,11 +42,11 @@ def is_scheduled(group: dict[str, Any]) -> bool:
 
 
 def rescaled(lr: LearningRate, scale: Tensor, statistics: Tensor, group: dict[str, Any],
-             memory: Tensor | None) -> Tensor:
+             memory: Tensor | None, *, compiled: bool = False) -> Tensor:
     """The factor after one HD step: the rule moves the rate ``lr * scale`` (``memory``: the
-    rule's, where it keeps one), the new rate over ``lr`` is the new factor; kept where that is
-    not finite (``lr == 0``)."""
-    new_rate = updated_lr(lr * scale, statistics, group, memory)
+    rule's, where it keeps one; ``compiled`` as in :func:`updated_lr`), the new rate over ``lr``
+    is the new factor; kept where that is not finite (``lr == 0``)."""
+    new_rate = updated_lr(lr * scale, statistics, group, memory, compiled=compiled)
     ratio = new_rate / lr
     return torch.where(torch.isfinite(ratio), ratio, scale).to(scale.dtype)
 

@@ -376,6 +376,7 @@ class HypergradOptimizer(Optimizer):
         """Phase 3 for one group: new rate(s) from the statistics, then the base step."""
         lr = self._place_lr(group, tensors.params[0].device)
         rule = group["hypergrad_rule"]
+        compiled = self._use_fused(group)  # the rule of one rate in one compiled call (_compiled.py)
         blend_step = None
         if group["lr_limit"] is not None:
             blend_step = group["hypergrad_step"] = group.get("hypergrad_step", 0) + 1
@@ -394,16 +395,18 @@ class HypergradOptimizer(Optimizer):
             scale = group_scale(group, lr)
             if statistics is not None:
                 as_tensor = torch.as_tensor(scale, dtype=torch.float64)
-                store_group_scale(group, rescaled(lr, as_tensor, statistics, group, rule_memory(group, rule, as_tensor)))
+                memory = rule_memory(group, rule, as_tensor)
+                store_group_scale(group, rescaled(lr, as_tensor, statistics, group, memory, compiled=compiled))
             self._update_params(group, tensors, applied_rate(group, group["lr_scale"], lr, blend_step))
         elif blend_step is None:
             if statistics is not None:
-                store_lr(group, updated_lr(lr, statistics, group, rule_memory(group, rule, lr)))
+                store_lr(group, updated_lr(lr, statistics, group, rule_memory(group, rule, lr), compiled=compiled))
             self._update_params(group, tensors, group["lr"])
         else:
             hypergrad_rate = group.setdefault("lr_hd", _as_float_or_tensor(lr))
             if statistics is not None:
-                hypergrad_rate = updated_lr(hypergrad_rate, statistics, group, rule_memory(group, rule, lr))
+                memory = rule_memory(group, rule, lr)
+                hypergrad_rate = updated_lr(hypergrad_rate, statistics, group, memory, compiled=compiled)
                 group["lr_hd"] = hypergrad_rate if isinstance(lr, Tensor) else hypergrad_rate.item()
             store_lr(group, torch.as_tensor(blended_lr(group["lr_hd"], group, blend_step), dtype=torch.float64))
             self._update_params(group, tensors, group["lr"])

@@ -6,6 +6,7 @@ from typing import Any
 
 import torch
 from torch import Tensor
+from torch.utils.weak import WeakIdKeyDictionary
 
 from ._kernels import (
     LearningRate,
@@ -67,9 +68,14 @@ class SGDHD(HypergradOptimizer):
             statistics and the stored direction stay multi-tensor passes around it. ``None`` (the default) is
             torch's default, which does not pick it.
         capturable: keep the stored direction in a fixed buffer (one copy per step), so that
-            ``step()`` can be captured in a CUDA graph. Without it, an effective gradient the
-            step computes anyway (with ``weight_decay`` or ``maximize``) becomes the stored
-            direction instead of being copied. The step never waits for the device either way.
+            ``step()`` can be captured in a CUDA graph. Without it, a gradient the step does not
+            change becomes the stored direction instead of being copied: an effective gradient
+            the step computes anyway (with ``weight_decay`` or ``maximize``), and plain SGD's
+            ``p.grad`` itself. The latter is checked at the next step (its version counter): a
+            gradient whose memory was written since (``zero_grad(set_to_none=False)``, a backward
+            accumulating into it, DDP's ``gradient_as_bucket_view``) no longer holds
+            ``u_{t-1}``, so that step's hypergradient leaves the tensor out and the optimizer
+            copies gradients from then on. The step never waits for the device either way.
         hypergrad_lr: ``beta``, the learning rate of the learning rate; ``None`` (the default) is
             the rule's own: 0.05 for the scale-free rule (dimensionless: the largest change of
             ``log lr`` in one step), and for the additive and multiplicative rules the reference
@@ -109,11 +115,28 @@ class SGDHD(HypergradOptimizer):
             nesterov=nesterov, maximize=maximize, foreach=foreach, capturable=capturable, fused=fused,
         )
         super().__init__(params, defaults, **hypergrad)
+        self._track_adopted()
 
     def __setstate__(self, state: dict[str, Any]) -> None:
         super().__setstate__(state)
         for group in self.param_groups:
             group.setdefault("nesterov", False)
+        self._track_adopted()
+
+    def _track_adopted(self) -> None:
+        # Gradients kept as plain SGD's stored direction -> their version when kept; and whether
+        # gradients may still be kept (not once one's memory was seen reused). Not state: a
+        # loaded direction is a tensor of its own.
+        self._adopted: WeakIdKeyDictionary = WeakIdKeyDictionary()
+        self._adopt_gradients = True
+
+    def _intact(self, direction: Tensor) -> bool:
+        """Whether a stored direction still holds ``u_{t-1}``: not a kept gradient written since."""
+        version = self._adopted.get(direction)
+        if version is None or direction._version == version:
+            return True
+        self._adopt_gradients = False  # its memory is reused: copy gradients from now on
+        return False
 
     def _init_state(self, group: dict[str, Any], param: Tensor, state: dict[str, Any]) -> None:
         """Nothing up front: the momentum buffer and the direction are created at the first step.
@@ -130,20 +153,34 @@ class SGDHD(HypergradOptimizer):
         # without one (its first step) has u_{t-1} = 0 and adds nothing.
         key = "momentum_buffer" if group["momentum"] != 0 and not group["nesterov"] else "hypergrad_direction"
         indices = [i for i, s in enumerate(tensors.states) if key in s]
+        if not torch.compiler.is_compiling() and self._adopted:  # (dynamo does not trace the dict)
+            indices = [i for i in indices if self._intact(tensors.states[i][key])]
         return PreviousDirections(indices, [tensors.states[i][key] for i in indices])
 
     def _update_params(self, group: dict[str, Any], tensors: GroupTensors, lr: LearningRate) -> None:
         sgd_hd_update = self._update_function(
             group, tensors.params, _single_tensor_update, _multi_tensor_update, _fused_update
         )
+        # With maximize or weight decay the effective gradients are this step's own temporaries:
+        # they can become the stored direction instead of being copied into it. So can plain
+        # SGD's p.grad, which the step only reads (checked by _intact at the next step). Neither
+        # in a CUDA graph, which replays the buffers' addresses of its capture, nor compiled.
+        temporaries = group["maximize"] or group["weight_decay"] != 0
+        keep_gradients = group["momentum"] == 0 and not temporaries and not torch.compiler.is_compiling()
+        adopt = not group["capturable"] and (temporaries or (keep_gradients and self._adopt_gradients))
+        if keep_gradients and not adopt and self._adopted:
+            for state in tensors.states:  # a kept gradient is not a buffer to copy into
+                direction = state.get("hypergrad_direction")
+                if direction is not None and direction in self._adopted:
+                    del state["hypergrad_direction"]
         sgd_hd_update(
             tensors.params, tensors.grads, tensors.states,
             lr=lr, momentum=group["momentum"], dampening=group["dampening"], nesterov=group["nesterov"],
-            # With maximize or weight decay the effective gradients are this step's own
-            # temporaries: they can become the stored direction instead of being copied into it.
-            # Not in a CUDA graph, which replays the buffers' addresses of its capture.
-            adopt_grads=(group["maximize"] or group["weight_decay"] != 0) and not group["capturable"],
+            adopt_grads=adopt,
         )
+        if keep_gradients and adopt:
+            for grad in tensors.grads:
+                self._adopted[grad] = grad._version
 
 
 def _updated_momentum_buffer(state: dict[str, Any], grad: Tensor, momentum: float, dampening: float) -> Tensor:

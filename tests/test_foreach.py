@@ -1,6 +1,7 @@
 """The foreach (multi-tensor) path equals the for-loop path over many steps with HD on, for every
-flag; the stored-direction shortcuts (adopting a fresh effective gradient, capturable's fixed
-buffers) change nothing; and a step never writes into ``p.grad``."""
+flag; the stored-direction shortcuts (adopting a fresh effective gradient or plain SGD's
+``p.grad``, capturable's fixed buffers) change nothing, and a kept gradient whose memory is reused
+is caught; and a step never writes into ``p.grad``."""
 
 from __future__ import annotations
 
@@ -60,16 +61,54 @@ def test_adam_foreach_equals_for_loop(flags, hd):
     _assert_same_runs(_run(hypergrad.AdamHD, settings, foreach=False), _run(hypergrad.AdamHD, settings, foreach=True))
 
 
-@pytest.mark.parametrize("foreach", [False, True])
+PATHS = {"loop": dict(foreach=False), "foreach": dict(foreach=True), "fused": dict(fused=True)}
+
+
+@pytest.mark.parametrize("path", list(PATHS))
 @pytest.mark.parametrize(
-    "flags", [f for f in SGD_FLAGS if f["maximize"] or f["weight_decay"]], ids=flag_id
+    "flags", [f for f in SGD_FLAGS if f["maximize"] or f["weight_decay"] or f["momentum"] == 0], ids=flag_id
 )
-def test_sgd_adopted_direction_equals_copied_direction(flags, foreach):
-    """capturable=True copies into fixed buffers where the default adopts the fresh gradient."""
-    settings = dict(lr=0.02, hypergrad_lr=1e-2, foreach=foreach, **flags)
-    _assert_same_runs(
-        _run(hypergrad.SGDHD, settings, capturable=False), _run(hypergrad.SGDHD, settings, capturable=True)
-    )
+def test_sgd_adopted_direction_equals_copied_direction(flags, path):
+    """capturable=True copies into fixed buffers where the default adopts the fresh effective
+    gradient, or plain SGD's ``p.grad`` itself."""
+    settings = dict(lr=0.02, hypergrad_lr=1e-2, hypergrad_rule="additive", **PATHS[path], **flags)
+    adopted, copied = _run(hypergrad.SGDHD, settings, capturable=False), _run(hypergrad.SGDHD, settings, capturable=True)
+    _assert_same_runs(adopted, copied)
+    if flags["momentum"] == 0 and not (flags["maximize"] or flags["weight_decay"]):
+        model, optimizer = adopted[1], adopted[2]
+        assert all(optimizer.state[p]["hypergrad_direction"] is p.grad for p in model.parameters())
+
+
+@pytest.mark.parametrize("path", list(PATHS))
+@pytest.mark.parametrize("reuse", ["zeroed in place", "accumulated into"])
+def test_a_kept_gradient_whose_memory_is_reused_is_not_taken_for_the_previous_direction(path, reuse):
+    """Plain SGD keeps ``p.grad`` as ``u_{t-1}``. Where the next backward writes into that same
+    memory (``zero_grad(set_to_none=False)``, accumulation without zeroing, DDP's bucket views),
+    it no longer holds ``u_{t-1}``: that step leaves the learning rate alone (as a first step
+    does) instead of taking ``g_t . g_t``, and every later step uses copied directions, with the
+    exact additive rule ``lr_t = lr_{t-1} + beta * g_t . g_{t-1}``."""
+    torch.manual_seed(0)
+    model = TinyNet().double()
+    beta = 1e-2
+    optimizer = hypergrad.SGDHD(model.parameters(), lr=0.02, hypergrad_lr=beta, hypergrad_rule="additive", **PATHS[path])
+    lrs, grads = [], []
+    for index, (x, y) in enumerate(make_batches(5)):
+        if index == 0 or reuse == "zeroed in place":
+            optimizer.zero_grad(set_to_none=index == 0)
+        batch_loss(model, (x.double(), y.double())).backward()
+        grads.append(torch.cat([p.grad.reshape(-1) for p in model.parameters()]))
+        if reuse == "accumulated into" and index > 0:  # the gradient the step actually uses
+            grads[-1] = grads[-1] - sum(grads[:-1])
+        optimizer.step()
+        lrs.append(optimizer.param_groups[0]["lr"])
+        if index >= 1:
+            assert all(optimizer.state[p]["hypergrad_direction"] is not p.grad for p in model.parameters())
+    assert lrs[0] == lrs[1] == 0.02, "the reused gradient must not count as u_{t-1}"
+    for t in range(2, 5):
+        total = sum(grads[: t + 1]) if reuse == "accumulated into" else grads[t]
+        previous = sum(grads[:t]) if reuse == "accumulated into" else grads[t - 1]
+        expected = lrs[t - 1] + beta * float(total @ previous)
+        assert lrs[t] == pytest.approx(expected, rel=1e-12), t
 
 
 @pytest.mark.parametrize("foreach", [False, True])

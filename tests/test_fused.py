@@ -213,7 +213,7 @@ def test_a_failed_compile_falls_back_to_the_eager_statistics(monkeypatch):
     runs = []
     for switch in ("1", "0"):
         monkeypatch.setenv(_compiled.SWITCH, switch)
-        monkeypatch.setattr(_compiled, "_compiled", {(False, False): failing})
+        monkeypatch.setattr(_compiled, "_compiled", {("recomputed", False, False): failing})
         monkeypatch.setattr(_compiled, "_failed", False)
         torch.manual_seed(0)
         model = TinyNet()
