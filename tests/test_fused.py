@@ -171,13 +171,15 @@ def test_rmsprop_has_no_fused_kernel():
 COMPILED_CASES = [
     (hypergrad.AdamHD, dict(amsgrad=True), torch.float32),
     (hypergrad.AdamWHD, dict(hypergrad_rule="multiplicative", granularity="tensor"), torch.float64),
+    (hypergrad.SGDHD, dict(momentum=0.9, nesterov=True, hypergrad_rule="scalefree"), torch.float64),
 ]
 
 
-@pytest.mark.parametrize("optimizer_cls, settings, dtype", COMPILED_CASES, ids=["Adam-f32", "AdamW-f64"])
+@pytest.mark.parametrize("optimizer_cls, settings, dtype", COMPILED_CASES, ids=["Adam-f32", "AdamW-f64", "SGDN-f64"])
 def test_compiled_statistics_equal_the_eager_ones(monkeypatch, optimizer_cls, settings, dtype):
-    """The fused Adam path's statistics in one compiled pass (``_compiled.py``, off elsewhere in the
-    suite) give the eager statistics' learning rates and parameters, to float rounding."""
+    """The fused path's compiled pieces (``_compiled.py``, off elsewhere in the suite): Adam's
+    statistics in one pass and the scale-free rule in one call give the eager learning rates and
+    parameters, to float rounding."""
     from hypergrad import _compiled
 
     runs = []
