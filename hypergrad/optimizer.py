@@ -11,10 +11,12 @@ from torch import Tensor
 from torch.optim import Optimizer
 from torch.optim.optimizer import _default_to_fused_or_foreach
 
+from ._compiled import stored_sums
 from ._hypergradient import (
     blended_lr,
     element_statistics,
     rule_memory,
+    statistics_rows,
     store_lr,
     tensor_statistics,
     updated_lr,
@@ -355,6 +357,12 @@ class HypergradOptimizer(Optimizer):
         rule, granularity = group["hypergrad_rule"], group["granularity"]
         if granularity != "element":
             rows = previous.rows(grads, rule) if previous.rows is not None else None
+            kept = isinstance(previous.directions, list)
+            if rows is None and rule != "additive" and kept and self._use_fused(group):
+                # Kept directions: g . u, |g|^2 and |u|^2 in one compiled pass (_compiled.py).
+                # The additive rule's one dot product is faster as it is.
+                sums = stored_sums(grads, previous.directions, norms=True)  # type: ignore[arg-type]
+                rows = None if sums is None else statistics_rows(sums, rule, previous.scales)
             if rows is None:
                 rows = tensor_statistics(grads, previous.directions, rule, previous.scales)
             assert rows is not None

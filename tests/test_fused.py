@@ -168,20 +168,27 @@ def test_rmsprop_has_no_fused_kernel():
         hypergrad.RMSpropHD([torch.nn.Parameter(torch.zeros(3))], fused=True)
 
 
-COMPILED_CASES = [
-    (hypergrad.AdamHD, dict(amsgrad=True), torch.float32),
-    (hypergrad.AdamWHD, dict(hypergrad_rule="multiplicative", granularity="tensor"), torch.float64),
-    (hypergrad.SGDHD, dict(momentum=0.9, nesterov=True, hypergrad_rule="scalefree"), torch.float64),
-]
+COMPILED_CASES = {  # case: optimizer, settings, dtype, the compiled functions it must use
+    "Adam-f32": (hypergrad.AdamHD, dict(amsgrad=True), torch.float32, {("recomputed", True, False), "rule"}),
+    "AdamW-f64": (
+        hypergrad.AdamWHD, dict(hypergrad_rule="multiplicative", granularity="tensor"), torch.float64,
+        {("recomputed", True, True)},
+    ),
+    "SGDN-f64": (hypergrad.SGDHD, dict(momentum=0.9, nesterov=True), torch.float64, {("stored", True), "rule"}),
+    "Adagrad-f32": (hypergrad.AdagradHD, dict(lr_decay=1e-2), torch.float32, {("stored", True), "rule"}),
+}
 
 
-@pytest.mark.parametrize("optimizer_cls, settings, dtype", COMPILED_CASES, ids=["Adam-f32", "AdamW-f64", "SGDN-f64"])
-def test_compiled_statistics_equal_the_eager_ones(monkeypatch, optimizer_cls, settings, dtype):
-    """The fused path's compiled pieces (``_compiled.py``, off elsewhere in the suite): Adam's
-    statistics in one pass and the scale-free rule in one call give the eager learning rates and
+@pytest.mark.parametrize("case", list(COMPILED_CASES))
+def test_compiled_statistics_equal_the_eager_ones(monkeypatch, case):
+    """The fused path's compiled pieces (``_compiled.py``, off elsewhere in the suite): the
+    statistics in one pass (Adam's recomputed directions, the kept directions of SGDN and Adagrad)
+    and the scale-free rule (the default) in one call give the eager learning rates and
     parameters, to float rounding."""
     from hypergrad import _compiled
 
+    optimizer_cls, settings, dtype, expected = COMPILED_CASES[case]
+    monkeypatch.setattr(_compiled, "_compiled", {})
     runs = []
     for switch in ("1", "0"):
         monkeypatch.setenv(_compiled.SWITCH, switch)
@@ -195,8 +202,9 @@ def test_compiled_statistics_equal_the_eager_ones(monkeypatch, optimizer_cls, se
             optimizer.step()
             lrs.extend(float(rate) for rate in optimizer.learning_rates(model.named_parameters()).values())
         runs.append((lrs, list(model.parameters())))
-        if switch == "1" and (_compiled._failed or not _compiled._compiled):
+        if switch == "1" and _compiled._failed:
             pytest.skip("torch.compile is unavailable here (no C++ compiler?)")
+    assert set(_compiled._compiled) == expected
     (compiled_lrs, compiled_params), (eager_lrs, eager_params) = runs
     assert len(set(eager_lrs)) > 4, "the lr must adapt for the comparison to mean anything"
     tolerance = 1e-5 if dtype == torch.float32 else 1e-12
