@@ -45,7 +45,9 @@ class AdagradHD(HypergradOptimizer):
         fused: as in ``torch.optim.Adagrad``: ``True`` takes the update through torch's fused
             kernel (``torch._fused_adagrad_``; the step count then lives on the parameter's
             device, as there), then writes the direction ``g / (sqrt(G) + eps)`` for the next
-            step. ``None`` (the default) is torch's default, which does not pick it.
+            step. On the CPU the scale-free rule's statistics and the rule are compiled as for
+            :class:`hypergrad.SGDHD`. ``None`` (the default) is torch's default, which does not
+            pick it.
         hypergrad_lr: ``beta``; ``None`` (the default) is the rule's own: 0.05 for the
             scale-free rule; for the additive and multiplicative rules 1e-6 (Adagrad's direction is
             normalised per coordinate like Adam's, ``g . u ~ sum |g_i|`` once ``G`` holds a few

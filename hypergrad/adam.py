@@ -57,9 +57,9 @@ class AdamHD(HypergradOptimizer):
             (``torch._fused_adam_``, ``torch._fused_adamw_`` for the decoupled decay; CPU and CUDA,
             floating point parameters) with the new rate; only the statistics pass, which
             recomputes ``u_{t-1}`` from the moments, is extra. On the CPU (float32, float64) that
-            pass is one ``torch.compile``d reduction, compiled at the first step that takes
-            statistics (seconds; the eager passes where compiling fails or
-            ``HYPERGRAD_COMPILED_STATISTICS=0``; see docs/performance.md). ``None`` (the default)
+            pass is one ``torch.compile``d reduction and the scale-free rule one compiled call,
+            compiled at the first step that takes statistics (seconds; eager where compiling
+            fails or ``HYPERGRAD_COMPILED_STATISTICS=0``; see docs/performance.md). ``None`` (the default)
             is torch's default, which does not pick it.
         hypergrad_lr: ``beta``; ``None`` (the default) is the rule's own: 0.05 for the
             scale-free rule, and for the additive and multiplicative rules the reference code's

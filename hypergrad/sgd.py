@@ -64,9 +64,12 @@ class SGDHD(HypergradOptimizer):
         momentum, dampening, weight_decay, nesterov, maximize, foreach: as in ``torch.optim.SGD``.
         fused: as in ``torch.optim.SGD``: ``True`` takes the update through torch's fused kernel
             (``torch._fused_sgd_``, CPU and CUDA, floating point parameters; not float16 or
-            bfloat16 ones on the CPU, which torch 2.13's CPU kernel leaves unchanged); the
-            statistics and the stored direction stay multi-tensor passes around it. ``None`` (the default) is
-            torch's default, which does not pick it.
+            bfloat16 ones on the CPU, which torch 2.13's CPU kernel leaves unchanged). On the CPU
+            (float32, float64) the scale-free rule's statistics are then one ``torch.compile``d
+            pass over ``g_t`` and ``u_{t-1}``, and the rule one compiled call (compiled at the
+            first step that takes statistics: seconds; eager where compiling fails or
+            ``HYPERGRAD_COMPILED_STATISTICS=0``; see docs/performance.md). ``None`` (the default)
+            is torch's default, which does not pick it.
         capturable: keep the stored direction in a fixed buffer (one copy per step), so that
             ``step()`` can be captured in a CUDA graph. Without it, a gradient the step does not
             change becomes the stored direction instead of being copied: an effective gradient
