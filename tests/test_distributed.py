@@ -32,6 +32,7 @@ SPAWN_TIMEOUT_S = 150
 
 OPTIMIZERS: dict[str, tuple[type, dict[str, Any]]] = {
     "SGDHD-nesterov": (hypergrad.SGDHD, dict(lr=0.02, momentum=0.9, nesterov=True, weight_decay=1e-2, hypergrad_lr=1e-2, hypergrad_rule="additive")),
+    "SGDHD-plain": (hypergrad.SGDHD, dict(lr=0.02, hypergrad_lr=1e-2, hypergrad_rule="additive")),
     "SGDHD-nesterov-mult": (hypergrad.SGDHD, dict(lr=0.02, momentum=0.9, nesterov=True, hypergrad_lr=0.3, hypergrad_rule="multiplicative")),
     "AdamHD": (hypergrad.AdamHD, dict(lr=0.01, weight_decay=1e-2, hypergrad_lr=1e-3, hypergrad_rule="additive")),
     "AdamHD-mult": (hypergrad.AdamHD, dict(lr=0.01, hypergrad_lr=0.3, hypergrad_rule="multiplicative")),
@@ -228,6 +229,24 @@ def _checkpoint_round_trip(name: str, mesh, directory: str) -> dict[str, Any]:
     )
 
 
+def _bucket_view_run(rows: slice) -> dict[str, Any]:
+    """Plain SGD-HD under DDP with ``gradient_as_bucket_view=True``: the gradients are views into
+    DDP's buckets, whose memory every backward writes again. Records each step's rates and the
+    gradients the step used (per group, flattened), and whether gradients were still kept."""
+    model = TinyNet(width=MODEL_WIDTH["ddp"])
+    ddp = torch.nn.parallel.DistributedDataParallel(model, gradient_as_bucket_view=True)
+    optimizer = make_optimizer("SGDHD-plain", model)
+    lrs, grads = [], []
+    for x, y in make_batches(STEPS, batch=BATCH):
+        optimizer.zero_grad()
+        batch_loss(ddp, (x[rows], y[rows])).backward()
+        grads.append([torch.cat([p.grad.reshape(-1) for p in group["params"]]).clone() for group in optimizer.param_groups])
+        optimizer.step()
+        lrs.append([group["lr"] for group in optimizer.param_groups])
+    kept = [optimizer.state[p]["hypergrad_direction"] is p.grad for p in model.parameters()]
+    return dict(lrs=lrs, grads=grads, adopting=optimizer._adopt_gradients, kept=kept)
+
+
 def _worker(rank: int, port: int, out_dir: str) -> None:
     from torch.distributed.device_mesh import init_device_mesh
 
@@ -251,6 +270,7 @@ def _worker(rank: int, port: int, out_dir: str) -> None:
         finally:
             hypergrad.optimizer.all_reduce_statistics = unreduced
 
+        results["bucket_view"] = _bucket_view_run(rows)
         results["unsupported"] = _unsupported_setups(mesh)
         results["checkpoint"] = {
             name: _checkpoint_round_trip(name, mesh, os.path.join(out_dir, f"checkpoint-{name}"))
@@ -341,6 +361,28 @@ def test_without_the_reduction_ranks_drift_apart(ranks, references, name):
     for lrs in rank_lrs:
         assert relative_difference(lrs, references[name, MODEL_WIDTH["fsdp"]]["lrs"]) > 1e-3
     assert all(count == 0 for r in ranks for count in r["unreduced"][name]["collectives"])
+
+
+def test_a_kept_gradient_in_a_ddp_bucket_is_caught(ranks):
+    """Plain SGD-HD keeps ``p.grad`` as ``u_{t-1}``; DDP's bucket views write every backward into
+    the same memory. At every step the rate moves by exactly ``beta * g_t . g_{t-1}`` (the
+    additive rule on the gradients the steps used) or, at the one step where the kept gradient is
+    found overwritten, stays; never by the overwritten ``beta * |g_t|^2``. From then on gradients
+    are copied."""
+    beta = OPTIMIZERS["SGDHD-plain"][1]["hypergrad_lr"]
+    runs = [rank["bucket_view"] for rank in ranks]
+    assert runs[0]["lrs"] == runs[1]["lrs"]
+    run = runs[0]
+    kept_steps = 0
+    for t in range(1, STEPS):
+        for group in range(2):
+            previous, lr = run["lrs"][t - 1][group], run["lrs"][t][group]
+            g, u = run["grads"][t][group].double(), run["grads"][t - 1][group].double()
+            exact = previous + beta * float(g @ u)
+            assert lr == pytest.approx(exact, rel=1e-6) or lr == previous, (t, group)
+            assert lr != pytest.approx(previous + beta * float(g @ g), rel=1e-6), (t, group)
+        kept_steps += run["lrs"][t] == run["lrs"][t - 1]
+    assert kept_steps == 1 and not run["adopting"] and not any(run["kept"])
 
 
 def test_unsupported_placements_raise_a_clear_error(ranks):
