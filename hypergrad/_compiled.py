@@ -75,7 +75,7 @@ def _call(key: Any, function: Callable[..., Any], *args: Any) -> Any:
         _failed = True
         warnings.warn(
             f"hypergrad: the compiled statistics are unavailable ({type(error).__name__}: {error}); "
-            f"the eager statistics take their place (set {SWITCH}=0 to skip the attempt)",
+            f"the eager statistics and rule take their place (set {SWITCH}=0 to skip the attempt)",
             RuntimeWarning,
             stacklevel=3,
         )

@@ -71,7 +71,7 @@ PATHS = {"loop": dict(foreach=False), "foreach": dict(foreach=True), "fused": di
 def test_sgd_adopted_direction_equals_copied_direction(flags, path):
     """capturable=True copies into fixed buffers where the default adopts the fresh effective
     gradient, or plain SGD's ``p.grad`` itself."""
-    settings = dict(lr=0.02, hypergrad_lr=1e-2, hypergrad_rule="additive", **PATHS[path], **flags)
+    settings = dict(lr=0.02, hypergrad_lr=1e-2, **PATHS[path], **flags)
     adopted, copied = _run(hypergrad.SGDHD, settings, capturable=False), _run(hypergrad.SGDHD, settings, capturable=True)
     _assert_same_runs(adopted, copied)
     if flags["momentum"] == 0 and not (flags["maximize"] or flags["weight_decay"]):
