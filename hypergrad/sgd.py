@@ -6,7 +6,6 @@ from typing import Any
 
 import torch
 from torch import Tensor
-from torch.utils.weak import WeakIdKeyDictionary
 
 from ._kernels import (
     LearningRate,
@@ -127,16 +126,24 @@ class SGDHD(HypergradOptimizer):
         self._track_adopted()
 
     def _track_adopted(self) -> None:
-        # Gradients kept as plain SGD's stored direction -> their version when kept; and whether
-        # gradients may still be kept (not once one's memory was seen reused). Not state: a
-        # loaded direction is a tensor of its own.
-        self._adopted: WeakIdKeyDictionary = WeakIdKeyDictionary()
+        # The gradients kept as plain SGD's stored directions: id(state) -> (that gradient, its
+        # version when kept), and whether gradients may still be kept (not once one's memory was
+        # seen reused). Not in the state: a loaded direction is a tensor of its own. Keyed by the
+        # state dict, so that it holds one entry per parameter; an entry whose gradient is not
+        # the state's direction (the state was replaced or the direction copied) counts for
+        # nothing (the entry holds its gradient: no other tensor can share that id). Loading a
+        # state_dict starts afresh (torch.optim's load_state_dict calls __setstate__).
+        self._adopted: dict[int, tuple[Tensor, int]] = {}
         self._adopt_gradients = True
 
-    def _intact(self, direction: Tensor) -> bool:
+    def _kept_gradient(self, state: dict[str, Any], direction: Tensor | None) -> tuple[Tensor, int] | None:
+        kept = self._adopted.get(id(state))
+        return kept if kept is not None and kept[0] is direction else None
+
+    def _intact(self, state: dict[str, Any], direction: Tensor) -> bool:
         """Whether a stored direction still holds ``u_{t-1}``: not a kept gradient written since."""
-        version = self._adopted.get(direction)
-        if version is None or direction._version == version:
+        kept = self._kept_gradient(state, direction)
+        if kept is None or direction._version == kept[1]:
             return True
         self._adopt_gradients = False  # its memory is reused: copy gradients from now on
         return False
@@ -157,7 +164,7 @@ class SGDHD(HypergradOptimizer):
         key = "momentum_buffer" if group["momentum"] != 0 and not group["nesterov"] else "hypergrad_direction"
         indices = [i for i, s in enumerate(tensors.states) if key in s]
         if not torch.compiler.is_compiling() and self._adopted:  # (dynamo does not trace the dict)
-            indices = [i for i in indices if self._intact(tensors.states[i][key])]
+            indices = [i for i in indices if self._intact(tensors.states[i], tensors.states[i][key])]
         return PreviousDirections(indices, [tensors.states[i][key] for i in indices])
 
     def _update_params(self, group: dict[str, Any], tensors: GroupTensors, lr: LearningRate) -> None:
@@ -173,17 +180,17 @@ class SGDHD(HypergradOptimizer):
         adopt = not group["capturable"] and (temporaries or (keep_gradients and self._adopt_gradients))
         if keep_gradients and not adopt and self._adopted:
             for state in tensors.states:  # a kept gradient is not a buffer to copy into
-                direction = state.get("hypergrad_direction")
-                if direction is not None and direction in self._adopted:
+                if self._kept_gradient(state, state.get("hypergrad_direction")) is not None:
                     del state["hypergrad_direction"]
+                    del self._adopted[id(state)]
         sgd_hd_update(
             tensors.params, tensors.grads, tensors.states,
             lr=lr, momentum=group["momentum"], dampening=group["dampening"], nesterov=group["nesterov"],
             adopt_grads=adopt,
         )
         if keep_gradients and adopt:
-            for grad in tensors.grads:
-                self._adopted[grad] = grad._version
+            for grad, state in zip(tensors.grads, tensors.states):
+                self._adopted[id(state)] = (grad, grad._version)
 
 
 def _updated_momentum_buffer(state: dict[str, Any], grad: Tensor, momentum: float, dampening: float) -> Tensor:

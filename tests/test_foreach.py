@@ -5,6 +5,10 @@ is caught; and a step never writes into ``p.grad``."""
 
 from __future__ import annotations
 
+import copy
+import gc
+import weakref
+
 import pytest
 import torch
 
@@ -110,6 +114,28 @@ def test_a_kept_gradient_whose_memory_is_reused_is_not_taken_for_the_previous_di
         expected = lrs[t - 1] + beta * float(total @ previous)
         assert lrs[t] == pytest.approx(expected, rel=1e-12), t
 
+
+@pytest.mark.parametrize("path", list(PATHS))
+def test_kept_gradients_are_released_once_they_are_no_longer_the_previous_direction(path):
+    """Plain SGD keeps only the last step's gradients: one step later, with fresh gradients
+    (``zero_grad()``'s default), nothing holds the older ones; after a state_dict load, which
+    brings directions of their own, nothing holds the kept ones either."""
+    torch.manual_seed(0)
+    model = TinyNet()
+    optimizer = hypergrad.SGDHD(model.parameters(), lr=0.02, **PATHS[path])
+    references = []
+    for batch in make_batches(4):
+        optimizer.zero_grad()
+        batch_loss(model, batch).backward()
+        references.append([weakref.ref(p.grad) for p in model.parameters()])
+        optimizer.step()
+    optimizer.zero_grad()
+    gc.collect()
+    assert all(r() is None for step in references[:-1] for r in step)
+    assert all(r() is not None for r in references[-1])  # u_{t-1} of the next step
+    optimizer.load_state_dict(copy.deepcopy(optimizer.state_dict()))
+    gc.collect()
+    assert all(r() is None for r in references[-1])
 
 @pytest.mark.parametrize("foreach", [False, True])
 @pytest.mark.parametrize(
