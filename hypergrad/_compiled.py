@@ -82,14 +82,22 @@ def _call(key: Any, function: Callable[..., Any], *args: Any) -> Any:
         return None
 
 
-def _sums(g: Tensor, d: Tensor, norms: bool) -> Tensor:
+def _sums(g: Tensor, d: Tensor, norms: bool) -> tuple[Tensor, ...]:
     f64 = torch.float64
     dot = torch.sum(g * d, dtype=f64)
-    return torch.stack((dot, torch.sum(g * g, dtype=f64), torch.sum(d * d, dtype=f64))) if norms else dot
+    return (dot, torch.sum(g * g, dtype=f64), torch.sum(d * d, dtype=f64)) if norms else (dot,)
+
+
+def _stacked(sums: list[tuple[Tensor, ...]], norms: bool) -> Tensor:
+    """The per tensor sums as one ``(tensors,)`` or ``(tensors, 3)`` tensor, stacked once: one
+    output buffer that the compiled kernel writes into (a stack per tensor, then a stack of those,
+    costs the compiled call an allocation per sum and per tensor)."""
+    flat = torch.stack([value for row in sums for value in row])
+    return flat.view(-1, 3) if norms else flat
 
 
 def _stored_sums(grads: list[Tensor], directions: list[Tensor], norms: bool) -> Tensor:
-    return torch.stack([_sums(g, u, norms) for g, u in zip(grads, directions)])
+    return _stacked([_sums(g, u, norms) for g, u in zip(grads, directions)], norms)
 
 
 def stored_sums(grads: list[Tensor], directions: list[Tensor], *, norms: bool) -> Tensor | None:
@@ -118,7 +126,7 @@ def _recomputed_sums(
         if previous_params:
             d = previous_params[index] + constants[index, 1] * d
         rows.append(_sums(g, d, norms))
-    return torch.stack(rows)
+    return _stacked(rows, norms)
 
 
 def recomputed_sums(
