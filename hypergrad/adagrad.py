@@ -8,8 +8,9 @@ import torch
 from torch import Tensor
 from torch.optim.optimizer import _get_value  # the step count as a float; a tensor under torch.compile
 
-from ._kernels import LearningRate, as_real, by_device, descend, direction_buffer, increment_steps, stored_copies
+from ._kernels import LearningRate, as_real, by_device, descend, direction_buffer, increment_steps
 from ._validation import check_adagrad_arguments, check_fused
+from .distributed import local_tensors
 from .optimizer import GroupTensors, HypergradOptimizer, PreviousDirections
 
 __all__ = ["AdagradHD"]
@@ -148,11 +149,13 @@ def _multi_tensor_update(
 
 
 def _stored_directions(states: list[dict[str, Any]], grads: list[Tensor], state_sums: list[Tensor], eps: float) -> list[Tensor]:
-    """``u = g / (sqrt(G) + eps)`` (before the decay factor) into the states' direction buffers."""
-    std = torch._foreach_sqrt(state_sums)
-    torch._foreach_add_(std, eps)
-    directions = stored_copies(states, grads)
-    torch._foreach_div_(directions, std)
+    """``u = g / (sqrt(G) + eps)`` (before the decay factor) into the states' direction buffers,
+    tensor by tensor on the local shards, with no temporary: a parameter-sized temporary is fresh
+    memory at every step, which costs more than the arithmetic (on the CPU, page faults)."""
+    directions = [direction_buffer(s, g) for s, g in zip(states, grads)]
+    for direction, state_sum, grad in zip(local_tensors(directions), local_tensors(state_sums), local_tensors(grads)):
+        torch.sqrt(state_sum, out=direction).add_(eps)
+        torch.div(grad, direction, out=direction)
     return directions
 
 
