@@ -12,6 +12,9 @@ run time):
   the tensor. Compiled, each is one pass that reads ``g_t`` and ``u_{t-1}`` (or ``m`` and ``v``,
   and AdamW's ``theta_{t-2}``) once, writes nothing, and sums in float64 (faster here than
   inductor's float32 cascade summation, and more precise).
+* **Adagrad's direction.** ``u_t = g_t / (sqrt(G_t) + eps)``, which torch's fused kernel does
+  not keep, in one pass into the direction buffers (eagerly a square root, a shift and a
+  division: seven reads and writes of parameter-sized arrays where three suffice).
 * **The rule.** The scale-free rule is some thirty operations on three numbers; eagerly each is a
   dispatch of a few microseconds, together as much as an SGD step over a million weights.
   Compiled, it is one call.
@@ -19,8 +22,8 @@ run time):
 The compiled functions only compute what the eager ones compute (the sums per tensor, which
 :func:`hypergrad._hypergradient.statistics_rows` turns into the rows of
 :func:`hypergrad._hypergradient.tensor_statistics`; the group's new rate, from the rule's own
-function), so every rule stays in one place. They serve the fused path on the CPU for float32 and
-float64 parameters, compiled on first use (that step takes seconds; a parameter set with other
+function; Adagrad's direction, from its own eager function), so every rule stays in one place.
+They serve the fused path on the CPU for float32 and float64 parameters, compiled on first use (that step takes seconds; a parameter set with other
 shapes compiles once more, for dynamic shapes, and serves every later one). Each falls back to the
 eager code, with one warning, when compilation fails (no C++ compiler, ...), inside an outer
 ``torch.compile``, and when the environment variable ``HYPERGRAD_COMPILED_STATISTICS`` is ``0``
@@ -44,6 +47,7 @@ DTYPES = (torch.float32, torch.float64)
 
 _compiled: dict[Any, Callable[..., Any]] = {}
 _failed = False
+_UNAVAILABLE = object()  # what _call returns where the compiled function is unavailable
 
 
 def enabled() -> bool:
@@ -62,8 +66,9 @@ def available(grads: Sequence[Tensor]) -> bool:
 
 
 def _call(key: Any, function: Callable[..., Any], *args: Any) -> Any:
-    """``function(*args)`` compiled (once per ``key``); ``None`` when compilation fails (once,
-    with a warning: every later call then returns ``None`` and the caller takes the eager path)."""
+    """``function(*args)`` compiled (once per ``key``); ``_UNAVAILABLE`` when compilation fails
+    (once, with a warning: every later call is then refused by :func:`enabled`, and the caller
+    takes the eager path)."""
     global _failed
     if key not in _compiled:
         # Not fullgraph: past dynamo's recompile limit (many parameter sets in one process) the
@@ -79,7 +84,11 @@ def _call(key: Any, function: Callable[..., Any], *args: Any) -> Any:
             RuntimeWarning,
             stacklevel=3,
         )
-        return None
+        return _UNAVAILABLE
+
+
+def _or_none(result: Any) -> Any:
+    return None if result is _UNAVAILABLE else result
 
 
 def _sums(g: Tensor, d: Tensor, norms: bool) -> tuple[Tensor, ...]:
@@ -106,7 +115,7 @@ def stored_sums(grads: list[Tensor], directions: list[Tensor], *, norms: bool) -
     tensor, or ``None`` where the compiled pass is unavailable."""
     if not available(grads) or any(type(u) is not Tensor or u.dtype != grads[0].dtype for u in directions):
         return None
-    return _call(("stored", norms), _stored_sums, grads, directions, norms)
+    return _or_none(_call(("stored", norms), _stored_sums, grads, directions, norms))
 
 
 def _recomputed_sums(
@@ -146,7 +155,20 @@ def recomputed_sums(
     columns = [list(shifts), list(coefficients) if coefficients is not None else [0.0] * len(shifts)]
     constants = torch.tensor(list(zip(*columns)), dtype=grads[0].dtype)
     key = ("recomputed", norms, previous_params is not None)
-    return _call(key, _recomputed_sums, grads, exp_avgs, second_moments, previous_params or [], constants, norms)
+    arguments = (grads, exp_avgs, second_moments, previous_params or [], constants, norms)
+    return _or_none(_call(key, _recomputed_sums, *arguments))
+
+
+def adagrad_directions(
+    write: Callable[..., None], directions: list[Tensor], grads: list[Tensor], state_sums: list[Tensor], eps: float
+) -> bool:
+    """``write(directions, grads, state_sums, eps)`` (Adagrad's own ``_stored_directions``: ``u =
+    g / (sqrt(G) + eps)`` into ``directions``) compiled into one pass that reads ``g`` and ``G``
+    and writes ``u`` (3 streams, where the eager square root, shift and division take 7); whether
+    it ran (``False``: unavailable, the caller takes the eager path)."""
+    if not available(grads):
+        return False
+    return _call("adagrad directions", write, directions, grads, state_sums, eps) is not _UNAVAILABLE
 
 
 def rule_update(
@@ -160,4 +182,4 @@ def rule_update(
         return None
     as_tensor = torch.tensor(lr, dtype=torch.float64) if not isinstance(lr, Tensor) else lr
     beta_tensor = torch.tensor(beta, dtype=torch.float64)
-    return _call("rule", rule_function, as_tensor, statistics, beta_tensor, rule, bounds, memory)
+    return _or_none(_call("rule", rule_function, as_tensor, statistics, beta_tensor, rule, bounds, memory))

@@ -8,6 +8,7 @@ import torch
 from torch import Tensor
 from torch.optim.optimizer import _get_value  # the step count as a float; a tensor under torch.compile
 
+from ._compiled import adagrad_directions
 from ._kernels import LearningRate, as_real, by_device, descend, direction_buffer, increment_steps
 from ._validation import check_adagrad_arguments, check_fused
 from .distributed import local_tensors
@@ -142,21 +143,24 @@ def _multi_tensor_update(
         increment_steps(steps)
         state_sums = [as_real(s["sum"]) for s in device_states]
         torch._foreach_addcmul_(state_sums, device_grads, device_grads, value=1)
-        directions = _stored_directions(device_states, device_grads, state_sums, eps)
+        directions = _direction_buffers(device_states, device_grads)
+        _stored_directions(directions, device_grads, state_sums, eps)
         steps_down = torch._foreach_mul(directions, [-_step_size(1.0, _get_value(step), lr_decay) for step in steps])
         torch._foreach_mul_(steps_down, lr)
         torch._foreach_add_(device_params, steps_down)
 
 
-def _stored_directions(states: list[dict[str, Any]], grads: list[Tensor], state_sums: list[Tensor], eps: float) -> list[Tensor]:
-    """``u = g / (sqrt(G) + eps)`` (before the decay factor) into the states' direction buffers,
-    tensor by tensor on the local shards, with no temporary: a parameter-sized temporary is fresh
-    memory at every step, which costs more than the arithmetic (on the CPU, page faults)."""
-    directions = [direction_buffer(s, g) for s, g in zip(states, grads)]
+def _direction_buffers(states: list[dict[str, Any]], grads: list[Tensor]) -> list[Tensor]:
+    return [direction_buffer(state, grad) for state, grad in zip(states, grads)]
+
+
+def _stored_directions(directions: list[Tensor], grads: list[Tensor], state_sums: list[Tensor], eps: float) -> None:
+    """``u = g / (sqrt(G) + eps)`` (before the decay factor) into the direction buffers, tensor by
+    tensor on the local shards, with no temporary: a parameter-sized temporary is fresh memory at
+    every step, which costs more than the arithmetic (on the CPU, page faults)."""
     for direction, state_sum, grad in zip(local_tensors(directions), local_tensors(state_sums), local_tensors(grads)):
         torch.sqrt(state_sum, out=direction).add_(eps)
         torch.div(grad, direction, out=direction)
-    return directions
 
 
 def _fused_update(
@@ -164,7 +168,7 @@ def _fused_update(
     *, lr: LearningRate, lr_decay: float, eps: float,
 ) -> None:
     """torch.optim.Adagrad's fused step (the gradients come with the decay and sign applied), then
-    the direction the kernel does not keep."""
+    the direction the kernel does not keep (on the CPU in one compiled pass, ``_compiled.py``)."""
     for device_params, device_grads, device_states in by_device(params, grads, states):
         steps = [s["step"] for s in device_states]
         increment_steps(steps)
@@ -173,4 +177,6 @@ def _fused_update(
             device_params, device_grads, state_sums, steps,
             lr=lr, lr_decay=lr_decay, weight_decay=0.0, eps=eps, maximize=False,
         )
-        _stored_directions(device_states, device_grads, state_sums, eps)
+        directions = _direction_buffers(device_states, device_grads)
+        if not adagrad_directions(_stored_directions, directions, device_grads, state_sums, eps):
+            _stored_directions(directions, device_grads, state_sums, eps)

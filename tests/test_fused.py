@@ -175,7 +175,9 @@ COMPILED_CASES = {  # case: optimizer, settings, dtype, the compiled functions i
         {("recomputed", True, True)},
     ),
     "SGDN-f64": (hypergrad.SGDHD, dict(momentum=0.9, nesterov=True), torch.float64, {("stored", True), "rule"}),
-    "Adagrad-f32": (hypergrad.AdagradHD, dict(lr_decay=1e-2), torch.float32, {("stored", True), "rule"}),
+    "Adagrad-f32": (
+        hypergrad.AdagradHD, dict(lr_decay=1e-2), torch.float32, {("stored", True), "rule", "adagrad directions"},
+    ),
 }
 
 
@@ -212,9 +214,14 @@ def test_compiled_statistics_equal_the_eager_ones(monkeypatch, case):
     torch.testing.assert_close(compiled_params, eager_params, rtol=tolerance, atol=tolerance)
 
 
-def test_a_failed_compile_falls_back_to_the_eager_statistics(monkeypatch):
+@pytest.mark.parametrize(
+    "optimizer_cls, key",
+    [(hypergrad.AdamHD, ("recomputed", False, False)), (hypergrad.AdagradHD, "adagrad directions")],
+    ids=["Adam statistics", "Adagrad directions"],
+)
+def test_a_failed_compile_falls_back_to_the_eager_statistics(monkeypatch, optimizer_cls, key):
     """A compiler failure (no C++ compiler, ...) warns once; that step and every later one take
-    the eager statistics, with the eager results bit for bit."""
+    the eager statistics (and directions), with the eager results bit for bit."""
     from hypergrad import _compiled
 
     def failing(*args, **kwargs):
@@ -223,11 +230,11 @@ def test_a_failed_compile_falls_back_to_the_eager_statistics(monkeypatch):
     runs = []
     for switch in ("1", "0"):
         monkeypatch.setenv(_compiled.SWITCH, switch)
-        monkeypatch.setattr(_compiled, "_compiled", {("recomputed", False, False): failing})
+        monkeypatch.setattr(_compiled, "_compiled", {key: failing})
         monkeypatch.setattr(_compiled, "_failed", False)
         torch.manual_seed(0)
         model = TinyNet()
-        optimizer = hypergrad.AdamHD(model.parameters(), lr=1e-2, hypergrad_lr=1e-4, hypergrad_rule="additive", fused=True)
+        optimizer = optimizer_cls(model.parameters(), lr=1e-2, hypergrad_lr=1e-4, hypergrad_rule="additive", fused=True)
         expected = pytest.warns(RuntimeWarning, match="compiled statistics are unavailable")
         with expected if switch == "1" else contextlib.nullcontext():
             lrs = []
