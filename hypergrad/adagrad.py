@@ -47,7 +47,8 @@ class AdagradHD(HypergradOptimizer):
         fused: as in ``torch.optim.Adagrad``: ``True`` takes the update through torch's fused
             kernel (``torch._fused_adagrad_``; the step count then lives on the parameter's
             device, as there), then writes the direction ``g / (sqrt(G) + eps)`` for the next
-            step. On the CPU the scale-free rule's statistics and the rule are compiled as for
+            step (on the CPU, float32 and float64, in one compiled pass; eager where compiling
+            fails). On the CPU the scale-free rule's statistics and the rule are compiled as for
             :class:`hypergrad.SGDHD`. ``None`` (the default) is torch's default, which does not
             pick it.
         hypergrad_lr: ``beta``; ``None`` (the default) is the rule's own: 0.05 for the
