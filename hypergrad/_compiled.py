@@ -1,6 +1,7 @@
-"""The CPU fused path's hypergradient work in compiled passes: the statistics and the rule.
+"""The CPU fused path's work around torch's kernels in compiled passes: the statistics, Adagrad's
+direction and the rule.
 
-On the CPU a fused HD step spends more time around torch's fused kernel than in it, for two
+On the CPU a fused HD step spends more time around torch's fused kernel than in it, for three
 reasons this module removes (``torch.compile``, inductor; on the CPU it needs a C++ compiler at
 run time):
 
@@ -23,8 +24,9 @@ The compiled functions only compute what the eager ones compute (the sums per te
 :func:`hypergrad._hypergradient.statistics_rows` turns into the rows of
 :func:`hypergrad._hypergradient.tensor_statistics`; the group's new rate, from the rule's own
 function; Adagrad's direction, from its own eager function), so every rule stays in one place.
-They serve the fused path on the CPU for float32 and float64 parameters, compiled on first use (that step takes seconds; a parameter set with other
-shapes compiles once more, for dynamic shapes, and serves every later one). Each falls back to the
+They serve the fused path on the CPU for float32 and float64 parameters, compiled on first use
+(that step takes seconds; a parameter set with other shapes compiles once more, for dynamic
+shapes, and serves every later one). Each falls back to the
 eager code, with one warning, when compilation fails (no C++ compiler, ...), inside an outer
 ``torch.compile``, and when the environment variable ``HYPERGRAD_COMPILED_STATISTICS`` is ``0``
 (the test suite's default: every test would otherwise compile its own shapes).
@@ -40,7 +42,7 @@ from typing import Any
 import torch
 from torch import Tensor
 
-#: The environment switch: ``0`` keeps every step on the eager statistics and rule.
+#: The environment switch: ``0`` keeps every step on the eager statistics, rule and directions.
 SWITCH = "HYPERGRAD_COMPILED_STATISTICS"
 #: Parameter dtypes the compiled statistics serve (their sums are taken in float64).
 DTYPES = (torch.float32, torch.float64)
@@ -80,7 +82,7 @@ def _call(key: Any, function: Callable[..., Any], *args: Any) -> Any:
         _failed = True
         warnings.warn(
             f"hypergrad: the compiled statistics are unavailable ({type(error).__name__}: {error}); "
-            f"the eager statistics and rule take their place (set {SWITCH}=0 to skip the attempt)",
+            f"the eager statistics, rule and directions take their place (set {SWITCH}=0 to skip the attempt)",
             RuntimeWarning,
             stacklevel=3,
         )

@@ -129,8 +129,8 @@ def _single_tensor_update(
         step_size = _step_size(lr, _get_value(step_t), lr_decay)
         state_sum = as_real(state["sum"])
         state_sum.addcmul_(grad, grad, value=1)
-        std = state_sum.sqrt().add_(eps)
-        direction = torch.div(grad, std, out=direction_buffer(state, grad))
+        direction = direction_buffer(state, grad)
+        _stored_directions([direction], [grad], [state_sum], eps)
         descend(param, direction, step_size)
 
 

@@ -137,6 +137,7 @@ def test_kept_gradients_are_released_once_they_are_no_longer_the_previous_direct
     gc.collect()
     assert all(r() is None for r in references[-1])
 
+
 @pytest.mark.parametrize("foreach", [False, True])
 @pytest.mark.parametrize(
     "hd_cls, flags",
