@@ -274,7 +274,7 @@ def add_arguments(parser) -> None:
     """The ``benchmark`` options."""
     add_common_arguments(parser, out="results/benchmark",
                          quick_help=f"small workloads, {len(SEEDS['quick'])} seeds (the default; ~25 min on 2 idle cores)",
-                         full_help=f"larger workloads, {len(SEEDS['full'])} seeds")
+                         full_help=f"4x the quick steps, larger validation sets, {len(SEEDS['full'])} seeds (sized to ~90 min on 2 idle cores)")
     parser.add_argument("--entries", default=None, help=f"comma-separated entries from: {', '.join(METHODS)} "
                         f"(default: {', '.join(ENTRIES)})")
 

@@ -27,7 +27,7 @@ from experiments.training import evaluate, recompute_batch_norm
 
 __all__ = ["WORKLOADS", "Workload", "load_workload_data", "train"]
 
-CONTEXT = {"quick": 64, "full": 128}
+CONTEXT = {"quick": 64, "full": 64}
 """Bytes of context of the language model (its training windows and validation windows)."""
 EVALUATIONS_PER_N = {"quick": 5, "full": 10}
 """Validation evaluations per N steps (every ``N // EVALUATIONS_PER_N`` steps)."""
@@ -84,24 +84,24 @@ def _images(name: str) -> Callable[[str | None], TableData]:
 
 WORKLOADS: dict[str, Workload] = {w.name: w for w in (
     Workload("logreg_mnist", "logistic regression 784-10, MNIST", "classify", "valid_accuracy", "max",
-             {"quick": 300, "full": 3000}, {"quick": 128, "full": 128}, {"quick": 2000, "full": None},
+             {"quick": 300, "full": 1200}, {"quick": 128, "full": 128}, {"quick": 2000, "full": 5000},
              _images("mnist"), lambda data, mode: build_model("logreg")),
     Workload("mlp_mnist", "MLP 784-1000-1000-10, MNIST", "classify", "valid_accuracy", "max",
-             {"quick": 80, "full": 1000}, {"quick": 128, "full": 128}, {"quick": 2000, "full": None},
+             {"quick": 80, "full": 320}, {"quick": 128, "full": 128}, {"quick": 2000, "full": 5000},
              _images("mnist"), lambda data, mode: build_model("mlp")),
     Workload("cnn_fashion", "CNN with batch norm, Fashion-MNIST", "classify", "valid_accuracy", "max",
-             {"quick": 50, "full": 400}, {"quick": 32, "full": 64}, {"quick": 500, "full": 2000},
+             {"quick": 50, "full": 200}, {"quick": 32, "full": 32}, {"quick": 500, "full": 2000},
              _images("fashion_mnist"), lambda data, mode: build_model("cnn")),
     Workload("transformer_fortunes", "byte-level Transformer LM (2 layers, width 128), fortunes", "language",
-             "valid_loss_per_token", "min", {"quick": 100, "full": 400}, {"quick": 8, "full": 16},
-             {"quick": 64, "full": 256}, lambda data_dir: load_text_corpus(*(p for p in _found(data_dir, "fortunes") if p)),
+             "valid_loss_per_token", "min", {"quick": 100, "full": 400}, {"quick": 8, "full": 8},
+             {"quick": 64, "full": 128}, lambda data_dir: load_text_corpus(*(p for p in _found(data_dir, "fortunes") if p)),
              lambda data, mode: ByteTransformer(CONTEXT[mode])),
     Workload("mlp_diabetes", "MLP 10-64-1, raw-unit MSE, diabetes", "regress", "valid_mse", "min",
-             {"quick": 300, "full": 3000}, {"quick": 32, "full": 32}, {"quick": None, "full": None},
+             {"quick": 300, "full": 1200}, {"quick": 32, "full": 32}, {"quick": None, "full": None},
              lambda data_dir: load_diabetes(*_found(data_dir, "diabetes_data_raw.csv.gz", "diabetes_target.csv.gz")),
              lambda data, mode: nn.Sequential(nn.Linear(data.train_x.shape[1], 64), nn.ReLU(), nn.Linear(64, 1))),
     Workload("fullbatch_breast_cancer", "full-batch logistic regression, breast cancer", "fullbatch",
-             "train_loss", "min", {"quick": 300, "full": 1000}, {"quick": None, "full": None},
+             "train_loss", "min", {"quick": 300, "full": 1200}, {"quick": None, "full": None},
              {"quick": None, "full": None}, lambda data_dir: load_breast_cancer(*_found(data_dir, "breast_cancer.csv")),
              lambda data, mode: nn.Linear(data.train_x.shape[1], 1, bias=False)),
 )}
