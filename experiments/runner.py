@@ -209,8 +209,13 @@ def _fresh_state(run: Training, paths: RunPaths, train_metrics: bool) -> RunStat
 
 def _load_checkpoint(run: Training, path: Path) -> RunState:
     """Restore model, optimizer, scheduler and RNG states from the last complete epoch."""
-    # On the CPU first: RNG states must stay CPU tensors; load_state_dict moves the rest.
-    checkpoint = read_torch(path, weights_only=False)
+    # On the CPU first: RNG states must stay CPU tensors; load_state_dict moves the rest. Only
+    # tensors and plain data are read (weights_only): a crafted file in a run folder cannot run code.
+    try:
+        checkpoint = read_torch(path, weights_only=True)
+    except ValueError as error:
+        raise ValueError(f"{error}: refused, a checkpoint may hold only tensors and plain data "
+                         "(delete it to start the run afresh)") from None
     if not (isinstance(checkpoint, dict) and CHECKPOINT_KEYS <= checkpoint.keys()):
         raise ValueError(f"{path} is not a checkpoint of this runner (delete it to start the run afresh)")
     identity = run.config.identity()
