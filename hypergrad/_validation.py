@@ -124,6 +124,28 @@ def check_lr(lr: float | Tensor, name: str = "lr") -> None:
         check_number(name, lr, "a float or a 0-dim tensor")
         value = float(lr)
     check_finite_nonnegative(name, value)
+#: torch.optim.Muon's learning-rate adjustments (None is "original").
+MUON_ADJUST_LR_FNS: tuple[str | None, ...] = (None, "original", "match_rms_adamw")
+
+
+def check_muon_arguments(settings: Mapping[str, Any]) -> dict[str, Any]:
+    """torch.optim.Muon's checks (its step's too: fewer than 100 Newton-Schulz steps, three
+    coefficients), with messages that name the argument; ``ns_coefficients`` as a tuple of floats."""
+    check_nonnegative(momentum=settings["momentum"], weight_decay=settings["weight_decay"], eps=settings["eps"])
+    coefficients = settings["ns_coefficients"]
+    if isinstance(coefficients, (str, bytes)) or not isinstance(coefficients, Sequence) or len(coefficients) != 3:
+        raise ValueError(f"Invalid ns_coefficients: {coefficients!r} (must be three numbers (a, b, c))")
+    for value in coefficients:
+        check_number("ns_coefficients", value, "three numbers (a, b, c)")
+    check_count("ns_steps", settings["ns_steps"], 0)
+    if settings["ns_steps"] >= 100:
+        raise ValueError(f"Invalid ns_steps: {settings['ns_steps']} (must be an int in [0, 100))")
+    if settings["adjust_lr_fn"] not in MUON_ADJUST_LR_FNS:
+        raise ValueError(f"Adjust learning rate function {settings['adjust_lr_fn']} is not supported "
+                         f"(adjust_lr_fn must be one of {MUON_ADJUST_LR_FNS})")
+    return {"ns_coefficients": tuple(float(value) for value in coefficients)}
+
+
 
 
 def _check_hypergrad_lr(hypergrad_lr: float, hypergrad_rule: str) -> None:
