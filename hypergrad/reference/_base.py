@@ -1,0 +1,107 @@
+"""The one loop every twin runs: rates per group, tensor or weight, kept as absolute values
+(``group["lr_hd"]``, ``state["rate"]``, ``state["rates"]``), blended when ``lr_limit`` is set; a
+twin adds its constructor (its own signature, defaults written out) and its base rule's direction."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+from torch import Tensor
+from torch.optim import Optimizer
+
+from ._rules import blend, clipped, default_hypergrad_lr, next_lr, next_weight_rates
+
+
+class ReferenceHD(Optimizer):
+    """Hypergradient descent over a base rule's direction ``u_t`` (:meth:`_direction`), one plain
+    loop. No argument is checked: the twin trusts its input.
+
+    A subclass sets ``paper_hypergrad_lr`` (the paper's beta for its base rule, what
+    ``hypergrad_lr=None`` stands for under the additive and multiplicative rules) and passes its
+    constructor's arguments as ``defaults``.
+    """
+
+    paper_hypergrad_lr: float
+
+    def add_param_group(self, param_group: dict[str, Any]) -> None:
+        super().add_param_group(param_group)
+        group = self.param_groups[-1]
+        if group["hypergrad_lr"] is None:
+            group["hypergrad_lr"] = default_hypergrad_lr(group["hypergrad_rule"], self.paper_hypergrad_lr)
+
+    def _direction(self, group: dict[str, Any], p: Tensor, g: Tensor, state: dict[str, Any]) -> Tensor:
+        """``u_t`` for ``p`` from its effective gradient ``g``, updating the base rule's ``state``."""
+        raise NotImplementedError
+
+    def _group_rates(self, group: dict[str, Any], params: list[Tensor], grads: list[Tensor]) -> list[Any]:
+        """The rate each parameter steps with at this step (updating the group's or its own rate)."""
+        adapt = group["hypergrad_lr"] != 0
+        started = [i for i, p in enumerate(params) if "previous_direction" in self.state[p]]
+        previous = [self.state[params[i]]["previous_direction"] for i in started]
+        granularity = group["granularity"]
+        if granularity == "group" and "initial_lr" in group:
+            # An lr scheduler owns group["lr"]; HD learns the factor lr_scale beside it.
+            factor = group.setdefault("lr_scale", 1.0)
+            if started and adapt:
+                memory = group.setdefault("memory", [0.0, 0.0, 0.0])
+                new_rate = next_lr(group["lr"] * factor, [grads[i] for i in started], previous, group, memory)
+                if group["lr"] != 0:  # a zero lr (a warmup from 0) leaves the factor as it is
+                    group["lr_scale"] = new_rate / group["lr"]
+            return [blend(group["lr"] * group["lr_scale"], group)] * len(params)
+        if granularity == "group":
+            hd_rate = group.setdefault("lr_hd", clipped(group["lr"], group))
+            if started and adapt:
+                memory = group.setdefault("memory", [0.0, 0.0, 0.0])
+                hd_rate = next_lr(hd_rate, [grads[i] for i in started], previous, group, memory)
+            group["lr_hd"] = hd_rate
+            group["lr"] = blend(hd_rate, group)
+            return [group["lr"]] * len(params)
+        # Per tensor or weight, a rate is the group's times a scale: at a zero group lr every rate
+        # is zero and stays so (see HypergradOptimizer, "Granularity").
+        adapt_each = adapt and group["lr"] != 0
+        rates = []
+        for i, (p, g) in enumerate(zip(params, grads)):
+            state = self.state[p]
+            if granularity == "tensor":
+                state.setdefault("rate", clipped(group["lr"], group))
+                if i in started and adapt_each:
+                    memory = state.setdefault("memory", [0.0, 0.0, 0.0])
+                    state["rate"] = next_lr(state["rate"], [g], [state["previous_direction"]], group, memory)
+                rates.append(blend(state["rate"], group))
+            else:
+                state.setdefault("rates", torch.full_like(p, clipped(group["lr"], group)))
+                if i in started and adapt_each:
+                    memories = state.setdefault("memories", [[0.0, 0.0, 0.0] for _ in range(p.numel())])
+                    state["rates"] = next_weight_rates(state["rates"], g, state["previous_direction"], group, memories)
+                rates.append(blend(state["rates"], group))
+        return rates
+
+    @torch.no_grad()
+    def step(self, closure: Any = None) -> Any:
+        loss = None
+        if closure is not None:
+            with torch.enable_grad():
+                loss = closure()
+        for group in self.param_groups:
+            for p in group["params"]:
+                if p.grad is None and p in self.state:
+                    # It does not move at this step: u_t = 0, nothing to carry to the next one.
+                    self.state[p].pop("previous_direction", None)
+            params = [p for p in group["params"] if p.grad is not None and p.numel() > 0]
+            if not params:
+                continue  # a group that takes no step does not count one
+            grads = []
+            for p in params:
+                g = -p.grad if group["maximize"] else p.grad.clone()
+                coupled_decay = 0.0 if group.get("decoupled_weight_decay", False) else group["weight_decay"]
+                grads.append(g + coupled_decay * p)
+            if group["lr_limit"] is not None:
+                group["t"] = group.get("t", 0) + 1
+            rates = self._group_rates(group, params, grads)
+            for p, g, rate in zip(params, grads, rates):
+                state = self.state[p]
+                u = self._direction(group, p, g, state)
+                state["previous_direction"] = u.clone()
+                p.sub_(rate * u)
+        return loss
