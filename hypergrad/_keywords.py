@@ -14,6 +14,8 @@ import inspect
 from collections.abc import Callable, Mapping
 from typing import Any
 
+from ._rules import rule_named
+
 # name -> (annotation, default).
 _BLOCK: dict[str, tuple[str, Any]] = {
     "hypergrad_lr": ("float | None", None),
@@ -24,9 +26,6 @@ _BLOCK: dict[str, tuple[str, Any]] = {
     "lr_limit_power": ("float", 2.0),
 }
 HYPERGRAD_KEYWORDS: tuple[str, ...] = tuple(_BLOCK)
-#: ``hypergrad_lr``'s default for a rule whose beta is dimensionless, the same for every base rule
-#: (the others take the base rule's ``paper_hypergrad_lr``).
-RULE_HYPERGRAD_LR: dict[str, float] = {"scalefree": 0.05}
 
 # torch.optim's flags that every HD optimizer takes with the one value it supports (so that code
 # written for torch.optim runs unchanged), and why another value is refused.
@@ -43,9 +42,9 @@ def keyword_defaults() -> dict[str, Any]:
 
 
 def rule_hypergrad_lr(rule: str, paper_hypergrad_lr: float) -> float:
-    """The beta ``hypergrad_lr=None`` stands for under ``rule``: :data:`RULE_HYPERGRAD_LR`'s where
-    the rule has one, else the base rule's ``paper_hypergrad_lr`` (the paper's beta)."""
-    return RULE_HYPERGRAD_LR.get(rule, paper_hypergrad_lr)
+    """The beta ``hypergrad_lr=None`` stands for under ``rule`` (``_rules.py``): the rule's own
+    default where it has one (dimensionless betas), else the base rule's ``paper_hypergrad_lr``."""
+    return rule_named(rule).beta(None, paper_hypergrad_lr)
 
 
 def resolved(owner: str, defaults: Mapping[str, Any], given: Mapping[str, Any]) -> dict[str, Any]:

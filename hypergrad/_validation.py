@@ -6,13 +6,15 @@ from __future__ import annotations
 
 import math
 from collections.abc import Mapping, Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 from torch import Tensor
 from torch.optim.optimizer import _device_dtype_check_for_fused
 
-HYPERGRAD_RULES: tuple[str, ...] = ("additive", "multiplicative", "scalefree")
+if TYPE_CHECKING:
+    from ._rules import Rule
+
 GRANULARITIES: tuple[str, ...] = ("group", "tensor", "element")
 
 
@@ -86,6 +88,31 @@ def check_adam_arguments(settings: Mapping[str, Any]) -> dict[str, Any]:
     return {"betas": betas}
 
 
+def _check_schedule_free_averaging(settings: Mapping[str, Any]) -> None:
+    """Schedule-Free's warmup and averaging weights: ``warmup_steps`` an int >= 0, ``r`` and
+    ``weight_lr_power`` finite and >= 0."""
+    check_count("warmup_steps", settings["warmup_steps"], 0)
+    check_nonnegative(r=settings["r"], weight_lr_power=settings["weight_lr_power"])
+
+
+def check_schedule_free_adamw_arguments(settings: Mapping[str, Any]) -> dict[str, Any]:
+    """Schedule-Free AdamW's: ``betas[0]`` in (0, 1) (``eval()`` recovers the average from the
+    parameters by dividing by it), ``betas[1]`` in [0, 1); ``betas`` as a tuple."""
+    betas = check_adam_arguments(settings)["betas"]
+    if betas[0] == 0.0:
+        raise ValueError("Invalid beta parameter at index 0 of betas: 0.0 (must be in (0, 1): eval() divides by it)")
+    _check_schedule_free_averaging(settings)
+    return {"betas": betas}
+
+
+def check_schedule_free_sgd_arguments(settings: Mapping[str, Any]) -> dict[str, Any]:
+    """Schedule-Free SGD's: ``momentum`` in (0, 1), as ``schedulefree.SGDScheduleFree`` requires."""
+    check_interval("momentum", settings["momentum"], 0.0, 1.0, open_low=True, open_high=True)
+    check_nonnegative(weight_decay=settings["weight_decay"])
+    _check_schedule_free_averaging(settings)
+    return {}
+
+
 def check_adagrad_arguments(settings: Mapping[str, Any]) -> dict[str, Any]:
     check_nonnegative(**{key: settings[key] for key in ("lr_decay", "weight_decay", "initial_accumulator_value", "eps")})
     return {}
@@ -95,6 +122,28 @@ def check_rmsprop_arguments(settings: Mapping[str, Any]) -> dict[str, Any]:
     check_interval("alpha", settings["alpha"], 0.0, 1.0, meaning="the smoothing constant; ")
     check_nonnegative(eps=settings["eps"], momentum=settings["momentum"], weight_decay=settings["weight_decay"])
     return {}
+
+
+#: torch.optim.Muon's learning-rate adjustments (None is "original").
+MUON_ADJUST_LR_FNS: tuple[str | None, ...] = (None, "original", "match_rms_adamw")
+
+
+def check_muon_arguments(settings: Mapping[str, Any]) -> dict[str, Any]:
+    """torch.optim.Muon's checks (its step's too: fewer than 100 Newton-Schulz steps, three
+    coefficients), with messages that name the argument; ``ns_coefficients`` as a tuple of floats."""
+    check_nonnegative(momentum=settings["momentum"], weight_decay=settings["weight_decay"], eps=settings["eps"])
+    coefficients = settings["ns_coefficients"]
+    if isinstance(coefficients, (str, bytes)) or not isinstance(coefficients, Sequence) or len(coefficients) != 3:
+        raise ValueError(f"Invalid ns_coefficients: {coefficients!r} (must be three numbers (a, b, c))")
+    for value in coefficients:
+        check_number("ns_coefficients", value, "three numbers (a, b, c)")
+    check_count("ns_steps", settings["ns_steps"], 0)
+    if settings["ns_steps"] >= 100:
+        raise ValueError(f"Invalid ns_steps: {settings['ns_steps']} (must be an int in [0, 100))")
+    if settings["adjust_lr_fn"] not in MUON_ADJUST_LR_FNS:
+        raise ValueError(f"Adjust learning rate function {settings['adjust_lr_fn']} is not supported "
+                         f"(adjust_lr_fn must be one of {MUON_ADJUST_LR_FNS})")
+    return {"ns_coefficients": tuple(float(value) for value in coefficients)}
 
 
 def check_adaptive_gain_arguments(settings: Mapping[str, Any]) -> dict[str, Any]:
@@ -124,39 +173,6 @@ def check_lr(lr: float | Tensor, name: str = "lr") -> None:
         check_number(name, lr, "a float or a 0-dim tensor")
         value = float(lr)
     check_finite_nonnegative(name, value)
-#: torch.optim.Muon's learning-rate adjustments (None is "original").
-MUON_ADJUST_LR_FNS: tuple[str | None, ...] = (None, "original", "match_rms_adamw")
-
-
-def check_muon_arguments(settings: Mapping[str, Any]) -> dict[str, Any]:
-    """torch.optim.Muon's checks (its step's too: fewer than 100 Newton-Schulz steps, three
-    coefficients), with messages that name the argument; ``ns_coefficients`` as a tuple of floats."""
-    check_nonnegative(momentum=settings["momentum"], weight_decay=settings["weight_decay"], eps=settings["eps"])
-    coefficients = settings["ns_coefficients"]
-    if isinstance(coefficients, (str, bytes)) or not isinstance(coefficients, Sequence) or len(coefficients) != 3:
-        raise ValueError(f"Invalid ns_coefficients: {coefficients!r} (must be three numbers (a, b, c))")
-    for value in coefficients:
-        check_number("ns_coefficients", value, "three numbers (a, b, c)")
-    check_count("ns_steps", settings["ns_steps"], 0)
-    if settings["ns_steps"] >= 100:
-        raise ValueError(f"Invalid ns_steps: {settings['ns_steps']} (must be an int in [0, 100))")
-    if settings["adjust_lr_fn"] not in MUON_ADJUST_LR_FNS:
-        raise ValueError(f"Adjust learning rate function {settings['adjust_lr_fn']} is not supported "
-                         f"(adjust_lr_fn must be one of {MUON_ADJUST_LR_FNS})")
-    return {"ns_coefficients": tuple(float(value) for value in coefficients)}
-
-
-
-
-def _check_hypergrad_lr(hypergrad_lr: float, hypergrad_rule: str) -> None:
-    check_finite_nonnegative("hypergrad_lr", hypergrad_lr)
-    if hypergrad_rule not in HYPERGRAD_RULES:
-        raise ValueError(f"Invalid hypergrad_rule: {hypergrad_rule!r} (must be one of {HYPERGRAD_RULES})")
-    if hypergrad_rule == "multiplicative" and hypergrad_lr >= 1.0:
-        raise ValueError(
-            f"Invalid hypergrad_lr: {hypergrad_lr} for hypergrad_rule='multiplicative' "
-            "(must be in [0, 1) so that the learning rate stays positive)"
-        )
 
 
 def _check_bounds(lr_bounds: Sequence[float] | None) -> tuple[float, float] | None:
@@ -181,21 +197,21 @@ def _check_blend(lr_limit: float | None, lr_limit_power: float, lr_bounds: tuple
         raise ValueError(f"Invalid lr_limit: {lr_limit} (must lie inside lr_bounds {lr_bounds})")
 
 
-def checked_group_settings(group: Mapping[str, Any], *, initial: bool = True) -> dict[str, Any]:
-    """The hypergradient keys of one param group (its own or the optimizer's defaults), checked;
-    returns the values to store: ``lr_bounds`` a pair of floats or None, a tensor ``lr`` as the
+def checked_group_settings(group: Mapping[str, Any], rule: Rule, *, initial: bool = True) -> dict[str, Any]:
+    """The hypergradient keys of one param group (its own or the optimizer's defaults; ``rule``:
+    the entry its ``hypergrad_rule`` names, which checks its ``hypergrad_lr``), checked; returns the values to store: ``lr_bounds`` a pair of floats or None, a tensor ``lr`` as the
     group's own 0-dim copy (no two groups, nor the defaults, share one rate). ``initial``: the
     ``lr`` is a starting rate, clipped into ``lr_bounds`` so that every step's rate lies inside
     them (not so for a loaded checkpoint, whose rate a scheduler may have set)."""
     lr = group["lr"]
     check_lr(lr)
-    _check_hypergrad_lr(group["hypergrad_lr"], group["hypergrad_rule"])
+    rule.check_beta(group["hypergrad_lr"])
     lr_bounds = _check_bounds(group["lr_bounds"])
     if group["granularity"] not in GRANULARITIES:
         raise ValueError(f"Invalid granularity: {group['granularity']!r} (must be one of {GRANULARITIES})")
     _check_blend(group["lr_limit"], group["lr_limit_power"], lr_bounds)
-    if "hypergrad_memory" in group:
-        check_rule_memory("param group", group["hypergrad_memory"], [(3,)])
+    if "hypergrad_memory" in group and rule.memory:
+        rule.check_memory("'hypergrad_memory' of the param group", group["hypergrad_memory"], [()])
     checked: dict[str, Any] = {"lr_bounds": lr_bounds}
     if isinstance(lr, Tensor):
         checked["lr"] = lr = lr.detach().clone().reshape(())
@@ -222,10 +238,10 @@ def check_distinct_params(param_group: dict[str, Any]) -> None:
         seen[id(param)] = index
 
 
-def check_loaded_state(where: str, param: Tensor, state: Mapping[str, Any], required: set[str]) -> None:
+def check_loaded_state(where: str, param: Tensor, state: Mapping[str, Any], required: set[str], rule: Rule) -> None:
     """A loaded parameter state: every buffer of ``required`` present, and every tensor in it
     either a scalar (a step count, a per-tensor rate) or shaped like ``param`` (or its real
-    view, for a complex parameter)."""
+    view, for a complex parameter); the memory of the group's ``rule`` as the rule keeps it."""
     missing = sorted(required - set(state))
     if missing:
         raise ValueError(f"Invalid state of {where}: missing {missing}")
@@ -233,8 +249,8 @@ def check_loaded_state(where: str, param: Tensor, state: Mapping[str, Any], requ
     if param.is_complex():
         shapes.add(tuple(torch.view_as_real(param).shape))
     for key, value in state.items():
-        if key == "hypergrad_memory":
-            check_rule_memory(f"state of {where}", value, [(3,)] + [(3, *shape) for shape in shapes])
+        if key == "hypergrad_memory" and rule.memory:
+            rule.check_memory(f"'hypergrad_memory' in the state of {where}", value, [(), *shapes])
         elif isinstance(value, Tensor) and value.dim() > 0 and tuple(value.shape) not in shapes:
             raise ValueError(
                 f"Invalid state of {where}: {key!r} has shape {tuple(value.shape)}, the parameter {tuple(param.shape)}"
@@ -251,16 +267,3 @@ def check_fused_param(param: Tensor) -> None:
     """torch.optim's check of a parameter stepped by a fused kernel: a floating point tensor on a
     device that has the kernels (CPU, CUDA, ...); complex parameters are refused, as by torch."""
     _device_dtype_check_for_fused(param)
-
-
-def check_rule_memory(where: str, memory: Any, shapes: Sequence[tuple[int, ...]]) -> None:
-    """A loaded memory of the scale-free rule (``hypergrad_memory``: ``[m, v, r]`` per rate, see
-    ``_hypergradient.scalefree_lr``): a floating tensor of one of ``shapes``, finite, with
-    ``v, r >= 0`` (a mean of squares, a reference of squared norms)."""
-    if not isinstance(memory, Tensor) or not memory.is_floating_point():
-        raise TypeError(f"Invalid {where}: 'hypergrad_memory' must be a floating-point tensor, got {memory!r}")
-    if tuple(memory.shape) not in [tuple(shape) for shape in shapes]:
-        raise ValueError(f"Invalid {where}: 'hypergrad_memory' has shape {tuple(memory.shape)} "
-                         f"(must be one of {[tuple(shape) for shape in shapes]})")
-    if not bool(torch.isfinite(memory).all()) or bool((memory[1:] < 0).any()):
-        raise ValueError(f"Invalid {where}: 'hypergrad_memory' must be finite with [v, r] = memory[1:] >= 0")

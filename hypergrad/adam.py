@@ -12,6 +12,7 @@ from torch import Tensor
 from ._compiled import recomputed_sums
 from ._hypergradient import statistics_rows
 from ._kernels import LearningRate, by_device, increment_steps
+from ._rules import RULES
 from ._validation import check_adam_arguments, check_fused
 from .distributed import local_tensors
 from .optimizer import GroupTensors, HypergradOptimizer, PreviousDirections
@@ -310,7 +311,7 @@ def previous_adam_directions(
 
         def rows(grads: list[Tensor], rule: str) -> Tensor | None:
             sums = recomputed_sums(
-                grads, exp_avgs, second_moments, shifts, norms=rule != "additive",  # type: ignore[arg-type]
+                grads, exp_avgs, second_moments, shifts, norms=RULES[rule].norms,  # type: ignore[arg-type]
                 previous_params=previous_params, coefficients=coefficients,  # type: ignore[arg-type]
             )
             return None if sums is None else statistics_rows(sums, rule, direction_scales)

@@ -32,7 +32,8 @@ from ._rates import (
     tensor_scales,
     update_tensor_scales,
 )
-from ._keywords import HYPERGRAD_KEYWORDS, keyword_defaults, resolved, rule_hypergrad_lr, spelled_out
+from ._keywords import HYPERGRAD_KEYWORDS, keyword_defaults, resolved, spelled_out
+from ._rules import RULES, rule_named
 from ._validation import check_distinct_params, check_fused_param, check_loaded_state, checked_group_settings
 from .distributed import all_reduce_statistics, check_not_zero_sharded
 
@@ -155,11 +156,10 @@ class HypergradOptimizer(Optimizer):
     def _checked_settings(self, settings: Mapping[str, Any], *, initial: bool = True) -> dict[str, Any]:
         """Every setting of one group checked (the base rule's, then the hypergradient keywords);
         the normalised values to store (``hypergrad_lr=None``: the group's rule's default)."""
-        beta = settings["hypergrad_lr"]
-        if beta is None:
-            beta = rule_hypergrad_lr(settings["hypergrad_rule"], self.paper_hypergrad_lr)
-            settings = {**settings, "hypergrad_lr": beta}
-        return {**self.check_base_arguments(settings), **checked_group_settings(settings, initial=initial),
+        rule = rule_named(settings["hypergrad_rule"])
+        beta = rule.beta(settings["hypergrad_lr"], self.paper_hypergrad_lr)
+        settings = {**settings, "hypergrad_lr": beta}
+        return {**self.check_base_arguments(settings), **checked_group_settings(settings, rule, initial=initial),
                 "hypergrad_lr": beta}
 
     def add_param_group(self, param_group: dict[str, Any]) -> None:
@@ -215,7 +215,8 @@ class HypergradOptimizer(Optimizer):
             added: dict[str, Any] = {name: torch.zeros(()) for name in state}
             self._init_state(group, empty, added)
             where = f"parameter {position} of param group {index}"
-            check_loaded_state(where, param, state, set(needed) - (set(added) - set(state)))
+            required = set(needed) - (set(added) - set(state))
+            check_loaded_state(where, param, state, required, rule_named(group["hypergrad_rule"]))
 
     def __setstate__(self, state: dict[str, Any]) -> None:
         super().__setstate__(state)
@@ -358,9 +359,9 @@ class HypergradOptimizer(Optimizer):
         if granularity != "element":
             rows = previous.rows(grads, rule) if previous.rows is not None else None
             kept = isinstance(previous.directions, list)
-            if rows is None and rule != "additive" and kept and self._use_fused(group):
+            if rows is None and RULES[rule].norms and kept and self._use_fused(group):
                 # Kept directions: g . u, |g|^2 and |u|^2 in one compiled pass (_compiled.py).
-                # The additive rule's one dot product is faster as it is.
+                # A rule that reads only g . u takes its one dot product faster as it is.
                 sums = stored_sums(grads, previous.directions, norms=True)  # type: ignore[arg-type]
                 rows = None if sums is None else statistics_rows(sums, rule, previous.scales)
             if rows is None:

@@ -16,6 +16,7 @@ from typing import Any
 from torch import Tensor
 from torch.optim import Optimizer
 
+from ._rules import RULES
 from ._validation import check_finite_nonnegative, check_number
 
 __all__ = ["LambdaHypergradLR"]
@@ -87,10 +88,11 @@ class LambdaHypergradLR:
                     f"hypergrad_lambda({step}) of param group {index} must be finite and >= 0, got {factor}"
                 )
             value = base * factor
-            if group.get("hypergrad_rule") == "multiplicative" and value >= 1:
+            rule = RULES.get(group.get("hypergrad_rule"))
+            if rule is not None and value >= rule.beta_below:
                 raise ValueError(
-                    f"the multiplicative rule needs hypergrad_lr < 1, the schedule gives {value} "
-                    f"at step {step} for param group {index}"
+                    f"hypergrad_rule={rule.name!r} needs hypergrad_lr < {rule.beta_below:g}, the schedule gives "
+                    f"{value} at step {step} for param group {index}"
                 )
             values.append(value)
         self.last_step = step

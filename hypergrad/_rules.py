@@ -1,0 +1,248 @@
+"""The hypergradient rules, one entry each: how a learning rate moves given ``g_t . u_{t-1}``.
+
+Every optimizer reduces ``h_t = -g_t . u_{t-1}`` (the derivative of the loss with respect to the
+previous rate) to a few statistics per rate, and a rule turns them into the new rate. A rule is
+one :class:`Rule` in :data:`RULES`, which says everything the rest of the package needs to know
+about it: the statistics it reads, the memory it keeps per rate, its default ``beta``
+(``hypergrad_lr``) and its allowed range, and its update. Nothing outside this module compares
+rule names: the keyword check, the statistics kernels (eager, compiled, sharded), the memory
+(created, checkpointed, checked when loaded), the clipping into ``lr_bounds``, the blend, the
+three granularities and the compiled fused path all read the entry.
+
+How to add a rule
+-----------------
+1. Write its update in this module, ``update(rate, statistics, beta, memory) -> new rate``:
+
+   * ``rate``: the current rate(s): a Python float or a 0-dim tensor (one rate per group), a
+     ``(tensors,)`` tensor (one per tensor) or a tensor shaped like the parameter (one per weight).
+   * ``statistics``: a tensor whose dimension 0 runs over the rule's :attr:`Rule.statistics`
+     (``statistics[i]`` shaped like ``rate``): ``[g.u]`` (:data:`DOT`) or ``[g.u, |g|^2, |u|^2]``
+     (:data:`DOT_AND_NORMS`), summed over the group or the tensor; per weight they are the
+     products ``g*u``, ``g*g``, ``u*u`` of that weight (so a cosine becomes a sign). A zero
+     ``g.u`` with zero norms means "no information" (no previous direction, no gradient).
+   * ``beta``: ``hypergrad_lr`` (a float, or a 0-dim float64 tensor on the compiled path).
+   * ``memory``: ``None`` for a rule that keeps none, else a tensor shaped
+     ``(len(rule.memory), *rate.shape)``, zeros before the first update, that the update reads
+     and writes **in place** (it is saved in ``state_dict``).
+
+   It returns the new rate(s) as a tensor shaped like ``rate``, elementwise throughout, with no
+   host read (no ``.item()``, no Python ``if`` on a tensor) so that it runs on an accelerator
+   without synchronising and traces under ``torch.compile``. It need not clip or guard: the
+   caller (:func:`next_rate`) clips the result into ``lr_bounds`` and keeps the previous rate
+   wherever the result is not finite.
+2. Add one entry: ``register(Rule(name="...", update=..., statistics=DOT or DOT_AND_NORMS,
+   memory=("m", ...), nonnegative_memory=(...), default_beta=..., beta_below=..., ...))``
+   next to the others at the end of this module (see :class:`Rule` for each field).
+   ``hypergrad_rule="<name>"`` then works with every optimizer, granularity, scheduler, blend,
+   ``fused``/``foreach`` path, ``torch.compile`` and distributed mode.
+3. Test it (``tests/test_rules.py`` holds every entry to the contract above: shapes, in-place
+   memory, no effect without information, a checkpoint round trip) and describe it in
+   ``docs/hypergradient.md`` ("Rules for the learning rate").
+
+The factor-based step (``hypergrad/optimizer.py``) hands a rule the rate ``base * factor``; a
+rule that moves ``log alpha`` (multiplicative, scale-free) moves the factor by the same step, an
+additive one by ``beta * g.u / base``.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import torch
+from torch import Tensor
+
+from ._validation import check_finite_nonnegative
+
+__all__ = ["DOT", "DOT_AND_NORMS", "RULES", "Rule", "next_rate", "register", "rule_named"]
+
+#: The statistics a rule can read, in the order of dimension 0 of the statistics tensor: the dot
+#: product alone, or with the squared norms of ``g_t`` and ``u_{t-1}`` (one pass takes all three).
+DOT: tuple[str, ...] = ("g.u",)
+DOT_AND_NORMS: tuple[str, ...] = ("g.u", "|g|^2", "|u|^2")
+
+Update = Callable[[float | Tensor, Tensor, float | Tensor, Tensor | None], Tensor]
+
+
+@dataclass(frozen=True)
+class Rule:
+    """One hypergradient rule (see the module docstring for how to add one)."""
+
+    #: The value of ``hypergrad_rule`` that selects it.
+    name: str
+    #: ``update(rate, statistics, beta, memory) -> new rate``, elementwise, memory in place.
+    update: Update
+    #: What it reads: :data:`DOT` or :data:`DOT_AND_NORMS`.
+    statistics: tuple[str, ...]
+    #: The names of the numbers it keeps per rate (rows of its memory tensor); ``()``: none.
+    memory: tuple[str, ...] = ()
+    #: Those of :attr:`memory` that are never negative (a loaded memory is checked against it).
+    nonnegative_memory: tuple[str, ...] = ()
+    #: ``hypergrad_lr=None`` means this beta; ``None``: the base rule's ``paper_hypergrad_lr``
+    #: (a beta with the units of the rate, which depend on the base rule's direction).
+    default_beta: float | None = None
+    #: ``hypergrad_lr`` must lie in ``[0, beta_below)`` (``inf``: any finite ``beta >= 0``)...
+    beta_below: float = math.inf
+    #: ... and why, for the error message (e.g. "so that the learning rate stays positive").
+    beta_reason: str = ""
+    #: One rate's update in one ``torch.compile``d call on the fused CPU path (``_compiled.py``):
+    #: worth it for a rule of many small operations, whose eager dispatches cost more than a step.
+    compiled: bool = False
+
+    @property
+    def norms(self) -> bool:
+        """Whether it reads ``|g|^2`` and ``|u|^2`` besides ``g . u``."""
+        return self.statistics == DOT_AND_NORMS
+
+    def beta(self, hypergrad_lr: float | None, paper_hypergrad_lr: float) -> float:
+        """The beta ``hypergrad_lr`` stands for: itself, or where it is ``None`` the rule's
+        default (the base rule's ``paper_hypergrad_lr`` for a rule without one)."""
+        if hypergrad_lr is not None:
+            return hypergrad_lr
+        return paper_hypergrad_lr if self.default_beta is None else self.default_beta
+
+    def check_beta(self, hypergrad_lr: float) -> None:
+        """``TypeError``/``ValueError`` naming ``hypergrad_lr`` unless it is a finite number in
+        ``[0, beta_below)``."""
+        check_finite_nonnegative("hypergrad_lr", hypergrad_lr)
+        if hypergrad_lr >= self.beta_below:
+            raise ValueError(
+                f"Invalid hypergrad_lr: {hypergrad_lr} for hypergrad_rule={self.name!r} "
+                f"(must be in [0, {self.beta_below:g}){' ' + self.beta_reason if self.beta_reason else ''})"
+            )
+
+    def check_memory(self, where: str, memory: object, rate_shapes: list[tuple[int, ...]]) -> None:
+        """A loaded memory (``where`` names it): a finite floating-point tensor shaped
+        ``(len(memory), *rate_shape)`` for one of ``rate_shapes``, its :attr:`nonnegative_memory`
+        rows ``>= 0``."""
+        about = f"the memory {list(self.memory)} of hypergrad_rule={self.name!r}"
+        if not isinstance(memory, Tensor) or not memory.is_floating_point():
+            raise TypeError(f"Invalid {where}: must be a floating-point tensor ({about}), got {memory!r}")
+        shapes = [(len(self.memory), *shape) for shape in rate_shapes]
+        if tuple(memory.shape) not in shapes:
+            raise ValueError(f"Invalid {where}: has shape {tuple(memory.shape)} ({about}; must be one of {shapes})")
+        rows = [self.memory.index(name) for name in self.nonnegative_memory]
+        if not bool(torch.isfinite(memory).all()) or (rows and bool((memory[rows] < 0).any())):
+            raise ValueError(f"Invalid {where}: must be finite with {list(self.nonnegative_memory)} >= 0 ({about})")
+
+
+#: Every rule by name, in the order they were registered.
+RULES: dict[str, Rule] = {}
+
+
+def register(rule: Rule) -> Rule:
+    """Add ``rule`` to :data:`RULES` (``ValueError`` for a taken name or an inconsistent entry)."""
+    if rule.name in RULES:
+        raise ValueError(f"a hypergradient rule named {rule.name!r} is already registered")
+    if rule.statistics not in (DOT, DOT_AND_NORMS):
+        raise ValueError(f"rule {rule.name!r}: statistics must be DOT or DOT_AND_NORMS, got {rule.statistics}")
+    if not set(rule.nonnegative_memory) <= set(rule.memory):
+        raise ValueError(f"rule {rule.name!r}: nonnegative_memory {rule.nonnegative_memory} not in {rule.memory}")
+    RULES[rule.name] = rule
+    return rule
+
+
+def rule_named(name: object) -> Rule:
+    """The entry of ``hypergrad_rule=name``; ``ValueError`` naming the allowed values."""
+    rule = RULES.get(name) if isinstance(name, str) else None
+    if rule is None:
+        raise ValueError(f"Invalid hypergrad_rule: {name!r} (must be one of {tuple(RULES)})")
+    return rule
+
+
+def next_rate(
+    lr: float | Tensor, statistics: Tensor, beta: float | Tensor, rule: str,
+    bounds: tuple[float, float] | None, memory: Tensor | None,
+) -> Tensor:
+    """The rule's new rate(s), clipped into ``bounds``; the previous rate wherever that is not
+    finite (a NaN or inf gradient). The one place where a rate moves (the compiled path compiles
+    this function)."""
+    new_lr = RULES[rule].update(lr, statistics, beta, memory)
+    if bounds is not None:
+        new_lr = new_lr.clamp(bounds[0], bounds[1])
+    return torch.where(torch.isfinite(new_lr), new_lr, lr)
+
+
+def _cosine(statistics: Tensor) -> Tensor:
+    """``cos(g, u)`` from ``[g.u, |g|^2, |u|^2]``; 0 where either vector is zero."""
+    dot, norm_product = statistics[0], (statistics[1] * statistics[2]).sqrt()
+    return torch.where(norm_product > 0, dot / norm_product, torch.zeros_like(dot))
+
+
+# -- the paper's rule ----------------------------------------------------------------------------
+def additive(lr: float | Tensor, statistics: Tensor, beta: float | Tensor, memory: Tensor | None) -> Tensor:
+    """The paper's HD: ``alpha_t = alpha_{t-1} + beta * g_t . u_{t-1}``."""
+    return lr + beta * statistics[0]
+
+
+# -- normalised HDM ------------------------------------------------------------------------------
+def multiplicative(lr: float | Tensor, statistics: Tensor, beta: float | Tensor, memory: Tensor | None) -> Tensor:
+    """Normalised HDM: ``alpha_t = alpha_{t-1} * (1 + beta * cos(g_t, u_{t-1}))`` (the cosine 0
+    where either vector is zero; per weight, the sign of ``g * u``)."""
+    return lr * (1.0 + beta * _cosine(statistics))
+
+
+# -- the scale-free rule -------------------------------------------------------------------------
+#: Its constants: the momentum and second-moment decays of its Adam-normalised steps on
+#: ``log alpha``, the factor over its running reference that ``|g_t|^2`` must pass for the guard
+#: to halve the rate, and the decay of that reference.
+SCALEFREE_MOMENTUM = 0.9
+SCALEFREE_SECOND_MOMENT = 0.99
+SCALEFREE_GUARD = 16.0
+SCALEFREE_REFERENCE = 0.9
+
+
+def scalefree(lr: float | Tensor, statistics: Tensor, beta: float | Tensor, memory: Tensor | None) -> Tensor:
+    """The scale-free rule: ``alpha_t`` from ``alpha_{t-1}``, the statistics
+    ``[g.u, |g|^2, |u|^2]`` and the rate's memory ``[m, v, r]`` (updated in place).
+
+    With ``c_t = cos(g_t, u_{t-1})`` (0 when either vector is zero; per weight, the sign of
+    ``g * u``) and ``q_t = |g_t|^2``::
+
+        m_t = mu m_{t-1} + (1 - mu) c_t                  (mu = 0.9)
+        v_t = nu v_{t-1} + (1 - nu) c_t^2                (nu = 0.99)
+        s_t = clip(m_t / sqrt(v_t), -1, 1)               (0 when v_t = 0)
+        log alpha_t = log alpha_{t-1} + beta * s_t       if q_t <= kappa r_{t-1}
+        log alpha_t = log alpha_{t-1} - log 2, m_t = min(m_t, 0)   otherwise (the guard)
+        r_t = rho r_{t-1} + (1 - rho) q_t                (r_t = q_t when r_{t-1} = 0; rho = 0.9)
+
+    with ``kappa = 16`` (the gradient norm four times its running RMS). A diverging rate makes
+    ``q_t`` grow geometrically, by more than ``kappa (1 - rho) + rho = 2.5`` a step, faster than
+    its running mean, so the guard halves the rate at every step until the growth stops; a
+    gradient that settles on a higher level is caught up by ``r`` within about
+    ``1 / (kappa (1 - rho))`` ~ 1 step, so the guard does not keep halving there. ``-c_t`` is the
+    hypergradient ``h_t = -g_t . u_{t-1}`` divided by ``|g_t| |u_{t-1}|``, so nothing in the rule
+    depends on the scale of the loss or of the parameters, and ``beta`` is dimensionless: the
+    largest change of ``log alpha`` in one step. A non-finite ``q_t`` (or statistic) halves the
+    rate and leaves the memory as it was; a zero ``g_t`` or ``u_{t-1}`` (no previous direction, a
+    weight without gradient) leaves both as they were.
+    """
+    assert memory is not None
+    dot, g_squared, u_squared = statistics[0], statistics[1], statistics[2]
+    momentum, second, reference = memory[0], memory[1], memory[2]
+    finite = torch.isfinite(dot) & torch.isfinite(g_squared) & torch.isfinite(u_squared)
+    norm_product = (g_squared * u_squared).sqrt()
+    informative = finite & (norm_product > 0)
+    cosine = torch.where(informative, dot / norm_product, torch.zeros_like(dot))
+    mu, nu = SCALEFREE_MOMENTUM, SCALEFREE_SECOND_MOMENT
+    new_momentum = mu * momentum + (1 - mu) * cosine
+    new_second = nu * second + (1 - nu) * cosine * cosine
+    normalised = torch.where(new_second > 0, new_momentum / new_second.sqrt(), torch.zeros_like(cosine))
+    limit = SCALEFREE_GUARD * reference
+    guard = ~finite | ((reference > 0) & (g_squared > limit))
+    step = torch.where(guard, torch.full_like(cosine, -math.log(2.0)), beta * normalised.clamp(-1.0, 1.0))
+    step = torch.where(informative | guard, step, torch.zeros_like(step))
+    new_momentum = torch.where(guard, new_momentum.clamp(max=0.0), new_momentum)
+    rho = SCALEFREE_REFERENCE
+    new_reference = torch.where(reference > 0, rho * reference + (1 - rho) * g_squared, g_squared)
+    memory.copy_(torch.where(informative, torch.stack((new_momentum, new_second, new_reference)), memory))
+    return lr * step.exp()
+
+
+# -- the registry's entries ----------------------------------------------------------------------
+register(Rule("additive", additive, DOT))
+register(Rule("multiplicative", multiplicative, DOT_AND_NORMS, beta_below=1.0,
+              beta_reason="so that the learning rate stays positive"))
+register(Rule("scalefree", scalefree, DOT_AND_NORMS, memory=("m", "v", "r"), nonnegative_memory=("v", "r"),
+              default_beta=0.05, compiled=True))
