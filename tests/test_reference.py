@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import ast
 import inspect
 import itertools
+from pathlib import Path
 
 import pytest
 import torch
 
+from hypergrad import reference
 from cases import IMPLEMENTATION_KEYS, TinyNet, make_batches, one_per_base_rule, pick, train
 
 VARIANTS = pick(
@@ -100,8 +103,10 @@ def test_family_foreach_and_for_loop_paths_follow_reference(rule, foreach):
 
 @pytest.mark.parametrize("case", one_per_base_rule(), ids=lambda case: case.fast.__name__)
 def test_twins_take_the_fast_optimizers_arguments_and_defaults(case):
-    """A twin's signature is its fast optimizer's without the implementation switches; both
-    signatures say the defaults the constructors actually use, and torch.optim's where shared."""
+    """A twin writes out its own signature: the fast optimizer's without the implementation
+    switches, the same kinds and defaults; both say the defaults the constructors actually use,
+    torch.optim's where shared, and ``hypergrad_lr=None`` means the same beta under every rule."""
+    assert "__signature__" not in vars(case.reference), "the twin's signature is its own __init__'s"
     fast_signature = inspect.signature(case.fast).parameters
     twin_signature = inspect.signature(case.reference).parameters
     assert list(twin_signature) == [name for name in fast_signature if name not in IMPLEMENTATION_KEYS]
@@ -116,3 +121,18 @@ def test_twins_take_the_fast_optimizers_arguments_and_defaults(case):
     for name, parameter in inspect.signature(case.base).parameters.items():
         if name in fast_signature:
             assert fast_signature[name].default == parameter.default, name
+    for rule in ("scalefree", "additive", "multiplicative"):
+        fast_beta = case.fast(params, hypergrad_rule=rule).param_groups[0]["hypergrad_lr"]
+        assert case.reference(params, hypergrad_rule=rule).param_groups[0]["hypergrad_lr"] == fast_beta, rule
+
+
+def test_twins_import_nothing_from_the_fast_optimizers():
+    """The twins are a second statement of the optimizers, not a copy: their modules import only
+    each other, torch and the standard library."""
+    package = Path(reference.__file__).parent
+    for path in package.glob("*.py"):
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.ImportFrom):
+                assert node.level in (0, 1) and not (node.module or "").startswith("hypergrad"), (path.name, node.module)
+            elif isinstance(node, ast.Import):
+                assert not any(alias.name.startswith("hypergrad") for alias in node.names), path.name
