@@ -25,6 +25,7 @@ from .muon import MuonHD, MuonWithAdamWHD, muon_param_groups
 from .optimizer import HypergradOptimizer
 from .param_groups import layerwise_param_groups
 from .rmsprop import RMSpropHD
+from .schedule_free import ScheduleFreeAdamWHD, ScheduleFreeSGDHD
 from .schedulers import LambdaHypergradLR
 from .sgd import SGDHD
 
@@ -41,6 +42,8 @@ __all__ = [
     "MuonWithAdamWHD",
     "RMSpropHD",
     "SGDHD",
+    "ScheduleFreeAdamWHD",
+    "ScheduleFreeSGDHD",
     "find_lr",
     "layerwise_param_groups",
     "learning_rates",

@@ -113,6 +113,31 @@ def check_schedule_free_sgd_arguments(settings: Mapping[str, Any]) -> dict[str, 
     return {}
 
 
+def _check_schedule_free_averaging(settings: Mapping[str, Any]) -> None:
+    """Schedule-Free's warmup and averaging weights: ``warmup_steps`` an int >= 0, ``r`` and
+    ``weight_lr_power`` finite and >= 0."""
+    check_count("warmup_steps", settings["warmup_steps"], 0)
+    check_nonnegative(r=settings["r"], weight_lr_power=settings["weight_lr_power"])
+
+
+def check_schedule_free_adamw_arguments(settings: Mapping[str, Any]) -> dict[str, Any]:
+    """Schedule-Free AdamW's: ``betas[0]`` in (0, 1) (``eval()`` recovers the average from the
+    parameters by dividing by it), ``betas[1]`` in [0, 1); ``betas`` as a tuple."""
+    betas = check_adam_arguments(settings)["betas"]
+    if betas[0] == 0.0:
+        raise ValueError("Invalid beta parameter at index 0 of betas: 0.0 (must be in (0, 1): eval() divides by it)")
+    _check_schedule_free_averaging(settings)
+    return {"betas": betas}
+
+
+def check_schedule_free_sgd_arguments(settings: Mapping[str, Any]) -> dict[str, Any]:
+    """Schedule-Free SGD's: ``momentum`` in (0, 1), as ``schedulefree.SGDScheduleFree`` requires."""
+    check_interval("momentum", settings["momentum"], 0.0, 1.0, open_low=True, open_high=True)
+    check_nonnegative(weight_decay=settings["weight_decay"])
+    _check_schedule_free_averaging(settings)
+    return {}
+
+
 def check_adagrad_arguments(settings: Mapping[str, Any]) -> dict[str, Any]:
     check_nonnegative(**{key: settings[key] for key in ("lr_decay", "weight_decay", "initial_accumulator_value", "eps")})
     return {}

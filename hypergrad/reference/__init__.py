@@ -14,6 +14,7 @@ from __future__ import annotations
 from .adagrad import AdagradHDReference
 from .adam import AdamHDReference, AdamWHDReference
 from .rmsprop import RMSpropHDReference
+from .schedule_free import ScheduleFreeAdamWHDReference, ScheduleFreeSGDHDReference
 from .sgd import SGDHDReference
 
 __all__ = [
@@ -22,4 +23,6 @@ __all__ = [
     "AdamWHDReference",
     "AdagradHDReference",
     "RMSpropHDReference",
+    "ScheduleFreeAdamWHDReference",
+    "ScheduleFreeSGDHDReference",
 ]
