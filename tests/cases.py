@@ -7,6 +7,7 @@ from __future__ import annotations
 import itertools
 from typing import Any, NamedTuple
 
+import schedulefree
 import torch
 from torch.optim import Optimizer
 
@@ -94,11 +95,11 @@ class Case(NamedTuple):
     settings: dict[str, Any]
 
     def make(self, params: Any, **overrides: Any) -> Optimizer:
-        return self.fast(params, **{**self.settings, **overrides})
+        return _ready(self.fast(params, **{**self.settings, **overrides}))
 
     def make_reference(self, params: Any, **overrides: Any) -> Optimizer:
         settings = {k: v for k, v in {**self.settings, **overrides}.items() if k not in IMPLEMENTATION_KEYS}
-        return self.reference(params, **settings)
+        return _ready(self.reference(params, **settings))
 
     def base_settings(self) -> dict[str, Any]:
         """The settings torch.optim's base takes (no lr, no hypergradient keyword)."""
@@ -114,10 +115,26 @@ _FAMILIES = {
 }
 
 
+#: Schedule-Free's, whose base is the schedulefree package's: picked by name, never by
+#: one_per_base_rule (their bases take other flags), and switched to train mode by make().
+_SCHEDULE_FREE_FAMILIES = {
+    "schedulefree_adamw": (hypergrad.ScheduleFreeAdamWHD, schedulefree.AdamWScheduleFree,
+                           reference.ScheduleFreeAdamWHDReference),
+    "schedulefree_sgd": (hypergrad.ScheduleFreeSGDHD, schedulefree.SGDScheduleFree, reference.ScheduleFreeSGDHDReference),
+}
+
+
+def _ready(optimizer: Optimizer) -> Optimizer:
+    """The optimizer ready to step: a Schedule-Free one in train mode, as its users switch it."""
+    if hasattr(optimizer, "train"):
+        optimizer.train()
+    return optimizer
+
+
 def _case(family: str, **settings: Any) -> Case:
     """A case of the paper's additive rule unless ``settings`` name another (the library's default
     rule is the scale-free one; the table's betas are additive ones)."""
-    return Case(*_FAMILIES[family], {"hypergrad_rule": "additive", **settings})
+    return Case(*{**_FAMILIES, **_SCHEDULE_FREE_FAMILIES}[family], {"hypergrad_rule": "additive", **settings})
 
 
 # The table. Names say the base rule and what departs from its defaults.
@@ -187,6 +204,11 @@ CASES: dict[str, Case] = {
     "rmsprop-centered-heavy-momentum": _case("rmsprop", lr=0.01, hypergrad_lr=1e-4, momentum=0.9, centered=True),
     "rmsprop-momentum-blend": _case("rmsprop", lr=0.01, momentum=0.5, centered=True, hypergrad_lr=0.05,
                                     hypergrad_rule="multiplicative", lr_limit=0.005),
+    # Schedule-Free AdamW and SGD (warmup, decay at y)
+    "schedulefree-adamw": _case("schedulefree_adamw", lr=0.01, hypergrad_lr=1e-4, warmup_steps=5, weight_decay=0.05),
+    "schedulefree-sgd": _case("schedulefree_sgd", lr=0.05, hypergrad_lr=1e-2, warmup_steps=5, weight_decay=0.05),
+    "schedulefree-adamw-scalefree": _case("schedulefree_adamw", lr=0.01, hypergrad_rule="scalefree", hypergrad_lr=0.05,
+                                          warmup_steps=3),
 }
 
 

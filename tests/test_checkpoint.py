@@ -11,7 +11,7 @@ from cases import TinyNet, make_batches, pick, train
 
 OPTIMIZERS = pick(
     "sgd", "nesterov", "momentum-multiplicative", "adam", "amsgrad-foreach", "adamw-per-weight",
-    "adagrad-per-tensor-blend", "rmsprop-momentum-blend",
+    "adagrad-per-tensor-blend", "rmsprop-momentum-blend", "schedulefree-adamw", "schedulefree-sgd",
 )
 
 

@@ -16,7 +16,7 @@ from cases import IMPLEMENTATION_KEYS, TinyNet, make_batches, one_per_base_rule,
 VARIANTS = pick(
     "sgd", "sgd-wd-maximize-bounded", "momentum-dampening", "nesterov-wd", "sgd-multiplicative", "sgd-bounded",
     "adam", "amsgrad-wd-maximize-bounded", "adam-multiplicative", "adam-bounded", "nesterov-scalefree",
-    "adam-scalefree",
+    "adam-scalefree", "schedulefree-adamw", "schedulefree-sgd", "schedulefree-adamw-scalefree",
 )
 
 

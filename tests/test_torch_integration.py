@@ -10,7 +10,8 @@ from torch.optim import lr_scheduler
 
 from cases import TinyNet, batch_loss, make_batches, pick
 
-MAKERS = pick("momentum-fast", "adam", "adamw-default-decay", "adagrad-small-decay", "rmsprop-half-momentum")
+MAKERS = pick("momentum-fast", "adam", "adamw-default-decay", "adagrad-small-decay", "rmsprop-half-momentum",
+              "schedulefree-adamw", "schedulefree-sgd")
 
 
 @pytest.mark.parametrize("name", list(MAKERS))

@@ -14,7 +14,8 @@ from cases import TinyNet, batch_loss, make_batches, pick, quadratic_descent, tr
 from hypergrad import AdagradHD, AdamHD, AdamWHD, RMSpropHD, SGDHD
 
 # Settings with an additive hypergrad_lr that moves the rate visibly in 20 steps.
-OPTIMIZERS = pick("sgd", "nesterov", "adam", "adamw-decay", "adagrad-decay", "rmsprop-centered", "rmsprop-half-momentum")
+OPTIMIZERS = pick("sgd", "nesterov", "adam", "adamw-decay", "adagrad-decay", "rmsprop-centered", "rmsprop-half-momentum",
+                  "schedulefree-adamw", "schedulefree-sgd")
 GRANULARITIES = ["group", "tensor", "element"]
 ADAM_TYPE = ["adam", "adamw-decay", "adagrad-decay", "rmsprop-centered", "rmsprop-half-momentum"]
 
