@@ -112,7 +112,11 @@ _FAMILIES = {
     "adamw": (hypergrad.AdamWHD, torch.optim.AdamW, reference.AdamWHDReference),
     "adagrad": (hypergrad.AdagradHD, torch.optim.Adagrad, reference.AdagradHDReference),
     "rmsprop": (hypergrad.RMSpropHD, torch.optim.RMSprop, reference.RMSpropHDReference),
+    "muon": (hypergrad.MuonHD, getattr(torch.optim, "Muon", None), reference.MuonHDReference),
 }
+#: Base rules that take 2-D parameters only (not TinyNet's biases): their cases are picked by
+#: name (tests/test_muon.py), never by one_per_base_rule.
+MATRIX_ONLY = ("muon",)
 
 
 #: Schedule-Free's, whose base is the schedulefree package's: picked by name, never by
@@ -204,6 +208,11 @@ CASES: dict[str, Case] = {
     "rmsprop-centered-heavy-momentum": _case("rmsprop", lr=0.01, hypergrad_lr=1e-4, momentum=0.9, centered=True),
     "rmsprop-momentum-blend": _case("rmsprop", lr=0.01, momentum=0.5, centered=True, hypergrad_lr=0.05,
                                     hypergrad_rule="multiplicative", lr_limit=0.005),
+    # Muon (2-D parameters only)
+    "muon": _case("muon", lr=0.02, hypergrad_lr=1e-3),
+    "muon-no-decay": _case("muon", lr=0.02, hypergrad_lr=1e-3, weight_decay=0.0),
+    "muon-plain-match": _case("muon", lr=0.02, hypergrad_lr=1e-3, nesterov=False, momentum=0.9, ns_steps=3,
+                              adjust_lr_fn="match_rms_adamw", weight_decay=0.3),
     # Schedule-Free AdamW and SGD (warmup, decay at y)
     "schedulefree-adamw": _case("schedulefree_adamw", lr=0.01, hypergrad_lr=1e-4, warmup_steps=5, weight_decay=0.05),
     "schedulefree-sgd": _case("schedulefree_sgd", lr=0.05, hypergrad_lr=1e-2, warmup_steps=5, weight_decay=0.05),
@@ -221,7 +230,7 @@ def one_per_base_rule(lr_of: dict[str, float] | None = None) -> list[Case]:
     """One case per base rule (fast, base, twin) with no settings beyond ``lr`` (the family's
     test lr by default): for tests that parametrize the settings themselves."""
     lrs = {"sgd": 0.05, "adam": 0.01, "adamw": 0.01, "adagrad": 0.05, "rmsprop": 0.01, **(lr_of or {})}
-    return [Case(*members, {"lr": lrs[family]}) for family, members in _FAMILIES.items()]
+    return [Case(*members, {"lr": lrs[family]}) for family, members in _FAMILIES.items() if family not in MATRIX_ONLY]
 
 
 # Every combination of torch.optim's flags per base rule, for the tests that sweep them.
@@ -234,7 +243,11 @@ ADAM_FLAGS = [
     dict(amsgrad=a, weight_decay=wd, maximize=mx)
     for a, wd, mx in itertools.product((False, True), (0.0, 1e-2), (False, True))
 ]
-BASE_FLAGS: dict[type[Optimizer], list[dict[str, Any]]] = {
+MUON_FLAGS = [
+    dict(nesterov=n, weight_decay=wd, adjust_lr_fn=fn, ns_steps=k)
+    for n, wd, fn, k in itertools.product((True, False), (0.0, 0.1), (None, "original", "match_rms_adamw"), (5, 2))
+]
+BASE_FLAGS: dict[type[Optimizer] | None, list[dict[str, Any]]] = {
     torch.optim.SGD: SGD_FLAGS,
     torch.optim.Adam: [dict(flags, betas=b) for flags in ADAM_FLAGS for b in ((0.9, 0.999), (0.5, 0.9))],
     torch.optim.AdamW: [
@@ -249,6 +262,7 @@ BASE_FLAGS: dict[type[Optimizer], list[dict[str, Any]]] = {
         dict(centered=c, momentum=m, weight_decay=wd, maximize=mx, alpha=a)
         for c, m, wd, mx, a in itertools.product((False, True), (0.0, 0.9), (0.0, 1e-2), (False, True), (0.99, 0.8))
     ],
+    getattr(torch.optim, "Muon", None): MUON_FLAGS,
 }
 
 

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 from .adagrad import AdagradHDReference
 from .adam import AdamHDReference, AdamWHDReference
+from .muon import MuonHDReference
 from .rmsprop import RMSpropHDReference
 from .schedule_free import ScheduleFreeAdamWHDReference, ScheduleFreeSGDHDReference
 from .sgd import SGDHDReference
@@ -25,4 +26,5 @@ __all__ = [
     "RMSpropHDReference",
     "ScheduleFreeAdamWHDReference",
     "ScheduleFreeSGDHDReference",
+    "MuonHDReference",
 ]
