@@ -1,8 +1,10 @@
-# Two commands set everything up on a fresh machine (see README, Quick start):
+# Two commands set everything up on a fresh machine (README, Quick start), each creating .venv/
+# and installing what it needs:
 #   make reproduce   the main job: the quick paper reproduction (figures + summary in results/)
-#   make benchmark   the self-tuning benchmark of record, --quick (results/benchmark/)
 #   make test        installs the package with its test dependencies (and the frameworks of
 #                    hypergrad.integrations) and runs the test suite
+# The other targets:
+#   make benchmark   the self-tuning benchmark of record, --quick (results/benchmark/)
 #   make docs        builds the documentation site into site/ (mkdocs --strict)
 #   make dist-check  builds the wheel and sdist into dist/, runs twine check, installs each in a
 #                    fresh virtual environment and imports it there
