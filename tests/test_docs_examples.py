@@ -2,8 +2,10 @@
 
 Each block is one test case, named by file and line (``README.md:45``). It is written to
 ``example.py`` in a fresh temporary directory and run there by a new Python process, so it sees
-nothing but its own code (the files it writes stay in that directory). A new block is picked up
-with no change here; a doc states what its block needs with these conventions:
+nothing but its own code (the files it writes stay in that directory), with one thread per
+process (``OMP_NUM_THREADS=1``, as torchrun sets it) and without the suite's ``conftest.py``
+settings. A new block is picked up with no change here; a doc states what its block needs with
+these conventions:
 
 * **What it prints.** When the block writes to stdout, the docs show that output after it
   (before the next python block; a ```bash block with the command may come between): a
