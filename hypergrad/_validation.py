@@ -113,31 +113,6 @@ def check_schedule_free_sgd_arguments(settings: Mapping[str, Any]) -> dict[str, 
     return {}
 
 
-def _check_schedule_free_averaging(settings: Mapping[str, Any]) -> None:
-    """Schedule-Free's warmup and averaging weights: ``warmup_steps`` an int >= 0, ``r`` and
-    ``weight_lr_power`` finite and >= 0."""
-    check_count("warmup_steps", settings["warmup_steps"], 0)
-    check_nonnegative(r=settings["r"], weight_lr_power=settings["weight_lr_power"])
-
-
-def check_schedule_free_adamw_arguments(settings: Mapping[str, Any]) -> dict[str, Any]:
-    """Schedule-Free AdamW's: ``betas[0]`` in (0, 1) (``eval()`` recovers the average from the
-    parameters by dividing by it), ``betas[1]`` in [0, 1); ``betas`` as a tuple."""
-    betas = check_adam_arguments(settings)["betas"]
-    if betas[0] == 0.0:
-        raise ValueError("Invalid beta parameter at index 0 of betas: 0.0 (must be in (0, 1): eval() divides by it)")
-    _check_schedule_free_averaging(settings)
-    return {"betas": betas}
-
-
-def check_schedule_free_sgd_arguments(settings: Mapping[str, Any]) -> dict[str, Any]:
-    """Schedule-Free SGD's: ``momentum`` in (0, 1), as ``schedulefree.SGDScheduleFree`` requires."""
-    check_interval("momentum", settings["momentum"], 0.0, 1.0, open_low=True, open_high=True)
-    check_nonnegative(weight_decay=settings["weight_decay"])
-    _check_schedule_free_averaging(settings)
-    return {}
-
-
 def check_adagrad_arguments(settings: Mapping[str, Any]) -> dict[str, Any]:
     check_nonnegative(**{key: settings[key] for key in ("lr_decay", "weight_decay", "initial_accumulator_value", "eps")})
     return {}
@@ -224,10 +199,11 @@ def _check_blend(lr_limit: float | None, lr_limit_power: float, lr_bounds: tuple
 
 def checked_group_settings(group: Mapping[str, Any], rule: Rule, *, initial: bool = True) -> dict[str, Any]:
     """The hypergradient keys of one param group (its own or the optimizer's defaults; ``rule``:
-    the entry its ``hypergrad_rule`` names, which checks its ``hypergrad_lr``), checked; returns the values to store: ``lr_bounds`` a pair of floats or None, a tensor ``lr`` as the
-    group's own 0-dim copy (no two groups, nor the defaults, share one rate). ``initial``: the
-    ``lr`` is a starting rate, clipped into ``lr_bounds`` so that every step's rate lies inside
-    them (not so for a loaded checkpoint, whose rate a scheduler may have set)."""
+    the entry its ``hypergrad_rule`` names, which checks ``hypergrad_lr``), checked; returns the
+    values to store: ``lr_bounds`` a pair of floats or None, a tensor ``lr`` as the group's own
+    0-dim copy (no two groups, nor the defaults, share one rate). ``initial``: the ``lr`` is a
+    starting rate, clipped into ``lr_bounds`` so that every step's rate lies inside them (not so
+    for a loaded checkpoint, whose rate a scheduler may have set)."""
     lr = group["lr"]
     check_lr(lr)
     rule.check_beta(group["hypergrad_lr"])
@@ -235,8 +211,6 @@ def checked_group_settings(group: Mapping[str, Any], rule: Rule, *, initial: boo
     if group["granularity"] not in GRANULARITIES:
         raise ValueError(f"Invalid granularity: {group['granularity']!r} (must be one of {GRANULARITIES})")
     _check_blend(group["lr_limit"], group["lr_limit_power"], lr_bounds)
-    if "hypergrad_memory" in group and rule.memory:
-        rule.check_memory("'hypergrad_memory' of the param group", group["hypergrad_memory"], [()])
     checked: dict[str, Any] = {"lr_bounds": lr_bounds}
     if isinstance(lr, Tensor):
         checked["lr"] = lr = lr.detach().clone().reshape(())
@@ -263,10 +237,10 @@ def check_distinct_params(param_group: dict[str, Any]) -> None:
         seen[id(param)] = index
 
 
-def check_loaded_state(where: str, param: Tensor, state: Mapping[str, Any], required: set[str], rule: Rule) -> None:
+def check_loaded_state(where: str, param: Tensor, state: Mapping[str, Any], required: set[str]) -> None:
     """A loaded parameter state: every buffer of ``required`` present, and every tensor in it
-    either a scalar (a step count, a per-tensor rate) or shaped like ``param`` (or its real
-    view, for a complex parameter); the memory of the group's ``rule`` as the rule keeps it."""
+    either a scalar (a step count) or shaped like ``param`` (or its real view, for a complex
+    parameter). Its hypergradient record is checked by ``_rates.check_loaded_record``."""
     missing = sorted(required - set(state))
     if missing:
         raise ValueError(f"Invalid state of {where}: missing {missing}")
@@ -274,9 +248,7 @@ def check_loaded_state(where: str, param: Tensor, state: Mapping[str, Any], requ
     if param.is_complex():
         shapes.add(tuple(torch.view_as_real(param).shape))
     for key, value in state.items():
-        if key == "hypergrad_memory" and rule.memory:
-            rule.check_memory(f"'hypergrad_memory' in the state of {where}", value, [(), *shapes])
-        elif isinstance(value, Tensor) and value.dim() > 0 and tuple(value.shape) not in shapes:
+        if isinstance(value, Tensor) and value.dim() > 0 and tuple(value.shape) not in shapes:
             raise ValueError(
                 f"Invalid state of {where}: {key!r} has shape {tuple(value.shape)}, the parameter {tuple(param.shape)}"
             )

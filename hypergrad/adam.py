@@ -12,6 +12,7 @@ from torch import Tensor
 from ._compiled import recomputed_sums
 from ._hypergradient import statistics_rows
 from ._kernels import LearningRate, by_device, increment_steps
+from ._rates import remember, remembered
 from ._rules import RULES
 from ._validation import check_adam_arguments, check_fused
 from .distributed import local_tensors
@@ -131,7 +132,7 @@ class AdamHD(HypergradOptimizer):
     def _previous_directions(self, group: dict[str, Any], tensors: GroupTensors) -> PreviousDirections:
         # The betas the previous step used: a scheduler may have moved them since (OneCycleLR and
         # CyclicLR cycle beta1).
-        beta1, beta2 = group.get("hypergrad_betas", group["betas"])
+        beta1, beta2 = remembered(group, "betas", group["betas"])
         second_moment = "max_exp_avg_sq" if group["amsgrad"] else "exp_avg_sq"
         foreach = self._use_foreach(group, tensors.params)
         indices = list(range(len(tensors.states)))
@@ -169,7 +170,8 @@ class AdamHD(HypergradOptimizer):
                 for param, previous_param in zip(tensors.params, previous_params):
                     previous_param.copy_(param)
                     param.mul_(decay)
-        beta1, beta2 = group["hypergrad_betas"] = group["betas"]
+        beta1, beta2 = group["betas"]
+        remember(group, betas=group["betas"])
         settings = dict(lr=lr, beta1=beta1, beta2=beta2, eps=group["eps"], amsgrad=group["amsgrad"])
         if fused:
             _fused_update(tensors.params, tensors.grads, tensors.states, **settings, decoupled_decay=decoupled_decay)

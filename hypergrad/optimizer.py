@@ -12,27 +12,19 @@ from torch.optim import Optimizer
 from torch.optim.optimizer import _default_to_fused_or_foreach
 
 from ._compiled import stored_sums
-from ._hypergradient import (
-    blended_lr,
-    element_statistics,
-    rule_memory,
-    statistics_rows,
-    store_lr,
-    tensor_statistics,
-    updated_lr,
-)
+from ._hypergradient import element_statistics, statistics_rows, tensor_statistics
 from ._kernels import LearningRate, as_real
-from ._rates import (
-    applied_rate,
-    group_rate,
-    group_scale,
-    is_scheduled,
-    rescaled,
-    store_group_scale,
-    tensor_scales,
-    update_tensor_scales,
-)
 from ._keywords import HYPERGRAD_KEYWORDS, keyword_defaults, resolved, spelled_out
+from ._rates import (
+    KEY,
+    applied_rate,
+    check_loaded_record,
+    mark_idle,
+    migrate,
+    parameter_rate,
+    step_rates,
+    take_idle,
+)
 from ._rules import RULES, rule_named
 from ._validation import check_distinct_params, check_fused_param, check_loaded_state, checked_group_settings
 from .distributed import all_reduce_statistics, check_not_zero_sharded
@@ -77,39 +69,35 @@ class HypergradOptimizer(Optimizer):
     1. ``_init_group`` gathers each group's parameters and effective gradients (state is created
        lazily);
     2. ``_hypergradient_statistics`` takes ``g_t . u_{t-1}`` against the previous update directions
-       that the base rule's ``_previous_directions`` gives (and the norms the multiplicative rule
-       needs), reduced per group, per tensor or per weight (``granularity``); the rule in
-       ``_hypergradient.py`` turns it into the new learning rate(s) ``alpha_t``;
-    3. ``_update_params`` takes the base rule's step with the group's ``alpha_t`` and keeps what is
-       needed to know ``u_t`` at the next step; at ``granularity="tensor"`` or ``"element"`` the
-       step is then rescaled to each tensor's or weight's own rate.
+       that the base rule's ``_previous_directions`` gives (and the norms the group's rule reads,
+       ``_rules.py``), reduced per group, per tensor or per weight (``granularity``);
+    3. ``_step_group``: the rule moves the rate(s) and ``_update_params`` takes the base rule's
+       step, keeping what is needed to know ``u_t`` at the next step.
 
-    Granularity and schedules (``_rates.py``). ``"group"`` (the paper): ``group["lr"]`` is the
-    adapted rate, unless an lr scheduler is attached (torch's, Hugging Face's and timm's record
-    ``initial_lr`` in the group): then ``group["lr"]`` is the schedule's value, which the
-    scheduler writes and reads as with the base optimizer, and HD learns a factor beside it,
-    ``group["lr_scale"]``, kept across the scheduler's writes; the step uses
-    ``group["lr"] * group["lr_scale"]``. ``"tensor"`` and ``"element"``: ``group["lr"]`` stays the
-    base rate (what a scheduler scales) and each parameter ``p`` keeps ``state[p]["lr_scale"]`` (a
-    0-dim tensor, or a tensor shaped like ``p``, float32 at least): its rate is
-    ``group["lr"] * lr_scale``, and the hypergradient of that rate, ``-g_t^p . u_{t-1}^p`` (or
-    ``-g_t^p * u_{t-1}^p`` per weight), drives it exactly as the group's dot product drives the
-    group's rate. A zero ``group["lr"]`` leaves every factor as it is.
-    ``learning_rates(model.named_parameters())`` reads the rates by name. Cost: the
-    base step runs with ``group["lr"]`` unchanged, then each tensor moves on by
+    Rates (``_rates.py``, where a group's HD state is one record, ``"hypergrad_state"``). Every
+    rate is ``base * factor``, blended towards ``lr_limit`` where set: ``base`` is ``group["lr"]``
+    as the user or an lr scheduler (torch's, Hugging Face's, timm's: they record ``initial_lr``)
+    wrote it, and HD learns the factor, one per group (``granularity="group"``, the paper), per
+    tensor or per weight (``"tensor"``, ``"element"``: the hypergradient of a tensor's rate,
+    ``-g_t^p . u_{t-1}^p``, or ``-g_t^p * u_{t-1}^p`` per weight, drives it exactly as the group's
+    dot product drives the group's rate). Where no scheduler owns it, a group's own rate is
+    written back into ``group["lr"]``: it is the adapted rate, as in torch.optim. With a scheduler
+    ``group["lr"]`` is the schedule's value, which the scheduler writes and reads as with the base
+    optimizer, and the factor is kept across its writes. A zero ``group["lr"]`` leaves every
+    factor as it is. ``learning_rates(model.named_parameters())`` reads the rates by name. Cost
+    per tensor or weight: the base step runs at ``group["lr"]``, then each tensor moves on by
     ``-(rate - lr) * u_t`` (``u_t`` from ``_previous_directions``: a buffer read, or Adam's
     direction recomputed once more), so no base rule needs a per-tensor kernel. Per weight, the
-    rates are one parameter-sized buffer, and a step holds the per-weight statistics (1 or 3
-    parameter-sized tensors; 3 for the multiplicative rule) of all groups at once.
+    factors are one parameter-sized buffer, and a step holds the per-weight statistics (1 or 3
+    parameter-sized tensors) of all groups at once.
 
     Blend (``lr_limit`` is not None; paper Sec. 5): the rate used at step t is
     ``delta(t) * alpha_t^HD + (1 - delta(t)) * lr_limit``, ``delta(t) = t^-lr_limit_power``, while
-    ``alpha^HD`` follows its own, unblended hypergradient chain (kept in ``group["lr_hd"]`` at group
-    granularity, in ``lr_scale`` otherwise); ``group["hypergrad_step"]`` counts t.
+    ``alpha^HD = base * factor`` follows its own, unblended hypergradient chain.
 
     Partial gradients. A parameter without a gradient at a step does not move (as in torch.optim),
-    so at its next step its ``u_{t-1}`` is 0, whatever direction its state still holds: it is
-    marked ``state[p]["hypergrad_idle"]`` and left out of the statistics once.
+    so at its next step its ``u_{t-1}`` is 0, whatever direction its state still holds: its
+    record marks it idle and it is left out of the statistics once.
 
     ``group["lr"]`` is the current learning rate. Given as a tensor (of any one-element shape),
     each group keeps its own 0-dim copy. On CPU it is a Python float. For parameters on
@@ -180,8 +168,10 @@ class HypergradOptimizer(Optimizer):
         settings, and the run continues as the base optimizer would, the learning rate adapting
         from the loaded one. A group with some but not all of the keys is refused. Each
         parameter's state must hold every buffer the base rule needs, each shaped like the
-        parameter."""
-        groups = [dict(group) for group in state_dict["param_groups"]]
+        parameter. A checkpoint of release 0.1.0, which kept the HD state in loose keys, loads into
+        the record (``_rates.migrate``)."""
+        groups = [migrate(dict(group), group=True) for group in state_dict["param_groups"]]
+        states = {key: migrate(state, group=False) for key, state in state_dict["state"].items()}
         for index, (group, current) in enumerate(zip(groups, self.param_groups)):
             where = f"param group {index} of the loaded state_dict"
             present = [key for key in HYPERGRAD_KEYWORDS if key in group]
@@ -193,10 +183,12 @@ class HypergradOptimizer(Optimizer):
                                  f"{list(HYPERGRAD_KEYWORDS)}, a torch.optim group none)")
             try:
                 group.update(self._checked_settings({**current, **group}, initial=False))
+                if KEY in group:
+                    check_loaded_record(where, group[KEY], rule_named(group["hypergrad_rule"]), [()])
             except (TypeError, ValueError) as error:
                 raise type(error)(f"{where}: {error}") from None
-            self._check_loaded_states(index, {**current, **group}, current["params"], state_dict["state"])
-        super().load_state_dict({**state_dict, "param_groups": groups})
+            self._check_loaded_states(index, {**current, **group}, current["params"], states)
+        super().load_state_dict({**state_dict, "state": states, "param_groups": groups})
 
     def _check_loaded_states(
         self, index: int, group: dict[str, Any], params: list[Tensor], states: Mapping[Any, dict[str, Any]]
@@ -215,11 +207,19 @@ class HypergradOptimizer(Optimizer):
             added: dict[str, Any] = {name: torch.zeros(()) for name in state}
             self._init_state(group, empty, added)
             where = f"parameter {position} of param group {index}"
-            required = set(needed) - (set(added) - set(state))
-            check_loaded_state(where, param, state, required, rule_named(group["hypergrad_rule"]))
+            check_loaded_state(where, param, state, set(needed) - (set(added) - set(state)))
+            if KEY in state:
+                shapes = [(), tuple(param.shape), *([tuple(as_real(param).shape)] if param.is_complex() else [])]
+                check_loaded_record(f"state of {where}", state[KEY], rule_named(group["hypergrad_rule"]), shapes)
 
     def __setstate__(self, state: dict[str, Any]) -> None:
         super().__setstate__(state)
+        for holders, group in ((self.param_groups, True), (self.state.values(), False)):
+            for holder in holders:  # a 0.1.0 pickle, or torch.optim's load_state_dict: in place
+                migrated = migrate(holder, group=group)
+                if migrated is not holder:
+                    holder.clear()
+                    holder.update(migrated)
         for group in self.param_groups:
             for key, value in self.hypergrad_defaults.items():
                 group.setdefault(key, value)
@@ -251,8 +251,7 @@ class HypergradOptimizer(Optimizer):
         tensors = GroupTensors()
         for p in group["params"]:
             if p.grad is None and self.state.get(p):
-                # It does not move at this step: its stored direction is not u_t.
-                self.state[p]["hypergrad_idle"] = True
+                mark_idle(self.state[p])  # it does not move at this step: its stored direction is not u_t
             if p.grad is None or p.numel() == 0:
                 continue
             if p.grad.is_sparse:
@@ -260,7 +259,7 @@ class HypergradOptimizer(Optimizer):
             state = self.state[p]
             if not state and self._use_fused(group):
                 check_fused_param(p)  # once per parameter, as torch.optim checks once
-            if state.pop("hypergrad_idle", False):
+            if take_idle(state):
                 tensors.idle.add(len(tensors.params))
             param, grad = as_real(p), as_real(p.grad)
             self._init_state(group, param, state)
@@ -382,43 +381,15 @@ class HypergradOptimizer(Optimizer):
     def _step_group(
         self, group: dict[str, Any], tensors: GroupTensors, statistics: Tensor | list[Tensor | None] | None
     ) -> None:
-        """Phase 3 for one group: new rate(s) from the statistics, then the base step."""
+        """Phase 3 for one group, the same for every granularity, rule, schedule and blend: the
+        rates ``blend(base * factor)``, the factors having learned from the statistics
+        (``_rates.py``), then the base step at the group's common rate and, where a tensor's or a
+        weight's rate differs from it, the rest of that tensor's step."""
         lr = self._place_lr(group, tensors.params[0].device)
-        rule = group["hypergrad_rule"]
-        compiled = self._use_fused(group)  # the rule of one rate in one compiled call (_compiled.py)
-        blend_step = None
-        if group["lr_limit"] is not None:
-            blend_step = group["hypergrad_step"] = group.get("hypergrad_step", 0) + 1
-        if is_scheduled(group):
-            # The base rate this step uses: the scheduler may write group["lr"] before anyone
-            # reads the rates (learning_rates, the loggers), in place where it is a tensor.
-            group["stepped_lr"] = lr.clone() if isinstance(lr, Tensor) else lr
-        if group["granularity"] != "group":
-            scales = tensor_scales(group, tensors.params, tensors.states)
-            if statistics is not None:
-                memories = [rule_memory(state, rule, scale) for state, scale in zip(tensors.states, scales)]
-                update_tensor_scales(group, scales, statistics, lr, memories)
-            self._update_params(group, tensors, lr)
-            self._rescale_step(group, tensors, scales, lr, blend_step)
-        elif is_scheduled(group):
-            scale = group_scale(group, lr)
-            if statistics is not None:
-                as_tensor = torch.as_tensor(scale, dtype=torch.float64)
-                memory = rule_memory(group, rule, as_tensor)
-                store_group_scale(group, rescaled(lr, as_tensor, statistics, group, memory, compiled=compiled))
-            self._update_params(group, tensors, applied_rate(group, group["lr_scale"], lr, blend_step))
-        elif blend_step is None:
-            if statistics is not None:
-                store_lr(group, updated_lr(lr, statistics, group, rule_memory(group, rule, lr), compiled=compiled))
-            self._update_params(group, tensors, group["lr"])
-        else:
-            hypergrad_rate = group.setdefault("lr_hd", _as_float_or_tensor(lr))
-            if statistics is not None:
-                memory = rule_memory(group, rule, lr)
-                hypergrad_rate = updated_lr(hypergrad_rate, statistics, group, memory, compiled=compiled)
-                group["lr_hd"] = hypergrad_rate if isinstance(lr, Tensor) else hypergrad_rate.item()
-            store_lr(group, torch.as_tensor(blended_lr(group["lr_hd"], group, blend_step), dtype=torch.float64))
-            self._update_params(group, tensors, group["lr"])
+        rates = step_rates(group, tensors.params, tensors.states, lr, statistics, compiled=self._use_fused(group))
+        self._update_params(group, tensors, rates.common)
+        if rates.factors is not None:
+            self._rescale_step(group, tensors, rates.factors, lr, rates.blend_step)
 
     def _rescale_step(
         self,
@@ -441,10 +412,9 @@ class HypergradOptimizer(Optimizer):
     def learning_rates(self, named_parameters: Iterable[tuple[str, Tensor]]) -> dict[str, float | Tensor]:
         """The learning rate each parameter was stepped with at the last step, by name.
 
-        A float per parameter at ``granularity="group"`` (the group's rate: ``group["lr"]``, times
-        the learned factor ``group["lr_scale"]`` where an lr scheduler is attached) and
-        ``"tensor"`` (``group["lr"] * state[p]["lr_scale"]``), blended with ``lr_limit`` where set;
-        a new tensor shaped like the parameter at ``"element"``. Before the first step, the
+        ``blend(base * factor)`` (see the class docstring): a float per parameter at
+        ``granularity="group"`` and ``"tensor"``, a new tensor shaped like the parameter at
+        ``"element"``. Before the first step, the
         initial rates. ``named_parameters`` is typically ``model.named_parameters()``: frozen
         parameters (``requires_grad=False``) the optimizer does not hold are left out; a trainable
         one it does not hold is a ``ValueError``.
@@ -457,13 +427,7 @@ class HypergradOptimizer(Optimizer):
                 continue
             if group is None:
                 raise ValueError(f"Parameter {name!r} is not in this optimizer's param groups")
-            scale = self.state[param].get("lr_scale") if group["granularity"] != "group" else None
-            if scale is None:
-                rates[name] = float(group_rate(group))
-                continue
-            blend_step = group.get("hypergrad_step") if group["lr_limit"] is not None else None
-            rate = applied_rate(group, scale, group.get("stepped_lr", group["lr"]), blend_step)
-            rates[name] = rate.item() if group["granularity"] == "tensor" else rate
+            rates[name] = parameter_rate(group, self.state[param])
         return rates
 
 
@@ -478,10 +442,6 @@ def _moved(previous: PreviousDirections, idle: set[int]) -> PreviousDirections:
         (direction for k, direction in enumerate(previous.directions) if k in kept_set),
         None if previous.scales is None else [previous.scales[k] for k in kept],
     )
-
-
-def _as_float_or_tensor(lr: LearningRate) -> LearningRate:
-    return lr.clone() if isinstance(lr, Tensor) else float(lr)
 
 
 def effective_grads(

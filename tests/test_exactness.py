@@ -132,7 +132,7 @@ def _base_replica(case, param_groups_of, snapshot_params, snapshot_state, batch,
     base = case.base(param_groups_of(replica), **case.base_settings())
     for name, p in replica.named_parameters():
         base.state[p] = copy.deepcopy(snapshot_state[name])
-        base.state[p].pop("lr_scale", None)
+        base.state[p].pop("hypergrad_state", None)
     base.zero_grad()
     batch_loss(replica, batch).backward()
     if idle is not None:
@@ -220,16 +220,17 @@ def test_per_weight_lr_change_is_that_weights_hypergradient(case, idle):
 
 @pytest.mark.parametrize("case", ["sgd", "nesterov", "adamw", "adagrad-decay-init-wd", "rmsprop-centered-momentum"])
 def test_blended_runs_keep_an_exact_hypergradient_chain(case):
-    """With lr_limit the step uses the blended rate, and the unblended HD rate group["lr_hd"] moves
-    by -beta times the hypergradient with respect to the rate the previous step used."""
+    """With lr_limit the step uses the blended rate, and the unblended HD rate, group["lr"] times
+    the group's factor, moves by -beta times the hypergradient with respect to the rate the previous step used."""
     settings = CASES[case].settings
     model, optimizer, batches, snapshot_params, snapshot_state = _train_to_snapshot(case, lr_limit=0.02)
     group = optimizer.param_groups[0]
     train(model, optimizer, batches[STEPS_BEFORE:STEPS_BEFORE + 1])
-    applied_previous, chain_previous = group["lr"], group["lr_hd"]
+    applied_previous, chain_previous = group["lr"], group["lr"] * group["hypergrad_state"]["factor"]
     assert applied_previous != pytest.approx(chain_previous)  # the blend is in force
     train(model, optimizer, batches[STEPS_BEFORE + 1:])
 
     hypergradient = _group_hypergradient(CASES[case], applied_previous, snapshot_params, snapshot_state, batches)
     expected_change = -settings["hypergrad_lr"] * hypergradient
-    assert relative_error(group["lr_hd"] - chain_previous, expected_change) < 1e-6
+    chain = group["lr"] * group["hypergrad_state"]["factor"]
+    assert relative_error(chain - chain_previous, expected_change) < 1e-6

@@ -6,7 +6,7 @@ import pytest
 import torch
 
 import hypergrad
-import hypergrad.optimizer
+import hypergrad._rates
 from cases import TinyNet, batch_loss, make_batches, train
 
 
@@ -52,8 +52,8 @@ def _previous_direction(optimizer, p):
 @pytest.mark.parametrize("cls", [hypergrad.SGDHD, hypergrad.AdamHD])
 def test_lr_changes_once_per_group_per_step(cls, monkeypatch):
     calls = []
-    real = hypergrad.optimizer.updated_lr
-    monkeypatch.setattr(hypergrad.optimizer, "updated_lr", lambda *a, **k: calls.append(1) or real(*a, **k))
+    real = hypergrad._rates.updated_lr
+    monkeypatch.setattr(hypergrad._rates, "updated_lr", lambda *a, **k: calls.append(1) or real(*a, **k))
     model = TinyNet()
     optimizer = cls(_groups(model), lr=0.01, hypergrad_lr=1e-3)
     train(model, optimizer, make_batches(5))

@@ -133,7 +133,7 @@ def test_with_a_scheduler_the_monitors_log_the_schedule_and_the_rate_used(tmp_pa
         torch.nn.functional.mse_loss(net(x), y).backward()
         optimizer.step()
         optimizer.zero_grad()
-        used.append(float(optimizer.param_groups[0]["lr"] * optimizer.param_groups[0]["lr_scale"]))
+        used.append(float(optimizer.param_groups[0]["lr"] * optimizer.param_groups[0]["hypergrad_state"]["factor"]))
         scheduler.step()
     assert [step["lr-SGDHD"] for step in ours.history] == used
     assert used[1:] != pytest.approx(schedule[1:], rel=1e-6)  # HD's factor moved the rates

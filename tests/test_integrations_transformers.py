@@ -53,7 +53,7 @@ class Recorder(transformers.TrainerCallback):
 
     def on_optimizer_step(self, args, state, control, optimizer=None, **kwargs):
         # The rate the step used: the scheduler's value times HD's factor.
-        self.rates.append([float(group["lr"]) * float(group.get("lr_scale", 1.0)) for group in optimizer.param_groups])
+        self.rates.append([float(group["lr"]) * float(group.get("hypergrad_state", {}).get("factor", 1.0)) for group in optimizer.param_groups])
         self.scheduled.append([float(group["lr"]) for group in optimizer.param_groups])
 
     def on_log(self, args, state, control, logs=None, **kwargs):

@@ -107,7 +107,7 @@ def test_a_rule_is_one_entry(monkeypatch):
     optimizer = hypergrad.SGDHD(model.parameters(), lr=0.5, momentum=0.9, hypergrad_rule="halving")
     assert optimizer.param_groups[0]["hypergrad_lr"] == 0.5  # its default beta
     train(model, optimizer, make_batches(8))
-    halvings = optimizer.state_dict()["param_groups"][0]["hypergrad_memory"]
+    halvings = optimizer.state_dict()["param_groups"][0]["hypergrad_state"]["memory"]
     assert float(halvings[0]) >= 1
     assert optimizer.param_groups[0]["lr"] == pytest.approx(0.5 * 0.5 ** float(halvings[0]), rel=1e-12)
     with pytest.raises(ValueError, match=r"hypergrad_rule='halving' \(must be in \[0, 1\) for the test\)"):

@@ -33,7 +33,7 @@ def test_lr_change_is_the_rule_of_the_finite_difference_hypergradient(case):
     model, optimizer, batches, snapshot_params, snapshot_state = _train_to_snapshot(case, **SCALEFREE)
     group = optimizer.param_groups[0]
     (lr_previous,) = train(model, optimizer, batches[STEPS_BEFORE:STEPS_BEFORE + 1])
-    m, v, r = group["hypergrad_memory"].tolist()
+    m, v, r = group["hypergrad_state"]["memory"].tolist()
     assert v > 0 and r > 0  # the rule has history
     moved = sum((snapshot_params[name] - p.detach()).pow(2).sum() for name, p in model.named_parameters())
     u_norm = math.sqrt(float(moved)) / lr_previous
@@ -151,8 +151,9 @@ def test_bad_memory_is_refused_on_load(granularity):
     for corrupt in (lambda memory: memory[:2], lambda memory: -memory.abs() - 1.0):
         saved = copy.deepcopy(optimizer.state_dict())
         if granularity == "group":
-            saved["param_groups"][0]["hypergrad_memory"] = corrupt(saved["param_groups"][0]["hypergrad_memory"])
+            record = saved["param_groups"][0]["hypergrad_state"]
         else:
-            saved["state"][0]["hypergrad_memory"] = corrupt(saved["state"][0]["hypergrad_memory"])
-        with pytest.raises(ValueError, match="hypergrad_memory"):
+            record = saved["state"][0]["hypergrad_state"]
+        record["memory"] = corrupt(record["memory"])
+        with pytest.raises(ValueError, match="the memory"):
             optimizer.load_state_dict(saved)

@@ -2,8 +2,8 @@
 
 A scheduler owns ``group["lr"]`` (torch's schedulers record ``initial_lr`` in the group): it
 holds the schedule's value, exactly as with the base optimizer, chainable or overwrite-style, and
-HD learns a factor ``group["lr_scale"]`` beside it that the scheduler's writes do not touch; the
-step uses ``group["lr"] * group["lr_scale"]``. ReduceLROnPlateau records nothing and multiplies
+HD learns a factor beside it, ``group["hypergrad_state"]["factor"]``, that the scheduler's writes
+do not touch; the step uses ``group["lr"] * factor``. ReduceLROnPlateau records nothing and multiplies
 the current (adapted) rate.
 """
 from __future__ import annotations
@@ -103,13 +103,13 @@ def test_every_schedule_keeps_its_profile_and_hd_its_correction(base, scheduler)
     for batch, scheduled in zip(make_batches(19), base_lrs):
         lr = optimizer.param_groups[0]["lr"]
         one_step(model, optimizer, batch)
-        scale = optimizer.param_groups[0]["lr_scale"]
+        scale = optimizer.param_groups[0]["hypergrad_state"]["factor"]
         used = optimizer.learning_rates(model.named_parameters())
         assert set(used.values()) == {lr * scale}  # the rate the step used
         schedule.step()
         assert optimizer.learning_rates(model.named_parameters()) == used  # still the rate the step used
         assert optimizer.param_groups[0]["lr"] == scheduled  # the schedule's value, untouched
-        assert optimizer.param_groups[0]["lr_scale"] == scale  # the correction, kept
+        assert optimizer.param_groups[0]["hypergrad_state"]["factor"] == scale  # the correction, kept
         scales.append(scale)
     assert len(set(scales)) > 10  # HD kept correcting
 
@@ -131,7 +131,7 @@ def test_composed_schedules_match_the_reference_twin(rule, beta, fast, reference
         runs.append(scheduled_run(cls, settings, SCHEDULERS[scheduler], model=model))
     (fast_lrs, fast_model, fast_opt), (ref_lrs, ref_model, ref_opt) = runs
     assert fast_lrs == ref_lrs
-    assert fast_opt.param_groups[0]["lr_scale"] == pytest.approx(ref_opt.param_groups[0]["lr_scale"], rel=1e-10)
+    assert fast_opt.param_groups[0]["hypergrad_state"]["factor"] == pytest.approx(ref_opt.param_groups[0]["lr_scale"], rel=1e-10)
     for ours, theirs in zip(fast_model.parameters(), ref_model.parameters()):
         torch.testing.assert_close(ours, theirs, rtol=1e-10, atol=1e-12)
 
@@ -151,7 +151,7 @@ def test_a_constant_schedule_changes_nothing(rule):
     for batch in make_batches(19):
         one_step(plain, without, batch)
     assert with_schedule.param_groups[0]["lr"] == 0.02
-    assert 0.02 * with_schedule.param_groups[0]["lr_scale"] == pytest.approx(without.param_groups[0]["lr"], rel=1e-12)
+    assert 0.02 * with_schedule.param_groups[0]["hypergrad_state"]["factor"] == pytest.approx(without.param_groups[0]["lr"], rel=1e-12)
     for ours, theirs in zip(scheduled.parameters(), plain.parameters()):
         torch.testing.assert_close(ours, theirs, rtol=1e-12, atol=1e-14)
 
@@ -167,7 +167,7 @@ def test_a_scheduler_attached_mid_run_starts_the_factor_at_one():
     scheduler.step()
     one_step(model, optimizer, make_batches(6)[5])
     assert optimizer.param_groups[0]["lr"] == 0.5 * adapted
-    assert optimizer.param_groups[0]["lr_scale"] != 1.0
+    assert optimizer.param_groups[0]["hypergrad_state"]["factor"] != 1.0
 
 
 def test_the_factor_resumes_exactly_from_a_checkpoint():
@@ -195,7 +195,7 @@ def test_the_factor_resumes_exactly_from_a_checkpoint():
     for batch in batches[10:]:
         one_step(resumed, optimizer2, batch)
         scheduler2.step()
-    assert optimizer2.param_groups[0]["lr_scale"] == optimizer.param_groups[0]["lr_scale"]
+    assert optimizer2.param_groups[0]["hypergrad_state"]["factor"] == optimizer.param_groups[0]["hypergrad_state"]["factor"]
     for ours, theirs in zip(resumed.parameters(), straight.parameters()):
         assert torch.equal(ours, theirs)
 
@@ -208,8 +208,8 @@ def test_a_blend_applies_to_the_scheduled_rate():
         one_step(model, optimizer, batch)
         scheduler.step()
     group = optimizer.param_groups[0]
-    delta = group["hypergrad_step"] ** -2.0
-    expected = delta * lr * group["lr_scale"] + (1 - delta) * 0.01
+    delta = group["hypergrad_state"]["step"] ** -2.0
+    expected = delta * lr * group["hypergrad_state"]["factor"] + (1 - delta) * 0.01
     assert set(optimizer.learning_rates(model.named_parameters()).values()) == {expected}
 
 
@@ -298,8 +298,8 @@ def test_a_tensor_lr_composes_as_a_float_one():
         model.load_state_dict(start.state_dict())
         runs.append(scheduled_run(SGDHD, {**settings, "lr": lr}, SCHEDULERS["LambdaLR warmup+cosine"], model=model))
     (float_lrs, float_model, float_opt), (tensor_lrs, tensor_model, tensor_opt) = runs
-    assert isinstance(tensor_opt.param_groups[0]["lr_scale"], torch.Tensor)
+    assert isinstance(tensor_opt.param_groups[0]["hypergrad_state"]["factor"], torch.Tensor)
     assert [float(lr) for lr in tensor_lrs] == pytest.approx(float_lrs, rel=1e-15)
-    assert float(tensor_opt.param_groups[0]["lr_scale"]) == pytest.approx(float_opt.param_groups[0]["lr_scale"], rel=1e-12)
+    assert float(tensor_opt.param_groups[0]["hypergrad_state"]["factor"]) == pytest.approx(float_opt.param_groups[0]["hypergrad_state"]["factor"], rel=1e-12)
     for ours, theirs in zip(tensor_model.parameters(), float_model.parameters()):
         torch.testing.assert_close(ours, theirs, rtol=1e-12, atol=1e-14)

@@ -125,7 +125,8 @@ def test_blend_converges_where_plain_hd_with_a_too_large_hypergrad_lr_oscillates
 
 
 def test_blend_keeps_its_own_hypergradient_chain():
-    """group["lr_hd"] follows the plain additive rule; group["lr"] is its blend at delta(t) = t^-2."""
+    """The HD rate group["lr"] * factor follows the plain additive rule; group["lr"] is its blend at
+    delta(t) = t^-2."""
     model = TinyNet()
     blended = SGDHD(model.parameters(), lr=0.05, hypergrad_lr=1e-2, hypergrad_rule="additive", lr_limit=0.03)
     plain_model = TinyNet()
@@ -136,11 +137,16 @@ def test_blend_keeps_its_own_hypergradient_chain():
             batch_loss(m, batch).backward()
             # The plain run steps with the blended run's rate, so both see the same u and g.
             if o is plain:
-                o.param_groups[0]["lr"] = blended.param_groups[0]["lr_hd"] if t > 1 else 0.05
+                o.param_groups[0]["lr"] = _hd_rate(blended.param_groups[0]) if t > 1 else 0.05
             o.step()
         group = blended.param_groups[0]
-        assert group["hypergrad_step"] == t
-        assert group["lr"] == pytest.approx(group["lr_hd"] / t**2 + (1 - 1 / t**2) * 0.03, rel=1e-12)
+        assert group["hypergrad_state"]["step"] == t
+        assert group["lr"] == pytest.approx(_hd_rate(group) / t**2 + (1 - 1 / t**2) * 0.03, rel=1e-12)
+
+
+def _hd_rate(group):
+    """The unblended HD rate of a group at one rate per group without a scheduler."""
+    return group["lr"] * group["hypergrad_state"].get("factor", 1.0)
 
 
 @pytest.mark.parametrize("granularity", ["tensor", "element"])
@@ -168,12 +174,12 @@ def test_per_tensor_and_per_weight_rates_are_read_by_name_and_follow_a_scheduler
     optimizer.step()
     after = optimizer.learning_rates(model.named_parameters())
     for name, p in model.named_parameters():
-        scale = optimizer.state[p]["lr_scale"]
+        scale = optimizer.state[p]["hypergrad_state"]["factor"]
         if granularity == "tensor":
             assert isinstance(before[name], float) and scale.shape == ()
         else:
             assert before[name].shape == p.shape == scale.shape
-        # rate = group lr * lr_scale, and HD moved the scales apart from 1
+        # rate = group lr * factor, and HD moved the scales apart from 1
         torch.testing.assert_close(torch.as_tensor(after[name], dtype=torch.float64), 0.025 * scale.double())
     assert len({after[n] for n in names} if granularity == "tensor" else {float(after[n][0].reshape(-1)[0]) for n in names}) > 1
 
