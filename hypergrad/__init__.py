@@ -4,7 +4,7 @@ Drop-in replacements for torch.optim: ``SGDHD`` (plain, heavy-ball and Nesterov 
 ``AdamHD``, ``AdamWHD``, ``AdagradHD``, ``RMSpropHD`` and ``MuonHD``, adapting by the scale-free
 rule unless told otherwise (``hypergrad_rule="additive"`` is the paper's). Each param group's
 ``"lr"`` is the current, adapted learning rate (with an lr scheduler attached, the schedule's
-value, which HD scales by a learned ``"lr_scale"``); ``"hypergrad_lr"`` is the learning rate of
+value, which HD scales by a learned factor); ``"hypergrad_lr"`` is the learning rate of
 the learning rate. ``MuonWithAdamWHD`` with ``muon_param_groups`` is the usual Muon recipe (Muon
 for the hidden matrices, AdamW for the rest) in one optimizer.
 ``HDM`` is hypergradient descent with heavy-ball momentum for full-batch problems.

@@ -3,8 +3,8 @@
 Lightning drives a hypergrad optimizer as it drives any ``torch.optim`` one (checkpoint resume,
 gradient accumulation and clipping, mixed precision: see ``tests/test_integrations_lightning.py``),
 and ``LearningRateMonitor`` logs ``param_groups[i]["lr"]``. Three things it cannot know: with an
-lr scheduler that value is the schedule's (the step uses it times HD's factor
-``param_groups[i]["lr_scale"]``), at ``granularity="tensor"``/``"element"`` it is the base rate,
+lr scheduler that value is the schedule's (the step uses it times HD's factor,
+kept in ``param_groups[i]["hypergrad_state"]``), at ``granularity="tensor"``/``"element"`` it is the base rate,
 and a rate kept as a 0-dim
 tensor (parameters on an accelerator) is one tensor that every step updates in place, so the
 monitor's ``lrs`` history holds references to it (each entry reads the latest value) and it warns
