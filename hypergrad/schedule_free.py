@@ -30,7 +30,7 @@ import torch
 from torch import Tensor
 
 from ._kernels import LearningRate, adopt_directions, as_real, descend, foreach_descend, stored_copies
-from ._rates import applied_rate
+from ._rates import applied_rate, remember, remembered
 from ._validation import check_schedule_free_adamw_arguments, check_schedule_free_sgd_arguments
 from .optimizer import GroupTensors, HypergradOptimizer, PreviousDirections
 
@@ -120,14 +120,14 @@ class _ScheduleFreeHD(HypergradOptimizer):
 
     def _previous_directions(self, group: dict[str, Any], tensors: GroupTensors) -> PreviousDirections:
         # U_t = s_t ((1 - b) + b c_t) (u_t + ratio (y_t - z_t)), ratio = the weight term's scale over
-        # the first's; the weight term only for one rate per group (c_t depends on the group's
-        # rate, not on a tensor's or weight's factor).
-        scale = group.get("hypergrad_direction_scale")
+        # the first's (both remembered at step t); the weight term only for one rate per group
+        # (c_t depends on the group's rate, not on a tensor's or weight's factor).
+        scale = remembered(group, "direction_scale", None)
         if scale is None:
             return PreviousDirections([], [])
         indices = [i for i, state in enumerate(tensors.states) if "hypergrad_direction" in state]
         directions = [tensors.states[i]["hypergrad_direction"] for i in indices]
-        average = group.get("hypergrad_average_scale", 0.0) if group["granularity"] == "group" else 0.0
+        average = remembered(group, "average_scale", 0.0) if group["granularity"] == "group" else 0.0
         if isinstance(average, Tensor) or average != 0:
             ratio = average / scale
             directions = (
@@ -155,13 +155,14 @@ class _ScheduleFreeHD(HypergradOptimizer):
                 descend(y, u, -coefficient)
                 descend(state["z"], u, scheduled_lr)
         group["k"] += 1
-        group["hypergrad_direction_scale"] = sched * ((1 - b) + b * c)
         power = group["weight_lr_power"]
         if isinstance(c, Tensor):
             new_maximum = record & (c > 0) & (c < 1)
-            group["hypergrad_average_scale"] = torch.where(new_maximum, power * c / lr, torch.zeros_like(c))
+            average_scale = torch.where(new_maximum, power * c / lr, torch.zeros_like(c))
         else:
-            group["hypergrad_average_scale"] = power * c / lr if record and 0 < c < 1 else 0.0
+            average_scale = power * c / lr if record and 0 < c < 1 else 0.0
+        # U_t's two scales: s_t ((1 - b) + b c_t), and p c_t / alpha_t on a new maximum (else 0).
+        remember(group, direction_scale=sched * ((1 - b) + b * c), average_scale=average_scale)
 
     def _rescale_step(self, group: dict[str, Any], tensors: GroupTensors, scales: list[Tensor],
                       lr: LearningRate, blend_step: int | None) -> None:
@@ -169,7 +170,7 @@ class _ScheduleFreeHD(HypergradOptimizer):
         ``-s_t ((1 - b) + b c_t) lr u_t`` along ``u_t``; move both on to the tensor's (weight's)
         own rate ``lr * scale``. The averaging weight stays the group's."""
         sched = warmup_factor(group["k"] - 1, group["warmup_steps"])
-        direction_scale = group["hypergrad_direction_scale"]
+        direction_scale = remembered(group, "direction_scale", None)
         for param, state, scale in zip(tensors.params, tensors.states, scales):
             extra = applied_rate(group, scale, lr, blend_step) - lr
             u = state["hypergrad_direction"]

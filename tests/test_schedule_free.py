@@ -156,7 +156,7 @@ def test_lr_change_is_the_hypergradient_through_the_schedule_free_step(name):
     snapshot = copy.deepcopy((model, optimizer))
     _step(model, optimizer, batches[before])
     lr_t = optimizer.param_groups[0]["lr"]
-    weight_term = optimizer.param_groups[0]["hypergrad_average_scale"]
+    weight_term = optimizer.param_groups[0]["hypergrad_state"]["settings"]["average_scale"]
     assert (weight_term != 0) == (factor >= 1.0 and settings.get("weight_lr_power", 2.0) != 0)
     _step(model, optimizer, batches[before + 1])
     change = optimizer.param_groups[0]["lr"] - lr_t
