@@ -10,6 +10,7 @@ from typing import Any, Union
 import torch
 from torch import Tensor
 
+from ._compat import group_by_device_and_dtype
 from .distributed import local_tensors
 
 LearningRate = Union[float, Tensor]
@@ -45,7 +46,7 @@ def by_device(
     params: list[Tensor], grads: list[Tensor], states: list[dict[str, Any]]
 ) -> Iterator[tuple[list[Tensor], list[Tensor], list[dict[str, Any]]]]:
     """The foreach paths' grouping: parameters, gradients and states per (device, dtype)."""
-    grouped = torch.optim.Optimizer._group_tensors_by_device_and_dtype([params, grads], with_indices=True)
+    grouped = group_by_device_and_dtype([params, grads])
     for (device_params, device_grads), indices in grouped.values():
         yield device_params, device_grads, [states[i] for i in indices]
 

@@ -10,7 +10,6 @@ from typing import TYPE_CHECKING, Any
 
 import torch
 from torch import Tensor
-from torch.optim.optimizer import _device_dtype_check_for_fused
 
 if TYPE_CHECKING:
     from ._rules import Rule
@@ -259,8 +258,3 @@ def check_fused(fused: bool | None, foreach: bool | None) -> None:
     if fused and foreach:
         raise RuntimeError("`fused` and `foreach` cannot be `True` together.")
 
-
-def check_fused_param(param: Tensor) -> None:
-    """torch.optim's check of a parameter stepped by a fused kernel: a floating point tensor on a
-    device that has the kernels (CPU, CUDA, ...); complex parameters are refused, as by torch."""
-    _device_dtype_check_for_fused(param)

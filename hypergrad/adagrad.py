@@ -6,8 +6,7 @@ from typing import Any
 
 import torch
 from torch import Tensor
-from torch.optim.optimizer import _get_value  # the step count as a float; a tensor under torch.compile
-
+from ._compat import fused_adagrad, step_value
 from ._compiled import adagrad_directions
 from ._kernels import LearningRate, as_real, by_device, descend, direction_buffer, increment_steps
 from ._validation import check_adagrad_arguments, check_fused
@@ -100,7 +99,7 @@ class AdagradHD(HypergradOptimizer):
             return PreviousDirections(indices, directions)
         # The direction of step t was divided by 1 + (t - 1) * lr_decay; state["step"] is that t.
         scales: list[float | Tensor] = [
-            1.0 / (1.0 + (_get_value(tensors.states[i]["step"]) - 1) * group["lr_decay"]) for i in indices
+            1.0 / (1.0 + (step_value(tensors.states[i]["step"]) - 1) * group["lr_decay"]) for i in indices
         ]
         return PreviousDirections(indices, directions, scales)
 
@@ -126,7 +125,7 @@ def _single_tensor_update(
     for param, grad, state in zip(params, grads, states):
         step_t = state["step"]
         step_t += 1
-        step_size = _step_size(lr, _get_value(step_t), lr_decay)
+        step_size = _step_size(lr, step_value(step_t), lr_decay)
         state_sum = as_real(state["sum"])
         state_sum.addcmul_(grad, grad, value=1)
         direction = direction_buffer(state, grad)
@@ -146,7 +145,7 @@ def _multi_tensor_update(
         torch._foreach_addcmul_(state_sums, device_grads, device_grads, value=1)
         directions = _direction_buffers(device_states, device_grads)
         _stored_directions(directions, device_grads, state_sums, eps)
-        steps_down = torch._foreach_mul(directions, [-_step_size(1.0, _get_value(step), lr_decay) for step in steps])
+        steps_down = torch._foreach_mul(directions, [-_step_size(1.0, step_value(step), lr_decay) for step in steps])
         torch._foreach_mul_(steps_down, lr)
         torch._foreach_add_(device_params, steps_down)
 
@@ -174,7 +173,7 @@ def _fused_update(
         steps = [s["step"] for s in device_states]
         increment_steps(steps)
         state_sums = [s["sum"] for s in device_states]
-        torch._fused_adagrad_(
+        fused_adagrad(
             device_params, device_grads, state_sums, steps,
             lr=lr, lr_decay=lr_decay, weight_decay=0.0, eps=eps, maximize=False,
         )

@@ -9,6 +9,7 @@ from typing import Any
 import torch
 from torch import Tensor
 
+from ._compat import fused_adam, fused_adamw
 from ._compiled import recomputed_sums
 from ._hypergradient import statistics_rows
 from ._kernels import LearningRate, by_device, increment_steps
@@ -238,7 +239,7 @@ def _keeps_previous_param(group: dict[str, Any]) -> bool:
 
 def _on_host(step: Tensor) -> bool:
     """Whether the step count is read on the host. Not under torch.compile, where a read would
-    break the graph (torch.optim's ``_get_value`` makes the same choice)."""
+    break the graph (torch.optim's ``_get_value``, ``_compat.step_value``, makes the same choice)."""
     return step.is_cpu and not torch.compiler.is_compiling()
 
 
@@ -395,11 +396,11 @@ def _fused_update(
 ) -> None:
     """torch.optim.Adam's (AdamW's, with ``decoupled_decay``) fused step, grouped by device and
     dtype; the gradients come with the coupled decay and sign already applied."""
-    fused_adam = torch._fused_adamw_ if decoupled_decay else torch._fused_adam_
+    fused_kernel = fused_adamw if decoupled_decay else fused_adam
     for device_params, device_grads, device_states in by_device(params, grads, states):
         steps = [s["step"] for s in device_states]
         increment_steps(steps)
-        fused_adam(
+        fused_kernel(
             device_params, device_grads, [s["exp_avg"] for s in device_states],
             [s["exp_avg_sq"] for s in device_states],
             [s["max_exp_avg_sq"] for s in device_states] if amsgrad else [], steps,

@@ -18,9 +18,11 @@ end the step with the same learning rate, the one a single process would compute
   unlike their parameters, one group mixing DTensor and plain tensors, groups on different meshes,
   and FSDP1 (``FullyShardedDataParallel``, whose flat shards are plain tensors).
 
-* ``torch.distributed.optim.ZeroRedundancyOptimizer`` on more than one rank is refused when it
-  builds its local optimizer (``ValueError``): each rank's copy would step, and take the
-  statistics of, its own shard of the parameters only.
+* ``torch.distributed.optim.ZeroRedundancyOptimizer`` on more than one rank is refused at its
+  first step, before anything moves (``ValueError``, from a global optimizer step pre-hook that
+  the first hypergradient optimizer built after ZeRO's module was imported registers): each
+  rank's local optimizer would step, and take the statistics of, its own shard of the parameters
+  only.
 
 ``torch.distributed.tensor`` is looked up only once something else has imported it: no tensor can
 be a DTensor before that, and importing it here would add seconds to ``import hypergrad``.
@@ -28,14 +30,21 @@ be a DTensor before that, and importing it here would add seconds to ``import hy
 
 from __future__ import annotations
 
+import functools
 import sys
 from collections.abc import Sequence
 from typing import Any, Union
 
 import torch
 from torch import Tensor
+from torch.optim import Optimizer
+from torch.optim.optimizer import register_optimizer_step_pre_hook
+from torch.utils.hooks import RemovableHandle
 
-__all__ = ["all_reduce_statistics", "check_not_zero_sharded", "local_operands", "local_tensors"]
+from ._compat import is_fsdp1_flat_param
+
+__all__ = ["all_reduce_statistics", "check_not_zero_sharded", "local_operands", "local_tensors",
+           "watch_zero_redundancy"]
 
 Statistics = Union[Tensor, list[Union[Tensor, None]], None]
 """A group's statistics: sums over the group or per-tensor rows (a tensor), per-weight (a list)."""
@@ -109,7 +118,7 @@ def _group_mesh(params: Sequence[Tensor]) -> Any | None:
     distributed = [_is_dtensor(p) for p in params]
     if not any(distributed):
         # FSDP1 imports torch.distributed.tensor too, so its flat shards are always checked here.
-        if any(getattr(p, "_fsdp_flattened", False) for p in params):
+        if any(is_fsdp1_flat_param(p) for p in params):
             raise ValueError(
                 "hypergrad optimizers do not support FSDP1 (FullyShardedDataParallel): its parameters are "
                 "plain tensors holding each rank's flat shard, so the learning-rate statistics cannot be "
@@ -130,28 +139,38 @@ def _group_mesh(params: Sequence[Tensor]) -> Any | None:
     return mesh
 
 
-def check_not_zero_sharded(owner: str) -> None:
-    """``ValueError`` when the optimizer being built is the local optimizer of a
-    ``ZeroRedundancyOptimizer`` over more than one rank (found among the callers' frames, which
-    is where ZeRO builds it; only once ZeRO's module has been imported)."""
-    module = sys.modules.get("torch.distributed.optim.zero_redundancy_optimizer")
-    if module is None:
-        return
-    frame = sys._getframe(1)
-    for _ in range(12):  # ZeRO's _init_local_optimizer, then a few constructors down to ours
-        if frame is None:
-            return
-        zero = frame.f_locals.get("self")
-        if isinstance(zero, module.ZeroRedundancyOptimizer):
-            if getattr(zero, "world_size", 1) > 1:
-                raise ValueError(
-                    f"{owner} cannot be the optimizer_class of ZeroRedundancyOptimizer on {zero.world_size} ranks: "
-                    "each rank's local optimizer steps its own shard of the parameters, so its learning rate would "
-                    "follow the hypergradient of that shard alone and the ranks would end with different rates. "
-                    "Use DDP with the optimizer itself, or FSDP2 (fully_shard), whose statistics are all-reduced."
-                )
-            return
-        frame = frame.f_back
+_ZERO_MODULE = "torch.distributed.optim.zero_redundancy_optimizer"
+_zero_watch: RemovableHandle | None = None
+
+
+def watch_zero_redundancy(hypergrad_class: type[Optimizer]) -> None:
+    """Once ``ZeroRedundancyOptimizer``'s module has been imported (it is, before ZeRO can build a
+    local optimizer of ``hypergrad_class``), register a global optimizer step pre-hook (torch's
+    ``register_optimizer_step_pre_hook``, once per process) that refuses, at its first step and
+    before anything moves, a ZeRO optimizer whose local optimizer is a ``hypergrad_class``
+    (:func:`check_not_zero_sharded`)."""
+    global _zero_watch
+    if _zero_watch is None and _ZERO_MODULE in sys.modules:
+        _zero_watch = register_optimizer_step_pre_hook(functools.partial(_before_step, hypergrad_class))
+
+
+def _before_step(hypergrad_class: type[Optimizer], optimizer: Optimizer, args: Any, kwargs: Any) -> None:
+    zero = sys.modules[_ZERO_MODULE].ZeroRedundancyOptimizer
+    if isinstance(optimizer, zero) and isinstance(getattr(optimizer, "optim", None), hypergrad_class):
+        check_not_zero_sharded(optimizer)
+
+
+def check_not_zero_sharded(zero: Any) -> None:
+    """``ValueError`` for a ``ZeroRedundancyOptimizer`` over more than one rank (``zero.optim``,
+    its local optimizer, is a hypergradient optimizer)."""
+    if zero.world_size > 1:
+        raise ValueError(
+            f"{type(zero.optim).__name__} cannot be the optimizer_class of ZeroRedundancyOptimizer on "
+            f"{zero.world_size} ranks: each rank's local optimizer steps its own shard of the parameters, so its "
+            "learning rate would follow the hypergradient of that shard alone and the ranks would end with "
+            "different rates. Use DDP with the optimizer itself, or FSDP2 (fully_shard), whose statistics are "
+            "all-reduced."
+        )
 
 
 def all_reduce_statistics(

@@ -9,8 +9,7 @@ from typing import Any
 import torch
 from torch import Tensor
 from torch.optim import Optimizer
-from torch.optim.optimizer import _default_to_fused_or_foreach
-
+from ._compat import capture_health_check, check_fused_param, default_foreach
 from ._compiled import stored_sums
 from ._hypergradient import element_statistics, statistics_rows, tensor_statistics
 from ._kernels import LearningRate, as_real
@@ -26,8 +25,8 @@ from ._rates import (
     take_idle,
 )
 from ._rules import RULES, rule_named
-from ._validation import check_distinct_params, check_fused_param, check_loaded_state, checked_group_settings
-from .distributed import all_reduce_statistics, check_not_zero_sharded
+from ._validation import check_distinct_params, check_loaded_state, checked_group_settings
+from .distributed import all_reduce_statistics, watch_zero_redundancy
 
 __all__ = ["HypergradOptimizer", "GroupTensors", "PreviousDirections", "effective_grads"]
 
@@ -129,7 +128,7 @@ class HypergradOptimizer(Optimizer):
     def __init__(self, params: Any, defaults: dict[str, Any], **hypergrad: Any) -> None:
         """``defaults``: the base rule's; ``hypergrad``: the keywords of the class's
         ``hypergrad_defaults`` it overrides. Every group is checked once, in ``add_param_group``."""
-        check_not_zero_sharded(type(self).__name__)
+        watch_zero_redundancy(HypergradOptimizer)
         defaults = dict(defaults, **resolved(type(self).__name__, self.hypergrad_defaults, hypergrad))
         checked = self._checked_settings(defaults)
         if defaults["hypergrad_lr"] is None:  # stays "the rule's default": a group may choose its rule
@@ -288,10 +287,7 @@ class HypergradOptimizer(Optimizer):
             return True
         if group["foreach"] is not None:
             return bool(group["foreach"])
-        _, foreach = _default_to_fused_or_foreach(
-            params, differentiable=False, use_fused=False
-        )
-        return foreach
+        return default_foreach(params)
 
     def _update_function(self, group: dict[str, Any], params: list[Tensor], single_tensor: Callable[..., None],
                          multi_tensor: Callable[..., None], fused: Callable[..., None]) -> Callable[..., None]:
@@ -317,7 +313,7 @@ class HypergradOptimizer(Optimizer):
     @torch.no_grad()
     def step(self, closure: Callable[[], float] | None = None) -> float | None:  # type: ignore[override]
         """Perform one optimisation step; ``closure`` re-evaluates the model and returns the loss."""
-        self._accelerator_graph_capture_health_check()
+        capture_health_check(self)
         loss = None
         if closure is not None:
             with torch.enable_grad():

@@ -7,6 +7,7 @@ from typing import Any
 import torch
 from torch import Tensor
 
+from ._compat import fused_sgd, version
 from ._kernels import (
     LearningRate,
     adopt_directions,
@@ -143,7 +144,7 @@ class SGDHD(HypergradOptimizer):
     def _intact(self, state: dict[str, Any], direction: Tensor) -> bool:
         """Whether a stored direction still holds ``u_{t-1}``: not a kept gradient written since."""
         kept = self._kept_gradient(state, direction)
-        if kept is None or direction._version == kept[1]:
+        if kept is None or version(direction) == kept[1]:
             return True
         self._adopt_gradients = False  # its memory is reused: copy gradients from now on
         return False
@@ -190,7 +191,7 @@ class SGDHD(HypergradOptimizer):
         )
         if keep_gradients and adopt:
             for grad, state in zip(tensors.grads, tensors.states):
-                self._adopted[id(state)] = (grad, grad._version)
+                self._adopted[id(state)] = (grad, version(grad))
 
 
 def _updated_momentum_buffer(state: dict[str, Any], grad: Tensor, momentum: float, dampening: float) -> Tensor:
@@ -297,7 +298,7 @@ def _fused_sgd(
     momentum: float, dampening: float, nesterov: bool, first: bool,
 ) -> None:
     """``torch._fused_sgd_`` as torch.optim.SGD calls it, a float or tensor ``lr``."""
-    torch._fused_sgd_(
+    fused_sgd(
         params, grads, bufs, weight_decay=0.0, momentum=momentum, lr=lr, dampening=dampening,
         nesterov=nesterov, maximize=False, is_first_step=first,
     )

@@ -1,6 +1,7 @@
 """``torch.distributed.optim.ZeroRedundancyOptimizer(optimizer_class=AdamHD)`` on two ranks (gloo,
-CPU) is refused with a clear error: without the check it runs, and the ranks end with different
-learning rates (each rank's local optimizer sees only its shard of the parameters)."""
+CPU) is refused with a clear error at its first step, before any parameter moves: without the
+check it runs, and the ranks end with different learning rates (each rank's local optimizer sees
+only its shard of the parameters)."""
 
 from __future__ import annotations
 
@@ -18,8 +19,8 @@ from cases import TinyNet, make_batches
 from test_distributed import WORLD_SIZE, run_two_ranks
 
 
-def _train(optimizer_class: type, **settings: Any) -> float:
-    model = TinyNet(torch.float32)
+def _train(optimizer_class: type, model: TinyNet | None = None, **settings: Any) -> float:
+    model = model or TinyNet(torch.float32)
     optimizer = ZeroRedundancyOptimizer(model.parameters(), optimizer_class=optimizer_class, **settings)
     for x, y in make_batches(4, torch.float32):  # every rank the same batches: the same gradients
         optimizer.zero_grad()
@@ -34,16 +35,19 @@ def _worker(rank: int, port: int, out_dir: str) -> None:
     try:
         torch.set_num_threads(1)
         results: dict[str, Any] = {"torch.optim.Adam": _train(torch.optim.Adam, lr=0.01)}
+        refused = TinyNet(torch.float32)
+        before = [p.detach().clone() for p in refused.parameters()]
         try:
-            _train(hypergrad.AdamHD, lr=0.01, hypergrad_lr=1e-3)
+            _train(hypergrad.AdamHD, refused, lr=0.01, hypergrad_lr=1e-3)
         except ValueError as error:
             results["error"] = str(error)
-        check = hypergrad.optimizer.check_not_zero_sharded
-        hypergrad.optimizer.check_not_zero_sharded = lambda owner: None
+        results["moved"] = any(not torch.equal(p, q) for p, q in zip(refused.parameters(), before))
+        check = hypergrad.distributed.check_not_zero_sharded
+        hypergrad.distributed.check_not_zero_sharded = lambda zero: None
         try:
             results["unchecked rate"] = _train(hypergrad.AdamHD, lr=0.01, hypergrad_lr=1e-3)
         finally:
-            hypergrad.optimizer.check_not_zero_sharded = check
+            hypergrad.distributed.check_not_zero_sharded = check
         torch.save(results, os.path.join(out_dir, f"rank{rank}.pt"))
     finally:
         dist.destroy_process_group()
@@ -58,6 +62,7 @@ def test_zero_redundancy_optimizer_is_refused(ranks):
     for results in ranks:
         assert "ZeroRedundancyOptimizer on 2 ranks" in results["error"]
         assert "AdamHD" in results["error"] and "different rates" in results["error"]
+        assert not results["moved"]  # refused at the first step, before anything moved
     assert ranks[0]["torch.optim.Adam"] == ranks[1]["torch.optim.Adam"] == 0.01  # ZeRO itself runs here
 
 

@@ -25,6 +25,7 @@ from typing import Any
 import torch
 from transformers import TrainerCallback, TrainingArguments
 
+from .._compat import set_last_lr
 from .._rates import group_rate
 from ..adam import AdamWHD
 from ..optimizer import HypergradOptimizer
@@ -81,7 +82,7 @@ class HypergradCallback(TrainerCallback):
         self._rates = logged_rates(hd, named, key="learning_rate")
         scheduler = _torch_scheduler(lr_scheduler)
         if scheduler is not None:
-            scheduler._last_lr = [float(group_rate(group)) for group in hd.param_groups]
+            set_last_lr(scheduler, [float(group_rate(group)) for group in hd.param_groups])
 
     def on_log(self, args: Any, state: Any, control: Any, logs: dict[str, float] | None = None, **kwargs: Any) -> None:
         if not logs or "learning_rate" not in logs or not self._rates:
