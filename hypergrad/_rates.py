@@ -66,7 +66,8 @@ from ._rules import RULES, Rule, next_rate
 from ._validation import check_count, check_lr, check_number
 
 __all__ = ["KEY", "StepRates", "applied_rate", "check_loaded_record", "group_rate", "is_scheduled", "migrate",
-           "parameter_rate", "remember", "remembered", "step_rates", "take_idle", "mark_idle", "updated_lr"]
+           "parameter_rate", "remember", "remembered", "snapshot", "step_rates", "take_idle", "mark_idle",
+           "updated_lr"]
 
 KEY = "hypergrad_state"
 
@@ -318,8 +319,9 @@ def parameter_rate(group: dict[str, Any], state: dict[str, Any]) -> float | Tens
 
 # -- what else the record keeps ------------------------------------------------------------------
 def remember(group: dict[str, Any], **settings: Any) -> None:
-    """Keep base-rule settings of this step that the next step's previous direction depends on."""
-    _record(group)["settings"] = settings
+    """Keep (add or replace) base-rule settings of this step that the next step's previous
+    direction depends on."""
+    _record(group).setdefault("settings", {}).update(settings)
 
 
 def remembered(group: dict[str, Any], name: str, default: Any) -> Any:
@@ -340,6 +342,12 @@ def take_idle(state: dict[str, Any]) -> bool:
 
 
 # -- checkpoints ---------------------------------------------------------------------------------
+def snapshot(record: dict[str, Any]) -> dict[str, Any]:
+    """A copy of a group's record for ``state_dict``, as torch.optim copies the groups' own keys:
+    later steps do not change its numbers (its tensors are shared, as torch.optim shares them)."""
+    return {key: dict(value) if isinstance(value, dict) else value for key, value in record.items()}
+
+
 _GROUP_KEYS_0_1 = {"lr_scale": "factor", "hypergrad_memory": "memory", "hypergrad_step": "step",
                    "stepped_lr": "base_lr"}
 _STATE_KEYS_0_1 = {"lr_scale": "factor", "hypergrad_memory": "memory", "hypergrad_idle": "idle"}

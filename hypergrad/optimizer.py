@@ -21,6 +21,7 @@ from ._rates import (
     mark_idle,
     migrate,
     parameter_rate,
+    snapshot,
     step_rates,
     take_idle,
 )
@@ -157,6 +158,14 @@ class HypergradOptimizer(Optimizer):
         checked = self._checked_settings({**self.defaults, **param_group})
         super().add_param_group(param_group)
         self.param_groups[-1].update(checked)
+
+    def state_dict(self) -> dict[str, Any]:
+        """torch.optim's, each group's record copied as torch.optim copies the groups' own keys."""
+        state_dict = super().state_dict()
+        for group in state_dict["param_groups"]:
+            if KEY in group:
+                group[KEY] = snapshot(group[KEY])
+        return state_dict
 
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
         """torch.optim's, after checking what it would load; a refused one leaves the optimizer as

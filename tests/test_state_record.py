@@ -40,6 +40,19 @@ def test_nothing_but_the_record_is_added(settings, scheduled):
         assert not state_keys & {"lr_scale", "hypergrad_memory", "hypergrad_idle"}
 
 
+def test_a_state_dict_keeps_the_numbers_of_when_it_was_taken():
+    """As torch.optim's: a group's float values are copied, so later steps do not change them."""
+    model = TinyNet()
+    optimizer = one_per_base_rule()[0].make(model.parameters(), hypergrad_rule="additive", hypergrad_lr=0.01)
+    torch.optim.lr_scheduler.ExponentialLR(optimizer, gamma=0.9)
+    train(model, optimizer, make_batches(3))
+    saved = optimizer.state_dict()
+    factor, lr = saved["param_groups"][0][KEY]["factor"], saved["param_groups"][0]["lr"]
+    train(model, optimizer, make_batches(5)[3:])
+    assert optimizer.param_groups[0][KEY]["factor"] != factor
+    assert saved["param_groups"][0][KEY]["factor"] == factor and saved["param_groups"][0]["lr"] == lr
+
+
 SAVED = torch.load(FIXTURE, weights_only=True)["checkpoints"]
 
 
