@@ -35,9 +35,13 @@ How to add a rule
    next to the others at the end of this module (see :class:`Rule` for each field).
    ``hypergrad_rule="<name>"`` then works with every optimizer, granularity, scheduler, blend,
    ``fused``/``foreach`` path, ``torch.compile`` and distributed mode.
-3. Test it (``tests/test_rules.py`` holds every entry to the contract above: shapes, in-place
-   memory, no effect without information, a checkpoint round trip) and describe it in
-   ``docs/hypergradient.md`` ("Rules for the learning rate").
+3. Test it: ``tests/test_rules.py`` holds every registered entry to the contract above (shapes,
+   elementwise, in-place memory, no move without information, clipping and the non-finite guard,
+   every granularity, a checkpoint round trip); add the tests of what the rule is for (e.g.
+   against a finite-difference hypergradient, as ``tests/test_scalefree.py`` does). Describe it
+   in ``docs/hypergradient.md`` ("Rules for the learning rate"). The reference twins
+   (``hypergrad/reference/_rules.py``) write each rule out on their own, in plain floats; a rule
+   they should hold the fast optimizers to is written out there too.
 
 The factor-based step (``hypergrad/optimizer.py``) hands a rule the rate ``base * factor``; a
 rule that moves ``log alpha`` (multiplicative, scale-free) moves the factor by the same step, an
