@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING, Any, Literal
 import torch
 from torch import Tensor, nn
 
-from ._lr_rules import RULES, SUGGESTION_METHODS, interp_log
+from ._lr_suggestions import SUGGESTION_METHODS, SUGGESTIONS, interp_log
 from ._validation import check_number
 from ._range_test import (
     Curve,
@@ -129,7 +129,7 @@ class LRFinderResult:
         if method not in SUGGESTION_METHODS:
             raise ValueError(f"method must be one of {SUGGESTION_METHODS}, got {method!r}")
         lrs, values = self._curve(skip_start, skip_end)
-        return RULES[method](lrs, values)
+        return SUGGESTIONS[method](lrs, values)
 
     def suggestions(self, *, skip_start: int | None = None, skip_end: int = 5) -> dict[str, float]:
         """All four suggestions, as ``{method: lr}``."""

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 import math
 
 import matplotlib
@@ -58,14 +59,8 @@ def snapshot(model: nn.Module, optimizer: torch.optim.Optimizer) -> dict:
         "model": {k: v.clone() for k, v in model.state_dict().items()},
         "grads": [None if p.grad is None else p.grad.clone() for p in model.parameters()],
         "training": [m.training for m in model.modules()],
-        "opt_state": {
-            pid: {k: v.clone() if torch.is_tensor(v) else v for k, v in s.items()}
-            for pid, s in opt_state["state"].items()
-        },
-        "groups": [
-            {k: v.clone() if torch.is_tensor(v) else v for k, v in g.items()}
-            for g in opt_state["param_groups"]
-        ],
+        "opt_state": copy.deepcopy(opt_state["state"]),  # (a group's HD record is a dict of tensors)
+        "groups": copy.deepcopy(opt_state["param_groups"]),
         "group_objects": [
             {k: v for k, v in g.items() if torch.is_tensor(v)} for g in optimizer.param_groups
         ],
@@ -73,6 +68,8 @@ def snapshot(model: nn.Module, optimizer: torch.optim.Optimizer) -> dict:
 
 
 def bit_equal(a, b) -> bool:
+    if isinstance(a, dict) and isinstance(b, dict):
+        return a.keys() == b.keys() and all(bit_equal(a[k], b[k]) for k in a)
     if torch.is_tensor(a) or torch.is_tensor(b):
         return (
             torch.is_tensor(a)

@@ -70,7 +70,7 @@ def _steep(lrs: list[float], values: list[float]) -> float:
     return lrs[slopes.index(min(slopes))]
 
 
-RULES: dict[str, Callable[[list[float], list[float]], float]] = {
+SUGGESTIONS: dict[str, Callable[[list[float], list[float]], float]] = {
     "valley": _valley,
     "slide": _slide,
     "minimum": _minimum,
