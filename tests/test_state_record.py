@@ -76,3 +76,28 @@ def test_an_optimizer_pickled_by_0_1_0_unpickles_into_the_record(name):
         torch.testing.assert_close(ours.detach(), theirs, rtol=1e-12, atol=1e-15)
     torch.testing.assert_close(rates(optimizer, params)["learning_rates"], replay["learning_rates"],
                                rtol=1e-12, atol=1e-15)
+
+
+@pytest.mark.parametrize("scheduled", [False, True], ids=["unscheduled", "scheduled"])
+@pytest.mark.parametrize("settings", [dict(lr_limit=0.01), dict(hypergrad_rule="additive", hypergrad_lr=0.01),
+                                      dict(granularity="tensor", lr_limit=0.01)], ids=["blend", "additive", "tensor"])
+def test_a_tensor_lr_keeps_its_record_in_place_and_steps_as_a_float(settings, scheduled):
+    """The accelerator path (a 0-dim tensor rate, written in place) on the CPU: the same numbers as
+    a float rate, and the group's factor one tensor that each step writes into."""
+    runs = []
+    for lr in (0.05, torch.tensor(0.05, dtype=torch.float64)):
+        model = TinyNet()
+        optimizer = one_per_base_rule()[0].make(model.parameters(), lr=lr, **settings)
+        if scheduled:
+            torch.optim.lr_scheduler.ExponentialLR(optimizer, gamma=0.9)
+        train(model, optimizer, make_batches(3))
+        factor = optimizer.param_groups[0][KEY].get("factor")
+        train(model, optimizer, make_batches(6)[3:])
+        if isinstance(lr, torch.Tensor) and factor is not None:
+            assert isinstance(factor, torch.Tensor) and optimizer.param_groups[0][KEY]["factor"] is factor
+        runs.append((list(model.parameters()), optimizer.learning_rates(model.named_parameters())))
+    (params, rates), (tensor_params, tensor_rates) = runs
+    for ours, theirs in zip(tensor_params, params):
+        torch.testing.assert_close(ours, theirs, rtol=1e-12, atol=1e-15)
+    for name in rates:
+        torch.testing.assert_close(torch.as_tensor(tensor_rates[name]), torch.as_tensor(rates[name]), rtol=1e-12, atol=0.0)
