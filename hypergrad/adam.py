@@ -72,8 +72,9 @@ class AdamHD(HypergradOptimizer):
             times larger than SGD's ``|g|^2``.
         hypergrad_rule: ``"scalefree"`` (the default: Adam-normalised steps on ``log lr`` driven by
             the cosine of ``g_t`` and ``u_{t-1}``, with a guard that halves a diverging rate; no
-            scale to tune), ``"additive"`` (the paper's HD) or ``"multiplicative"`` (normalised
-            HDM, ``hypergrad_lr`` in [0, 1)); see ``docs/hypergradient.md``.
+            scale to tune), ``"additive"`` (the paper's HD), ``"multiplicative"`` (normalised
+            HDM, ``hypergrad_lr`` in [0, 1)), or any other rule registered in ``hypergrad/_rules.py``;
+            see ``docs/hypergradient.md``.
         lr_bounds: optional ``(low, high)``; the lr is clipped into it after every update.
         granularity, lr_limit, lr_limit_power: one rate per group, tensor or weight, and the
             convergence-ensuring blend; see :class:`hypergrad.HypergradOptimizer`.
