@@ -1,21 +1,28 @@
-"""Experiments for hypergrad: the paper's tasks, datasets, models and methods, a runner, the studies
-and the self-tuning benchmark.
+"""Experiments for hypergrad: the paper's reproduction and the self-tuning benchmark over shared core modules.
 
-Run ``python -m experiments run TASK``, ``python -m experiments reproduce`` or
-``python -m experiments benchmark`` (see ``--help``).
-Imports run one way, each layer using only the ones before it:
+Commands (``python -m experiments COMMAND --help``): ``run`` and ``reproduce`` (the paper,
+:mod:`experiments.paper`), ``benchmark``, ``sensitivity`` and ``compose`` (the benchmark,
+:mod:`experiments.benchmark`). Folders, and imports running one way (each module uses only the
+ones listed before it):
 
-1. :mod:`experiments.files` (atomic writes, CSV/JSON), :mod:`experiments.plotting`,
-   :mod:`experiments.data` (datasets as tensors), :mod:`experiments.benchmark_data` (the
-   benchmark's text and tables), :mod:`experiments.models`, :mod:`experiments.training` (data
-   order, augmentation, evaluation), :mod:`experiments.scoring` (the benchmark's score);
-2. :mod:`experiments.methods` (name -> optimizer), :mod:`experiments.schedules`,
-   :mod:`experiments.toy` (2-D test functions and optimizer paths);
-3. :mod:`experiments.runner` (``RunConfig``, ``run_method``, ``run_suite``),
-   :mod:`experiments.workloads` (the benchmark's workloads and step-counted runs),
-   :mod:`experiments.benchmark_report` (its table, Markdown and figures);
-4. :mod:`experiments.suite` (budgets, ``RunSpec``, the cache of runs);
-5. :mod:`experiments.studies` (one module per study);
-6. :mod:`experiments.reproduce` and :mod:`experiments.benchmark` (the commands) and ``__main__``
-   (the command line).
+1. :mod:`experiments.core`, shared by everything:
+   ``files`` (atomic writes, CSV/JSON) and ``plotting``; ``datasets`` (MNIST, Fashion-MNIST,
+   CIFAR-10 as tensors), ``tables`` (the benchmark's text and tables) and ``models``;
+   ``methods`` (name -> optimizer, and the named settings configurations ``paper`` and
+   ``untuned`` resolved in one place), ``schedules``, ``parallel`` (the data-parallel wrapper) and
+   ``training`` (the one optimizer step, data order, evaluation); ``workloads`` (the benchmark's
+   workloads and their step-counted runs); ``config`` and ``runner`` (the paper's epoch-counted
+   runs); ``runs`` (run specifications as cache keys, the cache, the worker pool, the studies'
+   budgets).
+2. :mod:`experiments.paper`: ``common`` and ``toy`` (2-D surfaces), one module per study
+   (``comparison``, ``alpha_sensitivity``, ``convergence``, ``surfaces``, ``lr_sweep``,
+   ``lr_range_test``, ``peers``, ``onecycle``, ``transfer``, ``hdm_fullbatch``), then
+   ``reproduce`` (the command).
+3. :mod:`experiments.benchmark`: ``scoring`` and ``options``; ``selftuning`` (the benchmark
+   command) with ``selftuning_report``; ``beta_sensitivity`` with ``beta_sensitivity_report``, and
+   ``compose``.
+4. ``__main__``: the command line.
+
+docs/experiments.md lists every module with its size, and says where a new workload, method or
+study goes.
 """

@@ -9,12 +9,12 @@ import sys
 
 import torch
 
-from experiments import benchmark, compose, sensitivity_benchmark
-from experiments.data import DatasetFileError, DatasetNotFoundError
-from experiments.methods import METHODS, PAPER_METHODS, MethodUnavailableError
-from experiments.models import TASKS
-from experiments.reproduce import add_arguments, output_folder, run_from_args
-from experiments.runner import RunConfig, run_suite
+from experiments.benchmark import beta_sensitivity, compose, selftuning
+from experiments.core.datasets import DatasetFileError, DatasetNotFoundError
+from experiments.core.methods import METHODS, PAPER_METHODS, MethodUnavailableError
+from experiments.core.models import TASKS
+from experiments.paper.reproduce import add_arguments, output_folder, run_from_args
+from experiments.core.runner import RunConfig, run_suite
 
 
 def _positive_float(text: str) -> float:
@@ -40,8 +40,9 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--epochs", type=int, default=10)
     run.add_argument("--lr", type=_positive_float, default=1e-3, help="alpha_0, the initial learning rate")
     run.add_argument("--hypergrad-lr", type=float, default=None,
-                     help="beta for the HD methods (default: 1e-3 for SGD-type HD; for Adam-type 1e-7 on "
-                     "logreg/mlp, 1e-8 on cnn/vgg)")
+                     help="beta for the HD methods (default, the 'paper' settings: 1e-3 for SGD-type HD with "
+                     "the additive rule (*_hd); for the adaptive bases 1e-7 on logreg/mlp, 1e-8 on cnn/vgg; "
+                     "the library's default for the scale-free rule (*_hd_sf), 0.003 for the multiplicative one)")
     run.add_argument("--weight-decay", type=float, default=1e-4)
     run.add_argument("--batch-size", type=int, default=128)
     run.add_argument("--seed", type=int, default=1)
@@ -58,43 +59,27 @@ def build_parser() -> argparse.ArgumentParser:
                      help="data-parallel over the processes torchrun starts (torchrun --nproc_per_node=N "
                      "-m experiments run ...): each --batch-size batch is split across them; gloo on CPU, "
                      "NCCL on CUDA; rank 0 writes the files")
-    reproduce = commands.add_parser(
-        "reproduce",
-        help="the main job: run the paper's studies and write figures and summary.md (cached runs are reused)",
-        description="Run the studies (comparison, sensitivity, convergence, surfaces, lr_sweep, lr_finder, "
-        "peers) and write their PNG/PDF figures and summary.md into --out; finished runs under OUT/runs/ "
-        "are reused.",
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
-    )
-    add_arguments(reproduce)
-    bench = commands.add_parser(
-        "benchmark",
-        help="the self-tuning benchmark: every entry untuned on six workloads, scored as AlgoPerf scores",
-        description="Target-setting AdamW runs, then every entry at its one configuration on every workload; "
-        "write benchmark.json, benchmark.md, performance_profile.png and curves.png into --out "
-        "(finished runs under OUT/runs/ are reused).",
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
-    )
-    benchmark.add_arguments(bench)
-    sensitivity = commands.add_parser(
-        "sensitivity",
-        help="the sensitivity study: HD from every alpha_0 and beta on the benchmark's workloads, vs the base's best",
-        description="SGD-Nesterov and Adam from every alpha_0 of a grid, their HD methods (additive and "
-        "scale-free rule) from every alpha_0 and beta; write sensitivity.json, sensitivity.md and "
-        "sensitivity_heatmap.png into --out (finished runs under OUT/runs/ are reused).",
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
-    )
-    sensitivity_benchmark.add_arguments(sensitivity)
-    composed = commands.add_parser(
-        "compose",
-        help="warmup + cosine with HD on top against the same schedule without it (AdamW), over the "
-        "benchmark's target-setting learning rates",
-        description="AdamW, AdamW-HD (scale-free) and AdamW-HD (additive) under the benchmark's warmup + cosine "
-        "schedule at each of its target-setting learning rates; write compose.json, compose.md and compose.png "
-        "into --out (finished runs under OUT/runs/ are reused, the benchmark's AdamW runs included).",
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
-    )
-    compose.add_arguments(composed)
+    for name, summary, description, add in (
+        ("reproduce", "the main job: run the paper's studies and write figures and summary.md (cached runs are reused)",
+         "Run the studies (comparison, sensitivity, convergence, surfaces, lr_sweep, lr_finder, peers) and write "
+         "their PNG/PDF figures and summary.md into --out; finished runs under OUT/runs/ are reused.", add_arguments),
+        ("benchmark", "the self-tuning benchmark: every entry untuned on six workloads, scored as AlgoPerf scores",
+         "Target-setting AdamW runs, then every entry at its one configuration on every workload; write "
+         "benchmark.json, benchmark.md, performance_profile.png and curves.png into --out (finished runs under "
+         "OUT/runs/ are reused).", selftuning.add_arguments),
+        ("sensitivity", "the sensitivity study: HD from every alpha_0 and beta on the benchmark's workloads, vs the "
+         "base's best",
+         "SGD-Nesterov and Adam from every alpha_0 of a grid, their HD methods (additive and scale-free rule) from "
+         "every alpha_0 and beta; write sensitivity.json, sensitivity.md and sensitivity_heatmap.png into --out "
+         "(finished runs under OUT/runs/ are reused).", beta_sensitivity.add_arguments),
+        ("compose", "warmup + cosine with HD on top against the same schedule without it (AdamW), over the "
+         "benchmark's target-setting learning rates",
+         "AdamW, AdamW-HD (scale-free) and AdamW-HD (additive) under the benchmark's warmup + cosine schedule at "
+         "each of its target-setting learning rates; write compose.json, compose.md and compose.png into --out "
+         "(finished runs under OUT/runs/ are reused, the benchmark's AdamW runs included).", compose.add_arguments),
+    ):
+        add(commands.add_parser(name, help=summary, description=description,
+                                formatter_class=argparse.ArgumentDefaultsHelpFormatter))
     return parser
 
 
@@ -104,9 +89,9 @@ def main(argv: list[str] | None = None) -> int:
     if args.command == "reproduce":
         return run_from_args(args, parser)
     if args.command == "benchmark":
-        return benchmark.run_from_args(args, parser)
+        return selftuning.run_from_args(args, parser)
     if args.command == "sensitivity":
-        return sensitivity_benchmark.run_from_args(args, parser)
+        return beta_sensitivity.run_from_args(args, parser)
     if args.command == "compose":
         return compose.run_from_args(args, parser)
     if args.threads is not None:

@@ -9,11 +9,11 @@ import numpy as np
 import pytest
 import torch
 
-from experiments import benchmark, scoring
+from experiments.benchmark import scoring, selftuning as benchmark
 from experiments.__main__ import main
-from experiments.data import DatasetFileError, DatasetNotFoundError
-from experiments.methods import untuned_settings
-from experiments.workloads import CONTEXT, WORKLOADS, load_workload_data, train
+from experiments.core.datasets import DatasetFileError, DatasetNotFoundError
+from experiments.core.methods import untuned_settings
+from experiments.core.workloads import CONTEXT, WORKLOADS, load_workload_data, train
 from tests.test_experiments_data import write_idx_dataset
 
 
@@ -86,7 +86,7 @@ def test_tables_keep_raw_targets_and_hash_the_files_read(data_dir):
 
 
 def test_missing_or_broken_files_are_named(tmp_path):
-    from experiments.benchmark_data import load_breast_cancer, load_text_corpus
+    from experiments.core.tables import load_breast_cancer, load_text_corpus
 
     with pytest.raises(DatasetNotFoundError, match="no text files"):
         load_text_corpus(tmp_path)
@@ -106,7 +106,8 @@ def test_quick_only_one_workload_end_to_end(data_dir, tmp_path, capsys):
     for name in ("benchmark.json", "benchmark.md", "performance_profile.png", "curves.png"):
         assert (out / name).is_file()
     record = json.loads((out / "benchmark.json").read_text())
-    assert set(record) == {"mode", "workloads", "runs", "scores", "time_scores"}
+    assert set(record) == {"mode", "settings", "workloads", "runs", "scores", "time_scores"}
+    assert record["settings"] == "untuned"
     workload = record["workloads"]["fullbatch_breast_cancer"]
     assert set(workload) == {"metric", "goal", "target", "budget_steps", "source", "sha256"}
     assert workload["budget_steps"] == 2 * WORKLOADS["fullbatch_breast_cancer"].steps["quick"]
@@ -125,10 +126,13 @@ def test_quick_only_one_workload_end_to_end(data_dir, tmp_path, capsys):
     assert json.loads((out / "benchmark.json").read_text())["runs"] == record["runs"]
 
 
-def test_bad_names_exit_with_a_message(tmp_path, capsys):
+@pytest.mark.parametrize("command", ["benchmark", "sensitivity", "compose"])
+def test_bad_names_exit_with_a_message(tmp_path, capsys, command):
     with pytest.raises(SystemExit) as exit_info:
-        main(["benchmark", "--quick", "--out", str(tmp_path), "--only", "imagenet"])
+        main([command, "--quick", "--out", str(tmp_path), "--only", "imagenet"])
     assert exit_info.value.code == 2 and "--only" in capsys.readouterr().err
+    if command != "benchmark":
+        return
     with pytest.raises(SystemExit):
         main(["benchmark", "--quick", "--out", str(tmp_path), "--entries", "adam,adam"])
     assert "--entries" in capsys.readouterr().err
@@ -158,3 +162,15 @@ def test_compose_reuses_the_target_setting_runs(data_dir, tmp_path, capsys):
     with pytest.raises(SystemExit) as exit_info:
         main(["compose", "--quick", "--out", str(tmp_path), "--only", "imagenet"])
     assert exit_info.value.code == 2 and "--only" in capsys.readouterr().err
+
+
+def test_time_per_step_column_is_a_dash_without_adamw_and_a_ratio_with_it():
+    from experiments.benchmark.selftuning_report import score_table
+
+    record = {"scores": {"adam_hd": 1.0, "adamw": 0.5}, "time_scores": {"adam_hd": 1.0, "adamw": 0.5}}
+    curve = {"steps": [10], "time_s": [2.0]}
+    with_adamw = {("w", "adam_hd", 1): curve, ("w", "adamw", 1): {"steps": [10], "time_s": [1.0]}}
+    assert score_table(record, with_adamw).splitlines()[2].endswith("| 2.00x |")
+    without = {("w", "adam_hd", 1): curve}
+    rows = score_table({"scores": {"adam_hd": 1.0}, "time_scores": {"adam_hd": 1.0}}, without).splitlines()
+    assert rows[2].endswith("| - |") and "nan" not in rows[2]

@@ -16,10 +16,11 @@ from test_experiments_data import FakeOpener, _served_mnist, no_system_sources  
 from test_experiments_reproduce import tiny_suite  # noqa: F401 (a fixture)
 from test_experiments_runner import make_idx_dataset
 
-from experiments import data, toy
+from experiments.core import datasets as data
+from experiments.paper import toy
 from experiments.__main__ import main
-from experiments.reproduce import reproduce
-from experiments.studies import surfaces, transfer
+from experiments.paper.reproduce import reproduce
+from experiments.paper import surfaces, transfer
 
 ROOT = Path(__file__).resolve().parents[1]
 

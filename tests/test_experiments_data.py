@@ -1,4 +1,4 @@
-"""Tests for experiments.data on small IDX, pickle and CIFAR files written here."""
+"""Tests for experiments.core.datasets on small IDX, pickle and CIFAR files written here."""
 
 from __future__ import annotations
 
@@ -15,8 +15,8 @@ import numpy as np
 import pytest
 import torch
 
-from experiments import data
-from experiments.data import DatasetFileError, DatasetNotFoundError, load_dataset
+from experiments.core import datasets as data
+from experiments.core.datasets import DatasetFileError, DatasetNotFoundError, load_dataset
 
 MNIST_MEAN, MNIST_STD = 0.1307, 0.3081
 

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from experiments.runner import RunConfig, run_suite
+from experiments.core.runner import RunConfig, run_suite
 from test_experiments_runner import make_idx_dataset, read_rows
 
 REPOSITORY = Path(__file__).resolve().parent.parent

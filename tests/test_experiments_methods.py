@@ -9,8 +9,8 @@ import torch
 from torch import nn
 
 import hypergrad
-from experiments import methods
-from experiments.methods import (
+from experiments.core import methods
+from experiments.core.methods import (
     METHODS,
     MethodSettings,
     MethodUnavailableError,
@@ -18,7 +18,7 @@ from experiments.methods import (
     resolve_hypergrad_lr,
     resolve_methods,
 )
-from experiments.models import TASKS, build_model, has_batch_norm
+from experiments.core.models import TASKS, build_model, has_batch_norm
 
 SETTINGS = MethodSettings(lr=1e-3, hypergrad_lr=1e-3, weight_decay=1e-4, model_has_batch_norm=False)
 
@@ -189,3 +189,17 @@ def test_models_have_the_papers_shapes_and_reference_init():
     linears = [m for m in vgg.modules() if isinstance(m, nn.Linear)]
     assert len(convs) == 13 and len(linears) == 3  # VGG-16
     assert set(TASKS) == {"logreg", "mlp", "cnn", "vgg"}
+
+
+def test_one_name_under_two_configurations_is_two_named_settings():
+    # adagrad_hd: the paper's beta for the task under "paper", the class's own under "untuned".
+    paper = methods.resolve_settings("adagrad_hd", "paper", "logreg", False)
+    untuned = methods.resolve_settings("adagrad_hd", "untuned", "logreg", False)
+    assert paper == MethodSettings(1e-3, 1e-7, 1e-4, False)
+    assert untuned == methods.untuned_settings("adagrad_hd", False) and untuned.hypergrad_lr == 1e-6
+    assert methods.resolve_settings("adam_hd", "paper", "cnn", True).hypergrad_lr == 1e-8
+    # Given values replace the configuration's defaults; a method without HD gets no beta.
+    assert methods.resolve_settings("adamw", "untuned", "mlp", False, lr=1e-2) == MethodSettings(1e-2, None, 1e-2, False)
+    assert methods.resolve_settings("adam", "paper", "mlp", False, hypergrad_lr=1e-4).hypergrad_lr is None
+    with pytest.raises(ValueError, match="configuration"):
+        methods.resolve_settings("adam", "tuned", "mlp", False)

@@ -1,5 +1,5 @@
-"""The shared plot style (experiments.plotting) and the one atomic writer and file formats
-(experiments.files)."""
+"""The shared plot style (experiments.core.plotting) and the one atomic writer and file formats
+(experiments.core.files)."""
 
 from __future__ import annotations
 
@@ -10,8 +10,8 @@ import matplotlib.pyplot as plt
 import numpy as np
 import pytest
 
-from experiments import files, plotting
-from experiments.plotting import method_style, save_figure
+from experiments.core import files, plotting
+from experiments.core.plotting import method_style, save_figure
 
 REGISTRY_NAMES = ["sgd", "sgdm", "sgdn", "adagrad", "rmsprop", "adam", "adamw"]
 

@@ -12,16 +12,15 @@ import pytest
 import torch
 from PIL import Image
 
-import experiments.reproduce as reproduce_module
-import experiments.runner as runner_module
-import experiments.suite as suite_module
-from experiments import toy
-from experiments.studies import convergence, lr_sweep, peers, schedules, sensitivity, transfer
-from experiments.studies import surfaces as surfaces_study
+import experiments.paper.reproduce as reproduce_module
+import experiments.core.runner as runner_module
+import experiments.core.runs as suite_module
+from experiments.paper import alpha_sensitivity as sensitivity, convergence, lr_sweep, onecycle as schedules, peers, toy, transfer
+from experiments.paper import surfaces as surfaces_study
 from experiments.__main__ import main
-from experiments.data import DatasetSource, DatasetSplits
-from experiments.reproduce import DEFAULT_STUDIES, STUDY_NAMES, parse_only, reproduce
-from experiments.suite import BUDGETS, RunSpec, SuiteBudget, TaskBudget
+from experiments.core.datasets import DatasetSource, DatasetSplits
+from experiments.paper.reproduce import DEFAULT_STUDIES, STUDY_NAMES, parse_only, reproduce
+from experiments.core.runs import BUDGETS, RunSpec, SuiteBudget, TaskBudget
 
 TINY = TaskBudget(epochs=1)
 TINY_BUDGET = SuiteBudget(

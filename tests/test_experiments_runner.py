@@ -14,10 +14,12 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from experiments import data, runner, training
+from experiments.core import runner
+from experiments.core import datasets as data
+from experiments.core import training
 from experiments.__main__ import main
-from experiments.models import build_model
-from experiments.runner import EPOCH_COLUMNS, ITERATION_COLUMNS, RunConfig, run_method, run_suite
+from experiments.core.models import build_model
+from experiments.core.runner import EPOCH_COLUMNS, ITERATION_COLUMNS, RunConfig, run_method, run_suite
 
 
 def _write_idx(path: Path, array: np.ndarray) -> None:

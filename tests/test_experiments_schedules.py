@@ -1,4 +1,4 @@
-"""The named schedules (experiments.schedules) against their definitions and torch's own schedulers."""
+"""The named schedules (experiments.core.schedules) against their definitions and torch's own schedulers."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ import pytest
 import torch
 
 import hypergrad
-from experiments.schedules import LR_SCHEDULES, SCHEDULES, build_schedule
+from experiments.core.schedules import LR_SCHEDULES, SCHEDULES, build_schedule
 
 TOTAL = 20
 

@@ -7,10 +7,10 @@ import numpy as np
 import pytest
 import torch
 
-from experiments import sensitivity_benchmark as study
+from experiments.benchmark import beta_sensitivity as study
 from experiments.__main__ import main
-from experiments.sensitivity_report import cell_ratio, goal_table
-from experiments.workloads import WORKLOADS
+from experiments.benchmark.beta_sensitivity_report import cell_ratio, goal_table
+from experiments.core.workloads import WORKLOADS
 from tests.test_experiments_data import write_idx_dataset
 from tests.test_experiments_benchmark import _sha256, _write_tables
 
@@ -111,9 +111,3 @@ def test_quick_only_one_workload_end_to_end(data_dir, tmp_path, capsys, monkeypa
     # A second call trains nothing and writes the same record.
     assert main(argv) == 0
     assert json.loads((out / "sensitivity.json").read_text())["cells"] == record["cells"]
-
-
-def test_bad_workload_exits_with_a_message(tmp_path, capsys):
-    with pytest.raises(SystemExit) as exit_info:
-        main(["sensitivity", "--quick", "--out", str(tmp_path), "--only", "imagenet"])
-    assert exit_info.value.code == 2 and "--only" in capsys.readouterr().err

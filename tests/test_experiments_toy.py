@@ -1,4 +1,4 @@
-"""Tests of the 2-D test surfaces and the path recording (experiments.toy); the study that draws them is
+"""Tests of the 2-D test surfaces and the path recording (experiments.paper.toy); the study that draws them is
 tested in tests/test_experiments_reproduce.py."""
 
 from __future__ import annotations
@@ -10,8 +10,8 @@ import pytest
 import torch
 
 import hypergrad
-from experiments import toy
-from experiments.methods import METHODS
+from experiments.paper import toy
+from experiments.core.methods import METHODS
 
 SURFACE_KEYS = list(toy.SURFACES)
 

@@ -1,0 +1,2 @@
+"""The self-tuning benchmark and the commands over its workloads: ``benchmark``, ``sensitivity`` and
+``compose`` (see :mod:`experiments`)."""

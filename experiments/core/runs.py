@@ -1,0 +1,363 @@
+"""The study framework of ``python -m experiments reproduce``: budgets, runs as cache keys, the cache.
+
+Read top to bottom: the budgets of ``--quick`` and ``--full`` (:class:`SuiteBudget`), one training
+run as a cache key (:class:`RunSpec`), a finished run read back (:class:`RunLog`), the cache of
+finished runs (:class:`RunCache`), and what every study gets and returns (:class:`SuiteContext`,
+:class:`StudyOutput`). The studies themselves are the modules of :mod:`experiments.paper`; the
+command that runs them is :mod:`experiments.paper.reproduce`.
+
+Layout of the cache (``OUT/runs/``)::
+
+    runs/TASK-LABEL-HASH/   one training run: config.json, the runner's CSVs, done.json
+    runs/NAME-HASH/result.json   one small computed result (an LR range test, a 2-D path set...)
+
+A run folder without ``done.json`` is an interrupted run: the runner resumes it from its last
+complete epoch (its checkpoint); a finished run's checkpoint is deleted to keep the cache small.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+import hashlib
+import json
+import math
+import shutil
+import sys
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from experiments.core.files import read_csv_columns, read_json, read_torch, write_json, write_torch
+from experiments.core.methods import METHODS, resolve_hypergrad_lr
+from experiments.core.runner import RunConfig, run_method
+from experiments.core.schedules import SCHEDULES, build_schedule
+
+__all__ = [
+    "ALPHA0",
+    "compact_number",
+    "BUDGETS",
+    "RunCache",
+    "RunLog",
+    "RunSpec",
+    "StudyOutput",
+    "SuiteBudget",
+    "SuiteContext",
+    "TaskBudget",
+    "run_pool",
+]
+
+ALPHA0 = 1e-3
+"""The paper's initial learning rate, shared by the studies that compare methods at it."""
+
+
+def compact_number(value: float) -> str:
+    """``1e-4`` and ``2.5e-5`` rather than ``0.0001`` and ``2.5e-05``; otherwise as ``:g`` writes it."""
+    text = f"{value:g}"
+    if value != 0 and ("e" in text or abs(value) < 1e-3):
+        mantissa, exponent = f"{value:e}".split("e")
+        return f"{float(mantissa):g}e{int(exponent)}"
+    return text
+
+
+# ----------------------------------------------------------------------------- budgets
+
+
+@dataclass(frozen=True)
+class TaskBudget:
+    """How long one run of a task trains: ``epochs`` over a seeded ``train_fraction`` of the data."""
+
+    epochs: int
+    train_fraction: float = 1.0
+
+    def describe(self, task: str) -> str:
+        """``'3 epochs on 5% of the training set'`` (for titles and tables)."""
+        share = "all" if self.train_fraction == 1 else f"{self.train_fraction:.0%}"
+        return f"{task}: {self.epochs} epoch{'s' if self.epochs > 1 else ''} on {share} of the training set"
+
+
+@dataclass(frozen=True)
+class SuiteBudget:
+    """Every study's budget in one mode (``quick`` or ``full``)."""
+
+    name: str
+    comparison: dict[str, TaskBudget]
+    sensitivity: dict[str, TaskBudget]
+    convergence: TaskBudget  # logreg
+    lr_sweep: TaskBudget  # logreg
+    lr_finder_iterations: int
+    lr_finder_fraction: dict[str, float]
+    peers: dict[str, TaskBudget]
+    peer_seeds: tuple[int, ...]
+    schedules: TaskBudget  # logreg; off by default (``--only schedules``)
+    transfer_seeds: tuple[int, ...]  # off by default (``--only transfer``)
+    comparison_seed: int = 1
+
+
+BUDGETS: dict[str, SuiteBudget] = {
+    # Sized for 2 CPU cores: full data for the cheap logistic regression, seeded subsets
+    # of the training set (the whole validation set) for the MLP and the CNN.
+    "quick": SuiteBudget(
+        name="quick",
+        comparison={"logreg": TaskBudget(3), "mlp": TaskBudget(6, 0.05), "cnn": TaskBudget(4, 0.02)},
+        sensitivity={"logreg": TaskBudget(1), "mlp": TaskBudget(2, 0.05)},
+        convergence=TaskBudget(1),
+        lr_sweep=TaskBudget(5),
+        lr_finder_iterations=100,
+        lr_finder_fraction={"logreg": 0.25, "mlp": 0.25, "cnn": 0.25},
+        peers={"logreg": TaskBudget(3), "mlp": TaskBudget(6, 0.05), "cnn": TaskBudget(4, 0.02)},
+        peer_seeds=(1, 2),
+        schedules=TaskBudget(5, 0.3),
+        transfer_seeds=(0, 1, 2),
+    ),
+    # The paper's budgets (a GPU or a long night): logreg 10 epochs, mlp 100, sensitivity 50.
+    "full": SuiteBudget(
+        name="full",
+        comparison={"logreg": TaskBudget(10), "mlp": TaskBudget(100), "cnn": TaskBudget(100)},
+        sensitivity={"logreg": TaskBudget(50), "mlp": TaskBudget(50)},
+        convergence=TaskBudget(50),
+        lr_sweep=TaskBudget(30),
+        lr_finder_iterations=300,
+        lr_finder_fraction={"logreg": 1.0, "mlp": 1.0, "cnn": 1.0},
+        peers={"logreg": TaskBudget(10), "mlp": TaskBudget(100), "cnn": TaskBudget(100)},
+        peer_seeds=(1, 2, 3),
+        schedules=TaskBudget(10),
+        transfer_seeds=(0, 1, 2),
+    ),
+}
+
+
+# ----------------------------------------------------------------------------- one run
+
+
+@dataclass(frozen=True)
+class RunSpec:
+    """Everything that determines one training run; its hash names the run's cache folder.
+
+    ``hypergrad_lr`` is resolved on construction (the task's default beta for HD methods, None for
+    the others) so that an explicit default and an implicit one share a cache entry.
+    """
+
+    task: str
+    method: str
+    epochs: int
+    lr: float = 1e-3
+    hypergrad_lr: float | None = None
+    seed: int = 1
+    train_fraction: float = 1.0
+    schedule: str | None = None
+    train_metrics: bool = False
+    batch_size: int = 128
+    weight_decay: float = 1e-4
+
+    def __post_init__(self) -> None:
+        if self.method not in METHODS:
+            raise ValueError(f"method must be one of {list(METHODS)}, got {self.method!r}")
+        if self.schedule is not None and self.schedule not in SCHEDULES:
+            raise ValueError(f"schedule must be None or one of {SCHEDULES}, got {self.schedule!r}")
+        object.__setattr__(self, "hypergrad_lr", resolve_hypergrad_lr(self.method, self.task, self.hypergrad_lr))
+        if self.schedule == "hypergrad_cosine" and self.hypergrad_lr is None:
+            raise ValueError(f"schedule 'hypergrad_cosine' needs an HD method, got {self.method!r}")
+        if not METHODS[self.method].uses_alpha0:
+            object.__setattr__(self, "lr", 1.0)  # the peers keep their own lr; 1.0 marks "not used"
+        self.run_config()  # validates the remaining fields with the runner's messages
+
+    @classmethod
+    def budgeted(cls, task: str, method: str, budget: TaskBudget, **fields) -> RunSpec:
+        """A spec that trains for ``budget``."""
+        return cls(task=task, method=method, epochs=budget.epochs, train_fraction=budget.train_fraction, **fields)
+
+    def settings_text(self) -> str:
+        """``'batch 128, weight decay 1e-4, seed 1'``: the run's fixed settings, for titles and tables."""
+        return f"batch {self.batch_size}, weight decay {compact_number(self.weight_decay)}, seed {self.seed}"
+
+    @property
+    def label(self) -> str:
+        """The name plots use: the method, with the schedule appended (``sgdn_cosine``)."""
+        return f"{self.method}_{self.schedule}" if self.schedule else self.method
+
+    def key(self) -> str:
+        """Folder name: readable prefix plus a hash of every field (stable across processes)."""
+        text = json.dumps(dataclasses.asdict(self), sort_keys=True)
+        digest = hashlib.sha256(text.encode()).hexdigest()[:16]
+        return f"{self.task}-{self.label}-{digest}"
+
+    def run_config(self, data_dir: str | None = None, device: str = "auto") -> RunConfig:
+        """The runner's configuration for this run."""
+        return RunConfig(
+            task=self.task, epochs=self.epochs, lr=self.lr, hypergrad_lr=self.hypergrad_lr,
+            weight_decay=self.weight_decay, batch_size=self.batch_size, seed=self.seed, device=device,
+            data_dir=data_dir, train_fraction=self.train_fraction,
+            lr_scheduler=functools.partial(build_schedule, self.schedule) if self.schedule else None,
+        )
+
+
+@dataclass(frozen=True)
+class RunLog:
+    """A finished run as read back from its folder."""
+
+    spec: RunSpec
+    epochs: dict[str, np.ndarray]
+    iterations: dict[str, np.ndarray]
+    train_metrics: dict[str, np.ndarray] | None
+    result: dict[str, Any]
+
+    @property
+    def diverged(self) -> bool:
+        return self.result["status"] == "diverged"
+
+    @property
+    def final_train_loss(self) -> float:
+        """Mean minibatch loss of the last epoch (NaN when the run diverged)."""
+        return math.nan if self.diverged else float(self.epochs["train_loss"][-1])
+
+    @property
+    def final_valid_loss(self) -> float:
+        return math.nan if self.diverged else float(self.epochs["valid_loss"][-1])
+
+    @property
+    def final_valid_accuracy(self) -> float:
+        return math.nan if self.diverged else float(self.epochs["valid_accuracy"][-1])
+
+
+DONE_FILE = "done.json"
+
+
+@dataclass
+class RunCache:
+    """Training runs keyed by their :class:`RunSpec`, under ``root/runs/``.
+
+    ``train(spec)`` trains a run (or resumes it if an earlier session was interrupted) and marks it
+    done; ``read(spec)`` reads a finished one back. ``trained`` and ``reused`` count runs and small
+    cached results (:meth:`cached_json`) that were computed or found.
+    """
+
+    root: Path
+    data_dir: str | None = None
+    device: str = "auto"
+    show_progress: bool | None = None
+    trained: int = 0
+    reused: int = 0
+
+    def folder(self, spec: RunSpec) -> Path:
+        return Path(self.root) / "runs" / spec.key()
+
+    def is_done(self, spec: RunSpec) -> bool:
+        return (self.folder(spec) / DONE_FILE).is_file()
+
+    def train(self, spec: RunSpec) -> None:
+        """Train (or resume) ``spec``'s run and mark it done; its checkpoint is then deleted."""
+        folder = self.folder(spec)
+        write_json(folder / "config.json", dataclasses.asdict(spec))
+        result = run_method(spec.run_config(self.data_dir, self.device), spec.method, folder, resume=True,
+                            show_progress=self.show_progress, train_metrics=spec.train_metrics)
+        shutil.rmtree(folder / "checkpoints", ignore_errors=True)
+        write_json(folder / DONE_FILE, dataclasses.asdict(result))
+
+    def read(self, spec: RunSpec) -> RunLog:
+        """The finished run of ``spec``."""
+        folder = self.folder(spec)
+        metrics = folder / f"{spec.method}.train_metrics.csv"
+        return RunLog(
+            spec=spec,
+            epochs=read_csv_columns(folder / f"{spec.method}.epochs.csv"),
+            iterations=read_csv_columns(folder / f"{spec.method}.iterations.csv"),
+            train_metrics=read_csv_columns(metrics) if spec.train_metrics else None,
+            result=read_json(folder / DONE_FILE, keys=("status",)),
+        )
+
+    def cached_json(self, name: str, identity: dict[str, Any], compute: Callable[[], Any]) -> Any:
+        """A small computed result (an LR range test, a set of 2-D paths...) cached under
+        ``runs/NAME-HASH/result.json``; HASH is that of ``identity``, which the file records too."""
+        return self._cached(name, identity, compute, "result.json", save=write_json,
+                            load=lambda path: read_json(path, keys=("result",)))
+
+    def cached_tensors(self, name: str, identity: dict[str, Any], compute: Callable[[], Any]) -> Any:
+        """Like :meth:`cached_json` for a result holding tensors (``runs/NAME-HASH/result.pt``)."""
+        return self._cached(name, identity, compute, "result.pt",
+                            save=write_torch, load=lambda path: read_torch(path, weights_only=True))
+
+    def _cached(self, name: str, identity: dict[str, Any], compute: Callable[[], Any], file_name: str,
+                save: Callable[[Path, Any], Any], load: Callable[[Path], Any]) -> Any:
+        """``compute()``'s result, saved as ``{"identity": ..., "result": ...}`` in ``runs/NAME-HASH/FILE_NAME``
+        the first time and loaded from there afterwards."""
+        digest = hashlib.sha256(json.dumps(identity, sort_keys=True).encode()).hexdigest()[:16]
+        path = self.root / "runs" / f"{name}-{digest}" / file_name
+        if path.is_file():
+            self.reused += 1
+            return load(path)["result"]
+        result = compute()
+        save(path, {"identity": identity, "result": result})
+        self.trained += 1
+        return result
+
+
+def run_pool(run: Callable, common: tuple, jobs: Sequence, workers: int, done: Callable[[object, dict], None]) -> None:
+    """``done(job, run(*common, job))`` for every job, in order, ``workers`` runs at a time in worker
+    processes (one torch thread each; ``run`` must be a module-level function)."""
+    if workers == 1:
+        for job in jobs:
+            done(job, run(*common, job))
+        return
+    import multiprocessing
+    from concurrent.futures import ProcessPoolExecutor
+
+    with ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("spawn"),
+                             initializer=torch.set_num_threads, initargs=(1,)) as pool:
+        futures = {pool.submit(run, *common, job): job for job in jobs}
+        for future in futures:  # in submission order; the pool works ahead
+            done(futures[future], future.result())
+
+
+# ----------------------------------------------------------------------------- studies
+
+
+@dataclass
+class SuiteContext:
+    """What every study gets: the cache, the budgets, where to write, and progress reporting."""
+
+    cache: RunCache
+    budget: SuiteBudget
+    out_dir: Path
+    command: str
+    progress: Callable[[str], None] = print
+    written: list[Path] = field(default_factory=list)
+
+    jobs: int = 1
+
+    def get_all(self, specs: Sequence[RunSpec], what: str) -> list[RunLog]:
+        """Fetch (train or reuse) ``specs``, with a progress bar over the runs.
+
+        With ``jobs > 1`` the missing runs train in that many worker processes, one torch
+        thread each (runs are independent; each writes only its own folder)."""
+        from tqdm.auto import tqdm
+
+        unique = list(dict.fromkeys(specs))
+        missing = [spec for spec in unique if not self.cache.is_done(spec)]
+        bar = tqdm(total=len(unique), desc=what, unit="run", leave=False, disable=not sys.stderr.isatty())
+        bar.update(len(unique) - len(missing))
+
+        def done(spec: RunSpec, result: None) -> None:
+            self.cache.trained += 1
+            bar.update()
+
+        workers = self.jobs if len(missing) > 1 else 1
+        worker_cache = dataclasses.replace(self.cache, show_progress=False) if workers > 1 else self.cache
+        run_pool(worker_cache.train, (), missing, workers, done)
+        bar.close()
+        self.cache.reused += len(specs) - len(missing)
+        return [self.cache.read(spec) for spec in specs]
+
+
+@dataclass(frozen=True)
+class StudyOutput:
+    """A study's files and its Markdown section of ``summary.md``."""
+
+    files: list[Path]
+    summary: str
+
+
