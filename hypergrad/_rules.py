@@ -244,9 +244,74 @@ def scalefree(lr: float | Tensor, statistics: Tensor, beta: float | Tensor, memo
     return lr * step.exp()
 
 
+# -- the scale-free rule with a bracketing start -------------------------------------------------
+#: How fast its gain grows while the evidence holds, and the gain's cap (``beta * cap`` = 0.8 in
+#: ``log alpha``, about x2.2 a step, at the default beta).
+BRACKET_GAIN_GROWTH = 1.5
+BRACKET_GAIN_MAX = 16.0
+
+
+def bracket(lr: float | Tensor, statistics: Tensor, beta: float | Tensor, memory: Tensor | None) -> Tensor:
+    """The scale-free rule with a bracketing start: while the rate has not yet overshot and come
+    back, its steps on ``log alpha`` take a gain that grows while the evidence holds (Rprop's and
+    delta-bar-delta's idea on ``log alpha``, capped as D-Adaptation caps its growth); after that it
+    is the scale-free rule. Statistics ``[g.u, |g|^2, |u|^2]``, memory ``[m, v, r, k, p]``
+    (updated in place).
+
+    With ``c_t``, ``m_t``, ``v_t``, ``s_t = clip(m_t / sqrt(v_t), -1, 1)``, ``q_t``, ``r_t`` and the
+    guard exactly as in :func:`scalefree`::
+
+        flip_t = m_{t-1} s_t < 0                         (the smoothed sign turned)
+        p_t = min(p_{t-1} + flip_t, 2)                   (p_t = max(p_t, 1) when the guard fires)
+        k_t = min(gamma max(k_{t-1}, 1), K)   if c_t s_t > 0, not flip_t, p_t < 2 and no guard
+        k_t = 1                               otherwise  (gamma = 1.5, K = 16)
+        log alpha_t = log alpha_{t-1} + beta k_t s_t     (the guard: - log 2, as scalefree)
+
+    ``p`` counts the turns of the rate's direction: 0 during the first move (a climb from a rate
+    far too small, or a descent), 1 during the move back after the first overshoot, 2 from then
+    on, where ``k = 1`` and the rule is :func:`scalefree`. So the rate brackets the good range in
+    a few tens of steps from any start (from ``1e-5`` to ``1e-1``, ``ln 1e4 = 9.2``, takes about
+    20 steps at the gain's cap of ``0.8`` a step) and then moves at most ``beta`` a step, as the
+    scale-free rule does: a gain kept for good would ratchet a rate whose gradient stays bounded
+    (logistic regression) up by decades. The gain grows only while the newest cosine agrees in
+    sign with the smoothed one, so the first disagreement (the rate has reached the edge) drops it
+    to 1 before the momentum turns. No information (a zero ``g_t`` or ``u_{t-1}``) leaves rate and
+    memory as they were; a non-finite statistic halves the rate and leaves the memory.
+    """
+    assert memory is not None
+    dot, g_squared, u_squared = statistics[0], statistics[1], statistics[2]
+    momentum, second, reference, gain, phase = memory[0], memory[1], memory[2], memory[3], memory[4]
+    finite = torch.isfinite(dot) & torch.isfinite(g_squared) & torch.isfinite(u_squared)
+    norm_product = (g_squared * u_squared).sqrt()
+    informative = finite & (norm_product > 0)
+    cosine = torch.where(informative, dot / norm_product, torch.zeros_like(dot))
+    mu, nu = SCALEFREE_MOMENTUM, SCALEFREE_SECOND_MOMENT
+    new_momentum = mu * momentum + (1 - mu) * cosine
+    new_second = nu * second + (1 - nu) * cosine * cosine
+    normalised = torch.where(new_second > 0, new_momentum / new_second.sqrt(), torch.zeros_like(cosine))
+    normalised = normalised.clamp(-1.0, 1.0)
+    guard = ~finite | ((reference > 0) & (g_squared > SCALEFREE_GUARD * reference))
+    flip = momentum * normalised < 0
+    new_phase = (phase + flip.to(phase.dtype)).clamp(max=2.0)
+    new_phase = torch.where(guard, new_phase.clamp(min=1.0), new_phase)
+    grows = (cosine * normalised > 0) & ~flip & ~guard & (new_phase < 2)
+    new_gain = torch.where(grows, (gain.clamp(min=1.0) * BRACKET_GAIN_GROWTH).clamp(max=BRACKET_GAIN_MAX),
+                           torch.ones_like(gain))
+    step = torch.where(guard, torch.full_like(cosine, -math.log(2.0)), beta * new_gain * normalised)
+    step = torch.where(informative | guard, step, torch.zeros_like(step))
+    new_momentum = torch.where(guard, new_momentum.clamp(max=0.0), new_momentum)
+    rho = SCALEFREE_REFERENCE
+    new_reference = torch.where(reference > 0, rho * reference + (1 - rho) * g_squared, g_squared)
+    updated = torch.stack((new_momentum, new_second, new_reference, new_gain, new_phase))
+    memory.copy_(torch.where(informative, updated, memory))
+    return lr * step.exp()
+
+
 # -- the registry's entries ----------------------------------------------------------------------
 register(Rule("additive", additive, DOT))
 register(Rule("multiplicative", multiplicative, DOT_AND_NORMS, beta_below=1.0,
               beta_reason="so that the learning rate stays positive"))
 register(Rule("scalefree", scalefree, DOT_AND_NORMS, memory=("m", "v", "r"), nonnegative_memory=("v", "r"),
               default_beta=0.05, compiled=True))
+register(Rule("bracket", bracket, DOT_AND_NORMS, memory=("m", "v", "r", "k", "p"),
+              nonnegative_memory=("v", "r", "k", "p"), default_beta=0.05, compiled=True))
