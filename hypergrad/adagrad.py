@@ -48,8 +48,10 @@ class AdagradHD(HypergradOptimizer):
             device, as there), then writes the direction ``g / (sqrt(G) + eps)`` for the next
             step (on the CPU, float32 and float64, in one compiled pass; eager where compiling
             fails). On the CPU the scale-free rule's statistics and the rule are compiled as for
-            :class:`hypergrad.SGDHD`. ``None`` (the default) is torch's default, which does not
-            pick it.
+            :class:`hypergrad.SGDHD`. ``None`` (the default) with ``foreach=None``: the fused
+            path for float32/float64 parameters on the CPU (not ``capturable``), the fastest there
+            at every model size; elsewhere torch's default (foreach on accelerators). ``False``:
+            never fused.
         hypergrad_lr: ``beta``; ``None`` (the default) is the rule's own: 0.05 for the
             scale-free rule; for the additive and multiplicative rules 1e-6 (Adagrad's direction is
             normalised per coordinate like Adam's, ``g . u ~ sum |g_i|`` once ``G`` holds a few

@@ -62,8 +62,9 @@ class AdamHD(HypergradOptimizer):
             recomputes ``u_{t-1}`` from the moments, is extra. On the CPU (float32, float64) that
             pass is one ``torch.compile``d reduction and the scale-free rule one compiled call,
             compiled at the first step that takes statistics (seconds; eager where compiling
-            fails or ``HYPERGRAD_COMPILED_STATISTICS=0``; see docs/performance.md). ``None`` (the default)
-            is torch's default, which does not pick it.
+            fails or ``HYPERGRAD_COMPILED_STATISTICS=0``; see docs/performance.md). ``None`` (the default) with ``foreach=None``: the fused path for float32/float64
+            parameters on the CPU (not ``capturable``), the fastest there at every model size;
+            elsewhere torch's default (foreach on accelerators). ``False``: never fused.
         hypergrad_lr: ``beta``; ``None`` (the default) is the rule's own: 0.05 for the
             scale-free rule, and for the additive and multiplicative rules the reference code's
             1e-7 for Adam-HD on MNIST logistic regression and MLP (it used 1e-8 for VGG on

@@ -139,6 +139,7 @@ class HypergradOptimizer(Optimizer):
         # capture health check reads it, and torch.compile adds it while tracing (its guard on
         # the key then fails within the same frame when the key was absent).
         defaults.setdefault("capturable", False)
+        self._default_paths: dict[int, tuple[list[Tensor], bool]] = {}
         super().__init__(params, defaults)
 
     def _checked_settings(self, settings: Mapping[str, Any], *, initial: bool = True) -> dict[str, Any]:
@@ -222,6 +223,7 @@ class HypergradOptimizer(Optimizer):
 
     def __setstate__(self, state: dict[str, Any]) -> None:
         super().__setstate__(state)
+        self._default_paths = {}
         for holders, group in ((self.param_groups, True), (self.state.values(), False)):
             for holder in holders:  # a 0.1.0 pickle, or torch.optim's load_state_dict: in place
                 migrated = migrate(holder, group=group)
@@ -281,18 +283,27 @@ class HypergradOptimizer(Optimizer):
             )
         return tensors
 
-    @staticmethod
-    def _use_fused(group: dict[str, Any]) -> bool:
-        """``fused=True`` (where the base rule offers it). ``None`` is torch.optim's default,
-        which in torch 2.13 never picks the fused kernels (on the CPU or on CUDA): not fused."""
-        return bool(group.get("fused"))
+    def _use_fused(self, group: dict[str, Any]) -> bool:
+        """``fused=True`` (where the base rule offers it); with neither ``fused`` nor ``foreach``
+        given, the default path: fused where :func:`fused_by_default` says so for the group's
+        parameters (decided at the group's first step, as a state layout is), not ``capturable``
+        and not inside ``torch.compile`` (which traces the eager paths)."""
+        fused = group.get("fused")
+        if fused is not None or "fused" not in group:
+            return bool(fused)
+        if group["foreach"] is not None or group["capturable"] or torch.compiler.is_compiling():
+            return False
+        params = group["params"]
+        chosen = self._default_paths.get(id(params))
+        if chosen is None or chosen[0] is not params:  # (the list is held: its id is not reused)
+            chosen = self._default_paths[id(params)] = (params, fused_by_default(params))
+        return chosen[1]
 
-    @classmethod
-    def _use_foreach(cls, group: dict[str, Any], params: list[Tensor]) -> bool:
+    def _use_foreach(self, group: dict[str, Any], params: list[Tensor]) -> bool:
         """torch.optim's choice: the user's ``foreach``, else multi-tensor kernels on devices
         that have them (not the CPU). A fused step takes everything around its kernel (effective
         gradients, statistics) in multi-tensor kernels too."""
-        if cls._use_fused(group):
+        if self._use_fused(group):
             return True
         if group["foreach"] is not None:
             return bool(group["foreach"])
@@ -446,6 +457,22 @@ def _moved(previous: PreviousDirections, idle: set[int]) -> PreviousDirections:
         [previous.indices[k] for k in kept],
         (direction for k, direction in enumerate(previous.directions) if k in kept_set),
         None if previous.scales is None else [previous.scales[k] for k in kept],
+    )
+
+
+#: Parameter dtypes whose default path on the CPU is the fused one.
+FUSED_BY_DEFAULT_DTYPES = (torch.float32, torch.float64)
+
+
+def fused_by_default(params: list[Tensor]) -> bool:
+    """Whether ``fused=None, foreach=None`` takes the fused path (for a base rule with a fused
+    kernel): plain float32/float64 tensors on the CPU. There torch's fused kernel and the compiled
+    passes around it (``_compiled.py``) are the fastest HD step at every size measured, 1k to 10M
+    parameters (docs/performance.md, ``benchmarks/overhead.py``). Elsewhere torch.optim's default
+    (foreach on accelerators; no GPU figure exists yet to choose otherwise)."""
+    return all(
+        type(p) in (Tensor, torch.nn.Parameter) and p.device.type == "cpu" and p.dtype in FUSED_BY_DEFAULT_DTYPES
+        for p in params
     )
 
 

@@ -128,9 +128,11 @@ def test_fused_with_a_tensor_lr_equals_a_float_lr(case):
 
 
 @pytest.mark.parametrize("case", FUSED_CASES, ids=lambda c: c.base.__name__)
-def test_fused_none_is_torchs_default_not_fused(case):
+def test_fused_none_is_the_fused_path_on_the_cpu(case):
+    """The default path of float parameters on the CPU is the fused one (tests/test_paths.py
+    checks which kernels each choice runs)."""
     options = dict(hypergrad_lr=HD_LR[case.base])
-    _assert_close_runs(_run(case, dict(options, fused=None)), _run(case, dict(options, fused=False)), rtol=0, atol=0)
+    _assert_close_runs(_run(case, dict(options, fused=None)), _run(case, dict(options, fused=True)), rtol=0, atol=0)
 
 
 @pytest.mark.parametrize("case", FUSED_CASES, ids=lambda c: c.base.__name__)

@@ -1,0 +1,101 @@
+"""The path a step takes: with neither ``fused`` nor ``foreach`` given, the fastest correct one
+for the parameters (torch's fused kernel for float32/float64 parameters on the CPU, where the
+base rule has one); a ``fused`` or ``foreach`` given always wins."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+import hypergrad
+from hypergrad import adagrad, adam, sgd
+
+#: Each optimizer with a fused kernel, and the module attribute through which it calls the kernel.
+KERNELS = [
+    (hypergrad.SGDHD, sgd, "fused_sgd", dict(lr=0.01)),
+    (hypergrad.SGDHD, sgd, "fused_sgd", dict(lr=0.01, momentum=0.9, nesterov=True)),
+    (hypergrad.AdamHD, adam, "fused_adam", dict(lr=0.01)),
+    (hypergrad.AdamWHD, adam, "fused_adamw", dict(lr=0.01)),
+    (hypergrad.AdagradHD, adagrad, "fused_adagrad", dict(lr=0.01)),
+]
+IDS = ["sgd", "sgdn", "adam", "adamw", "adagrad"]
+
+
+def _fused_calls(monkeypatch, module, name) -> list[int]:
+    """Count the calls of the fused kernel ``module.name`` (still running it)."""
+    calls: list[int] = []
+    kernel = getattr(module, name)
+
+    def counted(*args, **kwargs):
+        calls.append(1)
+        return kernel(*args, **kwargs)
+
+    monkeypatch.setattr(module, name, counted)
+    return calls
+
+
+def _steps(optimizer_cls, settings, dtype=torch.float32, steps=3, **flags):
+    generator = torch.Generator().manual_seed(0)
+    params = [torch.nn.Parameter(torch.randn(shape, generator=generator, dtype=dtype)) for shape in ((4, 3), (4,))]
+    optimizer = optimizer_cls(params, **settings, **flags)
+    for _ in range(steps):
+        for p in params:
+            p.grad = torch.randn(p.shape, generator=generator, dtype=dtype)
+        optimizer.step()
+    return params
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64], ids=str)
+@pytest.mark.parametrize("optimizer_cls, module, name, settings", KERNELS, ids=IDS)
+def test_the_default_on_the_cpu_is_the_fused_kernel(monkeypatch, optimizer_cls, module, name, settings, dtype):
+    calls = _fused_calls(monkeypatch, module, name)
+    _steps(optimizer_cls, settings, dtype)
+    assert calls, "the default path did not take the fused kernel"
+
+
+@pytest.mark.parametrize("flags", [dict(fused=False), dict(foreach=False), dict(foreach=True)], ids=str)
+@pytest.mark.parametrize("optimizer_cls, module, name, settings", KERNELS, ids=IDS)
+def test_a_given_flag_wins(monkeypatch, optimizer_cls, module, name, settings, flags):
+    default = _steps(optimizer_cls, settings)
+    calls = _fused_calls(monkeypatch, module, name)
+    chosen = _steps(optimizer_cls, settings, **flags)
+    assert not calls, f"{flags} took the fused kernel"
+    optimizer = optimizer_cls(chosen, **settings, **flags)
+    assert optimizer._use_foreach(optimizer.param_groups[0], chosen) == (flags.get("foreach") is True)
+    for ours, theirs in zip(chosen, default):  # the same step on another path
+        torch.testing.assert_close(ours, theirs, rtol=1e-5, atol=1e-6)
+
+
+@pytest.mark.parametrize("optimizer_cls, module, name, settings", KERNELS, ids=IDS)
+def test_no_fused_default_where_it_is_not_the_right_path(monkeypatch, optimizer_cls, module, name, settings):
+    """Half precision (SGD's CPU kernel would leave it unchanged), complex parameters (the kernels
+    refuse them) and ``capturable`` take torch's default path, and step."""
+    calls = _fused_calls(monkeypatch, module, name)
+    for dtype in (torch.bfloat16, torch.complex64):
+        before = torch.ones(3, 2, dtype=dtype)
+        param = torch.nn.Parameter(before.clone())
+        param.grad = torch.full_like(param, 0.5)
+        optimizer_cls([param], **settings).step()
+        assert not torch.equal(param.detach(), before)
+    if "capturable" in optimizer_cls.__init__.__signature__.parameters:
+        _steps(optimizer_cls, settings, capturable=True)
+    assert not calls
+
+
+def test_rmsprop_default_is_torchs_for_loop():
+    params = [torch.nn.Parameter(torch.ones(3))]
+    optimizer = hypergrad.RMSpropHD(params)
+    assert not optimizer._use_fused(optimizer.param_groups[0])
+    assert not optimizer._use_foreach(optimizer.param_groups[0], params)
+
+
+def test_the_default_is_decided_per_group():
+    """A group of float parameters is fused, a group of half ones in the same optimizer is not."""
+    floats = torch.nn.Parameter(torch.ones(3))
+    halves = torch.nn.Parameter(torch.ones(3, dtype=torch.bfloat16))
+    optimizer = hypergrad.SGDHD([{"params": [floats]}, {"params": [halves]}], lr=0.1)
+    for p in (floats, halves):
+        p.grad = torch.ones_like(p)
+    optimizer.step()
+    assert [optimizer._use_fused(group) for group in optimizer.param_groups] == [True, False]
+    assert torch.equal(halves.detach(), torch.full_like(halves, 0.9))
