@@ -24,7 +24,8 @@ The compiled functions only compute what the eager ones compute (the sums per te
 :func:`hypergrad._hypergradient.statistics_rows` turns into the rows of
 :func:`hypergrad._hypergradient.tensor_statistics`; the group's new rate, from the rule's own
 function; Adagrad's direction, from its own eager function), so every rule stays in one place.
-They serve the fused path on the CPU for float32 and float64 parameters, compiled on first use
+They serve the fused path on the CPU for float32 and float64 parameters (the passes over
+parameter-sized arrays from :data:`MIN_ELEMENTS` elements a step), compiled on first use
 (that step takes seconds; a parameter set with other shapes compiles once more, for dynamic
 shapes, and serves every later one). Each falls back to the
 eager code, with one warning, when compilation fails (no C++ compiler, ...), inside an outer
@@ -46,6 +47,14 @@ from torch import Tensor
 SWITCH = "HYPERGRAD_COMPILED_STATISTICS"
 #: Parameter dtypes the compiled statistics serve (their sums are taken in float64).
 DTYPES = (torch.float32, torch.float64)
+#: The compiled passes over parameter-sized arrays (the statistics, Adagrad's direction) serve a
+#: step of at least this many elements: below it the compiled call's own cost (its wrappers, some
+#: 50-90 us a call on this machine) exceeds what its one pass saves over the eager operations.
+#: Measured (``benchmarks/overhead.py --paths``, fused Adam-HD and Adagrad-HD, additive rule):
+#: eager faster at 1k and 30k parameters (by 35-90 us), even at 100k, compiled faster at 300k;
+#: the number of tensors barely moves it (4 to 64 tensors of 4k elements: within 10 %). The
+#: rule's compiled call does not depend on the size and is always taken.
+MIN_ELEMENTS = 1 << 17
 
 _compiled: dict[Any, Callable[..., Any]] = {}
 _failed = False
@@ -58,13 +67,14 @@ def enabled() -> bool:
 
 
 def available(grads: Sequence[Tensor]) -> bool:
-    """Whether the compiled statistics can serve a step with gradients ``grads`` (the optimizer
+    """Whether the compiled statistics serve a step with gradients ``grads`` (the optimizer
     state is shaped, placed and typed like them): :func:`enabled`, plain CPU tensors of one dtype
-    the kernel serves."""
+    the kernel serves, :data:`MIN_ELEMENTS` elements at least."""
     if not grads or not enabled():
         return False
     dtype = grads[0].dtype
-    return dtype in DTYPES and all(type(g) is Tensor and g.is_cpu and g.dtype == dtype for g in grads)
+    return (dtype in DTYPES and all(type(g) is Tensor and g.is_cpu and g.dtype == dtype for g in grads)
+            and sum(g.numel() for g in grads) >= MIN_ELEMENTS)
 
 
 def _call(key: Any, function: Callable[..., Any], *args: Any) -> Any:
@@ -183,5 +193,10 @@ def rule_update(
     if not enabled() or not statistics.is_cpu or (isinstance(lr, Tensor) and not lr.is_cpu):
         return None
     as_tensor = torch.tensor(lr, dtype=torch.float64) if not isinstance(lr, Tensor) else lr
-    beta_tensor = torch.tensor(beta, dtype=torch.float64)
+    beta_tensor = _betas.get(beta)
+    if beta_tensor is None:  # made once per value: the rule only reads it
+        beta_tensor = _betas[beta] = torch.tensor(beta, dtype=torch.float64)
     return _or_none(_call("rule", rule_function, as_tensor, statistics, beta_tensor, rule, bounds, memory))
+
+
+_betas: dict[float, Tensor] = {}

@@ -51,11 +51,15 @@ def by_device(
         yield device_params, device_grads, [states[i] for i in indices]
 
 
+#: The CPU scalar 1 that :func:`increment_steps` adds (read only; made once, not at every step).
+_ONE = torch.tensor(1.0)
+
+
 def increment_steps(steps: list[Tensor]) -> None:
-    """``step += 1`` for a list of step counts: on the CPU with a scalar tensor made once (torch's
-    trick: the foreach fallback loop would wrap the number into a new tensor per count)."""
+    """``step += 1`` for a list of step counts: on the CPU with one scalar tensor (torch's trick:
+    the foreach fallback loop would wrap the number into a new tensor per count)."""
     if steps[0].is_cpu:
-        torch._foreach_add_(steps, torch.tensor(1.0, device="cpu"), alpha=1.0)
+        torch._foreach_add_(steps, _ONE, alpha=1.0)
     else:
         torch._foreach_add_(steps, 1)
 

@@ -291,13 +291,13 @@ class HypergradOptimizer(Optimizer):
         fused = group.get("fused")
         if fused is not None or "fused" not in group:
             return bool(fused)
-        if group["foreach"] is not None or group["capturable"] or torch.compiler.is_compiling():
+        if group["foreach"] is not None or group["capturable"]:
             return False
         params = group["params"]
         chosen = self._default_paths.get(id(params))
         if chosen is None or chosen[0] is not params:  # (the list is held: its id is not reused)
             chosen = self._default_paths[id(params)] = (params, fused_by_default(params))
-        return chosen[1]
+        return chosen[1] and not torch.compiler.is_compiling()
 
     def _use_foreach(self, group: dict[str, Any], params: list[Tensor]) -> bool:
         """torch.optim's choice: the user's ``foreach``, else multi-tensor kernels on devices

@@ -154,7 +154,7 @@ class SGDHD(HypergradOptimizer):
     def _init_state(self, group: dict[str, Any], param: Tensor, state: dict[str, Any]) -> None:
         """Nothing up front: the momentum buffer and the direction are created at the first step.
         A fused step refuses half-precision parameters on the CPU, before anything changes."""
-        if self._use_fused(group) and param.device.type == "cpu" and param.dtype in HALF_DTYPES:
+        if param.dtype in HALF_DTYPES and param.device.type == "cpu" and self._use_fused(group):
             raise RuntimeError(
                 f"SGDHD(fused=True) cannot step {param.dtype} parameters on the CPU: torch "
                 f"{torch.__version__}'s CPU fused SGD kernel leaves them unchanged (torch.optim.SGD(fused=True) "

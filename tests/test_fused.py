@@ -193,6 +193,7 @@ def test_compiled_statistics_equal_the_eager_ones(monkeypatch, case):
 
     optimizer_cls, settings, dtype, expected = COMPILED_CASES[case]
     monkeypatch.setattr(_compiled, "_compiled", {})
+    monkeypatch.setattr(_compiled, "MIN_ELEMENTS", 0)  # (a tiny model would take the eager passes)
     runs = []
     for switch in ("1", "0"):
         monkeypatch.setenv(_compiled.SWITCH, switch)
@@ -234,6 +235,7 @@ def test_a_failed_compile_falls_back_to_the_eager_statistics(monkeypatch, optimi
         monkeypatch.setenv(_compiled.SWITCH, switch)
         monkeypatch.setattr(_compiled, "_compiled", {key: failing})
         monkeypatch.setattr(_compiled, "_failed", False)
+        monkeypatch.setattr(_compiled, "MIN_ELEMENTS", 0)
         torch.manual_seed(0)
         model = TinyNet()
         optimizer = optimizer_cls(model.parameters(), lr=1e-2, hypergrad_lr=1e-4, hypergrad_rule="additive", fused=True)

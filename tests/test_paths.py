@@ -99,3 +99,23 @@ def test_the_default_is_decided_per_group():
     optimizer.step()
     assert [optimizer._use_fused(group) for group in optimizer.param_groups] == [True, False]
     assert torch.equal(halves.detach(), torch.full_like(halves, 0.9))
+
+
+@pytest.mark.parametrize("minimum, expected", [(None, {"rule"}), (0, {("stored", True), "rule"})], ids=["small", "large"])
+def test_the_compiled_passes_serve_large_steps_the_rule_every_step(monkeypatch, minimum, expected):
+    """Below ``_compiled.MIN_ELEMENTS`` a step's statistics are eager (the compiled call would cost
+    more than it saves); the scale-free rule's compiled call is taken at every size."""
+    from hypergrad import _compiled
+
+    keys = []
+
+    def recorded(key, function, *args):
+        keys.append(key)
+        return _compiled._UNAVAILABLE  # (the eager code then runs: nothing compiles here)
+
+    monkeypatch.setenv(_compiled.SWITCH, "1")
+    monkeypatch.setattr(_compiled, "_call", recorded)
+    if minimum is not None:
+        monkeypatch.setattr(_compiled, "MIN_ELEMENTS", minimum)
+    _steps(hypergrad.SGDHD, dict(lr=0.01, momentum=0.9, nesterov=True))
+    assert set(keys) == expected
