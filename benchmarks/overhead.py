@@ -43,6 +43,7 @@ from torch import Tensor
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from step_time import VARIANTS, fastest_path, has_fused, with_gradients  # noqa: E402
 
+from hypergrad import _compiled  # noqa: E402
 from hypergrad._compiled import SWITCH  # noqa: E402
 
 SIZES = (1_000, 10_000, 100_000, 1_000_000, 10_000_000)
@@ -111,20 +112,24 @@ def measure(variant: str, size: int, rounds: int, warmup: int, round_seconds: fl
 
 
 #: The paths ``--paths`` compares (``fused, eager``: the fused kernel with the statistics, rule and
-#: directions around it eager, as without a C++ compiler).
+#: directions around it eager, as without a C++ compiler; ``fused, compiled``: with every compiled
+#: pass, whatever the size, i.e. ``_compiled.MIN_ELEMENTS`` set to 0).
 PATHS = {"for-loop": dict(foreach=False), "foreach": dict(foreach=True), "fused, eager": dict(fused=True),
          "fused, compiled": dict(fused=True)}
 
 
-def eager_around(step: Any) -> Any:
-    """``step`` with the compiled passes switched off (``_compiled.SWITCH``) while it runs."""
-    def eager_step() -> None:
-        os.environ[SWITCH] = "0"
+def switched(step: Any, compiled: bool) -> Any:
+    """``step`` with the compiled passes off (``_compiled.SWITCH``), or on at every size, while it runs."""
+    def switched_step() -> None:
+        minimum = _compiled.MIN_ELEMENTS
+        os.environ[SWITCH] = "1" if compiled else "0"
+        _compiled.MIN_ELEMENTS = 0
         try:
             step()
         finally:
             os.environ[SWITCH] = "1"
-    return eager_step
+            _compiled.MIN_ELEMENTS = minimum
+    return switched_step
 
 
 def measure_paths(variant: str, size: int, rule: str, rounds: int, warmup: int, round_seconds: float) -> str:
@@ -139,7 +144,7 @@ def measure_paths(variant: str, size: int, rule: str, rounds: int, warmup: int, 
         if "fused" in flags and not has_fused(hd_cls):
             continue
         step = hd_cls(with_gradients(params, grads), hypergrad_rule=rule, hypergrad_lr=beta, **flags, **settings).step
-        steps[name] = eager_around(step) if name == "fused, eager" else step
+        steps[name] = switched(step, compiled=name == "fused, compiled") if name.startswith("fused") else step
     steps["torch fused"] = base_cls(with_gradients(params, grads), **fastest_path(base_cls), **settings).step
     for step in steps.values():
         for _ in range(warmup):

@@ -24,8 +24,8 @@ The compiled functions only compute what the eager ones compute (the sums per te
 :func:`hypergrad._hypergradient.statistics_rows` turns into the rows of
 :func:`hypergrad._hypergradient.tensor_statistics`; the group's new rate, from the rule's own
 function; Adagrad's direction, from its own eager function), so every rule stays in one place.
-They serve the fused path on the CPU for float32 and float64 parameters (the passes over
-parameter-sized arrays from :data:`MIN_ELEMENTS` elements a step), compiled on first use
+They serve the fused path on the CPU for float32 and float64 parameters (those with a light eager
+version from :data:`MIN_ELEMENTS` elements a step), compiled on first use
 (that step takes seconds; a parameter set with other shapes compiles once more, for dynamic
 shapes, and serves every later one). Each falls back to the
 eager code, with one warning, when compilation fails (no C++ compiler, ...), inside an outer
@@ -47,13 +47,15 @@ from torch import Tensor
 SWITCH = "HYPERGRAD_COMPILED_STATISTICS"
 #: Parameter dtypes the compiled statistics serve (their sums are taken in float64).
 DTYPES = (torch.float32, torch.float64)
-#: The compiled passes over parameter-sized arrays (the statistics, Adagrad's direction) serve a
-#: step of at least this many elements: below it the compiled call's own cost (its wrappers, some
-#: 50-90 us a call on this machine) exceeds what its one pass saves over the eager operations.
-#: Measured (``benchmarks/overhead.py --paths``, fused Adam-HD and Adagrad-HD, additive rule):
-#: eager faster at 1k and 30k parameters (by 35-90 us), even at 100k, compiled faster at 300k;
-#: the number of tensors barely moves it (4 to 64 tensors of 4k elements: within 10 %). The
-#: rule's compiled call does not depend on the size and is always taken.
+#: The compiled passes whose eager version is light (Adam's statistics for a rule that reads only
+#: ``g . u``, Adagrad's direction: a few operations per tensor) serve a step of at least this many
+#: elements: below it the compiled call's own cost (its wrappers, some 50-90 us a call on this
+#: machine) exceeds what its one pass saves. Measured (``benchmarks/overhead.py --paths``, fused
+#: Adam-HD and Adagrad-HD, additive rule): eager faster at 1k and 30k parameters (by 15-50 us),
+#: even at 100k, compiled faster at 300k; the number of tensors barely moves it (4 to 64 tensors
+#: of 4k elements: within 10 %). The statistics of a rule that reads the norms too (three sums
+#: per tensor, eagerly three dot products and a stack) are compiled at every size (faster by
+#: 15-50 us at 1k and 30k), as is the rule's call.
 MIN_ELEMENTS = 1 << 17
 
 _compiled: dict[Any, Callable[..., Any]] = {}
@@ -66,15 +68,16 @@ def enabled() -> bool:
     return not (torch.compiler.is_compiling() or _failed or os.environ.get(SWITCH, "1") == "0")
 
 
-def available(grads: Sequence[Tensor]) -> bool:
+def available(grads: Sequence[Tensor], *, light: bool = False) -> bool:
     """Whether the compiled statistics serve a step with gradients ``grads`` (the optimizer
     state is shaped, placed and typed like them): :func:`enabled`, plain CPU tensors of one dtype
-    the kernel serves, :data:`MIN_ELEMENTS` elements at least."""
+    the kernel serves; for a pass whose eager version is ``light``, :data:`MIN_ELEMENTS` elements
+    at least."""
     if not grads or not enabled():
         return False
     dtype = grads[0].dtype
     return (dtype in DTYPES and all(type(g) is Tensor and g.is_cpu and g.dtype == dtype for g in grads)
-            and sum(g.numel() for g in grads) >= MIN_ELEMENTS)
+            and (not light or sum(g.numel() for g in grads) >= MIN_ELEMENTS))
 
 
 def _call(key: Any, function: Callable[..., Any], *args: Any) -> Any:
@@ -162,7 +165,7 @@ def recomputed_sums(
 ) -> Tensor | None:
     """The sums of :func:`_recomputed_sums` from the compiled function, or ``None`` where it is
     not :func:`available` or fails."""
-    if not available(grads):
+    if not available(grads, light=not norms):
         return None
     columns = [list(shifts), list(coefficients) if coefficients is not None else [0.0] * len(shifts)]
     constants = torch.tensor(list(zip(*columns)), dtype=grads[0].dtype)
@@ -178,7 +181,7 @@ def adagrad_directions(
     g / (sqrt(G) + eps)`` into ``directions``) compiled into one pass that reads ``g`` and ``G``
     and writes ``u`` (3 streams, where the eager square root, shift and division take 7); whether
     it ran (``False``: unavailable, the caller takes the eager path)."""
-    if not available(grads):
+    if not available(grads, light=True):
         return False
     return _call("adagrad directions", write, directions, grads, state_sums, eps) is not _UNAVAILABLE
 

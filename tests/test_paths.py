@@ -101,10 +101,23 @@ def test_the_default_is_decided_per_group():
     assert torch.equal(halves.detach(), torch.full_like(halves, 0.9))
 
 
-@pytest.mark.parametrize("minimum, expected", [(None, {"rule"}), (0, {("stored", True), "rule"})], ids=["small", "large"])
-def test_the_compiled_passes_serve_large_steps_the_rule_every_step(monkeypatch, minimum, expected):
-    """Below ``_compiled.MIN_ELEMENTS`` a step's statistics are eager (the compiled call would cost
-    more than it saves); the scale-free rule's compiled call is taken at every size."""
+COMPILED_KEYS = [  # optimizer, settings, _compiled.MIN_ELEMENTS (None: its own), the compiled calls taken
+    (hypergrad.AdamHD, dict(hypergrad_rule="additive"), None, set()),
+    (hypergrad.AdamHD, dict(hypergrad_rule="additive"), 0, {("recomputed", False, False)}),
+    (hypergrad.AdagradHD, dict(hypergrad_rule="additive"), None, set()),
+    (hypergrad.AdagradHD, dict(hypergrad_rule="additive"), 0, {"adagrad directions"}),
+    (hypergrad.SGDHD, dict(momentum=0.9, nesterov=True), None, {("stored", True), "rule"}),
+    (hypergrad.AdamHD, dict(), None, {("recomputed", True, False), "rule"}),
+]
+
+
+@pytest.mark.parametrize("optimizer_cls, settings, minimum, expected", COMPILED_KEYS,
+                         ids=["adam-small", "adam-large", "adagrad-small", "adagrad-large", "sgdn-scalefree", "adam-scalefree"])
+def test_which_compiled_passes_a_step_takes(monkeypatch, optimizer_cls, settings, minimum, expected):
+    """Below ``_compiled.MIN_ELEMENTS`` the passes whose eager version is light (Adam's statistics
+    for the additive rule, Adagrad's direction) are eager (the compiled call would cost more than
+    it saves); the statistics with the norms and the scale-free rule's call are compiled at every
+    size."""
     from hypergrad import _compiled
 
     keys = []
@@ -117,5 +130,5 @@ def test_the_compiled_passes_serve_large_steps_the_rule_every_step(monkeypatch, 
     monkeypatch.setattr(_compiled, "_call", recorded)
     if minimum is not None:
         monkeypatch.setattr(_compiled, "MIN_ELEMENTS", minimum)
-    _steps(hypergrad.SGDHD, dict(lr=0.01, momentum=0.9, nesterov=True))
+    _steps(optimizer_cls, dict(lr=0.01, **settings))
     assert set(keys) == expected
