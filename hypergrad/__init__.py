@@ -24,6 +24,7 @@ from .lr_finder import LRFinderResult, find_lr
 from .muon import MuonHD, MuonWithAdamWHD, muon_param_groups
 from .optimizer import HypergradOptimizer
 from .param_groups import layerwise_param_groups
+from ._rules import RULES, Rule
 from .rmsprop import RMSpropHD
 from .schedule_free import ScheduleFreeAdamWHD, ScheduleFreeSGDHD
 from .schedulers import LambdaHypergradLR
@@ -41,6 +42,8 @@ __all__ = [
     "MuonHD",
     "MuonWithAdamWHD",
     "RMSpropHD",
+    "RULES",
+    "Rule",
     "SGDHD",
     "ScheduleFreeAdamWHD",
     "ScheduleFreeSGDHD",

@@ -17,6 +17,7 @@ from experiments.core.methods import (
     default_hypergrad_lr,
     resolve_hypergrad_lr,
     resolve_methods,
+    untuned_settings,
 )
 from experiments.core.models import TASKS, build_model, has_batch_norm
 
@@ -36,7 +37,7 @@ def test_registry_lists_every_method_of_the_issue():
         "sgd", "sgd_hd", "sgdm", "sgdm_hd", "sgdn", "sgdn_hd", "adagrad", "adagrad_hd", "rmsprop", "rmsprop_hd",
         "adam", "adam_hd", "adamw", "adamw_hd", "prodigy", "dadapt_adam", "schedulefree_adamw", "dog",
         "sgd_hd_sf", "sgdn_hd_sf", "adam_hd_sf", "adamw_hd_sf", "adagrad_hd_sf", "rmsprop_hd_sf", "adam_hd_mult",
-        "hdm", "mechanic",
+        "hdm", "mechanic", "schedulefree_adamw_hd", "schedulefree_sgd_hd", "muon", "muon_hd",
     }
     assert set(METHODS) == expected
     assert methods.PAPER_METHODS == ("sgd", "sgd_hd", "sgdn", "sgdn_hd", "adam", "adam_hd")
@@ -203,3 +204,47 @@ def test_one_name_under_two_configurations_is_two_named_settings():
     assert methods.resolve_settings("adam", "paper", "mlp", False, hypergrad_lr=1e-4).hypergrad_lr is None
     with pytest.raises(ValueError, match="configuration"):
         methods.resolve_settings("adam", "tuned", "mlp", False)
+
+
+def _muon_model() -> torch.nn.Module:
+    torch.manual_seed(0)
+    return torch.nn.Sequential(torch.nn.Linear(10, 32), torch.nn.ReLU(), torch.nn.Linear(32, 32), torch.nn.ReLU(),
+                               torch.nn.Linear(32, 3))
+
+
+def _closure(model, optimizer, x, y):
+    def closure():
+        optimizer.zero_grad()
+        loss = torch.nn.functional.cross_entropy(model(x), y)
+        loss.backward()
+        return loss
+
+    return closure
+
+
+def test_muon_entries_split_the_model_and_muon_is_torchs_own_pair():
+    """``muon`` is torch.optim.Muon on the hidden matrices and torch.optim.AdamW on the rest, at
+    their defaults; ``muon_hd`` the same split with HD (its rates move), both through the split."""
+    x, y = torch.randn(16, 10, generator=torch.Generator().manual_seed(1)), torch.arange(16) % 3
+    models = {name: _muon_model() for name in ("muon", "muon_hd", "torch")}
+    optimizers = {name: METHODS[name].build(METHODS[name].parameters(models[name]), untuned_settings(name, False))
+                  for name in ("muon", "muon_hd")}
+    hidden = {"0.weight", "2.weight"}
+    named = list(models["torch"].named_parameters())
+    pair = (torch.optim.Muon([p for n, p in named if n in hidden]),
+            torch.optim.AdamW([p for n, p in named if n not in hidden]))
+    for _ in range(4):
+        for name, optimizer in optimizers.items():
+            optimizer.step(_closure(models[name], optimizer, x, y))
+        for part in pair:
+            part.zero_grad()
+        torch.nn.functional.cross_entropy(models["torch"](x), y).backward()
+        for part in pair:
+            part.step()
+    for ours, theirs in zip(models["muon"].parameters(), models["torch"].parameters()):
+        assert torch.equal(ours, theirs)
+    assert all(float(group["lr"]) != 1e-3 for group in optimizers["muon_hd"].param_groups)
+    restored = METHODS["muon"].build(METHODS["muon"].parameters(_muon_model()), untuned_settings("muon", False))
+    restored.load_state_dict(optimizers["muon"].state_dict())
+    assert restored.state_dict()["parts"][0]["state"][0]["momentum_buffer"].equal(
+        optimizers["muon"].state_dict()["parts"][0]["state"][0]["momentum_buffer"])

@@ -59,7 +59,9 @@ def test_the_grids_match_the_issue():
     assert 1.0 in study.BETA_FACTORS["quick"] and 1.0 in study.BETA_FACTORS["full"]
     assert study.default_beta("sgdn_hd_sf") == study.default_beta("adam_hd_sf") == 0.05
     jobs = study.jobs_for(["mlp_diabetes"], "quick")
-    assert len(jobs) == len(set(jobs)) == 2 * 5 + 4 * 5 * len(study.BETA_FACTORS["quick"])
+    assert study.default_beta("sgdn_hd_bracket") == study.default_beta("muon_hd") == 0.05
+    methods = sum(len(hd) for hd in study.BASES.values())
+    assert len(jobs) == len(set(jobs)) == len(study.BASES) * 5 + methods * 5 * len(study.BETA_FACTORS["quick"])
 
 
 @pytest.fixture
@@ -82,6 +84,7 @@ def data_dir(tmp_path):
 def test_quick_only_one_workload_end_to_end(data_dir, tmp_path, capsys, monkeypatch, one_thread):
     monkeypatch.setitem(study.ALPHA0S, "quick", (1e-2, 10.0))
     monkeypatch.setitem(study.BETA_FACTORS, "quick", (1.0, 100.0))
+    monkeypatch.setattr(study, "BASES", {"sgdn": ("sgdn_hd", "sgdn_hd_sf"), "adam": ("adam_hd", "adam_hd_sf")})
     out = tmp_path / "out"
     argv = ["sensitivity", "--quick", "--out", str(out), "--only", "fullbatch_breast_cancer",
             "--data-dir", str(data_dir)]

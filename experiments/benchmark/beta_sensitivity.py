@@ -36,8 +36,11 @@ from experiments.core.workloads import WORKLOADS, train, workload_data
 __all__ = ["ALPHA0S", "BASES", "BETA_FACTORS", "add_arguments", "cells", "goal_rows", "run_from_args",
            "sensitivity"]
 
-BASES = {"sgdn": ("sgdn_hd", "sgdn_hd_sf"), "adam": ("adam_hd", "adam_hd_sf")}
-"""Base optimizer -> its HD methods (additive rule, scale-free rule)."""
+BASES = {"sgdn": ("sgdn_hd", "sgdn_hd_sf", "sgdn_hd_bracket"), "adam": ("adam_hd", "adam_hd_sf", "adam_hd_bracket"),
+         "muon": ("muon_hd",)}
+"""Base optimizer -> its HD methods (additive rule, scale-free rule, bracketing rule; Muon: the
+scale-free rule). alpha_0 is the base's ``lr``: for Muon, the rate of its hidden matrices (the
+AdamW part of the split keeps AdamW's default rate)."""
 ALPHA0S = {"quick": (1e-5, 1e-4, 1e-3, 1e-2, 1e-1), "full": (1e-6, 1e-5, 1e-4, 1e-3, 1e-2, 1e-1, 1.0)}
 """Initial learning rates, one per decade (``--quick``: the goal's range only, to fit ~15 min on 2 cores)."""
 BETA_FACTORS = {"quick": (10 ** -1.5, 1.0, 10 ** 1.5), "full": tuple(10 ** (k / 2) for k in range(-3, 4))}

@@ -37,11 +37,15 @@ __all__ = ["ENTRIES", "SEEDS", "TARGET_LRS", "Job", "add_arguments", "benchmark"
 
 ENTRIES = ("sgd_hd_sf", "adam_hd_sf", "adamw_hd_sf", "adagrad_hd_sf", "rmsprop_hd_sf", "sgd_hd", "adam_hd",
            "adamw_hd", "adagrad_hd", "rmsprop_hd", "adam_hd_mult", "hdm", "adamw", "schedulefree_adamw", "prodigy",
-           "dadapt_adam", "dog", "mechanic")
+           "dadapt_adam", "dog", "mechanic", "schedulefree_adamw_hd", "schedulefree_sgd_hd", "muon", "muon_hd",
+           "sgd_hd_bracket", "adam_hd_bracket")
 """Our HD optimizers at their defaults (``*_hd_sf``: the scale-free rule), the same with the paper's
 additive rule at its betas (``*_hd``, the defaults before the scale-free rule) and with the
 multiplicative rule, HDM, torch's AdamW at its defaults (lr 1e-3, the untuned user) and the
-learning-rate-free peers at their packages' defaults."""
+learning-rate-free peers at their packages' defaults; Schedule-Free with HD on its rate
+(``schedulefree_*_hd``), torch's Muon + AdamW split (``muon``) and the same with HD
+(``muon_hd``), and SGD-HD and Adam-HD with the opt-in bracketing rule (``*_hd_bracket``),
+each at its constructor's defaults."""
 TARGET_LRS = (1e-4, 10 ** -3.5, 1e-3, 10 ** -2.5, 1e-2)
 """The target-setting AdamW's grid: half-decade steps around its usual range."""
 WARMUP = 0.05

@@ -45,6 +45,8 @@ from dataclasses import dataclass
 import torch
 from torch.optim import Optimizer
 
+from hypergrad import RULES
+
 from experiments.core.models import TASKS
 
 __all__ = [
@@ -116,12 +118,16 @@ class Method:
         build: ``(params, settings) -> optimizer``.
         hypergradient: ``"sgd"`` or ``"adaptive"`` for HD methods with the paper's rule,
             ``"multiplicative"`` for the multiplicative rule (these pick the default beta),
-            ``"scalefree"`` for the scale-free rule (one beta for every base), None for the rest.
+            ``"scalefree"`` or ``"bracket"`` for a rule with one dimensionless default beta (every
+            base; read from the library's rule registry), None for the rest.
         uses_alpha0: whether ``--lr`` is the method's initial learning rate (False for the
             learning-rate-free peers, which keep their documented ``lr``).
         has_train_eval_modes: the optimizer needs ``optimizer.train()`` before training steps and
             ``optimizer.eval()`` before evaluation (Schedule-Free).
         effective_lr: the step size the method used, for the logs.
+        parameters: ``model -> what build takes``: ``model.parameters()``, or for the Muon entries
+            the usual split (:func:`hypergrad.muon_param_groups`: hidden matrices to Muon, the rest
+            to AdamW).
         requires: what provides the optimizer: ``"torch.CLASS"``, ``"hypergrad.CLASS"`` or a
             peer's module, for availability checks before anything trains (and the constructor
             whose defaults :func:`untuned_settings` reads).
@@ -135,6 +141,7 @@ class Method:
     uses_alpha0: bool = True
     has_train_eval_modes: bool = False
     effective_lr: Callable[[Optimizer], float] = lambda optimizer: float(optimizer.param_groups[0]["lr"])
+    parameters: Callable[[torch.nn.Module], object] = lambda model: model.parameters()
 
 
 def _hypergrad_class(class_name: str) -> type[Optimizer]:
@@ -209,6 +216,51 @@ def _schedulefree_adamw(params, s: MethodSettings) -> Optimizer:
     return _import_peer("schedulefree").AdamWScheduleFree(params, weight_decay=s.weight_decay)
 
 
+class _TorchMuonWithAdamW(Optimizer):
+    """torch's own ``Muon`` for the Muon groups and ``AdamW`` for the others, stepped as one
+    optimizer (the ``muon`` baseline; AdamW at its defaults, Muon at the settings given)."""
+
+    def __init__(self, groups: list[dict], lr: float, weight_decay: float) -> None:
+        muon = [g["params"] for g in groups if g["use_muon"]]
+        adamw = [g["params"] for g in groups if not g["use_muon"]]
+        self.parts = ([torch.optim.Muon(muon[0], lr=lr, weight_decay=weight_decay)] if muon else []) + (
+            [torch.optim.AdamW(adamw[0])] if adamw else [])
+        super().__init__([g for part in self.parts for g in part.param_groups], {})
+        self.state = self.parts[0].state if len(self.parts) == 1 else {}  # each part keeps its own
+
+    @torch.no_grad()
+    def step(self, closure=None):
+        loss = None
+        if closure is not None:
+            with torch.enable_grad():
+                loss = closure()
+        for part in self.parts:
+            part.step()
+        return loss
+
+    def state_dict(self) -> dict:
+        return {"parts": [part.state_dict() for part in self.parts]}
+
+    def load_state_dict(self, state_dict: dict) -> None:
+        for part, saved in zip(self.parts, state_dict["parts"], strict=True):
+            part.load_state_dict(saved)
+
+
+def _muon(params, s: MethodSettings) -> Optimizer:
+    return _TorchMuonWithAdamW(params, lr=s.lr, weight_decay=s.weight_decay)
+
+
+def _muon_hd(params, s: MethodSettings) -> Optimizer:
+    return _hypergrad_class("MuonWithAdamWHD")(params, lr=s.lr, weight_decay=s.weight_decay,
+                                               **({"hypergrad_rule": "scalefree"} | s.hypergrad_keywords()))
+
+
+def _muon_split(model: torch.nn.Module) -> list[dict]:
+    import hypergrad
+
+    return hypergrad.muon_param_groups(model)
+
+
 def _dog(params, s: MethodSettings) -> Optimizer:
     reps_rel = 1e-4 if s.model_has_batch_norm else 1e-6
     return _import_peer("dog").DoG(params, reps_rel=reps_rel, weight_decay=s.weight_decay)
@@ -254,6 +306,12 @@ def _methods() -> dict[str, Method]:
                hypergradient="scalefree"),
         Method("rmsprop_hd_sf", "RMSprop with scale-free HD", _hd("RMSpropHD", "scalefree"), "hypergrad.RMSpropHD",
                hypergradient="scalefree"),
+        Method("sgd_hd_bracket", "SGD with HD, the bracketing rule", _sgd_hd(rule="bracket"), "hypergrad.SGDHD",
+               hypergradient="bracket"),
+        Method("sgdn_hd_bracket", "SGD, Nesterov momentum 0.9, with HD, the bracketing rule",
+               _sgd_hd(MOMENTUM, nesterov=True, rule="bracket"), "hypergrad.SGDHD", hypergradient="bracket"),
+        Method("adam_hd_bracket", "Adam with HD, the bracketing rule", _hd("AdamHD", "bracket"), "hypergrad.AdamHD",
+               hypergradient="bracket"),
         Method("adamw", "AdamW", _torch_base("AdamW"), "torch.AdamW"),
         Method("adamw_hd", "AdamW with HD", _hd("AdamWHD"), "hypergrad.AdamWHD", hypergradient="adaptive"),
         Method("adam_hd_mult", "Adam with HD, multiplicative rule", _hd("AdamHD", "multiplicative"),
@@ -266,6 +324,14 @@ def _methods() -> dict[str, Method]:
                uses_alpha0=False, effective_lr=_d_times_lr),
         Method("schedulefree_adamw", "Schedule-Free AdamW (schedulefree defaults)", _schedulefree_adamw,
                "schedulefree", uses_alpha0=False, has_train_eval_modes=True),
+        Method("schedulefree_adamw_hd", "Schedule-Free AdamW with scale-free HD", _hd("ScheduleFreeAdamWHD", "scalefree"),
+               "hypergrad.ScheduleFreeAdamWHD", hypergradient="scalefree", has_train_eval_modes=True),
+        Method("schedulefree_sgd_hd", "Schedule-Free SGD with scale-free HD", _hd("ScheduleFreeSGDHD", "scalefree"),
+               "hypergrad.ScheduleFreeSGDHD", hypergradient="scalefree", has_train_eval_modes=True),
+        Method("muon", "Muon on the hidden matrices + AdamW on the rest (torch's, defaults)", _muon, "torch.Muon",
+               parameters=_muon_split),
+        Method("muon_hd", "Muon + AdamW with scale-free HD (MuonWithAdamWHD)", _muon_hd,
+               "hypergrad.MuonWithAdamWHD", hypergradient="scalefree", parameters=_muon_split),
         Method("dog", "DoG (dog-optimizer defaults)", _dog, "dog", uses_alpha0=False, effective_lr=_dog_eta),
         Method("mechanic", "Mechanic on AdamW (mechanic-pytorch defaults)", _mechanic, "mechanic_pytorch"),
     ]
@@ -291,12 +357,10 @@ def default_hypergrad_lr(method: str, task: str) -> float | None:
     kind = METHODS[method].hypergradient
     if kind is None:
         return None
-    if kind == "scalefree":
-        from hypergrad._rules import RULES
-
-        return RULES["scalefree"].default_beta
     if kind == "multiplicative":
         return MULTIPLICATIVE_HYPERGRAD_LR
+    if kind in RULES and RULES[kind].default_beta is not None:
+        return RULES[kind].default_beta
     return SGD_HYPERGRAD_LR if kind == "sgd" else TASKS[task].adaptive_hypergrad_lr
 
 
@@ -317,10 +381,8 @@ def untuned_settings(method: str, model_has_batch_norm: bool) -> MethodSettings:
     beta = None
     if entry.hypergradient == "multiplicative":
         beta = MULTIPLICATIVE_HYPERGRAD_LR
-    elif entry.hypergradient == "scalefree":
-        from hypergrad._rules import RULES
-
-        beta = RULES["scalefree"].default_beta
+    elif entry.hypergradient in RULES and RULES[entry.hypergradient].default_beta is not None:
+        beta = RULES[entry.hypergradient].default_beta
     elif entry.hypergradient is not None:
         beta = constructor.paper_hypergrad_lr
     return MethodSettings(float(parameters["lr"].default) if "lr" in parameters else 1.0, beta,

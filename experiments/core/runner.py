@@ -188,7 +188,7 @@ def _start(config: RunConfig, method: Method) -> Training:
         model = parallel.wrap(model)
     settings = MethodSettings(config.lr, resolve_hypergrad_lr(method.name, config.task, config.hypergrad_lr),
                               config.weight_decay, has_batch_norm(model))
-    optimizer = method.build(model.parameters(), settings)
+    optimizer = method.build(method.parameters(model), settings)
     scheduler = config.lr_scheduler(optimizer, iterations_per_epoch, total_iterations) if config.lr_scheduler else None
     return Training(config, method, device, parallel, train_x, train_y, valid_x, valid_y, fill, model, optimizer,
                     scheduler, iterations_per_epoch, total_iterations)

@@ -185,7 +185,7 @@ def train(workload: Workload, data: TableData, mode: str, method: str, settings,
     torch.manual_seed(seed)
     model = workload.model(data, mode)
     entry = METHODS[method]
-    optimizer = entry.build(model.parameters(), settings)
+    optimizer = entry.build(entry.parameters(model), settings)
     scheduler = schedule(optimizer, steps) if schedule is not None else None
     generator = torch.Generator().manual_seed(seed)
     curve = {"steps": [], "metric": [], "time_s": []}
