@@ -114,3 +114,12 @@ def test_quick_only_one_workload_end_to_end(data_dir, tmp_path, capsys, monkeypa
     # A second call trains nothing and writes the same record.
     assert main(argv) == 0
     assert json.loads((out / "sensitivity.json").read_text())["cells"] == record["cells"]
+
+
+def test_bases_selects_the_bases_and_their_hd_methods(capsys):
+    jobs = study.jobs_for(["mlp_diabetes"], "quick", ["muon"])
+    assert {job.method for job in jobs} == {"muon", *study.BASES["muon"]}
+    assert len(jobs) == 5 + len(study.BASES["muon"]) * 5 * len(study.BETA_FACTORS["quick"])
+    with pytest.raises(SystemExit) as exit_info:
+        main(["sensitivity", "--quick", "--bases", "muon,nope"])
+    assert exit_info.value.code == 2 and "--bases" in capsys.readouterr().err

@@ -81,11 +81,13 @@ def run_job(cache: RunCache, mode: str, data_dir: str | None, job: Job) -> dict:
                              identity, lambda: train(workload, data, mode, job.method, settings, SEED, steps))
 
 
-def jobs_for(names: Sequence[str], mode: str) -> list[Job]:
-    """Every run of the study: per workload the bases, then their HD methods."""
+def jobs_for(names: Sequence[str], mode: str, bases: Sequence[str] | None = None) -> list[Job]:
+    """Every run of the study: per workload the bases (all of :data:`BASES` unless given), then
+    their HD methods."""
     jobs = []
     for name in names:
-        for base, hd_methods in BASES.items():
+        for base in bases or BASES:
+            hd_methods = BASES[base]
             jobs += [Job(name, base, alpha0) for alpha0 in ALPHA0S[mode]]
             jobs += [Job(name, method, alpha0, factor) for method in hd_methods
                      for factor in BETA_FACTORS[mode] for alpha0 in ALPHA0S[mode]]
@@ -144,7 +146,8 @@ def goal_rows(cell_list: Sequence[dict]) -> list[dict]:
     return list(rows.values())
 
 
-def build_record(mode: str, names: Sequence[str], sources: dict, results: dict[Job, dict]) -> dict:
+def build_record(mode: str, names: Sequence[str], sources: dict, results: dict[Job, dict],
+                 bases: Sequence[str] | None = None) -> dict:
     """``sensitivity.json``'s content from the finished runs."""
     runs = [{"workload": j.workload, "method": j.method, "alpha0": j.alpha0, "factor": j.factor,
              "beta": None if j.factor is None else default_beta(j.method) * j.factor,
@@ -155,14 +158,14 @@ def build_record(mode: str, names: Sequence[str], sources: dict, results: dict[J
     for name in names:
         workload = WORKLOADS[name]
         bases = {}
-        for base in BASES:
+        for base in bases or BASES:
             losses = [(_loss(r["final_loss"]), r["alpha0"]) for r in runs if r["workload"] == name and r["method"] == base]
             loss, alpha0 = min(losses, key=lambda pair: pair[0])
             bases[base] = {"best_loss": loss, "best_alpha0": None if math.isinf(loss) else alpha0}
         workloads[name] = {"metric": workload.metric, "steps": workload.steps[mode] * STEPS_PER_N[mode],
                            "bases": bases, **sources[name]}
     return {"mode": mode, "settings": CONFIGURATION, "seed": SEED, "alpha0s": list(ALPHA0S[mode]), "beta_factors": list(BETA_FACTORS[mode]),
-            "default_betas": {m: default_beta(m) for methods in BASES.values() for m in methods},
+            "default_betas": {m: default_beta(m) for base in bases or BASES for m in BASES[base]},
             "goal": {"alpha0s": list(GOAL_ALPHA0S), "ratio": GOAL_RATIO}, "workloads": workloads,
             "runs": runs, "cells": cell_list, "goal_rows": goal_rows(cell_list)}
 
@@ -171,7 +174,7 @@ def build_record(mode: str, names: Sequence[str], sources: dict, results: dict[J
 
 
 def sensitivity(out_dir: str | Path, *, mode: str = "quick", only: Sequence[str] | None = None,
-                data_dir: str | None = None, jobs: int = 1, command: str = "",
+                data_dir: str | None = None, jobs: int = 1, command: str = "", bases: Sequence[str] | None = None,
                 progress: Callable[[str], None] = functools.partial(print, flush=True)) -> dict:
     """Run (or reuse) every run of the study and write the outputs; the record (progress lines
     are flushed: a log file shows them as they come)."""
@@ -188,7 +191,7 @@ def sensitivity(out_dir: str | Path, *, mode: str = "quick", only: Sequence[str]
     for name in names:  # in this process: missing data fails before any training
         source = workload_data(name, mode, data_dir).source
         sources[name] = {"source": source.kind, "sha256": source.sha256}
-    jobs_list = jobs_for(names, mode)
+    jobs_list = jobs_for(names, mode, bases)
     progress(f"sensitivity --{mode}: {len(names)} workloads, {len(ALPHA0S[mode])} alpha_0, "
              f"{len(BETA_FACTORS[mode])} beta per HD method, {len(jobs_list)} runs, {jobs} worker(s); "
              f"cache {out_dir / 'runs'}")
@@ -203,7 +206,7 @@ def sensitivity(out_dir: str | Path, *, mode: str = "quick", only: Sequence[str]
                  f"{'diverged' if loss is None else f'valid loss {loss:.4g}'}")
 
     run_pool(run_job, (RunCache(out_dir), mode, data_dir), jobs_list, jobs, done)
-    record = build_record(mode, names, sources, results)
+    record = build_record(mode, names, sources, results, bases)
     elapsed = time.perf_counter() - started
     write_json(out_dir / "sensitivity.json", record)
     write_text(out_dir / "sensitivity.md", report.markdown(record, command, elapsed))
@@ -219,10 +222,13 @@ def add_arguments(parser) -> None:
                          quick_help="small workloads, N steps a run, 5 alpha_0 and 3 beta per HD method (the default; "
                          "~15 min on 2 idle cores with --jobs 2)",
                          full_help="larger workloads, 2N steps a run, 7 alpha_0 and 7 beta per HD method")
+    parser.add_argument("--bases", default=None,
+                        help=f"comma-separated base optimizers from: {', '.join(BASES)} (default: all)")
 
 
 def run_from_args(args, parser) -> int:
     """Run ``sensitivity`` from parsed arguments; bad input exits with status 2 and a message."""
     return run_command("sensitivity", args, parser, lambda command: sensitivity(
         args.out, mode=args.mode, only=parse_names(args.only, list(WORKLOADS), "--only", list(WORKLOADS)),
-        data_dir=args.data_dir, jobs=args.jobs, command=command))
+        data_dir=args.data_dir, jobs=args.jobs, command=command,
+        bases=parse_names(args.bases, list(BASES), "--bases", list(BASES))), ["--bases", args.bases] if args.bases else [])
