@@ -19,16 +19,27 @@ class ReferenceHD(Optimizer):
 
     A subclass sets ``paper_hypergrad_lr`` (the paper's beta for its base rule, what
     ``hypergrad_lr=None`` stands for under the additive and multiplicative rules) and passes its
-    constructor's arguments as ``defaults``.
+    constructor's ``locals()``: its arguments by name are the group defaults.
     """
 
     paper_hypergrad_lr: float
+
+    def __init__(self, params: Any, arguments: dict[str, Any]) -> None:
+        defaults = {k: v for k, v in arguments.items() if k not in ("self", "params", "__class__")}
+        super().__init__(params, defaults)
 
     def add_param_group(self, param_group: dict[str, Any]) -> None:
         super().add_param_group(param_group)
         group = self.param_groups[-1]
         if group["hypergrad_lr"] is None:
             group["hypergrad_lr"] = default_hypergrad_lr(group["hypergrad_rule"], self.paper_hypergrad_lr)
+
+    def _gradient(self, group: dict[str, Any], p: Tensor) -> Tensor:
+        """``g_t``, the effective gradient of ``p``: the loss's (negated under ``maximize``) plus
+        the coupled decay ``wd theta_{t-1}``."""
+        g = -p.grad if group["maximize"] else p.grad.clone()
+        coupled_decay = 0.0 if group.get("decoupled_weight_decay", False) else group["weight_decay"]
+        return g + coupled_decay * p
 
     def _direction(self, group: dict[str, Any], p: Tensor, g: Tensor, state: dict[str, Any]) -> Tensor:
         """``u_t`` for ``p`` from its effective gradient ``g``, updating the base rule's ``state``."""
@@ -77,6 +88,14 @@ class ReferenceHD(Optimizer):
                 rates.append(blend(state["rates"], group))
         return rates
 
+    def _update(self, group: dict[str, Any], params: list[Tensor], grads: list[Tensor], rates: list[Any]) -> None:
+        """The base step with each parameter's rate: ``theta_t = theta_{t-1} - alpha_t u_t``."""
+        for p, g, rate in zip(params, grads, rates):
+            state = self.state[p]
+            u = self._direction(group, p, g, state)
+            state["previous_direction"] = u.clone()
+            p.sub_(rate * u)
+
     @torch.no_grad()
     def step(self, closure: Any = None) -> Any:
         loss = None
@@ -91,17 +110,8 @@ class ReferenceHD(Optimizer):
             params = [p for p in group["params"] if p.grad is not None and p.numel() > 0]
             if not params:
                 continue  # a group that takes no step does not count one
-            grads = []
-            for p in params:
-                g = -p.grad if group["maximize"] else p.grad.clone()
-                coupled_decay = 0.0 if group.get("decoupled_weight_decay", False) else group["weight_decay"]
-                grads.append(g + coupled_decay * p)
             if group["lr_limit"] is not None:
                 group["t"] = group.get("t", 0) + 1
-            rates = self._group_rates(group, params, grads)
-            for p, g, rate in zip(params, grads, rates):
-                state = self.state[p]
-                u = self._direction(group, p, g, state)
-                state["previous_direction"] = u.clone()
-                p.sub_(rate * u)
+            grads = [self._gradient(group, p) for p in params]
+            self._update(group, params, grads, self._group_rates(group, params, grads))
         return loss

@@ -33,11 +33,7 @@ class AdagradHDReference(ReferenceHD):
         lr_limit: float | None = None,
         lr_limit_power: float = 2.0,
     ) -> None:
-        super().__init__(params, dict(
-            lr=lr, lr_decay=lr_decay, weight_decay=weight_decay, initial_accumulator_value=initial_accumulator_value,
-            eps=eps, maximize=maximize, hypergrad_lr=hypergrad_lr, hypergrad_rule=hypergrad_rule,
-            lr_bounds=lr_bounds, granularity=granularity, lr_limit=lr_limit, lr_limit_power=lr_limit_power,
-        ))
+        super().__init__(params, locals())
 
     def _direction(self, group: dict[str, Any], p: Tensor, g: Tensor, state: dict[str, Any]) -> Tensor:
         if "t" not in state:

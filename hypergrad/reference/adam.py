@@ -34,12 +34,7 @@ class AdamHDReference(ReferenceHD):
         lr_limit: float | None = None,
         lr_limit_power: float = 2.0,
     ) -> None:
-        super().__init__(params, dict(
-            lr=lr, betas=betas, eps=eps, weight_decay=weight_decay, amsgrad=amsgrad,
-            decoupled_weight_decay=decoupled_weight_decay, maximize=maximize, hypergrad_lr=hypergrad_lr,
-            hypergrad_rule=hypergrad_rule, lr_bounds=lr_bounds, granularity=granularity, lr_limit=lr_limit,
-            lr_limit_power=lr_limit_power,
-        ))
+        super().__init__(params, locals())
 
     def _direction(self, group: dict[str, Any], p: Tensor, g: Tensor, state: dict[str, Any]) -> Tensor:
         beta1, beta2 = group["betas"]
@@ -79,8 +74,4 @@ class AdamWHDReference(AdamHDReference):
         lr_limit: float | None = None,
         lr_limit_power: float = 2.0,
     ) -> None:
-        super().__init__(
-            params, lr, betas, eps, weight_decay, amsgrad, decoupled_weight_decay=True, maximize=maximize,
-            hypergrad_lr=hypergrad_lr, hypergrad_rule=hypergrad_rule, lr_bounds=lr_bounds, granularity=granularity,
-            lr_limit=lr_limit, lr_limit_power=lr_limit_power,
-        )
+        ReferenceHD.__init__(self, params, dict(locals(), decoupled_weight_decay=True))

@@ -58,12 +58,7 @@ class MuonHDReference(ReferenceHD):
         lr_limit: float | None = None,
         lr_limit_power: float = 2.0,
     ) -> None:
-        super().__init__(params, dict(
-            lr=lr, weight_decay=weight_decay, momentum=momentum, nesterov=nesterov, ns_coefficients=ns_coefficients,
-            eps=eps, ns_steps=ns_steps, adjust_lr_fn=adjust_lr_fn, hypergrad_lr=hypergrad_lr,
-            hypergrad_rule=hypergrad_rule, lr_bounds=lr_bounds, granularity=granularity, lr_limit=lr_limit,
-            lr_limit_power=lr_limit_power, maximize=False, decoupled_weight_decay=True,
-        ))
+        super().__init__(params, dict(locals(), maximize=False, decoupled_weight_decay=True))
 
     def _direction(self, group: dict[str, Any], p: Tensor, g: Tensor, state: dict[str, Any]) -> Tensor:
         mu = group["momentum"]

@@ -34,11 +34,7 @@ class RMSpropHDReference(ReferenceHD):
         lr_limit: float | None = None,
         lr_limit_power: float = 2.0,
     ) -> None:
-        super().__init__(params, dict(
-            lr=lr, alpha=alpha, eps=eps, weight_decay=weight_decay, momentum=momentum, centered=centered,
-            maximize=maximize, hypergrad_lr=hypergrad_lr, hypergrad_rule=hypergrad_rule, lr_bounds=lr_bounds,
-            granularity=granularity, lr_limit=lr_limit, lr_limit_power=lr_limit_power,
-        ))
+        super().__init__(params, locals())
 
     def _direction(self, group: dict[str, Any], p: Tensor, g: Tensor, state: dict[str, Any]) -> Tensor:
         rho = group["alpha"]

@@ -30,7 +30,7 @@ class _ScheduleFreeHDReference(ReferenceHD):
     def _b(self, group: dict[str, Any]) -> float:
         raise NotImplementedError
 
-    def _objective_gradient(self, group: dict[str, Any], p: Tensor) -> Tensor:
+    def _gradient(self, group: dict[str, Any], p: Tensor) -> Tensor:
         """``g_t``: the gradient of the loss HD descends, at ``y_{t-1}``."""
         raise NotImplementedError
 
@@ -55,47 +55,34 @@ class _ScheduleFreeHDReference(ReferenceHD):
     def step(self, closure: Any = None) -> Any:
         if not self.param_groups[0].get("train_mode", False):
             raise RuntimeError("not in train mode: call optimizer.train() first")
-        loss = None
-        if closure is not None:
-            with torch.enable_grad():
-                loss = closure()
-        for group in self.param_groups:
-            for p in group["params"]:
-                if p.grad is None and p in self.state:
-                    self.state[p].pop("previous_direction", None)  # it does not move: U_t = 0
-            params = [p for p in group["params"] if p.grad is not None and p.numel() > 0]
-            if not params:
-                continue
-            for p in params:
-                if "z" not in self.state[p]:
-                    self.state[p].update(z=p.clone(), x=p.clone())
-            if group["lr_limit"] is not None:
-                group["t"] = group.get("t", 0) + 1
-            grads = [self._objective_gradient(group, p) for p in params]
-            rates = self._group_rates(group, params, grads)
+        return super().step(closure)
 
-            k = group["k"] = group.get("k", 0) + 1
-            s = min(k / group["warmup_steps"], 1.0) if group["warmup_steps"] > 0 else 1.0
-            alpha = rates[0] if group["granularity"] == "group" else group["lr"]
-            gamma = s * alpha
-            previous_max = group.get("gamma_max", -math.inf)
-            group["gamma_max"] = max(gamma, previous_max)
-            weight = k ** group["r"] * group["gamma_max"] ** group["weight_lr_power"]
-            group["weight_sum"] = group.get("weight_sum", 0.0) + weight
-            c = weight / group["weight_sum"] if group["weight_sum"] > 0 else 0.0
-            b, power = self._b(group), group["weight_lr_power"]
-            weight_term = group["granularity"] == "group" and gamma > previous_max and 0 < c < 1
-            for p, g, rate in zip(params, grads, rates):
-                state = self.state[p]
-                u = self._direction(group, p, g, state)
-                z = state["z"] - s * rate * u
-                x = (1 - c) * state["x"] + c * z
-                direction = s * ((1 - b) + b * c) * u
-                if weight_term:
-                    direction = direction - b * (z - state["x"]) * power * c * (1 - c) / alpha
-                state.update(z=z, x=x, previous_direction=direction)
-                p.copy_((1 - b) * z + b * x)
-        return loss
+    def _update(self, group: dict[str, Any], params: list[Tensor], grads: list[Tensor], rates: list[Any]) -> None:
+        """Schedule-Free's step with each parameter's rate, ``U_t`` kept as the direction."""
+        for p in params:
+            if "z" not in self.state[p]:
+                self.state[p].update(z=p.clone(), x=p.clone())
+        k = group["k"] = group.get("k", 0) + 1
+        s = min(k / group["warmup_steps"], 1.0) if group["warmup_steps"] > 0 else 1.0
+        alpha = rates[0] if group["granularity"] == "group" else group["lr"]
+        gamma = s * alpha
+        previous_max = group.get("gamma_max", -math.inf)
+        group["gamma_max"] = max(gamma, previous_max)
+        weight = k ** group["r"] * group["gamma_max"] ** group["weight_lr_power"]
+        group["weight_sum"] = group.get("weight_sum", 0.0) + weight
+        c = weight / group["weight_sum"] if group["weight_sum"] > 0 else 0.0
+        b, power = self._b(group), group["weight_lr_power"]
+        weight_term = group["granularity"] == "group" and gamma > previous_max and 0 < c < 1
+        for p, g, rate in zip(params, grads, rates):
+            state = self.state[p]
+            u = self._direction(group, p, g, state)
+            z = state["z"] - s * rate * u
+            x = (1 - c) * state["x"] + c * z
+            direction = s * ((1 - b) + b * c) * u
+            if weight_term:
+                direction = direction - b * (z - state["x"]) * power * c * (1 - c) / alpha
+            state.update(z=z, x=x, previous_direction=direction)
+            p.copy_((1 - b) * z + b * x)
 
 
 class ScheduleFreeAdamWHDReference(_ScheduleFreeHDReference):
@@ -123,16 +110,12 @@ class ScheduleFreeAdamWHDReference(_ScheduleFreeHDReference):
         lr_limit: float | None = None,
         lr_limit_power: float = 2.0,
     ) -> None:
-        super().__init__(params, dict(
-            lr=lr, betas=betas, eps=eps, weight_decay=weight_decay, warmup_steps=warmup_steps, r=r,
-            weight_lr_power=weight_lr_power, hypergrad_lr=hypergrad_lr, hypergrad_rule=hypergrad_rule,
-            lr_bounds=lr_bounds, granularity=granularity, lr_limit=lr_limit, lr_limit_power=lr_limit_power,
-        ))
+        super().__init__(params, locals())
 
     def _b(self, group: dict[str, Any]) -> float:
         return group["betas"][0]
 
-    def _objective_gradient(self, group: dict[str, Any], p: Tensor) -> Tensor:
+    def _gradient(self, group: dict[str, Any], p: Tensor) -> Tensor:
         return p.grad
 
     def _direction(self, group: dict[str, Any], p: Tensor, g: Tensor, state: dict[str, Any]) -> Tensor:
@@ -165,16 +148,12 @@ class ScheduleFreeSGDHDReference(_ScheduleFreeHDReference):
         lr_limit: float | None = None,
         lr_limit_power: float = 2.0,
     ) -> None:
-        super().__init__(params, dict(
-            lr=lr, momentum=momentum, weight_decay=weight_decay, warmup_steps=warmup_steps, r=r,
-            weight_lr_power=weight_lr_power, hypergrad_lr=hypergrad_lr, hypergrad_rule=hypergrad_rule,
-            lr_bounds=lr_bounds, granularity=granularity, lr_limit=lr_limit, lr_limit_power=lr_limit_power,
-        ))
+        super().__init__(params, locals())
 
     def _b(self, group: dict[str, Any]) -> float:
         return group["momentum"]
 
-    def _objective_gradient(self, group: dict[str, Any], p: Tensor) -> Tensor:
+    def _gradient(self, group: dict[str, Any], p: Tensor) -> Tensor:
         return p.grad + group["weight_decay"] * p
 
     def _direction(self, group: dict[str, Any], p: Tensor, g: Tensor, state: dict[str, Any]) -> Tensor:

@@ -32,11 +32,7 @@ class SGDHDReference(ReferenceHD):
         lr_limit: float | None = None,
         lr_limit_power: float = 2.0,
     ) -> None:
-        super().__init__(params, dict(
-            lr=lr, momentum=momentum, dampening=dampening, weight_decay=weight_decay, nesterov=nesterov,
-            maximize=maximize, hypergrad_lr=hypergrad_lr, hypergrad_rule=hypergrad_rule, lr_bounds=lr_bounds,
-            granularity=granularity, lr_limit=lr_limit, lr_limit_power=lr_limit_power,
-        ))
+        super().__init__(params, locals())
 
     def _direction(self, group: dict[str, Any], p: Tensor, g: Tensor, state: dict[str, Any]) -> Tensor:
         mu = group["momentum"]
