@@ -270,6 +270,55 @@ def flag_id(flags: dict[str, Any]) -> str:
     return "-".join(f"{k}={v}" for k, v in flags.items())
 
 
+def hd_variants(lr_bounds: tuple[float, float] = (0.0, 0.03)) -> list[dict[str, Any]]:
+    """Every HD rule at every granularity: plain, clipped into ``lr_bounds``, and blended."""
+    return [
+        dict(hypergrad_rule=rule, granularity=granularity, **extra)
+        for rule, granularity, extra in itertools.product(
+            ("additive", "multiplicative", "scalefree"),
+            ("group", "tensor", "element"),
+            ({}, {"lr_bounds": lr_bounds}, {"lr_limit": 0.02, "lr_limit_power": 1.5}),
+        )
+    ]
+
+
+def twin_rates(optimizer: Optimizer, model: torch.nn.Module) -> dict[str, Any]:
+    """The rates a twin stepped with, by name (it keeps them as absolute values, unblended)."""
+    group = optimizer.param_groups[0]
+    rates = {}
+    for name, p in model.named_parameters():
+        state = optimizer.state[p]
+        rate = state.get("rate", state.get("rates", group["lr"]))
+        if group["granularity"] != "group" and group["lr_limit"] is not None:
+            delta = group["t"] ** -group["lr_limit_power"]
+            rate = delta * rate + (1 - delta) * group["lr_limit"]
+        rates[name] = rate
+    return rates
+
+
+def follow_twin(
+    case: Case, variant: dict[str, Any], net: type[torch.nn.Module], steps: int
+) -> tuple[list[float], dict[str, Any]]:
+    """Trains ``net`` with the case's fast optimizer and, from the same start, with its twin, both
+    under ``variant`` (``hypergrad_lr`` the case's under the additive rule, 0.05 otherwise);
+    asserts they end at the same parameters with the same rates. Returns the fast optimizer's
+    group lrs per step and its rates by name."""
+    beta = case.settings["hypergrad_lr"] if variant["hypergrad_rule"] == "additive" else 0.05
+    batches = make_batches(steps)
+    models = [net(), net()]
+    fast = case.make(models[0].parameters(), hypergrad_lr=beta, **variant)
+    slow = case.make_reference(models[1].parameters(), hypergrad_lr=beta, **variant)
+    lrs = train(models[0], fast, batches)
+    train(models[1], slow, batches)
+    for ours, theirs in zip(models[0].parameters(), models[1].parameters()):
+        torch.testing.assert_close(ours, theirs, rtol=1e-9, atol=1e-12)
+    fast_rates = fast.learning_rates(models[0].named_parameters())
+    slow_rates = twin_rates(slow, models[1])
+    for name, rate in fast_rates.items():
+        torch.testing.assert_close(torch.as_tensor(rate), torch.as_tensor(slow_rates[name]), rtol=1e-9, atol=0.0)
+    return lrs, fast_rates
+
+
 def same(a: Any, b: Any) -> bool:
     """Equality of nested state (dicts, lists, tuples) with tensors compared by value and dtype
     (a group of the scale-free rule holds its memory tensor)."""

@@ -18,7 +18,7 @@ import torch
 from torch import nn
 
 import hypergrad
-from cases import BASE_FLAGS, flag_id, make_batches, pick, same, train
+from cases import BASE_FLAGS, flag_id, follow_twin, hd_variants, make_batches, pick, same, train
 from hypergrad import MuonHD, MuonWithAdamWHD, muon_param_groups
 from hypergrad.reference import MuonHDReference
 
@@ -148,50 +148,16 @@ def test_each_tensor_rate_change_is_its_hypergradient(name):
 
 
 # -- the reference twin ----------------------------------------------------------------------------
-VARIANTS = [
-    dict(hypergrad_rule=rule, granularity=granularity, **extra)
-    for rule in ("additive", "multiplicative", "scalefree")
-    for granularity in ("group", "tensor", "element")
-    for extra in ({}, {"lr_bounds": (0.0, 0.03)}, {"lr_limit": 0.02, "lr_limit_power": 1.5})
-]
-
-
-def _reference_rates(optimizer, model) -> dict:
-    """The rates the twin stepped with, by name (it keeps them as absolute values)."""
-    group = optimizer.param_groups[0]
-    rates = {}
-    for name, p in model.named_parameters():
-        state = optimizer.state[p]
-        rate = state.get("rate", state.get("rates", group["lr"]))
-        if group["granularity"] != "group" and group["lr_limit"] is not None:
-            delta = group["t"] ** -group["lr_limit_power"]
-            rate = delta * rate + (1 - delta) * group["lr_limit"]
-        rates[name] = rate
-    return rates
-
-
-TWIN_RUNS = [("muon-plain-match", variant) for variant in VARIANTS] + [
-    ("muon", variant) for variant in VARIANTS if variant["granularity"] == "group" and len(variant) == 2
+TWIN_RUNS = [("muon-plain-match", variant) for variant in hd_variants()] + [
+    ("muon", variant) for variant in hd_variants() if variant["granularity"] == "group" and len(variant) == 2
 ]
 
 
 @pytest.mark.parametrize("name, variant", TWIN_RUNS, ids=lambda v: v if isinstance(v, str) else flag_id(v))
 def test_follows_the_reference_twin(name, variant):
-    case = EXACT[name]
-    beta = case.settings["hypergrad_lr"] if variant["hypergrad_rule"] == "additive" else 0.05
-    batches = make_batches(10)
-    models = [MatrixNet(), MatrixNet()]
-    fast = case.make(models[0].parameters(), hypergrad_lr=beta, **variant)
-    slow = case.make_reference(models[1].parameters(), hypergrad_lr=beta, **variant)
-    lrs = train(models[0], fast, batches)
-    train(models[1], slow, batches)
+    lrs, _ = follow_twin(EXACT[name], variant, MatrixNet, 10)
     if variant["granularity"] == "group" and "lr_limit" not in variant:
         assert len(set(lrs)) >= 3, "the rate should adapt in this test"
-    for ours, theirs in zip(models[0].parameters(), models[1].parameters()):
-        torch.testing.assert_close(ours, theirs, rtol=1e-9, atol=1e-12)
-    slow_rates = _reference_rates(slow, models[1])
-    for parameter, rate in fast.learning_rates(models[0].named_parameters()).items():
-        torch.testing.assert_close(torch.as_tensor(rate), torch.as_tensor(slow_rates[parameter]), rtol=1e-9, atol=0.0)
 
 
 # -- checkpoints both ways -------------------------------------------------------------------------

@@ -4,14 +4,13 @@ from __future__ import annotations
 
 import ast
 import inspect
-import itertools
 from pathlib import Path
 
 import pytest
 import torch
 
 from hypergrad import reference
-from cases import IMPLEMENTATION_KEYS, TinyNet, make_batches, one_per_base_rule, pick, train
+from cases import IMPLEMENTATION_KEYS, TinyNet, flag_id, follow_twin, hd_variants, make_batches, one_per_base_rule, pick, train
 
 VARIANTS = pick(
     "sgd", "sgd-wd-maximize-bounded", "momentum-dampening", "nesterov-wd", "sgd-multiplicative", "sgd-bounded",
@@ -40,47 +39,13 @@ FAMILY_RULES = pick(
     "nesterov-fast-wd", "heavy-ball", "amsgrad-wd", "adamw-strong-decay", "adagrad-decay-init",
     "rmsprop-centered-half-momentum", "rmsprop-maximize",
 )
-FAMILY_VARIANTS = [
-    dict(hypergrad_rule=rule, granularity=granularity, **extra)
-    for rule, granularity, extra in itertools.product(
-        ("additive", "multiplicative", "scalefree"),
-        ("group", "tensor", "element"),
-        ({}, {"lr_bounds": (0.0, 0.03)}, {"lr_limit": 0.02, "lr_limit_power": 1.5}),
-    )
-]
 
 
-def reference_rates(optimizer: torch.optim.Optimizer, model: torch.nn.Module) -> dict:
-    """The rates the reference stepped with, by name (it keeps them as absolute values)."""
-    group = optimizer.param_groups[0]
-    rates = {}
-    for name, p in model.named_parameters():
-        state = optimizer.state[p]
-        rate = state.get("rate", state.get("rates", group["lr"]))
-        if group["granularity"] != "group" and group["lr_limit"] is not None:
-            delta = group["t"] ** -group["lr_limit_power"]
-            rate = delta * rate + (1 - delta) * group["lr_limit"]
-        rates[name] = rate
-    return rates
-
-
-@pytest.mark.parametrize("variant", FAMILY_VARIANTS, ids=lambda v: "-".join(f"{k}={v[k]}" for k in v))
+@pytest.mark.parametrize("variant", hd_variants(), ids=flag_id)
 @pytest.mark.parametrize("rule", list(FAMILY_RULES))
 def test_family_follows_reference_in_every_variant(rule, variant):
     case = FAMILY_RULES[rule]
-    beta = case.settings["hypergrad_lr"] if variant["hypergrad_rule"] == "additive" else 0.05
-    batches = make_batches(15)
-    models = [TinyNet(), TinyNet()]
-    fast = case.make(models[0].parameters(), hypergrad_lr=beta, **variant)
-    slow = case.make_reference(models[1].parameters(), hypergrad_lr=beta, **variant)
-    train(models[0], fast, batches)
-    train(models[1], slow, batches)
-    for ours, theirs in zip(models[0].parameters(), models[1].parameters()):
-        torch.testing.assert_close(ours, theirs, rtol=1e-9, atol=1e-12)
-    fast_rates = fast.learning_rates(models[0].named_parameters())
-    slow_rates = reference_rates(slow, models[1])
-    for name, rate in fast_rates.items():
-        torch.testing.assert_close(torch.as_tensor(rate), torch.as_tensor(slow_rates[name]), rtol=1e-9, atol=0.0)
+    _, fast_rates = follow_twin(case, variant, TinyNet, 15)
     initial = case.settings["lr"]
     moved = [torch.as_tensor(r) for r in fast_rates.values()]
     assert any(not torch.allclose(r, torch.full_like(r, initial)) for r in moved)  # HD did something

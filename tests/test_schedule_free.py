@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import copy
 import inspect
-import itertools
 import math
 
 import pytest
@@ -15,7 +14,7 @@ import schedulefree
 import torch
 
 import hypergrad
-from cases import TinyNet, batch_loss, make_batches, same
+from cases import TinyNet, batch_loss, flag_id, hd_variants, make_batches, same
 from hypergrad import ScheduleFreeAdamWHD, ScheduleFreeSGDHD
 from hypergrad.reference import ScheduleFreeAdamWHDReference, ScheduleFreeSGDHDReference
 
@@ -330,17 +329,7 @@ def test_state_dict_round_trip_continues_bit_for_bit(family, granularity, save_i
 
 
 # -- the twins -----------------------------------------------------------------------------------
-TWIN_VARIANTS = [
-    dict(hypergrad_rule=rule, granularity=granularity, **extra)
-    for rule, granularity, extra in itertools.product(
-        ("additive", "multiplicative", "scalefree"),
-        ("group", "tensor", "element"),
-        ({}, {"lr_bounds": (0.005, 0.06)}, {"lr_limit": 0.02, "lr_limit_power": 1.5}),
-    )
-]
-
-
-@pytest.mark.parametrize("variant", TWIN_VARIANTS, ids=lambda v: "-".join(f"{k}={v[k]}" for k in v))
+@pytest.mark.parametrize("variant", hd_variants(lr_bounds=(0.005, 0.06)), ids=flag_id)
 @pytest.mark.parametrize("family", list(FAMILIES))
 def test_fast_optimizer_follows_its_twin(family, variant):
     """With a warmup, decay, a step in which one parameter has no gradient and train()/eval()
