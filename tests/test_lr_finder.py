@@ -32,6 +32,12 @@ def least_squares(n: int = 256, d: int = 20, seed: int = 0):
     return x, y, top
 
 
+def linear_sgd(x: torch.Tensor, lr: float = 0.5) -> tuple[nn.Module, torch.optim.Optimizer]:
+    """A linear model without bias for ``least_squares``' ``X`` (float64) and plain SGD on it."""
+    model = nn.Linear(x.shape[1], 1, bias=False).double()
+    return model, torch.optim.SGD(model.parameters(), lr=lr)
+
+
 class BNNet(nn.Module):
     """Small classifier with BatchNorm buffers and a dropout layer."""
 
@@ -266,9 +272,8 @@ def test_hypergrad_lr_is_zero_during_the_test_and_restored():
 def test_lr_schedule_and_recorded_losses_match_plain_gradient_descent(mode):
     """lrs[i] is used for step i and losses[i] is the loss after that step (smooth=1)."""
     x, y, _ = least_squares()
-    model = nn.Linear(x.shape[1], 1, bias=False).double()
+    model, optimizer = linear_sgd(x)
     w0 = model.weight.detach().clone()
-    optimizer = torch.optim.SGD(model.parameters(), lr=0.5)
     result = find_lr(model, optimizer, mse, [(x, y)], start_lr=1e-3, end_lr=1.0, num_iter=30,
                      mode=mode, smooth=1.0)
     if mode == "exp":
@@ -289,8 +294,7 @@ def test_lr_schedule_and_recorded_losses_match_plain_gradient_descent(mode):
 
 def test_smoothing_is_a_debiased_moving_average():
     x, y, _ = least_squares()
-    model = nn.Linear(x.shape[1], 1, bias=False).double()
-    optimizer = torch.optim.SGD(model.parameters(), lr=0.5)
+    model, optimizer = linear_sgd(x)
     result = find_lr(model, optimizer, mse, [(x, y)], start_lr=1e-3, end_lr=1.0, num_iter=30,
                      smooth=0.1)
     avg, expected = 0.0, []
@@ -304,8 +308,7 @@ def test_validation_loss_is_scored_after_each_step():
     """On the training set itself, the validation loss after step i equals the training loss
     measured on the next forward pass (same weights, two code paths)."""
     x, y, _ = least_squares()
-    model = nn.Linear(x.shape[1], 1, bias=False).double()
-    optimizer = torch.optim.SGD(model.parameters(), lr=0.5)
+    model, optimizer = linear_sgd(x)
     result = find_lr(model, optimizer, mse, [(x, y)], start_lr=1e-3, end_lr=1.0, num_iter=20,
                      val_loader=[(x[:100], y[:100]), (x[100:], y[100:])])
     np.testing.assert_allclose(result.metric_values, result.raw_losses, rtol=1e-10)
@@ -332,8 +335,7 @@ def test_accuracy_metric_is_maximised():
 
 def test_loader_is_cycled_and_accumulation_matches_a_double_batch():
     x, y, _ = least_squares()
-    model = nn.Linear(x.shape[1], 1, bias=False).double()
-    optimizer = torch.optim.SGD(model.parameters(), lr=0.5)
+    model, optimizer = linear_sgd(x)
 
     class Counting:
         def __init__(self, batches):
@@ -354,9 +356,8 @@ def test_loader_is_cycled_and_accumulation_matches_a_double_batch():
 
 
 def test_stops_when_the_smoothed_loss_exceeds_diverge_factor_times_the_best():
-    x, y, top = least_squares()
-    model = nn.Linear(x.shape[1], 1, bias=False).double()
-    optimizer = torch.optim.SGD(model.parameters(), lr=0.5)
+    x, y, _ = least_squares()
+    model, optimizer = linear_sgd(x)
     result = find_lr(model, optimizer, mse, [(x, y)], start_lr=1e-3, end_lr=1e3, num_iter=100,
                      diverge_factor=4)
     assert result.diverged and len(result.lrs) < 100
@@ -374,8 +375,7 @@ def test_least_squares_suggestions_lie_below_the_divergence_edge(seed, num_iter,
     eigenvalue): every suggestion must be below that edge and within 1000x of it."""
     x, y, top = least_squares(seed=seed)
     edge = 2 / top
-    model = nn.Linear(x.shape[1], 1, bias=False).double()
-    optimizer = torch.optim.SGD(model.parameters(), lr=0.1, momentum=0.0)
+    model, optimizer = linear_sgd(x, lr=0.1)
     before = snapshot(model, optimizer)
     result = find_lr(model, optimizer, mse, [(x, y)], start_lr=edge * low, end_lr=edge * high,
                      num_iter=num_iter)
