@@ -14,6 +14,21 @@ MAKERS = pick("momentum-fast", "adam", "adamw-default-decay", "adagrad-small-dec
               "schedulefree-adamw", "schedulefree-sgd")
 
 
+def _scheduled_lrs(name, make_scheduler, steps):
+    """Trains with the named optimizer and a scheduler stepped after it; yields, step by step, the
+    group's lr after the optimizer's step and after the scheduler's."""
+    model = TinyNet()
+    optimizer = MAKERS[name].make(model.parameters())
+    scheduler = make_scheduler(optimizer)
+    for batch in make_batches(steps):
+        optimizer.zero_grad()
+        batch_loss(model, batch).backward()
+        optimizer.step()
+        adapted = optimizer.param_groups[0]["lr"]
+        scheduler.step()
+        yield adapted, optimizer.param_groups[0]["lr"]
+
+
 @pytest.mark.parametrize("name", list(MAKERS))
 @pytest.mark.parametrize(
     "make_scheduler, factor",
@@ -23,17 +38,9 @@ MAKERS = pick("momentum-fast", "adam", "adamw-default-decay", "adagrad-small-dec
     ],
 )
 def test_step_and_exponential_decay_scale_the_adapted_lr(name, make_scheduler, factor):
-    model = TinyNet()
-    optimizer = MAKERS[name].make(model.parameters())
-    scheduler = make_scheduler(optimizer)
-    for batch in make_batches(6):
-        optimizer.zero_grad()
-        batch_loss(model, batch).backward()
-        optimizer.step()
-        adapted = optimizer.param_groups[0]["lr"]
-        scheduler.step()
+    for adapted, scheduled in _scheduled_lrs(name, make_scheduler, 6):
         # the scheduler multiplies what HD made of the lr, it does not reset it to its own chain
-        assert optimizer.param_groups[0]["lr"] == pytest.approx(adapted * factor, rel=1e-12)
+        assert scheduled == pytest.approx(adapted * factor, rel=1e-12)
 
 
 @pytest.mark.parametrize("name", list(MAKERS))
@@ -46,15 +53,8 @@ def test_step_and_exponential_decay_scale_the_adapted_lr(name, make_scheduler, f
     ],
 )
 def test_overwriting_schedulers_run(name, make_scheduler):
-    model = TinyNet()
-    optimizer = MAKERS[name].make(model.parameters())
-    scheduler = make_scheduler(optimizer)
-    for batch in make_batches(8):
-        optimizer.zero_grad()
-        batch_loss(model, batch).backward()
-        optimizer.step()
-        scheduler.step()
-        assert math.isfinite(optimizer.param_groups[0]["lr"])
+    for _, scheduled in _scheduled_lrs(name, make_scheduler, 8):
+        assert math.isfinite(scheduled)
 
 
 @pytest.mark.parametrize("name", list(MAKERS))
