@@ -226,6 +226,15 @@ def clock(device: torch.device) -> Callable[[], float]:
     return time.perf_counter if device.type == "cuda" else time.process_time
 
 
+def timing_header(device: torch.device, setup: str, schedule: str) -> str:
+    """A timing table's first line: torch, the device, the threads, ``setup`` (what is timed), the
+    clock (:func:`clock`), ``schedule`` (how the medians are taken) and the machine's load."""
+    device_name = torch.cuda.get_device_name(device) if device.type == "cuda" else platform.processor() or "cpu"
+    clock_name = "wall-clock" if device.type == "cuda" else "process CPU"
+    return (f"torch {torch.__version__}, device {device} ({device_name}), {torch.get_num_threads()} threads; "
+            f"{setup}; {clock_name} time, {schedule}; load average {os.getloadavg()[0]:.1f} on {os.cpu_count()} cores")
+
+
 def time_steps(steps: dict[str, Callable[[], None]], device: torch.device, rounds: int,
                steps_per_round: int) -> dict[str, float]:
     """Median seconds per step of each callable, over interleaved rounds in rotating order."""
@@ -320,12 +329,9 @@ def main() -> None:
             parser.error(f"{name}: unknown {unknown}, choose from {list(known)}")
     torch.set_num_threads(args.threads)
     torch.manual_seed(0)
-    device_name = torch.cuda.get_device_name(device) if device.type == "cuda" else platform.processor() or "cpu"
-    clock_name = "wall-clock" if device.type == "cuda" else "process CPU"
-    print(f"torch {torch.__version__}, device {device} ({device_name}), {torch.get_num_threads()} threads, "
-          f"float32, hypergrad_rule={args.rule}; {clock_name} time, medians of {args.rounds} interleaved rounds of "
-          f"~{args.round_seconds * 1e3:.0f} ms per implementation after {args.warmup} warm-up steps; "
-          f"load average {os.getloadavg()[0]:.1f} on {os.cpu_count()} cores")
+    print(timing_header(device, f"float32, hypergrad_rule={args.rule}",
+                        f"medians of {args.rounds} interleaved rounds of ~{args.round_seconds * 1e3:.0f} ms per "
+                        f"implementation after {args.warmup} warm-up steps"))
     for model in models:
         params = MODELS[model](device)
         numel = sum(p.numel() for p in params)

@@ -15,9 +15,7 @@ from __future__ import annotations
 import argparse
 import copy
 import gzip
-import os
 import pickle
-import platform
 import statistics
 import sys
 from collections.abc import Callable
@@ -26,7 +24,7 @@ from pathlib import Path
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-from step_time import VARIANTS, clock, fastest_path, synchronize  # noqa: E402
+from step_time import VARIANTS, clock, fastest_path, synchronize, timing_header  # noqa: E402
 
 MNIST_PICKLE = Path(sys.prefix) / "lib" / f"python{sys.version_info.major}.{sys.version_info.minor}" / (
     "site-packages/mnist/data/mnist.pkl.gz"
@@ -81,12 +79,9 @@ def main() -> None:
         (images[i:i + args.batch_size].to(device), labels[i:i + args.batch_size].to(device))
         for i in range(0, len(images) - args.batch_size + 1, args.batch_size)
     ]
-    device_name = torch.cuda.get_device_name(device) if device.type == "cuda" else platform.processor() or "cpu"
-    clock_name = "wall-clock" if device.type == "cuda" else "process CPU"
-    print(f"torch {torch.__version__}, device {device} ({device_name}), {torch.get_num_threads()} threads; "
-          f"MNIST MLP 784-1000-1000-10, batch {args.batch_size}, hypergrad_rule={args.rule}; {clock_name} time, medians of {args.rounds} "
-          f"interleaved rounds of {args.steps_per_round} steps after {args.warmup} warm-up steps; "
-          f"load average {os.getloadavg()[0]:.1f} on {os.cpu_count()} cores\n")
+    print(timing_header(device, f"MNIST MLP 784-1000-1000-10, batch {args.batch_size}, hypergrad_rule={args.rule}",
+                        f"medians of {args.rounds} interleaved rounds of {args.steps_per_round} steps after "
+                        f"{args.warmup} warm-up steps"), end="\n\n")
     print(f"{'variant':<14} {'HD path':>8} {'HD step':>9} {'base path':>10} {'base step':>10} {'ratio':>6}")
     base_model = mlp().to(device)
     now = clock(device)
