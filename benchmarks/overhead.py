@@ -19,6 +19,7 @@ interleaved rounds in rotating order, fixed random gradients.
     python benchmarks/overhead.py --report overhead.json --plot docs/figures/overhead.png
     python benchmarks/overhead.py --report after.json --before before.json --plot ...
     python benchmarks/overhead.py --paths --sizes 1000,1000000 --variants Adam-HD   # our paths side by side
+    TORCHINDUCTOR_CACHE_DIR=$(mktemp -d) python benchmarks/overhead.py --first-steps --variants Adam-HD --sizes 1000
 
 Measuring adds each result to the JSON file (``--out``), so that sizes can be measured in separate
 short runs; ``--report`` prints the table of a file and draws the plot (with ``--before``, the
@@ -155,6 +156,21 @@ def measure_paths(variant: str, size: int, rule: str, rounds: int, warmup: int, 
             + f"  (load {os.getloadavg()[0]:.1f})")
 
 
+def first_steps(variant: str, size: int, flags: dict[str, Any]) -> str:
+    """The process and wall seconds of an optimizer's first three steps (the compiling ones, for
+    the compiled passes; run in a fresh process, with ``TORCHINDUCTOR_CACHE_DIR`` pointing to an
+    empty folder for a cold compile)."""
+    hd_cls, _, settings, _ = VARIANTS[variant]
+    params = parameter_set(size)
+    optimizer = hd_cls(with_gradients(params, [torch.ones_like(p) for p in params]), **flags, **settings)
+    process, wall = time.process_time(), time.perf_counter()
+    for _ in range(3):
+        optimizer.step()
+    return (f"{variant} {flags} at {sum(p.numel() for p in params)} parameters: first 3 steps "
+            f"{time.process_time() - process:.2f} s process, {time.perf_counter() - wall:.2f} s wall "
+            f"(load {os.getloadavg()[0]:.1f})")
+
+
 def load_results(path: Path) -> dict[str, Any]:
     return json.loads(path.read_text()) if path.exists() else {"header": {}, "results": []}
 
@@ -167,7 +183,8 @@ def report(results: dict[str, Any]) -> str:
     header = results["header"]
     lines = [f"torch {header.get('torch')}, {header.get('threads')} thread, process CPU time, medians of "
              f"{header.get('rounds')} interleaved rounds; load average {header.get('loads')} on {os.cpu_count()} cores",
-             "", "overhead = our default step - torch's step on the same path (us); ratio = our default / torch default"]
+             "", "overhead = our default step - torch's step on the same path (us); "
+             "ratio = our default / torch default"]
     size_names = [f"{s / 1e3:.0f}k" if s < 1e6 else f"{s / 1e6:.0f}M" for s in sizes]
     lines.append(f"{'variant':<14} {'rule':<9} {'path':<8} " + " ".join(f"{n:>9}" for n in size_names)
                  + " | " + " ".join(f"{n:>6}" for n in size_names))
@@ -230,13 +247,18 @@ def main() -> None:
     parser.add_argument("--paths", action="store_true",
                         help="compare our paths (for-loop, foreach, fused eager, fused compiled) instead")
     parser.add_argument("--rules", default=",".join(RULES), help="with --paths: comma-separated rules")
+    parser.add_argument("--first-steps", action="store_true",
+                        help="print the time of the first three steps, default path and fused=True, instead")
     parser.add_argument("--report", type=Path, help="print the table of this JSON file")
     parser.add_argument("--before", type=Path, help="with --plot: an earlier file, drawn dashed")
     parser.add_argument("--plot", type=Path, help="with --report: save the plot here")
     args = parser.parse_args()
-    if args.out is None and args.report is None and not args.paths:
-        parser.error("give --out (measure), --report (print) or --paths (compare)")
+    if args.out is None and args.report is None and not args.paths and not args.first_steps:
+        parser.error("give --out (measure), --report (print), --paths or --first-steps")
     torch.set_num_threads(1)
+    if args.first_steps:
+        for flags in ({}, {"fused": True}):
+            print(first_steps(args.variants.split(",")[0], int(args.sizes.split(",")[0]), flags), flush=True)
     if args.paths:
         print(f"torch {torch.__version__}, 1 thread, process CPU time, medians of {args.rounds} interleaved rounds")
         for size in map(int, args.sizes.split(",")):

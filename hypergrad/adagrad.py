@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 from typing import Any
 
 import torch
@@ -50,8 +51,9 @@ class AdagradHD(HypergradOptimizer):
             fails). On the CPU the scale-free rule's statistics and the rule are compiled as for
             :class:`hypergrad.SGDHD`. ``None`` (the default) with ``foreach=None``: the fused
             path for float32/float64 parameters on the CPU (not ``capturable``), the fastest there
-            at every model size; elsewhere torch's default (foreach on accelerators). ``False``:
-            never fused.
+            at every model size, compiled around the kernel only for groups of ten million
+            elements or more (compiling takes seconds); elsewhere torch's default (foreach on
+            accelerators). ``False``: never fused.
         hypergrad_lr: ``beta``; ``None`` (the default) is the rule's own: 0.05 for the
             scale-free rule; for the additive and multiplicative rules 1e-6 (Adagrad's direction is
             normalised per coordinate like Adam's, ``g . u ~ sum |g_i|`` once ``G`` holds a few
@@ -106,8 +108,9 @@ class AdagradHD(HypergradOptimizer):
         return PreviousDirections(indices, directions, scales)
 
     def _update_params(self, group: dict[str, Any], tensors: GroupTensors, lr: LearningRate) -> None:
+        fused_update = functools.partial(_fused_update, compiled=self._use_compiled(group))
         adagrad_update = self._update_function(
-            group, tensors.params, _single_tensor_update, _multi_tensor_update, _fused_update
+            group, tensors.params, _single_tensor_update, _multi_tensor_update, fused_update
         )
         adagrad_update(
             tensors.params, tensors.grads, tensors.states, lr=lr, lr_decay=group["lr_decay"], eps=group["eps"]
@@ -167,10 +170,11 @@ def _stored_directions(directions: list[Tensor], grads: list[Tensor], state_sums
 
 def _fused_update(
     params: list[Tensor], grads: list[Tensor], states: list[dict[str, Any]],
-    *, lr: LearningRate, lr_decay: float, eps: float,
+    *, lr: LearningRate, lr_decay: float, eps: float, compiled: bool,
 ) -> None:
     """torch.optim.Adagrad's fused step (the gradients come with the decay and sign applied), then
-    the direction the kernel does not keep (on the CPU in one compiled pass, ``_compiled.py``)."""
+    the direction the kernel does not keep (on the CPU in one compiled pass where ``compiled``,
+    ``_compiled.py``)."""
     for device_params, device_grads, device_states in by_device(params, grads, states):
         steps = [s["step"] for s in device_states]
         increment_steps(steps)
@@ -180,5 +184,5 @@ def _fused_update(
             lr=lr, lr_decay=lr_decay, weight_decay=0.0, eps=eps, maximize=False,
         )
         directions = _direction_buffers(device_states, device_grads)
-        if not adagrad_directions(_stored_directions, directions, device_grads, state_sums, eps):
+        if not (compiled and adagrad_directions(_stored_directions, directions, device_grads, state_sums, eps)):
             _stored_directions(directions, device_grads, state_sums, eps)

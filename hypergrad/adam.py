@@ -62,9 +62,12 @@ class AdamHD(HypergradOptimizer):
             recomputes ``u_{t-1}`` from the moments, is extra. On the CPU (float32, float64) that
             pass is one ``torch.compile``d reduction and the scale-free rule one compiled call,
             compiled at the first step that takes statistics (seconds; eager where compiling
-            fails or ``HYPERGRAD_COMPILED_STATISTICS=0``; see docs/performance.md). ``None`` (the default) with ``foreach=None``: the fused path for float32/float64
-            parameters on the CPU (not ``capturable``), the fastest there at every model size;
-            elsewhere torch's default (foreach on accelerators). ``False``: never fused.
+            fails or ``HYPERGRAD_COMPILED_STATISTICS=0``; see docs/performance.md).
+            ``None`` (the default) with ``foreach=None``: the fused path for float32/float64
+            parameters on the CPU (not ``capturable``), the fastest there at every model size,
+            compiled around the kernel only for groups of ten million elements or more (compiling
+            takes seconds); elsewhere torch's default (foreach on accelerators). ``False``: never
+            fused.
         hypergrad_lr: ``beta``; ``None`` (the default) is the rule's own: 0.05 for the
             scale-free rule, and for the additive and multiplicative rules the reference code's
             1e-7 for Adam-HD on MNIST logistic regression and MLP (it used 1e-8 for VGG on
@@ -153,7 +156,7 @@ class AdamHD(HypergradOptimizer):
             beta1=beta1, beta2=beta2, eps=group["eps"], foreach=foreach,
             previous_params=[s["previous_param"] for s in states] if decoupled else None,
             weight_decay=group["weight_decay"] if decoupled else 0.0,
-            one_pass=self._use_fused(group),
+            one_pass=self._use_compiled(group),
         )
         return PreviousDirections(indices, directions, scales, rows)
 

@@ -293,11 +293,26 @@ class HypergradOptimizer(Optimizer):
             return bool(fused)
         if group["foreach"] is not None or group["capturable"]:
             return False
+        return self._default_path(group)[0] and not torch.compiler.is_compiling()
+
+    def _default_path(self, group: dict[str, Any]) -> tuple[bool, bool]:
+        """Whether the group's default path is fused (:func:`fused_by_default`), and whether it
+        is large enough to compile the passes around the kernel (:data:`COMPILED_BY_DEFAULT`);
+        decided once per group."""
         params = group["params"]
         chosen = self._default_paths.get(id(params))
         if chosen is None or chosen[0] is not params:  # (the list is held: its id is not reused)
-            chosen = self._default_paths[id(params)] = (params, fused_by_default(params))
-        return chosen[1] and not torch.compiler.is_compiling()
+            large = sum(p.numel() for p in params if isinstance(p, Tensor)) >= COMPILED_BY_DEFAULT
+            chosen = self._default_paths[id(params)] = (params, fused_by_default(params), large)
+        return chosen[1], chosen[2]
+
+    def _use_compiled(self, group: dict[str, Any]) -> bool:
+        """Whether a fused step takes the compiled passes around its kernel (``_compiled.py``,
+        which also checks dtypes, device and size): always with ``fused=True`` given; on the
+        default path for groups of :data:`COMPILED_BY_DEFAULT` elements or more."""
+        if not self._use_fused(group):
+            return False
+        return bool(group.get("fused")) or self._default_path(group)[1]
 
     def _use_foreach(self, group: dict[str, Any], params: list[Tensor]) -> bool:
         """torch.optim's choice: the user's ``foreach``, else multi-tensor kernels on devices
@@ -374,7 +389,7 @@ class HypergradOptimizer(Optimizer):
         if granularity != "element":
             rows = previous.rows(grads, rule) if previous.rows is not None else None
             kept = isinstance(previous.directions, list)
-            if rows is None and RULES[rule].norms and kept and self._use_fused(group):
+            if rows is None and RULES[rule].norms and kept and self._use_compiled(group):
                 # Kept directions: g . u, |g|^2 and |u|^2 in one compiled pass (_compiled.py).
                 # A rule that reads only g . u takes its one dot product faster as it is.
                 sums = stored_sums(grads, previous.directions, norms=True)  # type: ignore[arg-type]
@@ -402,7 +417,7 @@ class HypergradOptimizer(Optimizer):
         (``_rates.py``), then the base step at the group's common rate and, where a tensor's or a
         weight's rate differs from it, the rest of that tensor's step."""
         lr = self._place_lr(group, tensors.params[0].device)
-        rates = step_rates(group, tensors.params, tensors.states, lr, statistics, compiled=self._use_fused(group))
+        rates = step_rates(group, tensors.params, tensors.states, lr, statistics, compiled=self._use_compiled(group))
         self._update_params(group, tensors, rates.common)
         if rates.factors is not None:
             self._rescale_step(group, tensors, rates.factors, lr, rates.blend_step)
@@ -462,14 +477,23 @@ def _moved(previous: PreviousDirections, idle: set[int]) -> PreviousDirections:
 
 #: Parameter dtypes whose default path on the CPU is the fused one.
 FUSED_BY_DEFAULT_DTYPES = (torch.float32, torch.float64)
+#: The default path compiles the passes around the fused kernel for groups of this many elements
+#: or more. Compiling costs seconds at the first step: measured here (loaded 2-core machine) for
+#: fused AdamHD, 3.6 s of process time and 62 s of wall time with inductor's cache cold (its C++
+#: compiles), 1.8 s and 15 s warm, and it needs a C++ compiler. The compiled passes save about
+#: 1 ms a step per million Adam parameters (less for the other rules; the scale-free rule's call
+#: 0.1-0.25 ms at any size), so a cold compile is repaid after some 6k steps at 10M parameters but
+#: 60k at 1M: smaller groups' default steps stay eager (they start at once and need no compiler).
+#: ``fused=True`` compiles at every size.
+COMPILED_BY_DEFAULT = 10_000_000
 
 
 def fused_by_default(params: list[Tensor]) -> bool:
     """Whether ``fused=None, foreach=None`` takes the fused path (for a base rule with a fused
-    kernel): plain float32/float64 tensors on the CPU. There torch's fused kernel and the compiled
-    passes around it (``_compiled.py``) are the fastest HD step at every size measured, 1k to 10M
-    parameters (docs/performance.md, ``benchmarks/overhead.py``). Elsewhere torch.optim's default
-    (foreach on accelerators; no GPU figure exists yet to choose otherwise)."""
+    kernel): plain float32/float64 tensors on the CPU. There torch's fused kernel is the fastest
+    HD step at every size measured, 1k to 10M parameters, with the passes around it eager or
+    compiled (docs/performance.md, ``benchmarks/overhead.py --paths``). Elsewhere torch.optim's
+    default (foreach on accelerators; no GPU figure exists yet to choose otherwise)."""
     return all(
         type(p) in (Tensor, torch.nn.Parameter) and p.device.type == "cpu" and p.dtype in FUSED_BY_DEFAULT_DTYPES
         for p in params

@@ -68,9 +68,12 @@ class SGDHD(HypergradOptimizer):
             (float32, float64) the scale-free rule's statistics are then one ``torch.compile``d
             pass over ``g_t`` and ``u_{t-1}``, and the rule one compiled call (compiled at the
             first step that takes statistics: seconds; eager where compiling fails or
-            ``HYPERGRAD_COMPILED_STATISTICS=0``; see docs/performance.md). ``None`` (the default) with ``foreach=None``: the fused path for float32/float64
-            parameters on the CPU (not ``capturable``), the fastest there at every model size;
-            elsewhere torch's default (foreach on accelerators). ``False``: never fused.
+            ``HYPERGRAD_COMPILED_STATISTICS=0``; see docs/performance.md).
+            ``None`` (the default) with ``foreach=None``: the fused path for float32/float64
+            parameters on the CPU (not ``capturable``), the fastest there at every model size,
+            compiled around the kernel only for groups of ten million elements or more (compiling
+            takes seconds); elsewhere torch's default (foreach on accelerators). ``False``: never
+            fused.
         capturable: keep the stored direction in a fixed buffer (one copy per step), so that
             ``step()`` can be captured in a CUDA graph. Without it, a gradient the step does not
             change becomes the stored direction instead of being copied: an effective gradient

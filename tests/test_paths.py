@@ -112,7 +112,8 @@ COMPILED_KEYS = [  # optimizer, settings, _compiled.MIN_ELEMENTS (None: its own)
 
 
 @pytest.mark.parametrize("optimizer_cls, settings, minimum, expected", COMPILED_KEYS,
-                         ids=["adam-small", "adam-large", "adagrad-small", "adagrad-large", "sgdn-scalefree", "adam-scalefree"])
+                         ids=["adam-small", "adam-large", "adagrad-small", "adagrad-large", "sgdn-scalefree",
+                              "adam-scalefree"])
 def test_which_compiled_passes_a_step_takes(monkeypatch, optimizer_cls, settings, minimum, expected):
     """Below ``_compiled.MIN_ELEMENTS`` the passes whose eager version is light (Adam's statistics
     for the additive rule, Adagrad's direction) are eager (the compiled call would cost more than
@@ -130,5 +131,24 @@ def test_which_compiled_passes_a_step_takes(monkeypatch, optimizer_cls, settings
     monkeypatch.setattr(_compiled, "_call", recorded)
     if minimum is not None:
         monkeypatch.setattr(_compiled, "MIN_ELEMENTS", minimum)
-    _steps(optimizer_cls, dict(lr=0.01, **settings))
+    _steps(optimizer_cls, dict(lr=0.01, **settings), fused=True)
     assert set(keys) == expected
+
+
+@pytest.mark.parametrize("large", [False, True], ids=["small", "large"])
+@pytest.mark.parametrize("optimizer_cls, module, name, settings", KERNELS, ids=IDS)
+def test_the_default_compiles_only_large_groups(monkeypatch, optimizer_cls, module, name, settings, large):
+    """The default path takes the fused kernel at every size, but compiles the passes around it
+    only for groups of ``optimizer.COMPILED_BY_DEFAULT`` elements or more (compiling costs
+    seconds); a small group's default step takes no compiled call."""
+    from hypergrad import _compiled, optimizer
+
+    keys = []
+    monkeypatch.setenv(_compiled.SWITCH, "1")
+    monkeypatch.setattr(_compiled, "_call", lambda key, *args: keys.append(key) or _compiled._UNAVAILABLE)
+    monkeypatch.setattr(_compiled, "MIN_ELEMENTS", 0)
+    if large:
+        monkeypatch.setattr(optimizer, "COMPILED_BY_DEFAULT", 0)
+    calls = _fused_calls(monkeypatch, module, name)
+    _steps(optimizer_cls, settings)
+    assert calls and bool(keys) == large
