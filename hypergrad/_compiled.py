@@ -51,14 +51,15 @@ DTYPES = (torch.float32, torch.float64)
 #: ``g . u``, Adagrad's direction: a few operations per tensor) serve a step of at least this many
 #: elements: below it the compiled call's own cost (its wrappers, some 50-90 us a call on this
 #: machine) exceeds what its one pass saves. Measured (``benchmarks/overhead.py --paths``, fused
-#: Adam-HD and Adagrad-HD, additive rule): eager faster at 1k and 30k parameters (by 15-50 us),
-#: even at 100k, compiled faster at 300k; the number of tensors barely moves it (4 to 64 tensors
-#: of 4k elements: within 10 %). The statistics of a rule that reads the norms too (three sums
-#: per tensor, eagerly three dot products and a stack) are compiled at every size (faster by
-#: 15-50 us at 1k and 30k), as is the rule's call.
+#: Adam-HD and Adagrad-HD, additive rule): eager faster at 1k and 30k parameters (by 15-45 us),
+#: about even at 100k, compiled faster at 300k; the number of tensors barely moves it (4 to 64
+#: tensors of 4k elements: within 10 %). The statistics of a rule that reads the norms too (three
+#: sums per tensor, eagerly three dot products and a stack) are compiled at every size, as is the
+#: rule's call (with the scale-free rule the compiled path is the faster at every size measured).
 MIN_ELEMENTS = 1 << 17
 
 _compiled: dict[Any, Callable[..., Any]] = {}
+_beta: list[Any] = [None, None]  # the last beta given to the rule, and its float64 tensor
 _failed = False
 _UNAVAILABLE = object()  # what _call returns where the compiled function is unavailable
 
@@ -196,10 +197,6 @@ def rule_update(
     if not enabled() or not statistics.is_cpu or (isinstance(lr, Tensor) and not lr.is_cpu):
         return None
     as_tensor = torch.tensor(lr, dtype=torch.float64) if not isinstance(lr, Tensor) else lr
-    beta_tensor = _betas.get(beta)
-    if beta_tensor is None:  # made once per value: the rule only reads it
-        beta_tensor = _betas[beta] = torch.tensor(beta, dtype=torch.float64)
-    return _or_none(_call("rule", rule_function, as_tensor, statistics, beta_tensor, rule, bounds, memory))
-
-
-_betas: dict[float, Tensor] = {}
+    if _beta[0] != beta:  # made once per value (the rule only reads it), not at every step
+        _beta[:] = [beta, torch.tensor(beta, dtype=torch.float64)]
+    return _or_none(_call("rule", rule_function, as_tensor, statistics, _beta[1], rule, bounds, memory))

@@ -139,7 +139,7 @@ class HypergradOptimizer(Optimizer):
         # capture health check reads it, and torch.compile adds it while tracing (its guard on
         # the key then fails within the same frame when the key was absent).
         defaults.setdefault("capturable", False)
-        self._default_paths: dict[int, tuple[list[Tensor], bool]] = {}
+        self._default_paths: dict[int, tuple[list[Tensor], bool, bool]] = {}
         super().__init__(params, defaults)
 
     def _checked_settings(self, settings: Mapping[str, Any], *, initial: bool = True) -> dict[str, Any]:
@@ -478,13 +478,13 @@ def _moved(previous: PreviousDirections, idle: set[int]) -> PreviousDirections:
 #: Parameter dtypes whose default path on the CPU is the fused one.
 FUSED_BY_DEFAULT_DTYPES = (torch.float32, torch.float64)
 #: The default path compiles the passes around the fused kernel for groups of this many elements
-#: or more. Compiling costs seconds at the first step: measured here (loaded 2-core machine) for
-#: fused AdamHD, 3.6 s of process time and 62 s of wall time with inductor's cache cold (its C++
-#: compiles), 1.8 s and 15 s warm, and it needs a C++ compiler. The compiled passes save about
-#: 1 ms a step per million Adam parameters (less for the other rules; the scale-free rule's call
-#: 0.1-0.25 ms at any size), so a cold compile is repaid after some 6k steps at 10M parameters but
-#: 60k at 1M: smaller groups' default steps stay eager (they start at once and need no compiler).
-#: ``fused=True`` compiles at every size.
+#: or more. Compiling costs seconds at the first step (``benchmarks/overhead.py --first-steps``,
+#: fused AdamHD on this loaded 2-core machine: 3.2 s of process time and 23 s of wall time with
+#: inductor's cache cold, 1.6 s and 5 s warm) and needs a C++ compiler. The compiled passes save
+#: 0.4-0.9 ms a step per million Adam parameters, so a cold compile is repaid after some 3-6k steps
+#: at 10M parameters but 25-60k at 1M: smaller groups' default steps stay eager (they start at
+#: once, need no compiler, and a short run is not charged seconds). ``fused=True`` compiles at
+#: every size.
 COMPILED_BY_DEFAULT = 10_000_000
 
 
