@@ -296,20 +296,28 @@ def twin_rates(optimizer: Optimizer, model: torch.nn.Module) -> dict[str, Any]:
     return rates
 
 
+def with_beta(case: Case, variant: dict[str, Any]) -> dict[str, Any]:
+    """``variant`` with a ``hypergrad_lr`` for its rule: the case's under the additive rule, 0.05
+    under the others (their beta is dimensionless)."""
+    beta = case.settings["hypergrad_lr"] if variant["hypergrad_rule"] == "additive" else 0.05
+    return dict(variant, hypergrad_lr=beta)
+
+
 def follow_twin(
-    case: Case, variant: dict[str, Any], net: type[torch.nn.Module], steps: int
+    case: Case, net: type[torch.nn.Module], steps: int, **overrides: Any
 ) -> tuple[list[float], dict[str, Any]]:
     """Trains ``net`` with the case's fast optimizer and, from the same start, with its twin, both
-    under ``variant`` (``hypergrad_lr`` the case's under the additive rule, 0.05 otherwise);
-    asserts they end at the same parameters with the same rates. Returns the fast optimizer's
-    group lrs per step and its rates by name."""
-    beta = case.settings["hypergrad_lr"] if variant["hypergrad_rule"] == "additive" else 0.05
+    with ``overrides`` on the case's settings (the twin without the implementation switches);
+    asserts they step with the same group lr at every step (one rate per group), end at the same
+    parameters and hold the same rates. Returns the group lrs per step and the fast optimizer's
+    rates by name."""
     batches = make_batches(steps)
     models = [net(), net()]
-    fast = case.make(models[0].parameters(), hypergrad_lr=beta, **variant)
-    slow = case.make_reference(models[1].parameters(), hypergrad_lr=beta, **variant)
-    lrs = train(models[0], fast, batches)
-    train(models[1], slow, batches)
+    fast = case.make(models[0].parameters(), **overrides)
+    slow = case.make_reference(models[1].parameters(), **overrides)
+    lrs, slow_lrs = train(models[0], fast, batches), train(models[1], slow, batches)
+    if fast.param_groups[0]["granularity"] == "group":  # else group["lr"] is the base of the rates
+        torch.testing.assert_close(torch.tensor(lrs), torch.tensor(slow_lrs), rtol=1e-9, atol=0.0)
     for ours, theirs in zip(models[0].parameters(), models[1].parameters()):
         torch.testing.assert_close(ours, theirs, rtol=1e-9, atol=1e-12)
     fast_rates = fast.learning_rates(models[0].named_parameters())

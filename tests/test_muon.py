@@ -18,7 +18,7 @@ import torch
 from torch import nn
 
 import hypergrad
-from cases import BASE_FLAGS, flag_id, follow_twin, hd_variants, make_batches, pick, same, train
+from cases import BASE_FLAGS, flag_id, follow_twin, hd_variants, make_batches, pick, same, train, with_beta
 from hypergrad import MuonHD, MuonWithAdamWHD, muon_param_groups
 from hypergrad.reference import MuonHDReference
 
@@ -155,7 +155,7 @@ TWIN_RUNS = [("muon-plain-match", variant) for variant in hd_variants()] + [
 
 @pytest.mark.parametrize("name, variant", TWIN_RUNS, ids=lambda v: v if isinstance(v, str) else flag_id(v))
 def test_follows_the_reference_twin(name, variant):
-    lrs, _ = follow_twin(EXACT[name], variant, MatrixNet, 10)
+    lrs, _ = follow_twin(EXACT[name], MatrixNet, 10, **with_beta(EXACT[name], variant))
     if variant["granularity"] == "group" and "lr_limit" not in variant:
         assert len(set(lrs)) >= 3, "the rate should adapt in this test"
 
