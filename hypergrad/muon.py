@@ -241,7 +241,7 @@ class MuonWithAdamWHD(HypergradOptimizer):
         muon = dict(lr=lr, weight_decay=weight_decay, momentum=momentum, nesterov=nesterov,
                     ns_coefficients=ns_coefficients, eps=eps, ns_steps=ns_steps, adjust_lr_fn=adjust_lr_fn)
         adamw = dict(lr=adamw_lr, betas=adamw_betas, eps=adamw_eps, weight_decay=adamw_weight_decay,
-                     amsgrad=adamw_amsgrad, decoupled_weight_decay=True)
+                     amsgrad=adamw_amsgrad, decoupled_weight_decay=True, fused=None)
         check_lr(adamw_lr, "adamw_lr")
         adamw.update(check_adam_arguments(adamw))
         muon.update(check_muon_arguments(muon))

@@ -359,7 +359,8 @@ def test_combined_at_zero_hypergrad_lr_is_torch_muon_and_adamw():
                                adamw_betas=(0.8, 0.95), hypergrad_lr=0)
     muon, adamw = muon_param_groups(theirs)
     bases = [torch.optim.Muon(muon["params"], lr=0.02, weight_decay=0.05),
-             torch.optim.AdamW(adamw["params"], lr=0.01, betas=(0.8, 0.95))]
+             # our default path on the CPU is torch's fused kernel (as AdamWHD's)
+             torch.optim.AdamW(adamw["params"], lr=0.01, betas=(0.8, 0.95), fused=True)]
     for tokens in batches:
         _recipe_step(ours, [combined], tokens)
         _recipe_step(theirs, bases, tokens)
