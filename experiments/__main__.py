@@ -59,6 +59,8 @@ def build_parser() -> argparse.ArgumentParser:
                      help="data-parallel over the processes torchrun starts (torchrun --nproc_per_node=N "
                      "-m experiments run ...): each --batch-size batch is split across them; gloo on CPU, "
                      "NCCL on CUDA; rank 0 writes the files")
+    run.add_argument("--amp", action="store_true",
+                     help="mixed precision: forward passes under bfloat16 autocast (recorded in run.json)")
     for name, summary, description, add in (
         ("reproduce", "the main job: run the paper's studies and write figures and summary.md (cached runs are reused)",
          "Run the studies (comparison, sensitivity, convergence, surfaces, lr_sweep, lr_finder, peers) and write "
@@ -104,7 +106,7 @@ def main(argv: list[str] | None = None) -> int:
             task=args.task, epochs=args.epochs, lr=args.lr, hypergrad_lr=args.hypergrad_lr,
             weight_decay=args.weight_decay, batch_size=args.batch_size, seed=args.seed, device=args.device,
             data_dir=args.data_dir, download=args.download, max_iterations=args.max_iterations,
-            train_fraction=args.train_fraction, distributed=args.distributed,
+            train_fraction=args.train_fraction, distributed=args.distributed, amp=args.amp,
         )
         run_suite(config, methods, args.out or f"runs/{args.task}", resume=args.resume)
     except (ValueError, TypeError, OSError, MethodUnavailableError, DatasetNotFoundError, DatasetFileError) as error:

@@ -175,6 +175,28 @@ def test_resume_extends_a_finished_run_and_refuses_other_settings(tmp_path, mnis
         run_method(tiny_config(mnist_dir, epochs=3, lr=0.01), "adam", tmp_path / "extended", resume=True)
 
 
+def test_amp_runs_the_forward_pass_in_bfloat16_and_is_part_of_the_run(tmp_path, mnist_dir, monkeypatch):
+    dtypes = []
+    real = F.cross_entropy
+
+    def cross_entropy(output, *rest, **keywords):  # the dtype of the training steps' outputs
+        if torch.is_grad_enabled():
+            dtypes.append(output.dtype)
+        return real(output, *rest, **keywords)
+
+    monkeypatch.setattr(F, "cross_entropy", cross_entropy)
+    run_method(tiny_config(mnist_dir, epochs=1, max_iterations=3, amp=True), "sgd_hd", tmp_path / "amp")
+    assert dtypes == [torch.bfloat16] * 3
+    dtypes.clear()
+    run_method(tiny_config(mnist_dir, epochs=1, max_iterations=3), "sgd_hd", tmp_path / "full")
+    assert torch.bfloat16 not in dtypes
+    amp_losses = [float(row[3]) for row in read_rows(tmp_path / "amp" / "sgd_hd.iterations.csv")[1]]
+    full_losses = [float(row[3]) for row in read_rows(tmp_path / "full" / "sgd_hd.iterations.csv")[1]]
+    assert amp_losses != full_losses and np.allclose(amp_losses, full_losses, rtol=0.05)
+    with pytest.raises(ValueError, match="cannot resume"):  # a full-precision run does not resume an AMP one
+        run_method(tiny_config(mnist_dir, epochs=2), "sgd_hd", tmp_path / "amp", resume=True)
+
+
 def test_diverging_method_is_recorded_and_the_suite_goes_on(tmp_path, mnist_dir):
     config = tiny_config(mnist_dir, lr=1e30, epochs=3)
     results = run_suite(config, ["sgd", "dog"], tmp_path, print_summary=False)  # DoG ignores alpha_0

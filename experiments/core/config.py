@@ -46,6 +46,8 @@ class RunConfig:
         distributed: ``None`` (one process), ``ddp`` or ``fsdp``: a data-parallel run launched
             by ``torchrun`` (see :mod:`experiments.core.parallel`); each ``batch_size`` batch is
             split across the ranks and only rank 0 writes files.
+        amp: forward passes under bfloat16 autocast (mixed precision; recorded only when on, so
+            full-precision runs keep their records and checkpoints).
     """
 
     task: str
@@ -63,6 +65,7 @@ class RunConfig:
     lr_scheduler: LRSchedulerFactory | None = field(default=None, repr=False)
     eval_batch_size: int = 1000
     distributed: str | None = None
+    amp: bool = False
 
     def __post_init__(self) -> None:
         if self.task not in TASKS:
@@ -83,11 +86,15 @@ class RunConfig:
         parse_device(self.device)
         if self.distributed is not None and self.distributed not in ("ddp", "fsdp"):
             raise ValueError(f"distributed must be None, 'ddp' or 'fsdp', got {self.distributed!r}")
+        if not isinstance(self.amp, bool):
+            raise TypeError(f"amp must be a bool, got {type(self.amp).__name__}")
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-ready fields; the scheduler factory is recorded by its qualified name."""
         fields = {f.name: getattr(self, f.name) for f in dataclasses.fields(self)}
         fields["lr_scheduler"] = _qualified_name(self.lr_scheduler)
+        if not self.amp:
+            del fields["amp"]
         return fields
 
     def identity(self) -> dict[str, Any]:

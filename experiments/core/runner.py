@@ -52,12 +52,12 @@ from experiments.core.files import read_json, read_torch, write_csv, write_json,
 from experiments.core.methods import Method, MethodSettings, resolve_hypergrad_lr, resolve_methods
 from experiments.core.models import TASKS, build_model, has_batch_norm
 from experiments.core.training import (
+    Steps,
     cached_dataset,
     epoch_generator,
     evaluate,
     random_crop_flip,
-    recompute_batch_norm,
-    step,
+    train_steps,
     training_subset,
 )
 
@@ -126,7 +126,8 @@ class RunPaths:
 
 @dataclass
 class Training:
-    """What one run trains with: data on the device, the model, its optimizer and scheduler."""
+    """What one run trains with: data on the device, the model, its optimizer and scheduler, and
+    the step-counted run over them (``loop``) that :func:`experiments.core.training.train_steps` drives."""
 
     config: RunConfig
     method: Method
@@ -142,22 +143,26 @@ class Training:
     scheduler: Any
     iterations_per_epoch: int
     total_iterations: int
+    loop: Steps = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.loop = Steps(
+            self.model, self.optimizer, self.scheduler, _batches(self),
+            lambda x, y: F.cross_entropy(self.model(x), y),
+            backward=None if self.parallel is None else self._parallel_backward,
+            train_eval_modes=self.method.has_train_eval_modes,
+            batch_norm_data=(self.train_x, self.config.batch_size) if has_batch_norm(self.model) else None,
+            lr=lambda: self.method.effective_lr(self.optimizer), amp=self.config.amp)
+
+    def _parallel_backward(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        rows = self.parallel.local_rows(len(y))
+        with self.loop.autocast():
+            output = self.model(x[rows])
+        return self.parallel.backward(output, y[rows], len(y))
 
     @property
     def writes_files(self) -> bool:
         return self.parallel is None or self.parallel.writes_files
-
-    def eval_mode(self) -> None:
-        if self.method.has_train_eval_modes:
-            self.optimizer.eval()
-            if has_batch_norm(self.model):
-                recompute_batch_norm(self.model, self.train_x, self.config.batch_size)
-        self.model.eval()
-
-    def train_mode(self) -> None:
-        self.model.train()
-        if self.method.has_train_eval_modes:
-            self.optimizer.train()
 
     def evaluate(self, train: bool) -> tuple[float, float]:
         """Loss and accuracy over the whole training (``train``) or validation set."""
@@ -199,7 +204,7 @@ def _fresh_state(run: Training, paths: RunPaths, train_metrics: bool) -> RunStat
     for path in dataclasses.astuple(paths) if run.writes_files else ():
         path.unlink(missing_ok=True)
     state = RunState()
-    run.eval_mode()
+    run.loop.eval_mode()
     train_loss, _ = run.evaluate(train=True)
     valid_loss, valid_accuracy = run.evaluate(train=False)
     state.epoch_rows.append([0, 0, 0.0, train_loss, valid_loss, valid_accuracy, run.method.effective_lr(run.optimizer)])
@@ -258,50 +263,58 @@ def _save(run: Training, state: RunState, paths: RunPaths, train_metrics: bool) 
     write_torch(paths.checkpoint, checkpoint)
 
 
-def _step(run: Training, x: torch.Tensor, y: torch.Tensor) -> float:
-    """One optimizer (and scheduler) step on the batch; its minibatch loss."""
-    if run.parallel is None:
-        return step(run.optimizer, lambda: F.cross_entropy(run.model(x), y), run.scheduler)
-    rows = run.parallel.local_rows(len(y))
-    return step(run.optimizer, None, run.scheduler,
-                backward=lambda: run.parallel.backward(run.model(x[rows]), y[rows], len(y)))
+def _batches(run: Training):
+    """``number -> (x, y)``: step ``number``'s batch, epoch ``e``'s order (and augmentation) drawn
+    from ``epoch_generator(seed, e)``; the last batch of an epoch may be smaller."""
+    size, current = run.config.batch_size, {}
 
-
-def _train_epoch(run: Training, state: RunState, train_metrics: bool, progress) -> None:
-    """One epoch (possibly cut short by ``max_iterations`` or divergence), then its evaluation row."""
-    config, epoch = run.config, state.epoch + 1
-    generator = epoch_generator(config.seed, epoch)
-    order = torch.randperm(len(run.train_y), generator=generator).to(run.device)
-    run.train_mode()
-    losses, lrs = [], []
-    for batch in range(run.iterations_per_epoch):
-        if state.iteration >= run.total_iterations:
-            break
-        index = order[batch * config.batch_size:(batch + 1) * config.batch_size]
-        x, y = run.train_x[index], run.train_y[index]
+    def batch(number: int) -> tuple[torch.Tensor, torch.Tensor]:
+        epoch, index = divmod(number - 1, run.iterations_per_epoch)
+        if current.get("epoch") != epoch + 1:
+            generator = epoch_generator(run.config.seed, epoch + 1)
+            order = torch.randperm(len(run.train_y), generator=generator).to(run.device)
+            current.update(epoch=epoch + 1, generator=generator, order=order)
+        rows = current["order"][index * size:(index + 1) * size]
+        x, y = run.train_x[rows], run.train_y[rows]
         if run.augment_fill is not None:
-            x = random_crop_flip(x, 4, run.augment_fill, generator)
-        step_start = time.perf_counter()
-        loss = _step(run, x, y)
-        state.train_time_s += time.perf_counter() - step_start
-        state.iteration += 1
-        lr = run.method.effective_lr(run.optimizer)
+            x = random_crop_flip(x, 4, run.augment_fill, current["generator"])
+        return x, y
+
+    return batch
+
+
+def _train(run: Training, state: RunState, paths: RunPaths, train_metrics: bool, progress: str | None,
+           save_wall_time) -> None:
+    """The run's remaining steps through :func:`train_steps`: a row per step, an evaluation row
+    and a checkpoint after every epoch (and after the last, possibly partial one)."""
+    losses, lrs = [], []
+
+    def on_step(number: int, loss: float, lr: float, spent: float) -> None:
+        state.iteration, state.train_time_s = number, spent
         losses.append(loss)
         lrs.append(lr)
-        state.iteration_rows.append([state.iteration, epoch, round(state.train_time_s, 6), loss, lr])
-        progress.update()
-        if state.iteration % 20 == 0:
-            progress.set_postfix(loss=f"{loss:.4f}", lr=f"{lr:.3g}")
-        if not math.isfinite(loss):
-            state.status, state.diverged_at_iteration = "diverged", state.iteration
-            return
-    run.eval_mode()
-    valid_loss, valid_accuracy = run.evaluate(train=False)
-    state.epoch_rows.append([epoch, state.iteration, round(state.train_time_s, 6), sum(losses) / len(losses),
-                             valid_loss, valid_accuracy, sum(lrs) / len(lrs)])
-    if train_metrics:
-        state.train_metric_rows.append([epoch, *run.evaluate(train=True)])
-    state.epoch = epoch
+        state.iteration_rows.append([number, state.epoch + 1, round(spent, 6), loss, lr])
+
+    def evaluate_epoch(number: int, spent: float) -> bool:
+        valid_loss, valid_accuracy = run.evaluate(train=False)
+        state.epoch_rows.append([state.epoch + 1, number, round(spent, 6), sum(losses) / len(losses),
+                                 valid_loss, valid_accuracy, sum(lrs) / len(lrs)])
+        if train_metrics:
+            state.train_metric_rows.append([state.epoch + 1, *run.evaluate(train=True)])
+        state.epoch += 1
+        losses.clear()
+        lrs.clear()
+        return False
+
+    def checkpoint(number: int, spent: float) -> None:
+        save_wall_time()
+        _save(run, state, paths, train_metrics)
+
+    outcome = train_steps(run.loop, run.total_iterations, eval_every=run.iterations_per_epoch,
+                          evaluate=evaluate_epoch, start=state.iteration, spent=state.train_time_s, on_step=on_step,
+                          checkpoint=checkpoint, progress=progress, clock=time.perf_counter)
+    if outcome.diverged:
+        state.status, state.diverged_at_iteration = "diverged", state.iteration
 
 
 def _result(run: Training, state: RunState, paths: RunPaths) -> MethodResult:
@@ -349,8 +362,6 @@ def run_method(
         The :class:`MethodResult`. A run whose loss becomes NaN or infinite stops there with
         ``status="diverged"``; that is a result, not an exception.
     """
-    from tqdm.auto import tqdm
-
     if overrides:
         config = dataclasses.replace(config, **overrides)
     (spec,) = resolve_methods([method])
@@ -365,21 +376,16 @@ def run_method(
     if state.status == "completed" and state.iteration < run.total_iterations:
         state.status = "running"  # resumed with more epochs than before
 
-    progress = tqdm(
-        total=run.total_iterations, initial=min(state.iteration, run.total_iterations),
-        desc=f"{config.task} {method}", unit="it", leave=False,
-        disable=not run.writes_files or not (sys.stderr.isatty() if show_progress is None else show_progress),
-    )
-    while state.status == "running" and state.iteration < run.total_iterations:  # a checkpoint after each epoch
-        _train_epoch(run, state, train_metrics, progress)
-        if state.status == "diverged":
-            break
+    show = run.writes_files and (sys.stderr.isatty() if show_progress is None else show_progress)
+
+    def save_wall_time() -> None:
         state.wall_time_s = earlier_wall_time_s + time.perf_counter() - wall_start
-        _save(run, state, paths, train_metrics)
-    progress.close()
+
+    if state.status == "running":  # a checkpoint after each epoch
+        _train(run, state, paths, train_metrics, f"{config.task} {method}" if show else None, save_wall_time)
     if state.status == "running":
         state.status = "completed"
-    state.wall_time_s = earlier_wall_time_s + time.perf_counter() - wall_start
+    save_wall_time()
     _save(run, state, paths, train_metrics)
     return _result(run, state, paths)
 

@@ -1,6 +1,7 @@
-"""Training: the one optimizer step every study and command takes (:func:`step`), and the pieces of
-an epoch that do not depend on the optimizer: which examples, in which order, the CIFAR
-augmentation, and the evaluation passes.
+"""Training: the one optimizer step every study and command takes (:func:`step`), the one
+step-counted training loop the paper's runner and the benchmark's workloads share
+(:func:`train_steps` over a :class:`Steps`), and the pieces of an epoch that do not depend on the
+optimizer: which examples, in which order, the CIFAR augmentation, and the evaluation passes.
 
 :func:`step` runs every optimizer through a closure (zero the gradients, the loss, its backward
 pass), so the ones that need it (HDM, L-BFGS, Mechanic) step as the others do; it is the one
@@ -13,8 +14,13 @@ methods run and resuming a run cannot change it.
 
 from __future__ import annotations
 
+import contextlib
 import functools
+import math
+import time
 from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
 
 import torch
 import torch.nn.functional as F
@@ -22,8 +28,8 @@ from torch import nn
 
 from experiments.core.datasets import DatasetSplits, load_dataset
 
-__all__ = ["cached_dataset", "epoch_generator", "evaluate", "random_crop_flip", "recompute_batch_norm", "step",
-           "training_subset"]
+__all__ = ["Steps", "StepsOutcome", "cached_dataset", "epoch_generator", "evaluate", "random_crop_flip",
+           "recompute_batch_norm", "step", "train_steps", "training_subset"]
 
 SCHEDULE_FREE_BN_BATCHES = 50
 """Training batches used to recompute batch-norm statistics at Schedule-Free's evaluation point."""
@@ -58,6 +64,130 @@ def step(optimizer: torch.optim.Optimizer, loss_of: Callable[[], torch.Tensor], 
     if scheduler is not None:
         scheduler.step()
     return losses[-1]
+
+
+Batch = tuple[torch.Tensor, torch.Tensor]
+
+
+@dataclass
+class Steps:
+    """What :func:`train_steps` trains: a model, its optimizer and scheduler, and its batches.
+
+    Attributes:
+        model, optimizer, scheduler: the scheduler (or None) is stepped after every step.
+        batch: ``number -> (x, y)``, the batch of step ``number`` (1, 2, ...), asked in order.
+        loss: ``(x, y) -> loss`` (forward pass and loss, under :meth:`autocast`).
+        backward: ``(x, y) -> loss`` doing forward and backward itself (the data-parallel
+            wrapper's; it enters :meth:`autocast` around its forward pass), or None.
+        train_eval_modes: the optimizer has ``train()``/``eval()`` (Schedule-Free): evaluations
+            happen at its evaluation point.
+        batch_norm_data: ``(x, batch_size)`` to recompute batch-norm statistics with at that
+            point (a model with batch norm and such an optimizer), or None.
+        lr: ``() -> float``, the learning rate to record after each step, or None.
+        amp: run forward passes under ``torch.autocast`` in bfloat16 (no loss scaling needed,
+            so closures work); False: full precision.
+    """
+
+    model: nn.Module
+    optimizer: torch.optim.Optimizer
+    scheduler: Any
+    batch: Callable[[int], Batch]
+    loss: Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
+    backward: Callable[[torch.Tensor, torch.Tensor], torch.Tensor] | None = None
+    train_eval_modes: bool = False
+    batch_norm_data: tuple[torch.Tensor, int] | None = None
+    lr: Callable[[], float] | None = None
+    amp: bool = False
+
+    def autocast(self):
+        """The context of a forward pass: bfloat16 autocast on the model's device with ``amp``."""
+        if not self.amp:
+            return contextlib.nullcontext()
+        return torch.autocast(next(self.model.parameters()).device.type, dtype=torch.bfloat16)
+
+    def train_mode(self) -> None:
+        self.model.train()
+        if self.train_eval_modes:
+            self.optimizer.train()
+
+    def eval_mode(self) -> None:
+        """The model and optimizer at the point evaluations see (batch-norm statistics recomputed there)."""
+        if self.train_eval_modes:
+            self.optimizer.eval()
+            if self.batch_norm_data is not None:
+                recompute_batch_norm(self.model, *self.batch_norm_data)
+        self.model.eval()
+
+    def step(self, x: torch.Tensor, y: torch.Tensor) -> float:
+        """One optimizer (and scheduler) step on ``(x, y)`` through :func:`step`; its loss."""
+        if self.backward is not None:
+            return step(self.optimizer, None, self.scheduler, backward=lambda: self.backward(x, y))
+
+        def loss_of() -> torch.Tensor:
+            with self.autocast():
+                return self.loss(x, y)
+
+        return step(self.optimizer, loss_of, self.scheduler)
+
+
+@dataclass(frozen=True)
+class StepsOutcome:
+    """Where :func:`train_steps` stopped: the last step taken, the clock's time spent in steps (the
+    ``spent`` it started from included) and whether a non-finite loss or an evaluation stopped it."""
+
+    steps: int
+    time_s: float
+    diverged: bool
+
+
+def train_steps(run: Steps, steps: int, *, eval_every: int, evaluate: Callable[[int, float], bool], start: int = 0,
+                spent: float = 0.0, on_step: Callable[[int, float, float | None, float], None] | None = None,
+                checkpoint: Callable[[int, float], None] | None = None, progress: str | None = None,
+                clock: Callable[[], float] = time.process_time) -> StepsOutcome:
+    """Train ``run`` from step ``start + 1`` to ``steps``, the one training loop of the experiments.
+
+    After step ``number``: ``on_step(number, loss, lr, time_s)`` (``lr``: ``run.lr()`` or None;
+    ``time_s``: the clock's time spent in steps so far, from ``spent``); a non-finite loss stops
+    the run there (diverged). Every ``eval_every`` steps and after the last one the model is put at
+    its evaluation point and ``evaluate(number, time_s)`` is called (True: stop, diverged), then
+    ``checkpoint(number, time_s)`` (to resume from with ``start=number, spent=time_s``); the model
+    goes back to training mode only if more steps follow. Only the
+    steps are timed (``clock``: process time by default), not batches, evaluations or checkpoints.
+    ``progress``: a tqdm bar with this description (None: no bar).
+    """
+    from tqdm.auto import tqdm
+
+    bar = tqdm(total=steps, initial=min(start, steps), desc=progress, unit="it", leave=False,
+               disable=progress is None)
+    run.train_mode()
+    diverged, number = False, start
+    try:
+        for number in range(start + 1, steps + 1):
+            x, y = run.batch(number)
+            began = clock()
+            loss = run.step(x, y)
+            spent += clock() - began
+            lr = run.lr() if run.lr is not None else None
+            if on_step is not None:
+                on_step(number, loss, lr, spent)
+            bar.update()
+            if number % 20 == 0:
+                bar.set_postfix(loss=f"{loss:.4f}", **({} if lr is None else {"lr": f"{lr:.3g}"}))
+            if not math.isfinite(loss):
+                diverged = True
+                break
+            if number % eval_every == 0 or number == steps:
+                run.eval_mode()
+                if evaluate(number, spent):
+                    diverged = True
+                    break
+                if checkpoint is not None:
+                    checkpoint(number, spent)
+                if number < steps:  # a finished run stays at its evaluation point
+                    run.train_mode()
+    finally:
+        bar.close()
+    return StepsOutcome(number, spent, diverged)
 
 
 @functools.lru_cache(maxsize=2)

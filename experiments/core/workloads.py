@@ -3,15 +3,15 @@
 Read top to bottom: the data of a workload (:class:`TableData`, from :mod:`experiments.core.datasets` and
 :mod:`experiments.core.tables`), what a workload is (:class:`Workload`: data, model, loss,
 validation metric, batch size and the target-setting runs' steps per mode), the six workloads
-(:data:`WORKLOADS`), and :func:`train`, which trains one model for a number of steps and returns
-the validation metric after every ``eval_every`` steps with the process time spent in steps.
+(:data:`WORKLOADS`), and :func:`train`, which trains one model for a number of steps through the
+one training loop (:func:`experiments.core.training.train_steps`) and returns the validation
+metric after every ``eval_every`` steps with the process time spent in steps.
 """
 
 from __future__ import annotations
 
 import functools
 import math
-import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -24,7 +24,7 @@ from experiments.core.tables import TableData, load_breast_cancer, load_diabetes
 from experiments.core.datasets import load_dataset
 from experiments.core.methods import METHODS
 from experiments.core.models import ByteTransformer, build_model, has_batch_norm
-from experiments.core.training import evaluate, recompute_batch_norm, step
+from experiments.core.training import Steps, evaluate, train_steps
 
 __all__ = ["WORKLOADS", "Workload", "load_workload_data", "train", "workload_data"]
 
@@ -173,7 +173,8 @@ def _metric(workload: Workload, model: nn.Module, data: TableData) -> tuple[floa
 def train(workload: Workload, data: TableData, mode: str, method: str, settings, seed: int, steps: int,
           schedule: Callable[[torch.optim.Optimizer, int], object] | None = None) -> dict:
     """Train ``workload``'s model with ``methods.METHODS[method]`` built with ``settings`` for
-    ``steps`` steps (``schedule(optimizer, steps)``: a scheduler stepped after each step).
+    ``steps`` steps (``schedule(optimizer, steps)``: a scheduler stepped after each step), through
+    :func:`experiments.core.training.train_steps`.
 
     Returns ``{"steps", "metric", "time_s"}`` (the validation metric after every
     ``eval_every = max(1, N // EVALUATIONS_PER_N[mode])`` steps and at the end, with the process time spent in
@@ -181,38 +182,30 @@ def train(workload: Workload, data: TableData, mode: str, method: str, settings,
     ``"final_metric"`` (None when diverged) and ``"final_loss"``, the validation loss at the end
     (None when diverged or not finite). The initial weights and the batches depend on ``seed`` only.
     """
-    eval_every = max(1, workload.steps[mode] // EVALUATIONS_PER_N[mode])
     torch.manual_seed(seed)
     model = workload.model(data, mode)
     entry = METHODS[method]
     optimizer = entry.build(entry.parameters(model), settings)
-    scheduler = schedule(optimizer, steps) if schedule is not None else None
     generator = torch.Generator().manual_seed(seed)
+    batch_norm = (data.train_x[:1000], workload.batch_size[mode] or len(data.train_x)) if has_batch_norm(model) else None
+    run = Steps(model, optimizer, schedule(optimizer, steps) if schedule is not None else None,
+                lambda number: _batch(workload, data, mode, generator),
+                lambda x, y: _loss(workload, model(x), y), train_eval_modes=entry.has_train_eval_modes,
+                batch_norm_data=batch_norm)
     curve = {"steps": [], "metric": [], "time_s": []}
-    spent, diverged = 0.0, False
-    for number in range(1, steps + 1):
-        x, y = _batch(workload, data, mode, generator)
-        model.train()
-        if entry.has_train_eval_modes:
-            optimizer.train()
-        start = time.process_time()
-        train_loss = step(optimizer, lambda: _loss(workload, model(x), y), scheduler)
-        spent += time.process_time() - start
-        if not math.isfinite(train_loss):
-            diverged = True
-            break
-        if number % eval_every == 0 or number == steps:
-            if entry.has_train_eval_modes:
-                optimizer.eval()
-                if has_batch_norm(model):
-                    recompute_batch_norm(model, data.train_x[:1000], workload.batch_size[mode] or len(data.train_x))
-            value, loss = _metric(workload, model, data)
-            curve["steps"].append(number)
-            curve["metric"].append(value)
-            curve["time_s"].append(spent)
-            if not math.isfinite(value):
-                diverged = True
-                break
+    losses = []
+
+    def evaluate(number: int, spent: float) -> bool:
+        value, loss = _metric(workload, model, data)
+        curve["steps"].append(number)
+        curve["metric"].append(value)
+        curve["time_s"].append(spent)
+        losses.append(loss)
+        return not math.isfinite(value)
+
+    outcome = train_steps(run, steps, eval_every=max(1, workload.steps[mode] // EVALUATIONS_PER_N[mode]),
+                          evaluate=evaluate)
+    diverged = outcome.diverged
     final = None if diverged else curve["metric"][-1]
-    final_loss = None if diverged or not math.isfinite(loss) else loss
+    final_loss = None if diverged or not math.isfinite(losses[-1]) else losses[-1]
     return {**curve, "diverged": diverged, "final_metric": final, "final_loss": final_loss}
