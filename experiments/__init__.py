@@ -10,10 +10,12 @@ ones listed before it):
    CIFAR-10 as tensors), ``tables`` (the benchmark's text and tables) and ``models``;
    ``methods`` (name -> optimizer, and the named settings configurations ``paper`` and
    ``untuned`` resolved in one place), ``schedules``, ``parallel`` (the data-parallel wrapper) and
-   ``training`` (the one optimizer step, data order, evaluation); ``workloads`` (the benchmark's
-   workloads and their step-counted runs); ``config`` and ``runner`` (the paper's epoch-counted
-   runs); ``runs`` (run specifications as cache keys, the cache, the worker pool, the studies'
-   budgets).
+   ``training`` (the one optimizer step, the one step-counted training loop ``train_steps``, data
+   order, evaluation); ``workloads`` (the benchmark's workloads and their runs through
+   ``train_steps``); ``config`` and ``runner`` (the paper's runs through ``train_steps``, an epoch a
+   number of steps, with resumable checkpoints); ``runs`` (run specifications as cache keys:
+   ``RunSpec`` for the paper's runs, ``StepRunSpec`` for the benchmark's; the cache, the worker
+   pool, the studies' budgets).
 2. :mod:`experiments.paper`: ``common`` and ``toy`` (2-D surfaces), one module per study
    (``comparison``, ``alpha_sensitivity``, ``convergence``, ``surfaces``, ``lr_sweep``,
    ``lr_range_test``, ``peers``, ``onecycle``, ``transfer``, ``hdm_fullbatch``), then

@@ -27,11 +27,9 @@ from pathlib import Path
 from experiments.benchmark.options import add_common_arguments, parse_names, run_command
 from experiments.core.files import write_json, write_text
 from experiments.benchmark.selftuning import CONFIGURATION
-from experiments.core.runs import run_pool
-from experiments.core.methods import resolve_settings, untuned_settings
-from experiments.core.models import has_batch_norm
-from experiments.core.runs import RunCache, compact_number
-from experiments.core.workloads import WORKLOADS, train, workload_data
+from experiments.core.methods import untuned_settings
+from experiments.core.runs import RunCache, StepRunSpec, compact_number, fetch_step_run, run_pool
+from experiments.core.workloads import WORKLOADS, workload_data
 
 __all__ = ["ALPHA0S", "BASES", "BETA_FACTORS", "add_arguments", "cells", "goal_rows", "run_from_args",
            "sensitivity"]
@@ -60,6 +58,16 @@ class Job:
     alpha0: float
     factor: float | None = None
 
+    def spec(self, mode: str, data_dir: str | None) -> StepRunSpec:
+        """The run this job plans (its keys never held a schedule: ``keyed_schedule=False``)."""
+        beta = None if self.factor is None else default_beta(self.method) * self.factor
+        name = f"sensitivity-{self.workload}-{self.method}-a{compact_number(self.alpha0)}"
+        if beta is not None:
+            name += f"-b{compact_number(beta)}"
+        return StepRunSpec.resolved(name, self.workload, mode, self.method, CONFIGURATION, SEED,
+                                    WORKLOADS[self.workload].steps[mode] * STEPS_PER_N[mode], data_dir,
+                                    keyed_schedule=False, lr=self.alpha0, hypergrad_lr=beta)
+
 
 def default_beta(method: str) -> float:
     """The beta an HD method is given untuned (scale-free: the rule's default)."""
@@ -68,17 +76,7 @@ def default_beta(method: str) -> float:
 
 def run_job(cache: RunCache, mode: str, data_dir: str | None, job: Job) -> dict:
     """Train (or read back from the cache) one job's run: :func:`workloads.train`'s result."""
-    workload = WORKLOADS[job.workload]
-    data = workload_data(job.workload, mode, data_dir)
-    steps = workload.steps[mode] * STEPS_PER_N[mode]
-    beta = None if job.factor is None else default_beta(job.method) * job.factor
-    settings = resolve_settings(job.method, CONFIGURATION, job.workload, has_batch_norm(workload.model(data, mode)),
-                                lr=job.alpha0, hypergrad_lr=beta)
-    identity = {"workload": workload.identity(mode), "sha256": data.source.sha256, "method": job.method,
-                "settings": dataclasses.asdict(settings), "seed": SEED, "steps": steps}
-    beta = "" if job.factor is None else f"-b{compact_number(settings.hypergrad_lr)}"
-    return cache.cached_json(f"sensitivity-{job.workload}-{job.method}-a{compact_number(job.alpha0)}{beta}",
-                             identity, lambda: train(workload, data, mode, job.method, settings, SEED, steps))
+    return fetch_step_run(cache, data_dir, job.spec(mode, data_dir))
 
 
 def jobs_for(names: Sequence[str], mode: str, bases: Sequence[str] | None = None) -> list[Job]:

@@ -1,6 +1,6 @@
 """``python -m experiments compose``: warmup + cosine with HD on top, against the same schedule without it.
 
-The self-tuning benchmark's target-setting recipe (AdamW, linear warmup over ``benchmark.WARMUP``
+The self-tuning benchmark's target-setting recipe (AdamW, linear warmup over ``schedules.WARMUP``
 of the steps, cosine decay to 0, N steps, seed ``benchmark.TARGET_SEED``, over the learning rates
 ``benchmark.TARGET_LRS``) run three ways on each workload: torch's AdamW (the target-setting runs
 themselves), and AdamW-HD with the scale-free rule and with the paper's additive rule, each at its
@@ -26,13 +26,14 @@ matplotlib.use("Agg")
 from matplotlib.figure import Figure  # noqa: E402
 
 from experiments.benchmark.selftuning import (  # noqa: E402
-    CONFIGURATION, TARGET_LRS, TARGET_SEED, WARMUP, Job, fetch,
+    CONFIGURATION, TARGET_LRS, TARGET_SEED, Job, fetch,
 )
 from experiments.benchmark.options import add_common_arguments, parse_names, run_command  # noqa: E402
 from experiments.core.files import write_json, write_text  # noqa: E402
 from experiments.core.methods import resolve_methods  # noqa: E402
 from experiments.core.plotting import legend_outside, method_style, save_figure  # noqa: E402
 from experiments.core.runs import RunCache, compact_number  # noqa: E402
+from experiments.core.schedules import WARMUP  # noqa: E402
 from experiments.core.workloads import WORKLOADS, workload_data  # noqa: E402
 
 __all__ = ["METHODS", "WORKLOADS_MEASURED", "add_arguments", "compose", "run_from_args"]

@@ -2,14 +2,15 @@
 
 Every entry runs with ONE configuration (:func:`methods.untuned_settings`) on every workload of
 :data:`workloads.WORKLOADS`. Per workload, target-setting runs of AdamW with linear warmup
-(``WARMUP`` of the steps) and cosine decay over :data:`TARGET_LRS` (1 seed, N steps) set the
+(``schedules.WARMUP`` of the steps) and cosine decay over :data:`TARGET_LRS` (1 seed, N steps) set the
 target: the best final validation metric. Every entry then gets 2N steps per seed; the steps (and
 process seconds) at which its validation metric first reaches the target give the scores of
 :mod:`experiments.benchmark.scoring`.
 
-Every run goes through the run cache (``OUT/runs/``, :class:`experiments.core.runs.RunCache`): a run is keyed
-by the workload's identity, the SHA-256 of its data, the method and its settings, the seed and the
-steps, so finished runs are reused and a changed workload is recomputed.
+Every run is a :class:`experiments.core.runs.StepRunSpec` (a :class:`Job` plans it) and goes
+through the run cache (``OUT/runs/``): a run is keyed by the workload's identity, the SHA-256 of
+its data, the method and its settings, the seed, the steps and the schedule, so finished runs are
+reused and a changed workload is recomputed.
 
 Outputs in OUT: ``benchmark.json``, ``benchmark.md``, ``performance_profile.png`` (and ``.pdf``)
 and ``curves.png`` (one panel per workload: validation metric vs step, target line).
@@ -23,15 +24,12 @@ import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
-import torch
-
 from experiments.benchmark import scoring
 from experiments.core.files import write_json, write_text
-from experiments.core.methods import METHODS, resolve_methods, resolve_settings
-from experiments.core.models import has_batch_norm
-from experiments.core.runs import RunCache, compact_number, run_pool
+from experiments.core.methods import METHODS, resolve_methods
+from experiments.core.runs import RunCache, StepRunSpec, compact_number, fetch_step_run, run_pool
 from experiments.benchmark.options import add_common_arguments, parse_names, run_command
-from experiments.core.workloads import WORKLOADS, train, workload_data
+from experiments.core.workloads import WORKLOADS, workload_data
 
 __all__ = ["ENTRIES", "SEEDS", "TARGET_LRS", "Job", "add_arguments", "benchmark", "fetch", "run_from_args"]
 
@@ -47,8 +45,8 @@ learning-rate-free peers at their packages' defaults; Schedule-Free with HD on i
 (``muon_hd``), and SGD-HD and Adam-HD with the opt-in bracketing rule (``*_hd_bracket``),
 each at its constructor's defaults."""
 TARGET_LRS = (1e-4, 10 ** -3.5, 1e-3, 10 ** -2.5, 1e-2)
-"""The target-setting AdamW's grid: half-decade steps around its usual range."""
-WARMUP = 0.05
+"""The target-setting AdamW's grid: half-decade steps around its usual range (under the
+``warmup_cosine`` schedule of :mod:`experiments.core.schedules`)."""
 SEEDS = {"quick": (1, 2), "full": (1, 2, 3)}
 TARGET_SEED = 1
 CONFIGURATION = "untuned"
@@ -74,30 +72,20 @@ class Job:
     def is_target(self) -> bool:
         return self.lr is not None
 
-
-def _warmup_cosine(optimizer: torch.optim.Optimizer, steps: int):
-    warmup = max(1, round(WARMUP * steps))
-    return torch.optim.lr_scheduler.LambdaLR(optimizer, lambda t: min((t + 1) / warmup, 0.5 * (
-        1 + math.cos(math.pi * min(max(t + 1 - warmup, 0), steps - warmup) / max(steps - warmup, 1)))))
+    def spec(self, mode: str, data_dir: str | None) -> StepRunSpec:
+        """The run this job plans (the target-setting runs keep their names: ``lr{lr}``)."""
+        label = self.method
+        if self.is_target:
+            label = f"lr{compact_number(self.lr)}" if self.method == "adamw" else f"{self.method}-lr{compact_number(self.lr)}"
+        steps = WORKLOADS[self.workload].steps[mode] * (1 if self.is_target else 2)
+        return StepRunSpec.resolved(f"benchmark-{self.workload}-{label}-seed{self.seed}", self.workload, mode,
+                                    self.method, CONFIGURATION, self.seed, steps, data_dir, lr=self.lr,
+                                    schedule="warmup_cosine" if self.is_target else None)
 
 
 def run_job(cache: RunCache, mode: str, data_dir: str | None, job: Job) -> dict:
     """Train (or read back from the cache) one job's run; its curve as :func:`workloads.train` gives it."""
-    workload = WORKLOADS[job.workload]
-    data = workload_data(job.workload, mode, data_dir)
-    steps = workload.steps[mode] * (1 if job.is_target else 2)
-    settings = resolve_settings(job.method, CONFIGURATION, job.workload,
-                                has_batch_norm(workload.model(data, mode)), lr=job.lr)
-    identity = {"workload": workload.identity(mode), "sha256": data.source.sha256, "method": job.method,
-                "settings": dataclasses.asdict(settings), "seed": job.seed, "steps": steps,
-                "schedule": f"warmup {WARMUP} + cosine" if job.is_target else None}
-    label = job.method
-    if job.is_target:  # the target-setting runs keep their names: "lr{lr}"
-        label = f"lr{compact_number(job.lr)}" if job.method == "adamw" else f"{job.method}-lr{compact_number(job.lr)}"
-    return cache.cached_json(
-        f"benchmark-{job.workload}-{label}-seed{job.seed}", identity,
-        lambda: train(workload, data, mode, job.method, settings, job.seed, steps,
-                      _warmup_cosine if job.is_target else None))
+    return fetch_step_run(cache, data_dir, job.spec(mode, data_dir))
 
 
 def fetch(cache: RunCache, mode: str, data_dir: str | None, jobs: Sequence[Job], workers: int,

@@ -33,9 +33,11 @@ import numpy as np
 import torch
 
 from experiments.core.files import read_csv_columns, read_json, read_torch, write_json, write_torch
-from experiments.core.methods import METHODS, resolve_hypergrad_lr
+from experiments.core.methods import METHODS, MethodSettings, resolve_hypergrad_lr, resolve_settings
+from experiments.core.models import has_batch_norm
 from experiments.core.runner import RunConfig, run_method
-from experiments.core.schedules import SCHEDULES, build_schedule
+from experiments.core.schedules import SCHEDULES, build_schedule, schedule_identity
+from experiments.core.workloads import WORKLOADS, train, workload_data
 
 __all__ = [
     "ALPHA0",
@@ -44,10 +46,12 @@ __all__ = [
     "RunCache",
     "RunLog",
     "RunSpec",
+    "StepRunSpec",
     "StudyOutput",
     "SuiteBudget",
     "SuiteContext",
     "TaskBudget",
+    "fetch_step_run",
     "run_pool",
 ]
 
@@ -311,6 +315,66 @@ def run_pool(run: Callable, common: tuple, jobs: Sequence, workers: int, done: C
         futures = {pool.submit(run, *common, job): job for job in jobs}
         for future in futures:  # in submission order; the pool works ahead
             done(futures[future], future.result())
+
+
+# ----------------------------------------------------------------------------- step-counted runs
+
+
+@dataclass(frozen=True)
+class StepRunSpec:
+    """One step-counted run of a workload of :data:`workloads.WORKLOADS` (the benchmark's commands):
+    its identity (:meth:`identity`) is its cache key, under ``runs/NAME-HASH/result.json``.
+
+    The settings are resolved from the named ``configuration`` (:func:`resolved` does it); the key
+    holds the resolved numbers, the workload's own identity in ``mode`` and its data's SHA-256, so
+    two names resolving to the same settings share a run. ``keyed_schedule=False``: a run of the
+    ``sensitivity`` command, whose keys never held a schedule (it has none), so that its cache stays valid.
+    """
+
+    name: str
+    workload: str
+    mode: str
+    method: str
+    configuration: str
+    settings: MethodSettings
+    seed: int
+    steps: int
+    schedule: str | None = None
+    keyed_schedule: bool = True
+
+    def __post_init__(self) -> None:
+        if self.schedule is not None and self.schedule not in SCHEDULES:
+            raise ValueError(f"schedule must be None or one of {SCHEDULES}, got {self.schedule!r}")
+        if self.schedule is not None and not self.keyed_schedule:
+            raise ValueError(f"schedule {self.schedule!r} needs keyed_schedule=True")
+
+    @classmethod
+    def resolved(cls, name: str, workload: str, mode: str, method: str, configuration: str, seed: int, steps: int,
+                 data_dir: str | None, *, schedule: str | None = None, keyed_schedule: bool = True,
+                 lr: float | None = None, hypergrad_lr: float | None = None) -> StepRunSpec:
+        """The spec with ``configuration``'s settings for ``method`` on ``workload`` (``lr`` and
+        ``hypergrad_lr``, when given, replace its defaults); batch norm is read from the model."""
+        model = WORKLOADS[workload].model(workload_data(workload, mode, data_dir), mode)
+        settings = resolve_settings(method, configuration, workload, has_batch_norm(model), lr=lr,
+                                    hypergrad_lr=hypergrad_lr)
+        return cls(name, workload, mode, method, configuration, settings, seed, steps, schedule, keyed_schedule)
+
+    def identity(self, sha256: str) -> dict[str, Any]:
+        """The cache key: what determines the run's numbers (``sha256``: its data's)."""
+        identity = {"workload": WORKLOADS[self.workload].identity(self.mode), "sha256": sha256, "method": self.method,
+                    "settings": dataclasses.asdict(self.settings), "seed": self.seed, "steps": self.steps}
+        if self.keyed_schedule:
+            identity["schedule"] = schedule_identity(self.schedule)
+        return identity
+
+
+def fetch_step_run(cache: RunCache, data_dir: str | None, spec: StepRunSpec) -> dict:
+    """``spec``'s run (:func:`workloads.train`'s result), trained or read back from ``cache``."""
+    workload, data = WORKLOADS[spec.workload], workload_data(spec.workload, spec.mode, data_dir)
+    schedule = None if spec.schedule is None else (  # no epochs: a run of ``steps`` steps
+        lambda optimizer, steps: build_schedule(spec.schedule, optimizer, steps, steps))
+    return cache.cached_json(spec.name, spec.identity(data.source.sha256), lambda: train(
+        workload, data, spec.mode, spec.method, spec.settings, spec.seed, spec.steps, schedule))
 
 
 # ----------------------------------------------------------------------------- studies
