@@ -38,6 +38,7 @@ def test_registry_lists_every_method_of_the_issue():
         "adam", "adam_hd", "adamw", "adamw_hd", "prodigy", "dadapt_adam", "schedulefree_adamw", "dog",
         "sgd_hd_sf", "sgdn_hd_sf", "adam_hd_sf", "adamw_hd_sf", "adagrad_hd_sf", "rmsprop_hd_sf", "adam_hd_mult",
         "hdm", "mechanic", "schedulefree_adamw_hd", "schedulefree_sgd_hd", "muon", "muon_hd",
+        "sgd_hd_bracket", "sgdn_hd_bracket", "adam_hd_bracket",
     }
     assert set(METHODS) == expected
     assert methods.PAPER_METHODS == ("sgd", "sgd_hd", "sgdn", "sgdn_hd", "adam", "adam_hd")

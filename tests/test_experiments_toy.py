@@ -98,7 +98,9 @@ def test_hd_variant_with_zero_hypergrad_lr_retraces_its_base(base):
     off = toy.HypergradSettings(rule="additive", hypergrad_lr=0.0)
     base_path = toy.run_path(surface, base, lr, 40)
     hd_path = toy.run_path(surface, base + "_hd", lr, 40, off)
-    np.testing.assert_array_equal(hd_path.points, base_path.points)
+    # Our default CPU path is torch's fused kernel, whose arithmetic rounds in the last bit unlike
+    # torch's default for-loop: the paths agree to rounding, step for step.
+    np.testing.assert_allclose(hd_path.points, base_path.points, rtol=1e-13, atol=1e-15)
     adapting = toy.run_path(surface, base + "_hd", lr, 40)
     assert not np.all(adapting.lr == lr)  # the default settings do adapt the learning rate
 

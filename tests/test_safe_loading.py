@@ -11,8 +11,9 @@ import numpy as np
 import pytest
 import torch
 
-from experiments import data, runner
-from experiments.data import DatasetFileError, load_dataset
+from experiments.core import datasets as data
+from experiments.core import runner
+from experiments.core.datasets import DatasetFileError, load_dataset
 
 
 class WritesMarker:
