@@ -84,9 +84,10 @@ def data_dir(tmp_path):
 def test_quick_only_one_workload_end_to_end(data_dir, tmp_path, capsys, monkeypatch, one_thread):
     monkeypatch.setitem(study.ALPHA0S, "quick", (1e-2, 10.0))
     monkeypatch.setitem(study.BETA_FACTORS, "quick", (1.0, 100.0))
-    monkeypatch.setattr(study, "BASES", {"sgdn": ("sgdn_hd", "sgdn_hd_sf"), "adam": ("adam_hd", "adam_hd_sf")})
+    monkeypatch.setattr(study, "BASES", {"sgdn": ("sgdn_hd", "sgdn_hd_sf"), "adam": ("adam_hd", "adam_hd_sf"),
+                                         "muon": ("muon_hd",)})
     out = tmp_path / "out"
-    argv = ["sensitivity", "--quick", "--out", str(out), "--only", "fullbatch_breast_cancer",
+    argv = ["sensitivity", "--quick", "--out", str(out), "--only", "fullbatch_breast_cancer", "--bases", "sgdn,adam",
             "--data-dir", str(data_dir)]
     assert main(argv) == 0
     printed = capsys.readouterr().out
@@ -101,7 +102,8 @@ def test_quick_only_one_workload_end_to_end(data_dir, tmp_path, capsys, monkeypa
     assert len(record["runs"]) == runs_count and len(record["cells"]) == 4 * 2 * 2
     # The cells, recomputed from the runs (null: diverged).
     best = {b: min(math.inf if r["final_loss"] is None else r["final_loss"] for r in record["runs"]
-                   if r["method"] == b) for b in study.BASES}
+                   if r["method"] == b) for b in ("sgdn", "adam")}
+    assert list(workload["bases"]) == ["sgdn", "adam"]  # --bases chose them
     for cell in record["cells"]:
         (run,) = [r for r in record["runs"] if (r["method"], r["alpha0"], r["factor"]) ==
                   (cell["method"], cell["alpha0"], cell["factor"])]

@@ -155,13 +155,13 @@ def build_record(mode: str, names: Sequence[str], sources: dict, results: dict[J
     workloads = {}
     for name in names:
         workload = WORKLOADS[name]
-        bases = {}
+        best = {}
         for base in bases or BASES:
             losses = [(_loss(r["final_loss"]), r["alpha0"]) for r in runs if r["workload"] == name and r["method"] == base]
             loss, alpha0 = min(losses, key=lambda pair: pair[0])
-            bases[base] = {"best_loss": loss, "best_alpha0": None if math.isinf(loss) else alpha0}
+            best[base] = {"best_loss": loss, "best_alpha0": None if math.isinf(loss) else alpha0}
         workloads[name] = {"metric": workload.metric, "steps": workload.steps[mode] * STEPS_PER_N[mode],
-                           "bases": bases, **sources[name]}
+                           "bases": best, **sources[name]}
     return {"mode": mode, "settings": CONFIGURATION, "seed": SEED, "alpha0s": list(ALPHA0S[mode]), "beta_factors": list(BETA_FACTORS[mode]),
             "default_betas": {m: default_beta(m) for base in bases or BASES for m in BASES[base]},
             "goal": {"alpha0s": list(GOAL_ALPHA0S), "ratio": GOAL_RATIO}, "workloads": workloads,

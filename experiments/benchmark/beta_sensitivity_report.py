@@ -104,12 +104,14 @@ def markdown(record: dict, command: str, elapsed_s: float) -> str:
              "diverged from every alpha_0). Goal: with the default beta, from every alpha_0 in "
              f"[{compact_number(goal['alpha0s'][0])}, {compact_number(goal['alpha0s'][1])}], within "
              f"{goal['ratio']:g}x on every workload.", "", "## The goal", "", goal_table(record), "",
-             "## Workloads", "", "| workload | steps | metric | sgdn best loss (alpha_0) | adam best loss (alpha_0) | "
-             "source | SHA-256 |", "|---|---:|---|---:|---:|---|---|"]
+             "## Workloads", ""]
+    bases = list(next(iter(record["workloads"].values()))["bases"]) if record["workloads"] else []
+    lines += ["| workload | steps | metric | " + " | ".join(f"{b} best loss (alpha_0)" for b in bases) +
+              " | source | SHA-256 |", "|---|---:|---|" + "---:|" * len(bases) + "---|---|"]
     for name, w in record["workloads"].items():
         best = [f"{_value(b['best_loss']):.4g} ({'-' if b['best_alpha0'] is None else compact_number(b['best_alpha0'])})"
                 for b in w["bases"].values()]
-        lines.append(f"| {name} | {w['steps']} | {w['metric']} | {best[0]} | {best[1]} | {w['source']} | "
+        lines.append(f"| {name} | {w['steps']} | {w['metric']} | {' | '.join(best)} | {w['source']} | "
                      f"`{w['sha256']}` |")
     for name in record["workloads"]:
         lines += ["", f"## {name}", "", *_workload_table(record, name)]
