@@ -14,6 +14,7 @@ import torch
 from experiments.core import datasets as data
 from experiments.core import runner
 from experiments.core.datasets import DatasetFileError, load_dataset
+from experiments.core.files import read_torch
 
 
 class WritesMarker:
@@ -79,6 +80,24 @@ def test_a_crafted_checkpoint_is_refused_naming_the_file(tmp_path):
     path = tmp_path / "run" / "checkpoints" / "sgd.pt"
     path.parent.mkdir(parents=True)
     torch.save({"version": 1, "state": WritesMarker(marker), "rng_cpu": torch.get_rng_state()}, path)
-    with pytest.raises(ValueError, match=rf"{re.escape(str(path))}.*refused"):
+    with pytest.raises(ValueError, match=rf"{re.escape(str(path))}: refused to load it: it refers to .*open") as caught:
         runner._load_checkpoint(None, path)  # refused before the run is looked at
     assert not marker.exists()
+    # The user is not told how to turn the safety off (torch's own hint names weights_only=False).
+    assert "weights_only" not in str(caught.value) and "trust" not in str(caught.value)
+
+
+@pytest.mark.parametrize("content", [b"not a torch file at all", pickle.dumps({"a": 1})])
+def test_a_file_of_other_content_is_refused_without_torch_hints(tmp_path, content):
+    path = tmp_path / "result.pt"
+    path.write_bytes(content)
+    with pytest.raises(ValueError, match=re.escape(str(path))) as caught:
+        read_torch(path, weights_only=True)
+    assert "weights_only" not in str(caught.value) and "trust" not in str(caught.value)
+
+
+def test_tensors_and_plain_data_still_load(tmp_path):
+    path = tmp_path / "ok.pt"
+    torch.save({"weights": torch.arange(3.0), "state": {"epoch": 2, "rows": [[1, 0.5]]}}, path)
+    loaded = read_torch(path, weights_only=True)
+    assert torch.equal(loaded["weights"], torch.arange(3.0)) and loaded["state"] == {"epoch": 2, "rows": [[1, 0.5]]}

@@ -13,6 +13,8 @@ import io
 import json
 import math
 import os
+import pickle
+import re
 import uuid
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -105,16 +107,28 @@ def write_torch(path: str | os.PathLike, content: Any) -> Path:
 
 
 def read_torch(path: str | os.PathLike, *, weights_only: bool) -> Any:
-    """``torch.load`` onto the CPU.
+    """``torch.load`` onto the CPU (``weights_only``: tensors and plain data only, nothing that runs code).
 
     Raises:
-        ValueError: naming the file, when it is truncated or not a file ``torch.save`` wrote.
+        ValueError: naming the file, when it is truncated or not a file ``torch.save`` wrote, or
+            (``weights_only``) when it holds anything else; the message names what it holds
+            and never suggests loading it without ``weights_only``.
     """
     try:
         return torch.load(path, map_location="cpu", weights_only=weights_only)
-    except Exception as error:  # truncated zip (RuntimeError), garbage (UnpicklingError), empty (EOFError)...
-        raise ValueError(f"{path} is not a readable torch file ({type(error).__name__}: "
-                         f"{str(error).splitlines()[0] if str(error) else 'no details'})") from None
+    except pickle.UnpicklingError as error:
+        if weights_only and "Weights only load failed" in str(error):
+            found = re.search(r"Unsupported global: GLOBAL (\S+)", str(error))
+            what = (f"it refers to {found.group(1)}, and a file read here may hold only tensors and plain data"
+                    if found else "it is not a file of tensors and plain data only")
+            raise ValueError(f"{path}: refused to load it: {what} (nothing in it is run)") from None
+        raise ValueError(f"{path} is not a readable torch file (UnpicklingError: {_first_line(error)})") from None
+    except Exception as error:  # truncated zip (RuntimeError), empty (EOFError)...
+        raise ValueError(f"{path} is not a readable torch file ({type(error).__name__}: {_first_line(error)})") from None
+
+
+def _first_line(error: Exception) -> str:
+    return str(error).splitlines()[0] if str(error) else "no details"
 
 
 def read_csv_columns(path: str | os.PathLike) -> dict[str, np.ndarray]:

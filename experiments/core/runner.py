@@ -220,8 +220,7 @@ def _load_checkpoint(run: Training, path: Path) -> RunState:
     try:
         checkpoint = read_torch(path, weights_only=True)
     except ValueError as error:
-        raise ValueError(f"{error}: refused, a checkpoint may hold only tensors and plain data "
-                         "(delete it to start the run afresh)") from None
+        raise ValueError(f"cannot resume: {error} (delete it to start the run afresh)") from None
     if not (isinstance(checkpoint, dict) and CHECKPOINT_KEYS <= checkpoint.keys()):
         raise ValueError(f"{path} is not a checkpoint of this runner (delete it to start the run afresh)")
     identity = run.config.identity()
