@@ -11,7 +11,8 @@ module writes (the base rules' own buffers, e.g. ``state[p]["hypergrad_direction
   - ``"factor"``: the learned factor of the group's rate at ``granularity="group"``: a float, or a
     0-dim tensor beside a tensor ``lr``; absent means 1.
   - ``"memory"``: the memory the group's rule keeps for that rate (``_rules.py``; a tensor of
-    shape ``(len(rule.memory),)``), for a rule that keeps one.
+    shape ``(len(rule.memory),)``, or a list of as many floats where the rate moves on the host,
+    :func:`_on_host`; ``state_dict`` saves the tensor either way), for a rule that keeps one.
   - ``"step"``: ``t``, the steps the group has taken, counted where ``lr_limit`` is set (the blend).
   - ``"base_lr"``: the base rate the last step used, where an lr scheduler owns ``group["lr"]``
     (it writes the next value before anyone reads the rates).
@@ -62,7 +63,7 @@ from torch import Tensor
 from . import _compiled
 from ._hypergradient import accumulation_dtype
 from ._kernels import LearningRate
-from ._rules import RULES, Rule, next_rate
+from ._rules import FLOAT_OPS, RULES, TENSOR_OPS, Rule, next_host_rate, next_rate
 from ._validation import check_count, check_lr, check_number
 
 __all__ = ["KEY", "StepRates", "applied_rate", "check_loaded_record", "group_rate", "is_scheduled", "migrate",
@@ -120,17 +121,27 @@ def step_rates(group: dict[str, Any], params: list[Tensor], states: list[dict[st
             _learn_parameter_factors(group, factors, records, statistics, lr)
         return StepRates(lr, factors, blend_step)
     owns = _owns_lr(group)
+    host = _on_host(group, lr)
     factor = _group_factor(record, lr, create=not owns)
+    if host and isinstance(statistics, Tensor):
+        statistics = statistics.tolist()  # the one read of the step's statistics
     if owns:
         _fold(group, record, lr, factor, statistics, blend_step, compiled)  # type: ignore[arg-type]
         return StepRates(group["lr"], None, blend_step)
     if statistics is not None:
-        as_tensor = torch.as_tensor(factor, dtype=torch.float64)
-        memory = _memory(record, group, as_tensor)
-        new_factor = rescaled(lr, as_tensor, statistics, group, memory, compiled=compiled)  # type: ignore[arg-type]
+        scale = factor if host else torch.as_tensor(factor, dtype=torch.float64)
+        memory = _memory(record, group, scale, host=host)
+        new_factor = rescaled(lr, scale, statistics, group, memory, compiled=compiled)  # type: ignore[arg-type]
         _store(record, "factor", new_factor, like=lr)
         factor = record["factor"]
     return StepRates(applied_rate(group, factor, lr, blend_step), None, blend_step)
+
+
+def _on_host(group: dict[str, Any], lr: LearningRate) -> bool:
+    """Whether the group's one rate moves in Python floats: a float ``lr`` (the CPU outside
+    ``torch.compile``, where the statistics are read without waiting for a device) and a rule
+    with a :attr:`~hypergrad._rules.Rule.host_update`. Its memory is then a list of floats."""
+    return not isinstance(lr, Tensor) and RULES[group["hypergrad_rule"]].host_update is not None
 
 
 def _fold(group: dict[str, Any], record: dict[str, Any], lr: LearningRate, factor: LearningRate,
@@ -142,16 +153,17 @@ def _fold(group: dict[str, Any], record: dict[str, Any], lr: LearningRate, facto
         return  # nothing moves: group["lr"] is the rate
     hd_rate = lr if "factor" not in record else lr * factor
     if statistics is not None:
-        hd_rate = updated_lr(hd_rate, statistics, group, _memory(record, group, lr), compiled=compiled)
+        memory = _memory(record, group, lr, host=isinstance(statistics, list))
+        hd_rate = updated_lr(hd_rate, statistics, group, memory, compiled=compiled)
     if blend_step is None:
         record.pop("factor", None)
-        _store_lr(group, torch.as_tensor(hd_rate, dtype=torch.float64) if not isinstance(hd_rate, Tensor) else hd_rate)
+        _store_lr(group, hd_rate)
         return
     rate = blended_lr(hd_rate, group, blend_step)
-    hd_rate, rate = (torch.as_tensor(value, dtype=torch.float64) for value in (hd_rate, rate))
+    if isinstance(rate, Tensor) or isinstance(factor, Tensor):
+        hd_rate, rate, factor = (torch.as_tensor(value, dtype=torch.float64) for value in (hd_rate, rate, factor))
     _store_lr(group, rate)
-    ratio, kept = hd_rate / rate, torch.as_tensor(factor, dtype=torch.float64)
-    _store(record, "factor", torch.where(torch.isfinite(ratio), ratio, kept), like=group["lr"])
+    _store(record, "factor", kept_ratio(hd_rate, rate, factor), like=group["lr"])
 
 
 def applied_rate(group: dict[str, Any], scale: LearningRate, lr: LearningRate, blend_step: int | None) -> LearningRate:
@@ -181,9 +193,13 @@ def updated_lr(
     """The next rate(s) by the group's rule from the statistics of ``g_t . u_{t-1}``
     (:func:`hypergrad._rules.next_rate`: clipped into ``lr_bounds``, kept where not finite;
     ``memory`` the rate's, updated in place). Elementwise: ``lr`` may be one rate (a float or a
-    0-dim tensor) or a tensor of rates with the statistics stacked along dimension 0.
-    ``compiled``: one rate on the CPU in one compiled call, for a rule marked ``compiled``."""
+    0-dim tensor) or a tensor of rates with the statistics stacked along dimension 0; one float
+    rate with the statistics and memory as lists of floats moves on the host
+    (:func:`hypergrad._rules.next_host_rate`). ``compiled``: one tensor rate on the CPU in one
+    compiled call, for a rule marked ``compiled``."""
     settings = (group["hypergrad_lr"], group["hypergrad_rule"], group["lr_bounds"])
+    if isinstance(statistics, list):  # one rate on the host (step_rates read the statistics)
+        return next_host_rate(lr, statistics, *settings, memory)  # type: ignore[arg-type,return-value]
     if compiled and RULES[settings[1]].compiled and statistics.dim() == 1:
         new_lr = _compiled.rule_update(next_rate, lr, statistics, memory, *settings)
         if new_lr is not None:
@@ -191,27 +207,48 @@ def updated_lr(
     return next_rate(lr, statistics, *settings, memory)
 
 
-def rescaled(lr: LearningRate, scale: Tensor, statistics: Tensor, group: dict[str, Any],
-             memory: Tensor | None, *, compiled: bool = False) -> Tensor:
+def rescaled(lr: LearningRate, scale: LearningRate, statistics: Tensor | list[float], group: dict[str, Any],
+             memory: Tensor | list[float] | None, *, compiled: bool = False) -> LearningRate:
     """The factor after one HD step: the rule moves the rate ``lr * scale``, the new rate over
-    ``lr`` is the new factor; kept where that is not finite (``lr == 0``)."""
+    ``lr`` is the new factor; kept where that is not finite (``lr == 0``). On the host (float
+    ``lr`` and ``scale``, statistics and memory lists) a float."""
     new_rate = updated_lr(lr * scale, statistics, group, memory, compiled=compiled)
-    ratio = new_rate / lr
-    return torch.where(torch.isfinite(ratio), ratio, scale).to(scale.dtype)
+    ratio = kept_ratio(new_rate, lr, scale)
+    return ratio.to(scale.dtype) if isinstance(scale, Tensor) else ratio
 
 
-def _memory(record: dict[str, Any], group: dict[str, Any], like: LearningRate) -> Tensor | None:
-    """``record["memory"]`` of the group's rule, created as zeros shaped
-    ``(len(rule.memory), *like.shape)`` in ``like``'s dtype and device (float64 for a float);
-    ``None`` for a rule without memory."""
+def kept_ratio(numerator: LearningRate, denominator: LearningRate, kept: LearningRate) -> LearningRate:
+    """``numerator / denominator``, ``kept`` where that is not finite (a zero denominator): on
+    Python floats where all three are, else on tensors."""
+    xp = TENSOR_OPS if any(isinstance(value, Tensor) for value in (numerator, denominator, kept)) else FLOAT_OPS
+    ratio = xp.divide(numerator, denominator)
+    return xp.where(xp.isfinite(ratio), ratio, kept)
+
+
+def _memory(record: dict[str, Any], group: dict[str, Any], like: LearningRate, *,
+            host: bool = False) -> Tensor | list[float] | None:
+    """``record["memory"]`` of the group's rule: with ``host`` (one rate in Python floats,
+    :func:`_on_host`) a list of floats, else a tensor shaped ``(len(rule.memory), *like.shape)``
+    in ``like``'s dtype and device (float64 for a float); zeros where there is none yet (one in
+    the other form, e.g. loaded, is converted once); ``None`` for a rule without memory."""
     size = len(RULES[group["hypergrad_rule"]].memory)
     if size == 0:
         return None
     memory = record.get("memory")
-    if memory is None:
-        like = torch.as_tensor(like, dtype=torch.float64) if not isinstance(like, Tensor) else like
-        memory = record["memory"] = like.new_zeros((size, *like.shape))
+    if host:
+        if not isinstance(memory, list):
+            memory = record["memory"] = [0.0] * size if memory is None else memory.tolist()
+        return memory
+    if not isinstance(memory, Tensor):
+        like = _as_tensor(like)
+        memory = record["memory"] = (like.new_zeros((size, *like.shape)) if memory is None
+                                     else torch.tensor(memory, dtype=like.dtype, device=like.device))
     return memory
+
+
+def _as_tensor(value: LearningRate) -> Tensor:
+    """A tensor as it is; a float as a float64 tensor."""
+    return value if isinstance(value, Tensor) else torch.tensor(value, dtype=torch.float64)
 
 
 def _group_factor(record: dict[str, Any], lr: LearningRate, *, create: bool) -> LearningRate:
@@ -225,32 +262,34 @@ def _group_factor(record: dict[str, Any], lr: LearningRate, *, create: bool) -> 
         return 1.0  # (never multiplied: the HD rate is then the base rate itself)
     if isinstance(lr, Tensor) and not isinstance(factor, Tensor):
         factor = record["factor"] = torch.full_like(lr, factor)
-    elif isinstance(factor, Tensor) and factor.device != getattr(lr, "device", factor.device):
+    elif isinstance(factor, Tensor) and not isinstance(lr, Tensor):
+        factor = record["factor"] = factor.item()  # (once: beside a float rate it is kept a float)
+    elif isinstance(factor, Tensor) and factor.device != lr.device:  # type: ignore[union-attr]
         factor = record["factor"] = factor.to(lr.device)  # type: ignore[union-attr]
     return factor
 
 
-def _store(record: dict[str, Any], key: str, value: Tensor, like: LearningRate | None = None) -> None:
+def _store(record: dict[str, Any], key: str, value: LearningRate, like: LearningRate | None = None) -> None:
     """Write a one-rate value into the record in the form it is kept: a float beside a float
     rate, else a 0-dim tensor (written in place once it exists)."""
     current = record.get(key)
     if isinstance(current, Tensor):
-        current.view(1).copy_(value.reshape(1))
+        current.view(1).copy_(_as_tensor(value).reshape(1))
     elif current is None and isinstance(like, Tensor):
-        record[key] = value.to(like.dtype).reshape(()).clone()
+        record[key] = _as_tensor(value).to(like.dtype).reshape(()).clone()
     else:
-        record[key] = value.item()
+        record[key] = value.item() if isinstance(value, Tensor) else value
 
 
-def _store_lr(group: dict[str, Any], new_lr: Tensor) -> None:
+def _store_lr(group: dict[str, Any], new_lr: LearningRate) -> None:
     """Write the new rate into ``group["lr"]`` in the form the group keeps it (float or tensor, in
     place: written through a 1-element view, because torch.compile (2.13) drops in-place writes to
     a 0-dim CPU tensor that lives outside the compiled function)."""
     lr = group["lr"]
     if isinstance(lr, Tensor):
-        lr.view(1).copy_(new_lr.reshape(1))
+        lr.view(1).copy_(_as_tensor(new_lr).reshape(1))
     else:
-        group["lr"] = new_lr.item()
+        group["lr"] = new_lr.item() if isinstance(new_lr, Tensor) else new_lr
 
 
 def _parameter_factors(group: dict[str, Any], params: list[Tensor], records: list[dict[str, Any]]) -> list[Tensor]:
@@ -344,8 +383,11 @@ def take_idle(state: dict[str, Any]) -> bool:
 # -- checkpoints ---------------------------------------------------------------------------------
 def snapshot(record: dict[str, Any]) -> dict[str, Any]:
     """A copy of a group's record for ``state_dict``, as torch.optim copies the groups' own keys:
-    later steps do not change its numbers (its tensors are shared, as torch.optim shares them)."""
-    return {key: dict(value) if isinstance(value, dict) else value for key, value in record.items()}
+    later steps do not change its numbers (its tensors are shared, as torch.optim shares them). A
+    memory kept as floats (:func:`_on_host`) is saved as the float64 tensor it stands for."""
+    return {key: dict(value) if isinstance(value, dict)
+            else torch.tensor(value, dtype=torch.float64) if isinstance(value, list) else value
+            for key, value in record.items()}
 
 
 _GROUP_KEYS_0_1 = {"lr_scale": "factor", "hypergrad_memory": "memory", "hypergrad_step": "step",

@@ -30,14 +30,24 @@ How to add a rule
    without synchronising and traces under ``torch.compile``. It need not clip or guard: the
    caller (:func:`next_rate`) clips the result into ``lr_bounds`` and keeps the previous rate
    wherever the result is not finite.
-2. Add one entry: ``register(Rule(name="...", update=..., statistics=DOT or DOT_AND_NORMS,
-   memory=("m", ...), nonnegative_memory=(...), default_beta=..., beta_below=..., ...))``
-   next to the others at the end of this module (see :class:`Rule` for each field).
+
+   Better, write its math once over an operations namespace ``xp``,
+   ``math(xp, rate, statistics, beta, memory) -> (new rate, new memory rows)``, with Python's
+   arithmetic and comparisons, ``&``, ``|`` and ``xp``'s ``where``, ``isfinite``, ``sqrt``,
+   ``exp``, ``clamp``, ``not_`` and ``divide`` (as the rules below are written), and let
+   :func:`written_once` make both ``update`` and ``host_update`` from it: the second runs one
+   group's rate on Python floats (:class:`FLOAT_OPS`), a few microseconds where thirty tensor
+   operations on 0-dim tensors take a hundred or more, which is most of a small model's step.
+   Without a ``host_update`` such rates move on tensors.
+2. Add one entry: ``register(Rule(name="...", statistics=DOT or DOT_AND_NORMS,
+   memory=("m", ...), nonnegative_memory=(...), default_beta=..., beta_below=..., ...,
+   **written_once(math)))`` (or ``update=...`` alone) next to the others at the end of this
+   module (see :class:`Rule` for each field).
    ``hypergrad_rule="<name>"`` then works with every optimizer, granularity, scheduler, blend,
    ``fused``/``foreach`` path, ``torch.compile`` and distributed mode.
 3. Test it: ``tests/test_rules.py`` holds every registered entry to the contract above (shapes,
    elementwise, in-place memory, no move without information, clipping and the non-finite guard,
-   every granularity, a checkpoint round trip); add the tests of what the rule is for (e.g.
+   every granularity, a checkpoint round trip, the host floats against the tensors); add the tests of what the rule is for (e.g.
    against a finite-difference hypergradient, as ``tests/test_scalefree.py`` does). Describe it
    in ``docs/hypergradient.md`` ("Rules for the learning rate"). The reference twins
    (``hypergrad/reference/_rules.py``) write each rule out on their own, in plain floats; a rule
@@ -53,13 +63,15 @@ from __future__ import annotations
 import math
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Any
 
 import torch
 from torch import Tensor
 
 from ._validation import check_finite_nonnegative
 
-__all__ = ["DOT", "DOT_AND_NORMS", "RULES", "Rule", "next_rate", "register", "rule_named"]
+__all__ = ["DOT", "DOT_AND_NORMS", "FLOAT_OPS", "RULES", "Rule", "TENSOR_OPS", "next_host_rate", "next_rate", "register",
+           "rule_named", "written_once"]
 
 #: The statistics a rule can read, in the order of dimension 0 of the statistics tensor: the dot
 #: product alone, or with the squared norms of ``g_t`` and ``u_{t-1}`` (one pass takes all three).
@@ -67,6 +79,10 @@ DOT: tuple[str, ...] = ("g.u",)
 DOT_AND_NORMS: tuple[str, ...] = ("g.u", "|g|^2", "|u|^2")
 
 Update = Callable[[float | Tensor, Tensor, float | Tensor, Tensor | None], Tensor]
+HostUpdate = Callable[[float, list[float], float, list[float] | None], float]
+#: A rule's math written once (:func:`written_once`): ``(xp, rate, statistics, beta, memory)``
+#: to ``(new rate, new memory)``.
+RuleMath = Callable[[type, Any, Any, Any, Any], tuple[Any, Any]]
 
 
 @dataclass(frozen=True)
@@ -90,9 +106,15 @@ class Rule:
     beta_below: float = math.inf
     #: ... and why, for the error message (e.g. "so that the learning rate stays positive").
     beta_reason: str = ""
-    #: One rate's update in one ``torch.compile``d call on the fused CPU path (``_compiled.py``):
-    #: worth it for a rule of many small operations, whose eager dispatches cost more than a step.
+    #: One rate's update in one ``torch.compile``d call on the fused CPU path (``_compiled.py``),
+    #: where the rate is a tensor: worth it for a rule of many small operations, whose eager
+    #: dispatches cost more than a step.
     compiled: bool = False
+    #: The same update for one rate on the host, in Python floats:
+    #: ``host_update(rate, statistics, beta, memory) -> new rate`` with ``statistics`` a list and
+    #: ``memory`` a list of floats (updated in place) or ``None``; ``None`` where the rule has none
+    #: (its group rates then move on tensors). :func:`written_once` gives both forms from one text.
+    host_update: HostUpdate | None = None
 
     @property
     def norms(self) -> bool:
@@ -160,31 +182,132 @@ def next_rate(
     bounds: tuple[float, float] | None, memory: Tensor | None,
 ) -> Tensor:
     """The rule's new rate(s), clipped into ``bounds``; the previous rate wherever that is not
-    finite (a NaN or inf gradient). The one place where a rate moves (the compiled path compiles
-    this function)."""
-    new_lr = RULES[rule].update(lr, statistics, beta, memory)
+    finite (a NaN or inf gradient). The one place where a rate moves on tensors (the compiled
+    path compiles this function); :func:`next_host_rate` is the same on host floats."""
+    return _bounded(TENSOR_OPS, RULES[rule].update(lr, statistics, beta, memory), lr, bounds)
+
+
+def next_host_rate(
+    lr: float, statistics: list[float], beta: float, rule: str, bounds: tuple[float, float] | None,
+    memory: list[float] | None,
+) -> float:
+    """:func:`next_rate` for one rate on the host, in Python floats (the rule's
+    :attr:`Rule.host_update`; ``memory`` a list, updated in place)."""
+    host_update = RULES[rule].host_update
+    assert host_update is not None
+    return _bounded(FLOAT_OPS, host_update(lr, statistics, beta, memory), lr, bounds)
+
+
+def _bounded(xp: type, new_lr: Any, lr: Any, bounds: tuple[float, float] | None) -> Any:
     if bounds is not None:
-        new_lr = new_lr.clamp(bounds[0], bounds[1])
-    return torch.where(torch.isfinite(new_lr), new_lr, lr)
+        new_lr = xp.clamp(new_lr, bounds[0], bounds[1])
+    return xp.where(xp.isfinite(new_lr), new_lr, lr)
 
 
-def _cosine(statistics: Tensor) -> Tensor:
+# -- the operations a rule is written with -------------------------------------------------------
+class TENSOR_OPS:
+    """The elementwise operations of a rule's math on tensors (both branches of ``where`` are
+    evaluated, as they are on floats)."""
+
+    where = staticmethod(torch.where)
+    isfinite = staticmethod(torch.isfinite)
+    sqrt = staticmethod(torch.sqrt)
+    exp = staticmethod(torch.exp)
+    clamp = staticmethod(torch.clamp)
+
+    @staticmethod
+    def not_(x: Tensor) -> Tensor:
+        return ~x
+
+    @staticmethod
+    def divide(a: Tensor, b: Tensor) -> Tensor:
+        return a / b
+
+
+class FLOAT_OPS:
+    """The same operations on Python floats and bools, with IEEE results where Python raises (a
+    division by zero, an overflowing ``exp``, the root of a negative number), as on tensors."""
+
+    @staticmethod
+    def where(condition: bool, a: float, b: float) -> float:
+        return a if condition else b
+
+    isfinite = staticmethod(math.isfinite)
+
+    @staticmethod
+    def sqrt(x: float) -> float:
+        return math.sqrt(x) if not x < 0 else math.nan
+
+    @staticmethod
+    def exp(x: float) -> float:
+        try:
+            return math.exp(x)
+        except OverflowError:
+            return math.inf
+
+    @staticmethod
+    def clamp(x: float, min: float | None = None, max: float | None = None) -> float:  # noqa: A002 (torch's names)
+        if min is not None and x < min:
+            x = min
+        if max is not None and x > max:
+            x = max
+        return x  # NaN stays NaN, as torch.clamp keeps it
+
+    @staticmethod
+    def not_(x: bool) -> bool:
+        return not x
+
+    @staticmethod
+    def divide(a: float, b: float) -> float:
+        try:
+            return a / b
+        except ZeroDivisionError:
+            if a != a or a == 0:  # NaN / 0, 0 / 0
+                return math.nan
+            return math.copysign(math.inf, a) * math.copysign(1.0, b)
+
+
+def written_once(math_function: RuleMath) -> dict[str, Callable[..., Any]]:
+    """A rule's :attr:`Rule.update` and :attr:`Rule.host_update` from its math written once:
+    ``math_function(xp, rate, statistics, beta, memory) -> (new rate, new memory)`` over the
+    operations ``xp`` (:class:`TENSOR_OPS` or :class:`FLOAT_OPS`) and Python's arithmetic,
+    ``statistics[i]`` and ``memory[i]`` the rows, the new memory a sequence of rows (``None``
+    for a rule without memory). Pass the result to :class:`Rule`:
+    ``Rule(name, statistics=..., **written_once(math_function))``."""
+
+    def update(lr: float | Tensor, statistics: Tensor, beta: float | Tensor, memory: Tensor | None) -> Tensor:
+        new_lr, new_memory = math_function(TENSOR_OPS, lr, statistics, beta, memory)
+        if memory is not None:
+            memory.copy_(torch.stack(new_memory))
+        return new_lr
+
+    def host_update(lr: float, statistics: list[float], beta: float, memory: list[float] | None) -> float:
+        new_lr, new_memory = math_function(FLOAT_OPS, lr, statistics, beta, memory)
+        if memory is not None:
+            memory[:] = new_memory
+        return new_lr
+
+    update.__doc__ = host_update.__doc__ = math_function.__doc__
+    return dict(update=update, host_update=host_update)
+
+
+def _cosine(xp: type, statistics: Any) -> Any:
     """``cos(g, u)`` from ``[g.u, |g|^2, |u|^2]``; 0 where either vector is zero."""
-    dot, norm_product = statistics[0], (statistics[1] * statistics[2]).sqrt()
-    return torch.where(norm_product > 0, dot / norm_product, torch.zeros_like(dot))
+    dot, norm_product = statistics[0], xp.sqrt(statistics[1] * statistics[2])
+    return xp.where(norm_product > 0, xp.divide(dot, norm_product), 0.0)
 
 
 # -- the paper's rule ----------------------------------------------------------------------------
-def additive(lr: float | Tensor, statistics: Tensor, beta: float | Tensor, memory: Tensor | None) -> Tensor:
+def additive(xp: type, lr: Any, statistics: Any, beta: Any, memory: None) -> tuple[Any, None]:
     """The paper's HD: ``alpha_t = alpha_{t-1} + beta * g_t . u_{t-1}``."""
-    return lr + beta * statistics[0]
+    return lr + beta * statistics[0], None
 
 
 # -- normalised HDM ------------------------------------------------------------------------------
-def multiplicative(lr: float | Tensor, statistics: Tensor, beta: float | Tensor, memory: Tensor | None) -> Tensor:
+def multiplicative(xp: type, lr: Any, statistics: Any, beta: Any, memory: None) -> tuple[Any, None]:
     """Normalised HDM: ``alpha_t = alpha_{t-1} * (1 + beta * cos(g_t, u_{t-1}))`` (the cosine 0
     where either vector is zero; per weight, the sign of ``g * u``)."""
-    return lr * (1.0 + beta * _cosine(statistics))
+    return lr * (1.0 + beta * _cosine(xp, statistics)), None
 
 
 # -- the scale-free rule -------------------------------------------------------------------------
@@ -195,11 +318,31 @@ SCALEFREE_MOMENTUM = 0.9
 SCALEFREE_SECOND_MOMENT = 0.99
 SCALEFREE_GUARD = 16.0
 SCALEFREE_REFERENCE = 0.9
+_HALVE = -math.log(2.0)
 
 
-def scalefree(lr: float | Tensor, statistics: Tensor, beta: float | Tensor, memory: Tensor | None) -> Tensor:
+def _normalised_cosine(xp: type, statistics: Any, memory: Any) -> tuple[Any, ...]:
+    """The scale-free rule's common part: ``(informative, guard, c_t, m_t, v_t, s_t, r_t)`` from
+    the statistics and the memory ``[m, v, r, ...]`` (see :func:`scalefree`; ``s_t`` clipped)."""
+    dot, g_squared, u_squared = statistics[0], statistics[1], statistics[2]
+    momentum, second, reference = memory[0], memory[1], memory[2]
+    finite = xp.isfinite(dot) & xp.isfinite(g_squared) & xp.isfinite(u_squared)
+    norm_product = xp.sqrt(g_squared * u_squared)
+    informative = finite & (norm_product > 0)
+    cosine = xp.where(informative, xp.divide(dot, norm_product), 0.0)
+    mu, nu = SCALEFREE_MOMENTUM, SCALEFREE_SECOND_MOMENT
+    new_momentum = mu * momentum + (1 - mu) * cosine
+    new_second = nu * second + (1 - nu) * cosine * cosine
+    normalised = xp.where(new_second > 0, xp.divide(new_momentum, xp.sqrt(new_second)), 0.0)
+    guard = xp.not_(finite) | ((reference > 0) & (g_squared > SCALEFREE_GUARD * reference))
+    rho = SCALEFREE_REFERENCE
+    new_reference = xp.where(reference > 0, rho * reference + (1 - rho) * g_squared, g_squared)
+    return informative, guard, cosine, new_momentum, new_second, xp.clamp(normalised, -1.0, 1.0), new_reference
+
+
+def scalefree(xp: type, lr: Any, statistics: Any, beta: Any, memory: Any) -> tuple[Any, list[Any]]:
     """The scale-free rule: ``alpha_t`` from ``alpha_{t-1}``, the statistics
-    ``[g.u, |g|^2, |u|^2]`` and the rate's memory ``[m, v, r]`` (updated in place).
+    ``[g.u, |g|^2, |u|^2]`` and the rate's memory ``[m, v, r]``.
 
     With ``c_t = cos(g_t, u_{t-1})`` (0 when either vector is zero; per weight, the sign of
     ``g * u``) and ``q_t = |g_t|^2``::
@@ -222,26 +365,13 @@ def scalefree(lr: float | Tensor, statistics: Tensor, beta: float | Tensor, memo
     rate and leaves the memory as it was; a zero ``g_t`` or ``u_{t-1}`` (no previous direction, a
     weight without gradient) leaves both as they were.
     """
-    assert memory is not None
-    dot, g_squared, u_squared = statistics[0], statistics[1], statistics[2]
-    momentum, second, reference = memory[0], memory[1], memory[2]
-    finite = torch.isfinite(dot) & torch.isfinite(g_squared) & torch.isfinite(u_squared)
-    norm_product = (g_squared * u_squared).sqrt()
-    informative = finite & (norm_product > 0)
-    cosine = torch.where(informative, dot / norm_product, torch.zeros_like(dot))
-    mu, nu = SCALEFREE_MOMENTUM, SCALEFREE_SECOND_MOMENT
-    new_momentum = mu * momentum + (1 - mu) * cosine
-    new_second = nu * second + (1 - nu) * cosine * cosine
-    normalised = torch.where(new_second > 0, new_momentum / new_second.sqrt(), torch.zeros_like(cosine))
-    limit = SCALEFREE_GUARD * reference
-    guard = ~finite | ((reference > 0) & (g_squared > limit))
-    step = torch.where(guard, torch.full_like(cosine, -math.log(2.0)), beta * normalised.clamp(-1.0, 1.0))
-    step = torch.where(informative | guard, step, torch.zeros_like(step))
-    new_momentum = torch.where(guard, new_momentum.clamp(max=0.0), new_momentum)
-    rho = SCALEFREE_REFERENCE
-    new_reference = torch.where(reference > 0, rho * reference + (1 - rho) * g_squared, g_squared)
-    memory.copy_(torch.where(informative, torch.stack((new_momentum, new_second, new_reference)), memory))
-    return lr * step.exp()
+    informative, guard, _, new_momentum, new_second, normalised, new_reference = _normalised_cosine(
+        xp, statistics, memory)
+    step = xp.where(guard, _HALVE, beta * normalised)
+    step = xp.where(informative | guard, step, 0.0)
+    new_momentum = xp.where(guard, xp.clamp(new_momentum, None, 0.0), new_momentum)
+    updated = (new_momentum, new_second, new_reference)
+    return lr * xp.exp(step), [xp.where(informative, new, old) for new, old in zip(updated, memory)]
 
 
 # -- the scale-free rule with a bracketing start -------------------------------------------------
@@ -251,12 +381,11 @@ BRACKET_GAIN_GROWTH = 1.5
 BRACKET_GAIN_MAX = 16.0
 
 
-def bracket(lr: float | Tensor, statistics: Tensor, beta: float | Tensor, memory: Tensor | None) -> Tensor:
+def bracket(xp: type, lr: Any, statistics: Any, beta: Any, memory: Any) -> tuple[Any, list[Any]]:
     """The scale-free rule with a bracketing start: while the rate has not yet overshot and come
     back, its steps on ``log alpha`` take a gain that grows while the evidence holds (Rprop's and
     delta-bar-delta's idea on ``log alpha``, capped as D-Adaptation caps its growth); after that it
-    is the scale-free rule. Statistics ``[g.u, |g|^2, |u|^2]``, memory ``[m, v, r, k, p]``
-    (updated in place).
+    is the scale-free rule. Statistics ``[g.u, |g|^2, |u|^2]``, memory ``[m, v, r, k, p]``.
 
     With ``c_t``, ``m_t``, ``v_t``, ``s_t = clip(m_t / sqrt(v_t), -1, 1)``, ``q_t``, ``r_t`` and the
     guard exactly as in :func:`scalefree`::
@@ -278,40 +407,26 @@ def bracket(lr: float | Tensor, statistics: Tensor, beta: float | Tensor, memory
     to 1 before the momentum turns. No information (a zero ``g_t`` or ``u_{t-1}``) leaves rate and
     memory as they were; a non-finite statistic halves the rate and leaves the memory.
     """
-    assert memory is not None
-    dot, g_squared, u_squared = statistics[0], statistics[1], statistics[2]
-    momentum, second, reference, gain, phase = memory[0], memory[1], memory[2], memory[3], memory[4]
-    finite = torch.isfinite(dot) & torch.isfinite(g_squared) & torch.isfinite(u_squared)
-    norm_product = (g_squared * u_squared).sqrt()
-    informative = finite & (norm_product > 0)
-    cosine = torch.where(informative, dot / norm_product, torch.zeros_like(dot))
-    mu, nu = SCALEFREE_MOMENTUM, SCALEFREE_SECOND_MOMENT
-    new_momentum = mu * momentum + (1 - mu) * cosine
-    new_second = nu * second + (1 - nu) * cosine * cosine
-    normalised = torch.where(new_second > 0, new_momentum / new_second.sqrt(), torch.zeros_like(cosine))
-    normalised = normalised.clamp(-1.0, 1.0)
-    guard = ~finite | ((reference > 0) & (g_squared > SCALEFREE_GUARD * reference))
+    informative, guard, cosine, new_momentum, new_second, normalised, new_reference = _normalised_cosine(
+        xp, statistics, memory)
+    momentum, gain, phase = memory[0], memory[3], memory[4]
     flip = momentum * normalised < 0
-    new_phase = (phase + flip.to(phase.dtype)).clamp(max=2.0)
-    new_phase = torch.where(guard, new_phase.clamp(min=1.0), new_phase)
-    grows = (cosine * normalised > 0) & ~flip & ~guard & (new_phase < 2)
-    new_gain = torch.where(grows, (gain.clamp(min=1.0) * BRACKET_GAIN_GROWTH).clamp(max=BRACKET_GAIN_MAX),
-                           torch.ones_like(gain))
-    step = torch.where(guard, torch.full_like(cosine, -math.log(2.0)), beta * new_gain * normalised)
-    step = torch.where(informative | guard, step, torch.zeros_like(step))
-    new_momentum = torch.where(guard, new_momentum.clamp(max=0.0), new_momentum)
-    rho = SCALEFREE_REFERENCE
-    new_reference = torch.where(reference > 0, rho * reference + (1 - rho) * g_squared, g_squared)
-    updated = torch.stack((new_momentum, new_second, new_reference, new_gain, new_phase))
-    memory.copy_(torch.where(informative, updated, memory))
-    return lr * step.exp()
+    new_phase = xp.clamp(xp.where(flip, phase + 1.0, phase), None, 2.0)
+    new_phase = xp.where(guard, xp.clamp(new_phase, 1.0), new_phase)
+    grows = (cosine * normalised > 0) & xp.not_(flip) & xp.not_(guard) & (new_phase < 2)
+    new_gain = xp.where(grows, xp.clamp(xp.clamp(gain, 1.0) * BRACKET_GAIN_GROWTH, None, BRACKET_GAIN_MAX), 1.0)
+    step = xp.where(guard, _HALVE, beta * new_gain * normalised)
+    step = xp.where(informative | guard, step, 0.0)
+    new_momentum = xp.where(guard, xp.clamp(new_momentum, None, 0.0), new_momentum)
+    updated = (new_momentum, new_second, new_reference, new_gain, new_phase)
+    return lr * xp.exp(step), [xp.where(informative, new, old) for new, old in zip(updated, memory)]
 
 
 # -- the registry's entries ----------------------------------------------------------------------
-register(Rule("additive", additive, DOT))
-register(Rule("multiplicative", multiplicative, DOT_AND_NORMS, beta_below=1.0,
-              beta_reason="so that the learning rate stays positive"))
-register(Rule("scalefree", scalefree, DOT_AND_NORMS, memory=("m", "v", "r"), nonnegative_memory=("v", "r"),
-              default_beta=0.05, compiled=True))
-register(Rule("bracket", bracket, DOT_AND_NORMS, memory=("m", "v", "r", "k", "p"),
-              nonnegative_memory=("v", "r", "k", "p"), default_beta=0.05, compiled=True))
+register(Rule("additive", statistics=DOT, **written_once(additive)))
+register(Rule("multiplicative", statistics=DOT_AND_NORMS, beta_below=1.0,
+              beta_reason="so that the learning rate stays positive", **written_once(multiplicative)))
+register(Rule("scalefree", statistics=DOT_AND_NORMS, memory=("m", "v", "r"), nonnegative_memory=("v", "r"),
+              default_beta=0.05, compiled=True, **written_once(scalefree)))
+register(Rule("bracket", statistics=DOT_AND_NORMS, memory=("m", "v", "r", "k", "p"),
+              nonnegative_memory=("v", "r", "k", "p"), default_beta=0.05, compiled=True, **written_once(bracket)))

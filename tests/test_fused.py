@@ -170,15 +170,17 @@ def test_rmsprop_has_no_fused_kernel():
         hypergrad.RMSpropHD([torch.nn.Parameter(torch.zeros(3))], fused=True)
 
 
-COMPILED_CASES = {  # case: optimizer, settings, dtype, the compiled functions it must use
-    "Adam-f32": (hypergrad.AdamHD, dict(amsgrad=True), torch.float32, {("recomputed", True, False), "rule"}),
+COMPILED_CASES = {  # case: optimizer, settings, dtype, the compiled functions it must use (the rule: a tensor lr's)
+    "Adam-f32": (
+        hypergrad.AdamHD, dict(amsgrad=True, lr=torch.tensor(1e-2)), torch.float32, {("recomputed", True, False), "rule"},
+    ),
     "AdamW-f64": (
         hypergrad.AdamWHD, dict(hypergrad_rule="multiplicative", granularity="tensor"), torch.float64,
         {("recomputed", True, True)},
     ),
-    "SGDN-f64": (hypergrad.SGDHD, dict(momentum=0.9, nesterov=True), torch.float64, {("stored", True), "rule"}),
+    "SGDN-f64": (hypergrad.SGDHD, dict(momentum=0.9, nesterov=True), torch.float64, {("stored", True)}),
     "Adagrad-f32": (
-        hypergrad.AdagradHD, dict(lr_decay=1e-2), torch.float32, {("stored", True), "rule", "adagrad directions"},
+        hypergrad.AdagradHD, dict(lr_decay=1e-2), torch.float32, {("stored", True), "adagrad directions"},
     ),
 }
 
@@ -187,8 +189,8 @@ COMPILED_CASES = {  # case: optimizer, settings, dtype, the compiled functions i
 def test_compiled_statistics_equal_the_eager_ones(monkeypatch, case):
     """The fused path's compiled pieces (``_compiled.py``, off elsewhere in the suite): the
     statistics in one pass (Adam's recomputed directions, the kept directions of SGDN and Adagrad)
-    and the scale-free rule (the default) in one call give the eager learning rates and
-    parameters, to float rounding."""
+    and the scale-free rule (the default) in one call, for a tensor ``lr`` (a float one moves on
+    host floats), give the eager learning rates and parameters, to float rounding."""
     from hypergrad import _compiled
 
     optimizer_cls, settings, dtype, expected = COMPILED_CASES[case]
@@ -199,7 +201,7 @@ def test_compiled_statistics_equal_the_eager_ones(monkeypatch, case):
         monkeypatch.setenv(_compiled.SWITCH, switch)
         torch.manual_seed(0)
         model = TinyNet().to(dtype)
-        optimizer = optimizer_cls(model.parameters(), lr=1e-2, hypergrad_lr=1e-4, fused=True, **settings)
+        optimizer = optimizer_cls(model.parameters(), **{"lr": 1e-2, "hypergrad_lr": 1e-4, "fused": True, **settings})
         lrs = []
         for x, y in make_batches(6):
             optimizer.zero_grad()

@@ -106,19 +106,20 @@ COMPILED_KEYS = [  # optimizer, settings, _compiled.MIN_ELEMENTS (None: its own)
     (hypergrad.AdamHD, dict(hypergrad_rule="additive"), 0, {("recomputed", False, False)}),
     (hypergrad.AdagradHD, dict(hypergrad_rule="additive"), None, set()),
     (hypergrad.AdagradHD, dict(hypergrad_rule="additive"), 0, {"adagrad directions"}),
-    (hypergrad.SGDHD, dict(momentum=0.9, nesterov=True), None, {("stored", True), "rule"}),
-    (hypergrad.AdamHD, dict(), None, {("recomputed", True, False), "rule"}),
+    (hypergrad.SGDHD, dict(momentum=0.9, nesterov=True), None, {("stored", True)}),
+    (hypergrad.AdamHD, dict(), None, {("recomputed", True, False)}),
+    (hypergrad.AdamHD, dict(lr=torch.tensor(0.01)), None, {("recomputed", True, False), "rule"}),
 ]
 
 
 @pytest.mark.parametrize("optimizer_cls, settings, minimum, expected", COMPILED_KEYS,
                          ids=["adam-small", "adam-large", "adagrad-small", "adagrad-large", "sgdn-scalefree",
-                              "adam-scalefree"])
+                              "adam-scalefree", "adam-scalefree-tensor-lr"])
 def test_which_compiled_passes_a_step_takes(monkeypatch, optimizer_cls, settings, minimum, expected):
     """Below ``_compiled.MIN_ELEMENTS`` the passes whose eager version is light (Adam's statistics
     for the additive rule, Adagrad's direction) are eager (the compiled call would cost more than
-    it saves); the statistics with the norms and the scale-free rule's call are compiled at every
-    size."""
+    it saves); the statistics with the norms are compiled at every size; the scale-free rule runs
+    on host floats for a float ``lr``, in a compiled call for a tensor one."""
     from hypergrad import _compiled
 
     keys = []
@@ -131,7 +132,7 @@ def test_which_compiled_passes_a_step_takes(monkeypatch, optimizer_cls, settings
     monkeypatch.setattr(_compiled, "_call", recorded)
     if minimum is not None:
         monkeypatch.setattr(_compiled, "MIN_ELEMENTS", minimum)
-    _steps(optimizer_cls, dict(lr=0.01, **settings), fused=True)
+    _steps(optimizer_cls, {"lr": 0.01, **settings}, fused=True)
     assert set(keys) == expected
 
 

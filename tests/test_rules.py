@@ -11,7 +11,7 @@ import torch
 
 import hypergrad
 from cases import TinyNet, make_batches, train
-from hypergrad._rules import DOT, DOT_AND_NORMS, RULES, Rule, next_rate, register
+from hypergrad._rules import DOT, DOT_AND_NORMS, RULES, Rule, next_host_rate, next_rate, register
 
 RATE_SHAPES = [(), (3,), (2, 3)]
 
@@ -88,6 +88,70 @@ def test_every_rule_runs_and_resumes_at_every_granularity(name, granularity):
         torch.testing.assert_close(ours, theirs, rtol=1e-12, atol=1e-15)
     rates = whole.learning_rates(models[0].named_parameters())
     assert any(not torch.equal(torch.as_tensor(rate), torch.tensor(0.01, dtype=torch.float64)) for rate in rates.values())
+
+
+SPECIAL = [0.0, -0.0, math.inf, -math.inf, math.nan, 1e-300, 1e300]
+
+
+@pytest.mark.parametrize("bounds", [None, (1e-4, 0.3)], ids=["unbounded", "bounded"])
+@pytest.mark.parametrize("name", list(RULES))
+def test_the_host_floats_are_the_tensor_rule(name, bounds):
+    """One rate's rule on Python floats (the CPU's group rates) against the same rule on float64
+    tensors, step by step from the same rate and memory: the same rate and memory to the last
+    bits of torch's square root and exponential (not correctly rounded on the CPU: 1 ulp), and
+    the same branches (guard, no information, non-finite statistics, clipping) throughout."""
+    rule = RULES[name]
+    generator = torch.Generator().manual_seed(3)
+    rate, memory = 0.01, [0.0] * len(rule.memory)
+    beta = 0.05 if rule.default_beta is not None else 0.3
+    for step in range(600):
+        g, u = torch.randn(2, 4, generator=generator, dtype=torch.float64)
+        u = u * 10.0 ** float(torch.randint(-3, 4, (), generator=generator))
+        statistics = [float(g @ u), float(g @ g), float(u @ u)][: len(rule.statistics)]
+        if step % 7 == 0:  # a gradient jump: the guard
+            statistics[1:] = [value * 1e3 for value in statistics[1:]]
+        if step % 11 == 0:
+            statistics[step % len(statistics)] = SPECIAL[step % len(SPECIAL)]
+        tensor_memory = torch.tensor(memory, dtype=torch.float64) if rule.memory else None
+        expected = next_rate(rate, torch.tensor(statistics, dtype=torch.float64), beta, name, bounds, tensor_memory)
+        host_memory = list(memory) if rule.memory else None
+        new_rate = next_host_rate(rate, list(statistics), beta, name, bounds, host_memory)
+        assert isinstance(new_rate, float)
+        torch.testing.assert_close(new_rate, expected.item(), rtol=1e-14, atol=0)
+        if rule.memory:
+            torch.testing.assert_close(torch.tensor(host_memory, dtype=torch.float64), tensor_memory, rtol=1e-14,
+                                       atol=1e-300)
+            memory = host_memory
+        rate = new_rate
+    assert rate != 0.01
+
+
+@pytest.mark.parametrize("name", list(RULES))
+def test_a_group_rate_moves_alike_on_host_floats_and_on_tensors(name):
+    """AdamHD with a float ``lr`` (the rule on host floats, its memory a list of floats) and with a
+    tensor one (the rule on tensors) take the same steps; a float group switched to a tensor
+    ``lr`` midway, and back, goes on alike (its memory converted), and ``state_dict`` holds the
+    memory as the tensor it always saved."""
+    beta = 0.01 if RULES[name].default_beta is None else None
+    models = [TinyNet(), TinyNet(), TinyNet()]
+    optimizers = [hypergrad.AdamHD(model.parameters(), lr=lr, hypergrad_rule=name, hypergrad_lr=beta)
+                  for model, lr in zip(models, (0.01, torch.tensor(0.01, dtype=torch.float64), 0.01))]
+    for index, batch in enumerate(make_batches(9)):
+        if index in (3, 6):  # the third switches: to a tensor lr, then back to a float
+            group = optimizers[2].param_groups[0]
+            group["lr"] = torch.tensor(group["lr"], dtype=torch.float64) if index == 3 else float(group["lr"])
+        for model, optimizer in zip(models, optimizers):
+            train(model, optimizer, [batch])
+        if RULES[name].memory and index in (2, 5):
+            saved = optimizers[2].state_dict()["param_groups"][0]["hypergrad_state"]["memory"]
+            assert isinstance(saved, torch.Tensor) and saved.dtype == torch.float64
+            assert isinstance(optimizers[2].param_groups[0]["hypergrad_state"]["memory"], list if index == 2 else torch.Tensor)
+    rates = [float(optimizer.param_groups[0]["lr"]) for optimizer in optimizers]
+    assert rates[0] != 0.01
+    assert rates[1] == pytest.approx(rates[0], rel=1e-13) and rates[2] == pytest.approx(rates[0], rel=1e-13)
+    for model in models[1:]:
+        for ours, theirs in zip(model.parameters(), models[0].parameters()):
+            torch.testing.assert_close(ours, theirs, rtol=1e-12, atol=1e-15)
 
 
 def _halving(lr, statistics, beta, memory):

@@ -31,9 +31,8 @@ def test_lr_change_is_the_rule_of_the_finite_difference_hypergradient(case):
     moments of c_t = -h_t / (|g_t| |u_{t-1}|), h_t = dJ_t / d alpha_{t-1} by central differences
     through torch.optim's base step, |u_{t-1}| = |theta_{t-2} - theta_{t-1}| / alpha_{t-1}."""
     model, optimizer, batches, snapshot_params, snapshot_state = _train_to_snapshot(case, **SCALEFREE)
-    group = optimizer.param_groups[0]
     (lr_previous,) = train(model, optimizer, batches[STEPS_BEFORE:STEPS_BEFORE + 1])
-    m, v, r = group["hypergrad_state"]["memory"].tolist()
+    m, v, r = optimizer.state_dict()["param_groups"][0]["hypergrad_state"]["memory"].tolist()
     assert v > 0 and r > 0  # the rule has history
     moved = sum((snapshot_params[name] - p.detach()).pow(2).sum() for name, p in model.named_parameters())
     u_norm = math.sqrt(float(moved)) / lr_previous
