@@ -39,7 +39,8 @@ import torch
 
 import hypergrad
 from experiments.core.methods import METHODS, Method, MethodSettings
-from experiments.core.workloads import WORKLOADS, load_workload_data, train
+from experiments.core.runs import train
+from experiments.core.workloads import WORKLOADS, load_workload_data
 from hypergrad._rules import DOT_AND_NORMS, RULES, Rule, register
 
 TARGETS = {"logreg_mnist": 0.9025, "mlp_mnist": 0.926, "cnn_fashion": 0.708, "transformer_fortunes": 2.825,

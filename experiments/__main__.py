@@ -12,7 +12,7 @@ import torch
 from experiments.benchmark import beta_sensitivity, compose, selftuning
 from experiments.core.datasets import DatasetFileError, DatasetNotFoundError
 from experiments.core.methods import METHODS, PAPER_METHODS, MethodUnavailableError
-from experiments.core.models import TASKS
+from experiments.core.workloads import WORKLOADS, suite
 from experiments.paper.reproduce import add_arguments, output_folder, run_from_args
 from experiments.core.runner import RunConfig, run_suite
 
@@ -34,7 +34,8 @@ def build_parser() -> argparse.ArgumentParser:
         "DIR/run.json and per-method checkpoints (for --resume).",
         formatter_class=argparse.ArgumentDefaultsHelpFormatter,
     )
-    run.add_argument("task", choices=sorted(TASKS), help="; ".join(f"{k}: {t.description}" for k, t in TASKS.items()))
+    run.add_argument("task", choices=sorted(suite("paper")),
+                     help="; ".join(f"{name}: {WORKLOADS[name].description}" for name in suite("paper")))
     run.add_argument("--methods", default=",".join(PAPER_METHODS),
                      help=f"comma-separated, from: {', '.join(METHODS)}")
     run.add_argument("--epochs", type=int, default=10)

@@ -13,7 +13,8 @@ from experiments.benchmark import scoring, selftuning as benchmark
 from experiments.__main__ import main
 from experiments.core.datasets import DatasetFileError, DatasetNotFoundError
 from experiments.core.methods import untuned_settings
-from experiments.core.workloads import CONTEXT, WORKLOADS, load_workload_data, train
+from experiments.core.runs import train
+from experiments.core.workloads import CONTEXT, WORKLOADS, load_workload_data, suite
 from tests.test_experiments_data import write_idx_dataset
 
 
@@ -51,7 +52,7 @@ def _sha256(*paths):
     return digest.hexdigest()
 
 
-@pytest.mark.parametrize("name", list(WORKLOADS))
+@pytest.mark.parametrize("name", suite("benchmark"))
 def test_each_workload_loads_its_files_and_trains(data_dir, name):
     directory, _ = data_dir
     workload = WORKLOADS[name]

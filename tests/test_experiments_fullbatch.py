@@ -8,7 +8,12 @@ import numpy as np
 import pytest
 import torch
 
+from experiments.core.datasets import DatasetSource
+from experiments.core.tables import logistic_problem
+from experiments.core.workloads import WORKLOADS, Workload
 from experiments.paper import hdm_fullbatch as fullbatch
+
+SOURCE = DatasetSource("synthetic", (), "")
 
 
 def synthetic_problem(n: int = 40, d: int = 3, seed: int = 0) -> fullbatch.Problem:
@@ -17,10 +22,11 @@ def synthetic_problem(n: int = 40, d: int = 3, seed: int = 0) -> fullbatch.Probl
     features = rng.normal(size=(n, d)) * np.array([1.0, 5.0, 0.2])[:d]
     labels = rng.random(n) < 1.0 / (1.0 + np.exp(-0.3 * features @ np.ones(d)))
     features = np.hstack([features, np.full((n, 1), 7.0)])  # a constant column, dropped
-    return fullbatch.make_problem("synthetic", features, labels)
+    data = logistic_problem(features, labels, SOURCE)
+    return fullbatch.Problem("synthetic", data.train_x, data.train_y)
 
 
-def test_make_problem_standardises_and_appends_an_intercept():
+def test_logistic_problem_standardises_and_appends_an_intercept():
     problem = synthetic_problem()
     assert problem.x.shape == (40, 4) and problem.x.dtype == torch.float64
     torch.testing.assert_close(problem.x[:, :3].mean(0), torch.zeros(3, dtype=torch.float64), rtol=0, atol=1e-12)
@@ -115,7 +121,12 @@ def test_table_and_figure():
 def test_study_runs_through_the_cache_and_writes_figure_and_table(tmp_path, monkeypatch):
     from experiments.paper.reproduce import reproduce
 
-    monkeypatch.setattr(fullbatch, "PROBLEMS", {"synthetic": lambda: synthetic_arrays()})
+    registered = WORKLOADS["breast_cancer"]
+    monkeypatch.setitem(WORKLOADS, "synthetic", Workload(
+        "synthetic", "fullbatch", "synthetic", registered.kind, registered.metric, registered.goal,
+        registered.batch_size, registered.valid_size, lambda data_dir: logistic_problem(*synthetic_arrays(), SOURCE),
+        registered.model))
+    monkeypatch.setattr(fullbatch, "PROBLEMS", ("synthetic",))
     monkeypatch.setattr(fullbatch, "BUDGET", 40)
     files = reproduce(tmp_path, only=["fullbatch"], progress=lambda text: None)
     names = {path.name for path in files}

@@ -19,7 +19,8 @@ from experiments.core.methods import (
     resolve_methods,
     untuned_settings,
 )
-from experiments.core.models import TASKS, build_model, has_batch_norm
+from experiments.core.models import build_model, has_batch_norm
+from experiments.core.workloads import suite
 
 SETTINGS = MethodSettings(lr=1e-3, hypergrad_lr=1e-3, weight_decay=1e-4, model_has_batch_norm=False)
 
@@ -190,7 +191,7 @@ def test_models_have_the_papers_shapes_and_reference_init():
     convs = [m for m in vgg.modules() if isinstance(m, nn.Conv2d)]
     linears = [m for m in vgg.modules() if isinstance(m, nn.Linear)]
     assert len(convs) == 13 and len(linears) == 3  # VGG-16
-    assert set(TASKS) == {"logreg", "mlp", "cnn", "vgg"}
+    assert suite("paper") == ("logreg", "mlp", "cnn", "vgg")
 
 
 def test_one_name_under_two_configurations_is_two_named_settings():

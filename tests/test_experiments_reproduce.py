@@ -71,30 +71,42 @@ def tiny_suite(monkeypatch):
     return calls
 
 
-def test_cache_key_changes_with_every_field_and_is_stable_otherwise():
-    base = RunSpec(task="mlp", method="sgd_hd", epochs=3)
-    assert base.key() == RunSpec(task="mlp", method="sgd_hd", epochs=3).key()
+def test_a_paper_run_is_a_step_budget_and_its_key_changes_with_every_key_field(monkeypatch, tmp_path):
+    monkeypatch.setattr(runner_module, "dataset_for", lambda config: _synthetic_splits(config.task, None, False))
+    cache = suite_module.RunCache(tmp_path)
+    base = RunSpec.paper("mlp", "sgd_hd", TaskBudget(3, 0.5), "quick")
+    assert (base.steps, base.eval_every) == (3, 1)  # 32 of 64 examples: one batch of 128 per epoch
+    assert base.run_config().epochs == 3
+    assert cache.folder(base) == cache.folder(RunSpec.paper("mlp", "sgd_hd", TaskBudget(3, 0.5), "quick"))
     # An explicit default beta is the same run as the implicit one.
-    assert base.key() == RunSpec(task="mlp", method="sgd_hd", epochs=3, hypergrad_lr=1e-3).key()
-    changed = {"task": "logreg", "method": "sgdn_hd", "epochs": 4, "lr": 1e-2, "hypergrad_lr": 1e-4, "seed": 2,
-               "train_fraction": 0.5, "schedule": "cosine", "train_metrics": True, "batch_size": 64,
-               "weight_decay": 0.0}
-    assert set(changed) == {f.name for f in dataclasses.fields(RunSpec)}
-    keys = {base.key()}
+    assert cache.folder(base) == cache.folder(RunSpec.paper("mlp", "sgd_hd", TaskBudget(3, 0.5), "quick",
+                                                            hypergrad_lr=1e-3))
+    changed = {"workload": "logreg", "method": "sgdn_hd", "seed": 2, "steps": 4, "schedule": "cosine",
+               "eval_every": 2, "train_fraction": 0.25, "train_metrics": True,
+               "settings": dataclasses.replace(base.settings, lr=1e-2)}
+    folders = {cache.folder(base)}
     for name, value in changed.items():
-        keys.add(dataclasses.replace(base, **{name: value}).key())
-    assert len(keys) == 1 + len(changed)
+        folders.add(cache.folder(dataclasses.replace(base, **{name: value})))
+    assert len(folders) == 1 + len(changed)
+    # Not keyed: the folder's readable prefix, the mode (a paper task is the same in both) and the
+    # configuration's name (the settings it resolved to are).
+    unkeyed = {"name", "mode", "configuration", "keyed_schedule"}
+    assert set(changed) | unkeyed == {f.name for f in dataclasses.fields(RunSpec)}
+    assert cache.folder(dataclasses.replace(base, mode="full")) == cache.folder(base)
 
 
-def test_run_spec_rejects_bad_input():
+def test_run_spec_rejects_bad_input(monkeypatch):
+    monkeypatch.setattr(runner_module, "dataset_for", lambda config: _synthetic_splits(config.task, None, False))
     with pytest.raises(ValueError, match="method"):
-        RunSpec(task="mlp", method="nope", epochs=1)
+        RunSpec.paper("mlp", "nope", TINY, "quick")
     with pytest.raises(ValueError, match="schedule"):
-        RunSpec(task="mlp", method="sgd", epochs=1, schedule="linear")
+        RunSpec.paper("mlp", "sgd", TINY, "quick", schedule="linear")
     with pytest.raises(ValueError, match="train_fraction"):
-        RunSpec(task="mlp", method="sgd", epochs=1, train_fraction=0.0)
+        RunSpec.paper("mlp", "sgd", TaskBudget(1, 0.0), "quick")
     with pytest.raises(ValueError, match="HD method"):
-        RunSpec(task="mlp", method="adam", epochs=1, schedule="hypergrad_cosine")
+        RunSpec.paper("mlp", "adam", TINY, "quick", schedule="hypergrad_cosine")
+    with pytest.raises(ValueError, match="eval_every"):
+        dataclasses.replace(RunSpec.paper("mlp", "sgd", TINY, "quick"), eval_every=None)
     with pytest.raises(ValueError, match="--only"):
         parse_only("comparison,bogus")
     assert parse_only("peers,comparison") == ["comparison", "peers"]  # suite order

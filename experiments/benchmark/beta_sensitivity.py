@@ -28,8 +28,8 @@ from experiments.benchmark.options import add_common_arguments, parse_names, run
 from experiments.core.files import write_json, write_text
 from experiments.benchmark.selftuning import CONFIGURATION
 from experiments.core.methods import untuned_settings
-from experiments.core.runs import RunCache, StepRunSpec, compact_number, fetch_step_run, run_pool
-from experiments.core.workloads import WORKLOADS, workload_data
+from experiments.core.runs import RunCache, RunSpec, compact_number, run_pool
+from experiments.core.workloads import WORKLOADS, suite, workload_data
 
 __all__ = ["ALPHA0S", "BASES", "BETA_FACTORS", "add_arguments", "cells", "goal_rows", "run_from_args",
            "sensitivity"]
@@ -58,13 +58,13 @@ class Job:
     alpha0: float
     factor: float | None = None
 
-    def spec(self, mode: str, data_dir: str | None) -> StepRunSpec:
+    def spec(self, mode: str, data_dir: str | None) -> RunSpec:
         """The run this job plans (its keys never held a schedule: ``keyed_schedule=False``)."""
         beta = None if self.factor is None else default_beta(self.method) * self.factor
         name = f"sensitivity-{self.workload}-{self.method}-a{compact_number(self.alpha0)}"
         if beta is not None:
             name += f"-b{compact_number(beta)}"
-        return StepRunSpec.resolved(name, self.workload, mode, self.method, CONFIGURATION, SEED,
+        return RunSpec.resolved(name, self.workload, mode, self.method, CONFIGURATION, SEED,
                                     WORKLOADS[self.workload].steps[mode] * STEPS_PER_N[mode], data_dir,
                                     keyed_schedule=False, lr=self.alpha0, hypergrad_lr=beta)
 
@@ -75,8 +75,8 @@ def default_beta(method: str) -> float:
 
 
 def run_job(cache: RunCache, mode: str, data_dir: str | None, job: Job) -> dict:
-    """Train (or read back from the cache) one job's run: :func:`workloads.train`'s result."""
-    return fetch_step_run(cache, data_dir, job.spec(mode, data_dir))
+    """Train (or read back from the cache) one job's run: :func:`runs.train`'s result."""
+    return cache.fetch(job.spec(mode, data_dir))
 
 
 def jobs_for(names: Sequence[str], mode: str, bases: Sequence[str] | None = None) -> list[Job]:
@@ -182,7 +182,7 @@ def sensitivity(out_dir: str | Path, *, mode: str = "quick", only: Sequence[str]
         raise ValueError(f"jobs must be an int >= 1, got {jobs!r}")
     if mode not in ALPHA0S:
         raise ValueError(f"mode must be one of {sorted(ALPHA0S)}, got {mode!r}")
-    names = list(only or WORKLOADS)
+    names = list(only or suite("benchmark"))
     started = time.perf_counter()
     out_dir = Path(out_dir)
     sources = {}
@@ -203,7 +203,7 @@ def sensitivity(out_dir: str | Path, *, mode: str = "quick", only: Sequence[str]
                  f"{job.method} alpha_0 {compact_number(job.alpha0)}{beta}: "
                  f"{'diverged' if loss is None else f'valid loss {loss:.4g}'}")
 
-    run_pool(run_job, (RunCache(out_dir), mode, data_dir), jobs_list, jobs, done)
+    run_pool(run_job, (RunCache(out_dir, data_dir=data_dir), mode, data_dir), jobs_list, jobs, done)
     record = build_record(mode, names, sources, results, bases)
     elapsed = time.perf_counter() - started
     write_json(out_dir / "sensitivity.json", record)
@@ -227,6 +227,6 @@ def add_arguments(parser) -> None:
 def run_from_args(args, parser) -> int:
     """Run ``sensitivity`` from parsed arguments; bad input exits with status 2 and a message."""
     return run_command("sensitivity", args, parser, lambda command: sensitivity(
-        args.out, mode=args.mode, only=parse_names(args.only, list(WORKLOADS), "--only", list(WORKLOADS)),
+        args.out, mode=args.mode, only=parse_names(args.only, list(suite("benchmark")), "--only", list(suite("benchmark"))),
         data_dir=args.data_dir, jobs=args.jobs, command=command,
         bases=parse_names(args.bases, list(BASES), "--bases", list(BASES))), ["--bases", args.bases] if args.bases else [])

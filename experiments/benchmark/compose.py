@@ -34,7 +34,7 @@ from experiments.core.methods import resolve_methods  # noqa: E402
 from experiments.core.plotting import legend_outside, method_style, save_figure  # noqa: E402
 from experiments.core.runs import RunCache, compact_number  # noqa: E402
 from experiments.core.schedules import WARMUP  # noqa: E402
-from experiments.core.workloads import WORKLOADS, workload_data  # noqa: E402
+from experiments.core.workloads import WORKLOADS, suite, workload_data  # noqa: E402
 
 __all__ = ["METHODS", "WORKLOADS_MEASURED", "add_arguments", "compose", "run_from_args"]
 
@@ -111,7 +111,7 @@ def compose(out_dir: str | Path, *, mode: str = "quick", only: Sequence[str] | N
     jobs_list = [Job(name, method, TARGET_SEED, lr) for name in names for method in METHODS for lr in TARGET_LRS]
     progress(f"compose --{mode}: {len(names)} workloads, {len(jobs_list)} runs, {jobs} worker(s); "
              f"cache {out_dir / 'runs'}")
-    results = fetch(RunCache(out_dir), mode, data_dir, jobs_list, jobs, progress)
+    results = fetch(RunCache(out_dir, data_dir=data_dir), mode, data_dir, jobs_list, jobs, progress)
     for job in jobs_list:
         result = results[job]
         record["runs"].append({"workload": job.workload, "method": job.method, "lr": job.lr,
@@ -129,7 +129,7 @@ def compose(out_dir: str | Path, *, mode: str = "quick", only: Sequence[str] | N
 def add_arguments(parser) -> None:
     add_common_arguments(parser, out="results/benchmark", quick_help="the benchmark's small workloads (the default)",
                          full_help="the benchmark's larger workloads",
-                         only_help=f"comma-separated workloads from: {', '.join(WORKLOADS)} "
+                         only_help=f"comma-separated workloads from: {', '.join(suite('benchmark'))} "
                          f"(default: {', '.join(WORKLOADS_MEASURED)})")
 
 
@@ -137,4 +137,4 @@ def run_from_args(args, parser) -> int:
     """Run ``compose`` from parsed arguments; bad input exits with status 2 and a message."""
     return run_command("compose", args, parser, lambda command: compose(
         args.out, mode=args.mode, data_dir=args.data_dir, jobs=args.jobs, command=command,
-        only=parse_names(args.only, list(WORKLOADS), "--only", WORKLOADS_MEASURED)))
+        only=parse_names(args.only, list(suite("benchmark")), "--only", WORKLOADS_MEASURED)))

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 
-from experiments.core.workloads import WORKLOADS
+from experiments.core.workloads import suite
 
 __all__ = ["add_common_arguments", "parse_names", "run_command"]
 
@@ -32,7 +32,7 @@ def add_common_arguments(parser, *, quick_help: str, full_help: str, out: str, o
     parser.set_defaults(mode="quick")
     parser.add_argument("--out", default=out, help="output folder (its runs/ is the cache)")
     parser.add_argument("--only", default=None,
-                        help=only_help or f"comma-separated workloads from: {', '.join(WORKLOADS)}")
+                        help=only_help or f"comma-separated workloads from: {', '.join(suite('benchmark'))}")
     parser.add_argument("--data-dir", default=None, help="folder to look in first for the data files")
     parser.add_argument("--jobs", type=int, default=1,
                         help="train this many runs at once in worker processes (one torch thread each)")

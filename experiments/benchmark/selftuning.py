@@ -1,13 +1,13 @@
 """``python -m experiments benchmark``: the self-tuning benchmark of record, scored as AlgoPerf scores.
 
 Every entry runs with ONE configuration (:func:`methods.untuned_settings`) on every workload of
-:data:`workloads.WORKLOADS`. Per workload, target-setting runs of AdamW with linear warmup
+the ``benchmark`` suite of :data:`workloads.WORKLOADS`. Per workload, target-setting runs of AdamW with linear warmup
 (``schedules.WARMUP`` of the steps) and cosine decay over :data:`TARGET_LRS` (1 seed, N steps) set the
 target: the best final validation metric. Every entry then gets 2N steps per seed; the steps (and
 process seconds) at which its validation metric first reaches the target give the scores of
 :mod:`experiments.benchmark.scoring`.
 
-Every run is a :class:`experiments.core.runs.StepRunSpec` (a :class:`Job` plans it) and goes
+Every run is a :class:`experiments.core.runs.RunSpec` (a :class:`Job` plans it) and goes
 through the run cache (``OUT/runs/``): a run is keyed by the workload's identity, the SHA-256 of
 its data, the method and its settings, the seed, the steps and the schedule, so finished runs are
 reused and a changed workload is recomputed.
@@ -27,9 +27,9 @@ from pathlib import Path
 from experiments.benchmark import scoring
 from experiments.core.files import write_json, write_text
 from experiments.core.methods import METHODS, resolve_methods
-from experiments.core.runs import RunCache, StepRunSpec, compact_number, fetch_step_run, run_pool
+from experiments.core.runs import RunCache, RunSpec, compact_number, run_pool
 from experiments.benchmark.options import add_common_arguments, parse_names, run_command
-from experiments.core.workloads import WORKLOADS, workload_data
+from experiments.core.workloads import WORKLOADS, suite, workload_data
 
 __all__ = ["ENTRIES", "SEEDS", "TARGET_LRS", "Job", "add_arguments", "benchmark", "fetch", "run_from_args"]
 
@@ -72,20 +72,20 @@ class Job:
     def is_target(self) -> bool:
         return self.lr is not None
 
-    def spec(self, mode: str, data_dir: str | None) -> StepRunSpec:
+    def spec(self, mode: str, data_dir: str | None) -> RunSpec:
         """The run this job plans (the target-setting runs keep their names: ``lr{lr}``)."""
         label = self.method
         if self.is_target:
             label = f"lr{compact_number(self.lr)}" if self.method == "adamw" else f"{self.method}-lr{compact_number(self.lr)}"
         steps = WORKLOADS[self.workload].steps[mode] * (1 if self.is_target else 2)
-        return StepRunSpec.resolved(f"benchmark-{self.workload}-{label}-seed{self.seed}", self.workload, mode,
+        return RunSpec.resolved(f"benchmark-{self.workload}-{label}-seed{self.seed}", self.workload, mode,
                                     self.method, CONFIGURATION, self.seed, steps, data_dir, lr=self.lr,
                                     schedule="warmup_cosine" if self.is_target else None)
 
 
 def run_job(cache: RunCache, mode: str, data_dir: str | None, job: Job) -> dict:
-    """Train (or read back from the cache) one job's run; its curve as :func:`workloads.train` gives it."""
-    return fetch_step_run(cache, data_dir, job.spec(mode, data_dir))
+    """Train (or read back from the cache) one job's run; its curve as :func:`runs.train` gives it."""
+    return cache.fetch(job.spec(mode, data_dir))
 
 
 def fetch(cache: RunCache, mode: str, data_dir: str | None, jobs: Sequence[Job], workers: int,
@@ -165,7 +165,7 @@ def benchmark(out_dir: str | Path, *, mode: str = "quick", only: Sequence[str] |
         raise ValueError(f"jobs must be an int >= 1, got {jobs!r}")
     if mode not in SEEDS:
         raise ValueError(f"mode must be one of {sorted(SEEDS)}, got {mode!r}")
-    names = list(only or WORKLOADS)
+    names = list(only or suite("benchmark"))
     entries = list(entries or ENTRIES)
     resolve_methods(entries)
     started = time.perf_counter()
@@ -178,7 +178,7 @@ def benchmark(out_dir: str | Path, *, mode: str = "quick", only: Sequence[str] |
     jobs_list += [Job(name, entry, seed) for name in names for entry in entries for seed in SEEDS[mode]]
     progress(f"benchmark --{mode}: {len(names)} workloads, {len(entries)} entries, {len(jobs_list)} runs, "
              f"{jobs} worker(s); cache {out_dir / 'runs'}")
-    results = fetch(RunCache(out_dir), mode, data_dir, jobs_list, jobs, progress)
+    results = fetch(RunCache(out_dir, data_dir=data_dir), mode, data_dir, jobs_list, jobs, progress)
     record = build_record(mode, entries, names, sources, results)
     curves = {(j.workload, j.method, j.seed): r for j, r in results.items() if not j.is_target}
     elapsed = time.perf_counter() - started
@@ -203,6 +203,6 @@ def add_arguments(parser) -> None:
 def run_from_args(args, parser) -> int:
     """Run ``benchmark`` from parsed arguments; bad input exits with status 2 and a message."""
     return run_command("benchmark", args, parser, lambda command: benchmark(
-        args.out, mode=args.mode, only=parse_names(args.only, list(WORKLOADS), "--only", list(WORKLOADS)),
+        args.out, mode=args.mode, only=parse_names(args.only, list(suite("benchmark")), "--only", list(suite("benchmark"))),
         entries=parse_names(args.entries, list(METHODS), "--entries", ENTRIES), data_dir=args.data_dir,
         jobs=args.jobs, command=command), ["--entries", args.entries] if args.entries else [])

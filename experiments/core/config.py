@@ -14,7 +14,7 @@ from typing import Any
 import torch
 from torch.optim import Optimizer
 
-from experiments.core.models import TASKS
+from experiments.core.workloads import suite
 
 __all__ = ["LRSchedulerFactory", "MethodResult", "RunConfig", "resolve_device"]
 
@@ -27,7 +27,8 @@ class RunConfig:
     """Everything that determines a run, with the paper's defaults.
 
     Attributes:
-        task: ``logreg``, ``mlp``, ``cnn`` or ``vgg`` (model + dataset, see ``models.TASKS``).
+        task: ``logreg``, ``mlp``, ``cnn`` or ``vgg`` (a workload of the ``paper`` suite of
+            ``workloads.WORKLOADS``: model + dataset).
         epochs: passes over the training set.
         lr: alpha_0, the initial learning rate (the learning-rate-free peers keep their own).
         hypergrad_lr: beta for HD methods; None = the reference code's value for the method and
@@ -68,8 +69,8 @@ class RunConfig:
     amp: bool = False
 
     def __post_init__(self) -> None:
-        if self.task not in TASKS:
-            raise ValueError(f"task must be one of {sorted(TASKS)}, got {self.task!r}")
+        if self.task not in suite("paper"):
+            raise ValueError(f"task must be one of {sorted(suite('paper'))}, got {self.task!r}")
         _check(self.epochs, "epochs", int, lambda v: v >= 1, ">= 1")
         _check(self.lr, "lr", (int, float), lambda v: v > 0 and math.isfinite(v), "> 0")
         if self.hypergrad_lr is not None:

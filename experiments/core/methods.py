@@ -47,7 +47,7 @@ from torch.optim import Optimizer
 
 from hypergrad import RULES
 
-from experiments.core.models import TASKS
+from experiments.core.workloads import WORKLOADS
 
 __all__ = [
     "METHODS",
@@ -361,7 +361,11 @@ def default_hypergrad_lr(method: str, task: str) -> float | None:
         return MULTIPLICATIVE_HYPERGRAD_LR
     if kind in RULES and RULES[kind].default_beta is not None:
         return RULES[kind].default_beta
-    return SGD_HYPERGRAD_LR if kind == "sgd" else TASKS[task].adaptive_hypergrad_lr
+    if kind == "sgd":
+        return SGD_HYPERGRAD_LR
+    if task not in WORKLOADS or WORKLOADS[task].paper_hypergrad_lr is None:
+        raise ValueError(f"task must be a paper task for the paper's beta of {method!r}, got {task!r}")
+    return WORKLOADS[task].paper_hypergrad_lr
 
 
 def untuned_settings(method: str, model_has_batch_norm: bool) -> MethodSettings:

@@ -1,4 +1,5 @@
-"""The paper's models, and the task table that pairs each with its dataset.
+"""The paper's models and the benchmark's Transformer (the registry of workloads,
+:mod:`experiments.core.workloads`, pairs each with its data).
 
 * ``logreg``: logistic regression on MNIST, 784 -> 10 (trained with cross-entropy).
 * ``mlp``: 784-1000-1000-10 with ReLU on MNIST.
@@ -15,29 +16,14 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
-from dataclasses import dataclass
 
 import torch
 from torch import nn
 
-__all__ = ["TASKS", "ByteTransformer", "Task", "build_model", "has_batch_norm"]
+__all__ = ["MODELS", "ByteTransformer", "build_model", "has_batch_norm"]
 
-
-@dataclass(frozen=True)
-class Task:
-    """A model and the dataset it trains on, with the task's default Adam-type beta."""
-
-    dataset: str
-    description: str
-    adaptive_hypergrad_lr: float  # the reference code's beta for Adam-HD on this task
-
-
-TASKS: dict[str, Task] = {
-    "logreg": Task("mnist", "logistic regression 784-10 on MNIST", 1e-7),
-    "mlp": Task("mnist", "MLP 784-1000-1000-10 (ReLU) on MNIST", 1e-7),
-    "cnn": Task("fashion_mnist", "small VGG-style CNN with batch norm on Fashion-MNIST", 1e-8),
-    "vgg": Task("cifar10", "VGG-16 with batch norm on CIFAR-10", 1e-8),
-}
+MODELS = ("logreg", "mlp", "cnn", "vgg")
+"""The names :func:`build_model` builds."""
 
 CNN_LAYERS = (32, "M", 64, "M", 128, 128, "M")
 """Conv widths and max-pools of the small CNN: 28 -> 14 -> 7 -> 3 pixels."""
@@ -129,7 +115,7 @@ def build_model(task: str, num_classes: int = 10) -> nn.Module:
         return VGGStyle(CNN_LAYERS, in_channels=1, spatial=28, hidden=256, num_classes=num_classes)
     if task == "vgg":
         return VGGStyle(VGG16_LAYERS, in_channels=3, spatial=32, hidden=512, num_classes=num_classes)
-    raise ValueError(f"task must be one of {sorted(TASKS)}, got {task!r}")
+    raise ValueError(f"task must be one of {MODELS}, got {task!r}")
 
 
 def has_batch_norm(model: nn.Module) -> bool:

@@ -42,7 +42,6 @@ from pathlib import Path
 from typing import Any
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 from torch.optim import Optimizer
 
@@ -50,7 +49,7 @@ from experiments.core.config import MethodResult, RunConfig, resolve_device
 from experiments.core.datasets import DATASETS, DatasetSplits
 from experiments.core.files import read_json, read_torch, write_csv, write_json, write_torch
 from experiments.core.methods import Method, MethodSettings, resolve_hypergrad_lr, resolve_methods
-from experiments.core.models import TASKS, build_model, has_batch_norm
+from experiments.core.models import has_batch_norm
 from experiments.core.training import (
     Steps,
     cached_dataset,
@@ -60,6 +59,7 @@ from experiments.core.training import (
     train_steps,
     training_subset,
 )
+from experiments.core.workloads import WORKLOADS
 
 __all__ = ["EPOCH_COLUMNS", "ITERATION_COLUMNS", "MethodResult", "RunConfig", "RunState", "dataset_for", "run_method",
            "run_suite"]
@@ -91,7 +91,7 @@ def _data_parallel(config: RunConfig, methods: Sequence[str], device: torch.devi
 
 def dataset_for(config: RunConfig) -> DatasetSplits:
     """The task's dataset, loaded once per process."""
-    return cached_dataset(TASKS[config.task].dataset, config.data_dir, config.download)
+    return cached_dataset(WORKLOADS[config.task].dataset, config.data_dir, config.download)
 
 
 @dataclass
@@ -148,7 +148,7 @@ class Training:
     def __post_init__(self) -> None:
         self.loop = Steps(
             self.model, self.optimizer, self.scheduler, _batches(self),
-            lambda x, y: F.cross_entropy(self.model(x), y),
+            lambda x, y: WORKLOADS[self.config.task].loss(self.model(x), y),
             backward=None if self.parallel is None else self._parallel_backward,
             train_eval_modes=self.method.has_train_eval_modes,
             batch_norm_data=(self.train_x, self.config.batch_size) if has_batch_norm(self.model) else None,
@@ -188,7 +188,7 @@ def _start(config: RunConfig, method: Method) -> Training:
         info = DATASETS[splits.name]
         fill = torch.tensor([-m / s for m, s in zip(info.mean, info.std)], device=device)
     torch.manual_seed(config.seed)
-    model = build_model(config.task, splits.num_classes).to(device)
+    model = WORKLOADS[config.task].model(splits, "full").to(device)
     if parallel is not None:
         model = parallel.wrap(model)
     settings = MethodSettings(config.lr, resolve_hypergrad_lr(method.name, config.task, config.hypergrad_lr),
@@ -475,6 +475,6 @@ def run_suite(
         if writes_files:
             write_json(run_json, record)
     if print_summary and writes_files:
-        print(f"{config.task}: {TASKS[config.task].description}; results in {out_dir}")
+        print(f"{config.task}: {WORKLOADS[config.task].description}; results in {out_dir}")
         print(summary_table(results))
     return results

@@ -1,15 +1,18 @@
-"""The study framework of ``python -m experiments reproduce``: budgets, runs as cache keys, the cache.
+"""Runs as cache keys, the cache, the worker pool, and the paper studies' framework.
 
-Read top to bottom: the budgets of ``--quick`` and ``--full`` (:class:`SuiteBudget`), one training
-run as a cache key (:class:`RunSpec`), a finished run read back (:class:`RunLog`), the cache of
-finished runs (:class:`RunCache`), and what every study gets and returns (:class:`SuiteContext`,
-:class:`StudyOutput`). The studies themselves are the modules of :mod:`experiments.paper`; the
-command that runs them is :mod:`experiments.paper.reproduce`.
+Read top to bottom: the budgets of the paper's studies in ``--quick`` and ``--full``
+(:class:`SuiteBudget`), one training run of any workload as the one cache key (:class:`RunSpec`),
+a run of the benchmark's kind (:func:`train`: batches drawn with replacement, through
+:func:`experiments.core.training.train_steps`), a paper run read back (:class:`RunLog`), the
+cache (:class:`RunCache`), the worker pool (:func:`run_pool`), and what every study gets and
+returns (:class:`SuiteContext`, :class:`StudyOutput`). The studies themselves are the modules of
+:mod:`experiments.paper`; the commands over the benchmark's workloads are :mod:`experiments.benchmark`.
 
 Layout of the cache (``OUT/runs/``)::
 
-    runs/TASK-LABEL-HASH/   one training run: config.json, the runner's CSVs, done.json
-    runs/NAME-HASH/result.json   one small computed result (an LR range test, a 2-D path set...)
+    runs/TASK-LABEL-HASH/   a paper task's run: config.json, the runner's CSVs, done.json
+    runs/NAME-HASH/result.json   any other run (the benchmark's), or a small computed result (an LR
+                                 range test, a 2-D path set...)
 
 A run folder without ``done.json`` is an interrupted run: the runner resumes it from its last
 complete epoch (its checkpoint); a finished run's checkpoint is deleted to keep the cache small.
@@ -32,28 +35,19 @@ from typing import Any
 import numpy as np
 import torch
 
+from experiments.core import runner
+from experiments.core.datasets import DatasetSplits
 from experiments.core.files import read_csv_columns, read_json, read_torch, write_json, write_torch
-from experiments.core.methods import METHODS, MethodSettings, resolve_hypergrad_lr, resolve_settings
+from experiments.core.methods import METHODS, MethodSettings, resolve_settings
 from experiments.core.models import has_batch_norm
 from experiments.core.runner import RunConfig, run_method
 from experiments.core.schedules import SCHEDULES, build_schedule, schedule_identity
-from experiments.core.workloads import WORKLOADS, train, workload_data
+from experiments.core.tables import TableData
+from experiments.core.training import Steps, subset_size, train_steps
+from experiments.core.workloads import EVALUATIONS_PER_N, WORKLOADS, Workload, workload_data
 
-__all__ = [
-    "ALPHA0",
-    "compact_number",
-    "BUDGETS",
-    "RunCache",
-    "RunLog",
-    "RunSpec",
-    "StepRunSpec",
-    "StudyOutput",
-    "SuiteBudget",
-    "SuiteContext",
-    "TaskBudget",
-    "fetch_step_run",
-    "run_pool",
-]
+__all__ = ["ALPHA0", "BUDGETS", "RunCache", "RunLog", "RunSpec", "StudyOutput", "SuiteBudget", "SuiteContext",
+           "TaskBudget", "compact_number", "run_pool", "train"]
 
 ALPHA0 = 1e-3
 """The paper's initial learning rate, shared by the studies that compare methods at it."""
@@ -138,66 +132,173 @@ BUDGETS: dict[str, SuiteBudget] = {
 # ----------------------------------------------------------------------------- one run
 
 
+def _data(workload: str, mode: str, data_dir: str | None) -> DatasetSplits | TableData:
+    """The workload's data as its runs read them (once per process): a paper task's through the runner."""
+    if WORKLOADS[workload].suite == "paper":
+        return runner.dataset_for(RunConfig(task=workload, data_dir=data_dir))
+    return workload_data(workload, mode, data_dir)
+
+
+@functools.lru_cache(maxsize=16)
+def _has_batch_norm(workload: str, mode: str, data_dir: str | None) -> bool:
+    """Whether the workload's model has batch norm (built once; the global RNG is left as it was)."""
+    with torch.random.fork_rng(devices=[]):
+        return has_batch_norm(WORKLOADS[workload].model(_data(workload, mode, data_dir), mode))
+
+
 @dataclass(frozen=True)
 class RunSpec:
-    """Everything that determines one training run; its hash names the run's cache folder.
+    """One training run of a workload of :data:`workloads.WORKLOADS`, and the only cache key:
+    :meth:`identity` determines its numbers, and its folder is ``runs/NAME-HASH/``.
 
-    ``hypergrad_lr`` is resolved on construction (the task's default beta for HD methods, None for
-    the others) so that an explicit default and an implicit one share a cache entry.
+    ``settings`` are resolved from the named ``configuration`` (:meth:`resolved`, :meth:`paper`);
+    the key holds the resolved numbers, the workload's identity in ``mode`` and its data's SHA-256,
+    so two names resolving to the same settings share a run. The budget is ``steps``; a paper
+    task's run (the runner's: epochs of a fresh permutation of a seeded ``train_fraction`` of the
+    data, CSVs per step and per epoch) evaluates every ``eval_every`` steps, an epoch; a run of the
+    other workloads (batches drawn with replacement, :func:`train`) evaluates as its workload says
+    (``eval_every=None``). ``keyed_schedule=False``: a run of the ``sensitivity`` command, whose keys
+    never held a schedule (it has none), so that its cache stays valid.
     """
 
-    task: str
+    name: str
+    workload: str
+    mode: str
     method: str
-    epochs: int
-    lr: float = 1e-3
-    hypergrad_lr: float | None = None
-    seed: int = 1
-    train_fraction: float = 1.0
+    configuration: str
+    settings: MethodSettings
+    seed: int
+    steps: int
     schedule: str | None = None
+    eval_every: int | None = None
+    train_fraction: float = 1.0
     train_metrics: bool = False
-    batch_size: int = 128
-    weight_decay: float = 1e-4
+    keyed_schedule: bool = True
 
     def __post_init__(self) -> None:
         if self.method not in METHODS:
             raise ValueError(f"method must be one of {list(METHODS)}, got {self.method!r}")
         if self.schedule is not None and self.schedule not in SCHEDULES:
             raise ValueError(f"schedule must be None or one of {SCHEDULES}, got {self.schedule!r}")
-        object.__setattr__(self, "hypergrad_lr", resolve_hypergrad_lr(self.method, self.task, self.hypergrad_lr))
-        if self.schedule == "hypergrad_cosine" and self.hypergrad_lr is None:
+        if self.schedule is not None and not self.keyed_schedule:
+            raise ValueError(f"schedule {self.schedule!r} needs keyed_schedule=True")
+        if self.schedule == "hypergrad_cosine" and self.settings.hypergrad_lr is None:
             raise ValueError(f"schedule 'hypergrad_cosine' needs an HD method, got {self.method!r}")
-        if not METHODS[self.method].uses_alpha0:
-            object.__setattr__(self, "lr", 1.0)  # the peers keep their own lr; 1.0 marks "not used"
-        self.run_config()  # validates the remaining fields with the runner's messages
+        if (WORKLOADS[self.workload].suite == "paper") != (self.eval_every is not None):
+            raise ValueError(f"eval_every must be given for a paper task's run and only for it, got {self.eval_every!r} "
+                             f"for {self.workload!r}")
+        if self.eval_every is not None:
+            self.run_config()  # validates the remaining fields with the runner's messages
+        elif self.train_fraction != 1.0 or self.train_metrics:
+            raise ValueError(f"train_fraction and train_metrics are for paper tasks only, not {self.workload!r}")
 
     @classmethod
-    def budgeted(cls, task: str, method: str, budget: TaskBudget, **fields) -> RunSpec:
-        """A spec that trains for ``budget``."""
-        return cls(task=task, method=method, epochs=budget.epochs, train_fraction=budget.train_fraction, **fields)
+    def resolved(cls, name: str, workload: str, mode: str, method: str, configuration: str, seed: int, steps: int,
+                 data_dir: str | None, *, schedule: str | None = None, keyed_schedule: bool = True,
+                 lr: float | None = None, hypergrad_lr: float | None = None) -> RunSpec:
+        """A run of ``steps`` steps with ``configuration``'s settings for ``method`` on ``workload``
+        (``lr`` and ``hypergrad_lr``, when given, replace its defaults); batch norm is read from the model."""
+        batch_norm = _has_batch_norm(workload, mode, data_dir)
+        settings = resolve_settings(method, configuration, workload, batch_norm, lr=lr, hypergrad_lr=hypergrad_lr)
+        return cls(name, workload, mode, method, configuration, settings, seed, steps, schedule,
+                   keyed_schedule=keyed_schedule)
 
-    def settings_text(self) -> str:
-        """``'batch 128, weight decay 1e-4, seed 1'``: the run's fixed settings, for titles and tables."""
-        return f"batch {self.batch_size}, weight decay {compact_number(self.weight_decay)}, seed {self.seed}"
+    @classmethod
+    def paper(cls, task: str, method: str, budget: TaskBudget, mode: str, data_dir: str | None = None, *,
+              lr: float = ALPHA0, hypergrad_lr: float | None = None, seed: int = 1, schedule: str | None = None,
+              train_metrics: bool = False) -> RunSpec:
+        """A paper task's run under the ``paper`` configuration for ``budget``: its epochs as steps
+        (an epoch: the batches of the seeded ``train_fraction`` of the training set); the peers,
+        which keep their own lr, get lr 1.0 ("not used")."""
+        if method not in METHODS:
+            raise ValueError(f"method must be one of {list(METHODS)}, got {method!r}")
+        examples = len(_data(task, mode, data_dir).train_y)
+        per_epoch = math.ceil(subset_size(examples, budget.train_fraction) / WORKLOADS[task].batch_size[mode])
+        settings = resolve_settings(method, "paper", task, _has_batch_norm(task, mode, data_dir), lr=lr if METHODS[method].uses_alpha0 else 1.0,
+                                    hypergrad_lr=hypergrad_lr)
+        label = f"{method}_{schedule}" if schedule else method
+        return cls(f"{task}-{label}", task, mode, method, "paper", settings, seed, budget.epochs * per_epoch, schedule,
+                   per_epoch, budget.train_fraction, train_metrics)
+
+    @property
+    def lr(self) -> float:
+        return self.settings.lr
+
+    @property
+    def hypergrad_lr(self) -> float | None:
+        return self.settings.hypergrad_lr
 
     @property
     def label(self) -> str:
         """The name plots use: the method, with the schedule appended (``sgdn_cosine``)."""
         return f"{self.method}_{self.schedule}" if self.schedule else self.method
 
-    def key(self) -> str:
-        """Folder name: readable prefix plus a hash of every field (stable across processes)."""
-        text = json.dumps(dataclasses.asdict(self), sort_keys=True)
-        digest = hashlib.sha256(text.encode()).hexdigest()[:16]
-        return f"{self.task}-{self.label}-{digest}"
+    def settings_text(self) -> str:
+        """``'batch 128, weight decay 1e-4, seed 1'``: the run's fixed settings, for titles and tables."""
+        return (f"batch {WORKLOADS[self.workload].batch_size[self.mode]}, weight decay "
+                f"{compact_number(self.settings.weight_decay)}, seed {self.seed}")
+
+    def identity(self, data_dir: str | None) -> dict[str, Any]:
+        """The cache key: what determines the run's numbers (with the SHA-256 of its data)."""
+        sha256 = _data(self.workload, self.mode, data_dir).source.sha256
+        identity = {"workload": WORKLOADS[self.workload].identity(self.mode), "sha256": sha256, "method": self.method,
+                    "settings": dataclasses.asdict(self.settings), "seed": self.seed, "steps": self.steps}
+        if self.keyed_schedule:
+            identity["schedule"] = schedule_identity(self.schedule)
+        if self.eval_every is not None:
+            identity.update(eval_every=self.eval_every, train_fraction=self.train_fraction,
+                            train_metrics=self.train_metrics)
+        return identity
 
     def run_config(self, data_dir: str | None = None, device: str = "auto") -> RunConfig:
-        """The runner's configuration for this run."""
+        """The runner's configuration for a paper task's run (``steps`` is a whole number of epochs)."""
         return RunConfig(
-            task=self.task, epochs=self.epochs, lr=self.lr, hypergrad_lr=self.hypergrad_lr,
-            weight_decay=self.weight_decay, batch_size=self.batch_size, seed=self.seed, device=device,
+            task=self.workload, epochs=self.steps // self.eval_every, lr=self.settings.lr,
+            hypergrad_lr=self.settings.hypergrad_lr, weight_decay=self.settings.weight_decay,
+            batch_size=WORKLOADS[self.workload].batch_size[self.mode], seed=self.seed, device=device,
             data_dir=data_dir, train_fraction=self.train_fraction,
             lr_scheduler=functools.partial(build_schedule, self.schedule) if self.schedule else None,
         )
+
+
+def train(workload: Workload, data: TableData, mode: str, method: str, settings: MethodSettings, seed: int,
+          steps: int, schedule: Callable[[torch.optim.Optimizer, int], object] | None = None) -> dict:
+    """Train ``workload``'s model with ``methods.METHODS[method]`` built with ``settings`` for
+    ``steps`` steps of batches drawn with replacement (``schedule(optimizer, steps)``: a scheduler
+    stepped after each step), through :func:`experiments.core.training.train_steps`.
+
+    Returns ``{"steps", "metric", "time_s"}`` (the validation metric after every
+    ``eval_every = max(1, N // EVALUATIONS_PER_N[mode])`` steps and at the end, with the process time spent in
+    training steps so far), ``"diverged"`` (a non-finite loss or metric stopped the run),
+    ``"final_metric"`` (None when diverged) and ``"final_loss"``, the validation loss at the end
+    (None when diverged or not finite). The initial weights and the batches depend on ``seed`` only.
+    """
+    torch.manual_seed(seed)
+    model = workload.model(data, mode)
+    entry = METHODS[method]
+    optimizer = entry.build(entry.parameters(model), settings)
+    generator = torch.Generator().manual_seed(seed)
+    batch_norm = (data.train_x[:1000], workload.batch_size[mode] or len(data.train_x)) if has_batch_norm(model) else None
+    run = Steps(model, optimizer, schedule(optimizer, steps) if schedule is not None else None,
+                lambda number: workload.sample(data, mode, generator),
+                lambda x, y: workload.loss(model(x), y), train_eval_modes=entry.has_train_eval_modes,
+                batch_norm_data=batch_norm)
+    curve = {"steps": [], "metric": [], "time_s": []}
+    losses = []
+
+    def evaluate(number: int, spent: float) -> bool:
+        value, loss = workload.validate(model, data)
+        curve["steps"].append(number)
+        curve["metric"].append(value)
+        curve["time_s"].append(spent)
+        losses.append(loss)
+        return not math.isfinite(value)
+
+    every = max(1, workload.steps[mode] // EVALUATIONS_PER_N[mode])
+    diverged = train_steps(run, steps, eval_every=every, evaluate=evaluate).diverged
+    final = None if diverged else curve["metric"][-1]
+    final_loss = None if diverged or not math.isfinite(losses[-1]) else losses[-1]
+    return {**curve, "diverged": diverged, "final_metric": final, "final_loss": final_loss}
 
 
 @dataclass(frozen=True)
@@ -235,9 +336,11 @@ DONE_FILE = "done.json"
 class RunCache:
     """Training runs keyed by their :class:`RunSpec`, under ``root/runs/``.
 
-    ``train(spec)`` trains a run (or resumes it if an earlier session was interrupted) and marks it
-    done; ``read(spec)`` reads a finished one back. ``trained`` and ``reused`` count runs and small
-    cached results (:meth:`cached_json`) that were computed or found.
+    :meth:`fetch` gives any spec's run, trained or read back. A paper task's run is a folder of the
+    runner's files: ``train(spec)`` trains it (or resumes it if an earlier session was
+    interrupted) and marks it done, ``read(spec)`` reads it back; any other run is a
+    ``result.json`` of :func:`train`. ``trained`` and ``reused`` count runs and small cached
+    results (:meth:`cached_json`) that were computed or found.
     """
 
     root: Path
@@ -248,7 +351,20 @@ class RunCache:
     reused: int = 0
 
     def folder(self, spec: RunSpec) -> Path:
-        return Path(self.root) / "runs" / spec.key()
+        return Path(self.root) / "runs" / f"{spec.name}-{_digest(spec.identity(self.data_dir))}"
+
+    def fetch(self, spec: RunSpec) -> RunLog | dict:
+        """``spec``'s run, trained or read back: a paper task's as its :class:`RunLog`, any other as
+        :func:`train`'s result."""
+        if spec.eval_every is not None:
+            if not self.is_done(spec):
+                self.train(spec)
+            return self.read(spec)
+        data = workload_data(spec.workload, spec.mode, self.data_dir)
+        return self.cached_json(spec.name, spec.identity(self.data_dir), lambda: train(
+            WORKLOADS[spec.workload], data, spec.mode, spec.method, spec.settings, spec.seed, spec.steps,
+            None if spec.schedule is None else (  # no epochs: a run of ``steps`` steps
+                lambda optimizer, steps: build_schedule(spec.schedule, optimizer, steps, steps))))
 
     def is_done(self, spec: RunSpec) -> bool:
         return (self.folder(spec) / DONE_FILE).is_file()
@@ -256,7 +372,7 @@ class RunCache:
     def train(self, spec: RunSpec) -> None:
         """Train (or resume) ``spec``'s run and mark it done; its checkpoint is then deleted."""
         folder = self.folder(spec)
-        write_json(folder / "config.json", dataclasses.asdict(spec))
+        write_json(folder / "config.json", {"spec": dataclasses.asdict(spec), "identity": spec.identity(self.data_dir)})
         result = run_method(spec.run_config(self.data_dir, self.device), spec.method, folder, resume=True,
                             show_progress=self.show_progress, train_metrics=spec.train_metrics)
         shutil.rmtree(folder / "checkpoints", ignore_errors=True)
@@ -289,8 +405,7 @@ class RunCache:
                 save: Callable[[Path, Any], Any], load: Callable[[Path], Any]) -> Any:
         """``compute()``'s result, saved as ``{"identity": ..., "result": ...}`` in ``runs/NAME-HASH/FILE_NAME``
         the first time and loaded from there afterwards."""
-        digest = hashlib.sha256(json.dumps(identity, sort_keys=True).encode()).hexdigest()[:16]
-        path = self.root / "runs" / f"{name}-{digest}" / file_name
+        path = Path(self.root) / "runs" / f"{name}-{_digest(identity)}" / file_name
         if path.is_file():
             self.reused += 1
             return load(path)["result"]
@@ -298,6 +413,11 @@ class RunCache:
         save(path, {"identity": identity, "result": result})
         self.trained += 1
         return result
+
+
+def _digest(identity: dict[str, Any]) -> str:
+    """The hash of a cache key (stable across processes)."""
+    return hashlib.sha256(json.dumps(identity, sort_keys=True).encode()).hexdigest()[:16]
 
 
 def run_pool(run: Callable, common: tuple, jobs: Sequence, workers: int, done: Callable[[object, dict], None]) -> None:
@@ -317,66 +437,6 @@ def run_pool(run: Callable, common: tuple, jobs: Sequence, workers: int, done: C
             done(futures[future], future.result())
 
 
-# ----------------------------------------------------------------------------- step-counted runs
-
-
-@dataclass(frozen=True)
-class StepRunSpec:
-    """One step-counted run of a workload of :data:`workloads.WORKLOADS` (the benchmark's commands):
-    its identity (:meth:`identity`) is its cache key, under ``runs/NAME-HASH/result.json``.
-
-    The settings are resolved from the named ``configuration`` (:func:`resolved` does it); the key
-    holds the resolved numbers, the workload's own identity in ``mode`` and its data's SHA-256, so
-    two names resolving to the same settings share a run. ``keyed_schedule=False``: a run of the
-    ``sensitivity`` command, whose keys never held a schedule (it has none), so that its cache stays valid.
-    """
-
-    name: str
-    workload: str
-    mode: str
-    method: str
-    configuration: str
-    settings: MethodSettings
-    seed: int
-    steps: int
-    schedule: str | None = None
-    keyed_schedule: bool = True
-
-    def __post_init__(self) -> None:
-        if self.schedule is not None and self.schedule not in SCHEDULES:
-            raise ValueError(f"schedule must be None or one of {SCHEDULES}, got {self.schedule!r}")
-        if self.schedule is not None and not self.keyed_schedule:
-            raise ValueError(f"schedule {self.schedule!r} needs keyed_schedule=True")
-
-    @classmethod
-    def resolved(cls, name: str, workload: str, mode: str, method: str, configuration: str, seed: int, steps: int,
-                 data_dir: str | None, *, schedule: str | None = None, keyed_schedule: bool = True,
-                 lr: float | None = None, hypergrad_lr: float | None = None) -> StepRunSpec:
-        """The spec with ``configuration``'s settings for ``method`` on ``workload`` (``lr`` and
-        ``hypergrad_lr``, when given, replace its defaults); batch norm is read from the model."""
-        model = WORKLOADS[workload].model(workload_data(workload, mode, data_dir), mode)
-        settings = resolve_settings(method, configuration, workload, has_batch_norm(model), lr=lr,
-                                    hypergrad_lr=hypergrad_lr)
-        return cls(name, workload, mode, method, configuration, settings, seed, steps, schedule, keyed_schedule)
-
-    def identity(self, sha256: str) -> dict[str, Any]:
-        """The cache key: what determines the run's numbers (``sha256``: its data's)."""
-        identity = {"workload": WORKLOADS[self.workload].identity(self.mode), "sha256": sha256, "method": self.method,
-                    "settings": dataclasses.asdict(self.settings), "seed": self.seed, "steps": self.steps}
-        if self.keyed_schedule:
-            identity["schedule"] = schedule_identity(self.schedule)
-        return identity
-
-
-def fetch_step_run(cache: RunCache, data_dir: str | None, spec: StepRunSpec) -> dict:
-    """``spec``'s run (:func:`workloads.train`'s result), trained or read back from ``cache``."""
-    workload, data = WORKLOADS[spec.workload], workload_data(spec.workload, spec.mode, data_dir)
-    schedule = None if spec.schedule is None else (  # no epochs: a run of ``steps`` steps
-        lambda optimizer, steps: build_schedule(spec.schedule, optimizer, steps, steps))
-    return cache.cached_json(spec.name, spec.identity(data.source.sha256), lambda: train(
-        workload, data, spec.mode, spec.method, spec.settings, spec.seed, spec.steps, schedule))
-
-
 # ----------------------------------------------------------------------------- studies
 
 
@@ -392,6 +452,10 @@ class SuiteContext:
     written: list[Path] = field(default_factory=list)
 
     jobs: int = 1
+
+    def spec(self, task: str, method: str, budget: TaskBudget, **fields) -> RunSpec:
+        """A paper task's run for ``budget`` in this suite's mode (:meth:`RunSpec.paper`)."""
+        return RunSpec.paper(task, method, budget, self.budget.name, self.cache.data_dir, **fields)
 
     def get_all(self, specs: Sequence[RunSpec], what: str) -> list[RunLog]:
         """Fetch (train or reuse) ``specs``, with a progress bar over the runs.

@@ -10,6 +10,8 @@ packages install (every loader takes the files' location, so tests can point it 
 * ``load_breast_cancer``: scikit-learn's bundled Wisconsin breast-cancer table, its ten "mean"
   features (with all thirty the classes are linearly separable, so the unregularised logistic
   loss would have no minimiser), standardised, with an intercept column of ones.
+* ``load_logistic_problem``: a two-class full-batch problem of the HDM study (float64, the
+  features standardised with an intercept column, labels 0/1) from a bundled table or MNIST.
 
 Each returns a :class:`TableData`: tensors and a :class:`~experiments.core.datasets.DatasetSource` with one
 SHA-256 over the files read.
@@ -19,16 +21,18 @@ from __future__ import annotations
 
 import gzip
 import os
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import torch
 
-from experiments.core.datasets import DatasetFileError, DatasetNotFoundError, DatasetSource, sha256_of_files
+from experiments.core.datasets import (DatasetFileError, DatasetNotFoundError, DatasetSource, load_dataset,
+                                       sha256_of_files)
 
 __all__ = ["FORTUNES_DIR", "FORTUNES_VERSION", "TableData", "load_breast_cancer", "load_diabetes",
-           "load_text_corpus", "read_breast_cancer_table"]
+           "load_logistic_problem", "load_text_corpus", "logistic_problem", "read_breast_cancer_table"]
 
 FORTUNES_DIR = Path("/usr/share/games/fortunes")
 FORTUNES_VERSION = "1:1.99.1-7.3"
@@ -123,3 +127,44 @@ def load_breast_cancer(path: str | os.PathLike | None = None, columns: int = 10)
     source = DatasetSource(f"scikit-learn bundled breast cancer (first {columns} features)", (str(path),),
                            sha256_of_files([path]))
     return TableData(x, y, x, y, source)
+
+
+def logistic_problem(features: np.ndarray, labels: np.ndarray, source: DatasetSource) -> TableData:
+    """A full-batch logistic problem: the non-constant features standardised, an intercept column
+    appended, labels to {0, 1}, float64; every example trains and validates."""
+    features = np.asarray(features, dtype=np.float64)
+    scale = features.std(axis=0)
+    kept = features[:, scale > 0]
+    kept = (kept - kept.mean(axis=0)) / scale[scale > 0]
+    x = torch.from_numpy(np.hstack([kept, np.ones((len(kept), 1))]))
+    y = torch.from_numpy(np.asarray(labels, dtype=np.float64))
+    return TableData(x, y, x, y, source)
+
+
+SKLEARN_TABLES = {"iris": "iris.csv", "digits": "digits.csv.gz", "wine": "wine_data.csv"}
+"""The scikit-learn bundled tables a full-batch problem may use, with the file each is read from."""
+
+
+def load_logistic_problem(table: str, select: Callable[[np.ndarray], np.ndarray],
+                          positive: Callable[[np.ndarray], np.ndarray], columns: slice = slice(None)) -> TableData:
+    """:func:`logistic_problem` of the rows of a data set that ``select(target)`` keeps, labelled
+    ``positive(target)``, with the features ``columns``. ``table``: ``breast_cancer`` (read by
+    :func:`read_breast_cancer_table`, target 1 = benign), ``mnist`` (the training images, target
+    the digit) or one of :data:`SKLEARN_TABLES` (through scikit-learn's loader)."""
+    if table == "breast_cancer":
+        path = _sklearn_data() / "breast_cancer.csv"
+        rows = read_breast_cancer_table(path)
+        features, target = rows[:, :-1], rows[:, -1]
+        source = DatasetSource("scikit-learn bundled breast cancer", (str(path),), sha256_of_files([path]))
+    elif table == "mnist":
+        data = load_dataset("mnist")
+        features, target, source = data.train_x.flatten(1).double().numpy(), data.train_y.numpy(), data.source
+    else:
+        from sklearn import datasets  # the experiments extra
+
+        bunch = getattr(datasets, f"load_{table}")()
+        path = _sklearn_data() / SKLEARN_TABLES[table]
+        features, target = bunch.data, bunch.target
+        source = DatasetSource(f"scikit-learn bundled {table}", (str(path),), sha256_of_files([path]))
+    mask = select(target)
+    return logistic_problem(features[mask][:, columns], positive(target[mask]), source)

@@ -29,7 +29,7 @@ from torch import nn
 from experiments.core.datasets import DatasetSplits, load_dataset
 
 __all__ = ["Steps", "StepsOutcome", "cached_dataset", "epoch_generator", "evaluate", "random_crop_flip",
-           "recompute_batch_norm", "step", "train_steps", "training_subset"]
+           "recompute_batch_norm", "step", "subset_size", "train_steps", "training_subset"]
 
 SCHEDULE_FREE_BN_BATCHES = 50
 """Training batches used to recompute batch-norm statistics at Schedule-Free's evaluation point."""
@@ -201,11 +201,16 @@ def epoch_generator(seed: int, epoch: int) -> torch.Generator:
     return torch.Generator().manual_seed(seed * 1_000_003 + epoch)
 
 
+def subset_size(total: int, fraction: float) -> int:
+    """How many of ``total`` training examples :func:`training_subset` keeps for ``fraction``."""
+    return total if fraction == 1 else max(1, round(fraction * total))
+
+
 def training_subset(splits: DatasetSplits, fraction: float, seed: int) -> tuple[torch.Tensor, torch.Tensor]:
     """All training data, or a fixed subset of ``fraction`` of it drawn with ``seed``."""
     if fraction == 1:
         return splits.train_x, splits.train_y
-    count = max(1, round(fraction * len(splits.train_y)))
+    count = subset_size(len(splits.train_y), fraction)
     chosen = torch.randperm(len(splits.train_y), generator=epoch_generator(seed, 0))[:count]
     return splits.train_x[chosen], splits.train_y[chosen]
 

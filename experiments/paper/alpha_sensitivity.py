@@ -12,7 +12,7 @@ import numpy as np
 from matplotlib import pyplot as plt
 
 from experiments.paper.common import format_value, label, layout_with_legend_below, log_axis, markdown_table
-from experiments.core.models import TASKS
+from experiments.core.workloads import WORKLOADS
 from experiments.core.plotting import method_style, save_figure
 from experiments.core.runs import RunLog, RunSpec, StudyOutput, SuiteContext
 
@@ -24,7 +24,7 @@ BETA = 1e-4
 
 def specs(context: SuiteContext, task: str) -> list[RunSpec]:
     budget = context.budget.sensitivity[task]
-    return [RunSpec.budgeted(task, method, budget, lr=alpha0, hypergrad_lr=BETA)
+    return [context.spec(task, method, budget, lr=alpha0, hypergrad_lr=BETA)
             for method in METHOD_NAMES for alpha0 in ALPHA0S]
 
 
@@ -61,7 +61,7 @@ def run(context: SuiteContext) -> StudyOutput:
         ax.set_ylim(top=top * 1.2)
         ax.set_xlabel("initial learning rate alpha_0")
         ax.set_ylabel("final training loss (cross-entropy, nats)")
-        ax.set_title(f"{TASKS[task].description}\n{budget.describe(task)}", fontsize=9)
+        ax.set_title(f"{WORKLOADS[task].description}\n{budget.describe(task)}", fontsize=9)
         ax.grid(True, which="major", alpha=0.3)
         sections.append(f"### {task} ({budget.describe(task)})\n\n"
                         + markdown_table(["method"] + [f"alpha_0={a:g}" for a in ALPHA0S], rows))

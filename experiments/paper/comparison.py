@@ -13,7 +13,7 @@ from matplotlib import pyplot as plt, ticker
 
 from experiments.paper.common import format_value, label, layout_with_legend_below, log_axis, markdown_table
 from experiments.core.methods import PAPER_METHODS
-from experiments.core.models import TASKS
+from experiments.core.workloads import WORKLOADS
 from experiments.core.plotting import method_style, save_figure
 from experiments.core.runs import ALPHA0, RunLog, RunSpec, StudyOutput, SuiteContext
 
@@ -28,7 +28,7 @@ PAPER_TRAIN_LOSS = {
 def specs(context: SuiteContext, task: str) -> list[RunSpec]:
     """The six paper methods on ``task`` at alpha_0 = 1e-3 with the reference code's betas."""
     budget = context.budget.comparison[task]
-    return [RunSpec.budgeted(task, method, budget, lr=ALPHA0, seed=context.budget.comparison_seed)
+    return [context.spec(task, method, budget, lr=ALPHA0, seed=context.budget.comparison_seed)
             for method in PAPER_METHODS]
 
 
@@ -82,7 +82,7 @@ def draw(task: str, logs: list[RunLog], budget_text: str):
     ax_valid.xaxis.set_major_locator(ticker.MaxNLocator(integer=True))
     for ax in (ax_lr, ax_train, ax_valid):
         ax.grid(True, which="major", alpha=0.3)
-    fig.suptitle(f"{TASKS[task].description}\n"
+    fig.suptitle(f"{WORKLOADS[task].description}\n"
                  f"alpha_0={ALPHA0:g}, {_beta_text(logs)}\n"
                  f"{logs[0].spec.settings_text()}; {budget_text}", fontsize=10)
     layout_with_legend_below(fig, ax_train.get_lines(), ncol=3)
@@ -104,7 +104,7 @@ def summary(task: str, logs: list[RunLog], budget_text: str, full: bool) -> str:
         if paper:
             row.append(format_value(paper.get(log.spec.method)))
         rows.append(row)
-    return f"### {task}.png: {TASKS[task].description}\n\n{budget_text}.\n\n" + markdown_table(headers, rows)
+    return f"### {task}.png: {WORKLOADS[task].description}\n\n{budget_text}.\n\n" + markdown_table(headers, rows)
 
 
 def run(context: SuiteContext) -> StudyOutput:

@@ -14,7 +14,7 @@ import numpy as np
 from matplotlib import colors, pyplot as plt, ticker
 
 from experiments.paper.common import markdown_table, trailing_mean
-from experiments.core.models import TASKS
+from experiments.core.workloads import WORKLOADS
 from experiments.core.plotting import save_figure
 from experiments.core.runs import RunLog, RunSpec, StudyOutput, SuiteContext
 
@@ -33,8 +33,8 @@ def specs(context: SuiteContext) -> list[RunSpec]:
     planned = []
     for hd_method, base in HD_METHODS.items():
         for alpha0 in ALPHA0S:
-            planned.append(RunSpec.budgeted(TASK, base, budget, lr=alpha0))
-            planned += [RunSpec.budgeted(TASK, hd_method, budget, lr=alpha0, hypergrad_lr=beta) for beta in BETAS]
+            planned.append(context.spec(TASK, base, budget, lr=alpha0))
+            planned += [context.spec(TASK, hd_method, budget, lr=alpha0, hypergrad_lr=beta) for beta in BETAS]
     return planned
 
 
@@ -68,7 +68,7 @@ def run(context: SuiteContext) -> StudyOutput:
     norm = colors.LogNorm(vmin=WINDOW, vmax=max(total, WINDOW + 1))
     column_labels = ["0\n(base)"] + [f"{b:.0e}".replace("e-0", "e-") for b in BETAS]
     sections = ["## Iterations to reach the training-loss threshold (convergence.png)",
-                f"{TASKS[TASK].description}; {budget.describe(TASK)} ({total} iterations, {logs[0].spec.settings_text()}). "
+                f"{WORKLOADS[TASK].description}; {budget.describe(TASK)} ({total} iterations, {logs[0].spec.settings_text()}). "
                 f"Converged = trailing {WINDOW}-iteration mean minibatch loss < {THRESHOLD} nats; "
                 f"'-' = not reached in {total} iterations, 'div' = diverged."]
     for ax, hd_method in zip(axes, HD_METHODS):
@@ -99,7 +99,7 @@ def run(context: SuiteContext) -> StudyOutput:
     colorbar.ax.yaxis.set_minor_formatter(ticker.FuncFormatter(
         lambda value, _: f"{value:g}" if f"{value:.0e}"[0] in "25" else ""))
     fig.suptitle(f"Iterations until the trailing {WINDOW}-iteration mean training loss < {THRESHOLD} nats; "
-                 f"{TASKS[TASK].description}, {budget.describe(TASK)} = {total} iterations, --{context.budget.name}\n"
+                 f"{WORKLOADS[TASK].description}, {budget.describe(TASK)} = {total} iterations, --{context.budget.name}\n"
                  f"grey '-' = not reached within the budget, 'div' = diverged", fontsize=10)
     files = list(save_figure(fig, context.out_dir / "convergence", dpi=110))
     plt.close(fig)

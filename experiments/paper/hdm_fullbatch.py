@@ -30,7 +30,6 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 import matplotlib
-import numpy as np
 import torch
 
 import hypergrad
@@ -40,8 +39,8 @@ from matplotlib.figure import Figure  # noqa: E402
 
 from experiments.core.plotting import save_figure  # noqa: E402
 from experiments.core.runs import StudyOutput, SuiteContext  # noqa: E402
-from experiments.core.tables import read_breast_cancer_table  # noqa: E402
 from experiments.core.training import step  # noqa: E402
+from experiments.core.workloads import WORKLOADS, suite  # noqa: E402
 from experiments.paper.common import markdown_table  # noqa: E402
 
 TOLERANCE = 1e-4
@@ -66,58 +65,21 @@ class Problem:
         return torch.nn.functional.binary_cross_entropy_with_logits(self.x @ w, self.y)
 
 
-def make_problem(name: str, features: np.ndarray, labels: np.ndarray) -> Problem:
-    """Standardise the non-constant features, append an intercept column, labels to {0, 1}."""
-    features = np.asarray(features, dtype=np.float64)
-    scale = features.std(axis=0)
-    kept = features[:, scale > 0]
-    kept = (kept - kept.mean(axis=0)) / scale[scale > 0]
-    x = np.hstack([kept, np.ones((len(kept), 1))])
-    return Problem(name, torch.from_numpy(x), torch.from_numpy(np.asarray(labels, dtype=np.float64)))
-
-
-def _sklearn_pair(loader: str, select: Callable, positive: Callable, columns: slice = slice(None)):
-    """Rows of a scikit-learn bundled data set chosen by ``select``, labels ``positive(target)``."""
-    from sklearn import datasets  # the experiments extra
-
-    bunch = getattr(datasets, loader)()
-    mask = select(bunch.target)
-    return bunch.data[mask][:, columns], positive(bunch.target[mask])
-
-
-def _breast_cancer(columns: int):
-    """The benchmark's breast-cancer table (:func:`experiments.core.tables.read_breast_cancer_table`):
-    its first ``columns`` features, label benign."""
-    table = read_breast_cancer_table()
-    return table[:, :columns], table[:, -1] == 1
-
-
-def _mnist_pair(a: int, b: int):
-    """The MNIST training images of digits ``a`` and ``b``, label ``digit == b``."""
-    from experiments.core.datasets import load_dataset
-
-    data = load_dataset("mnist")
-    mask = (data.train_y == a) | (data.train_y == b)
-    return data.train_x[mask].flatten(1).double().numpy(), (data.train_y[mask] == b).numpy()
-
-
-PROBLEMS: dict[str, Callable[[], tuple[np.ndarray, np.ndarray]]] = {
-    "breast_cancer": lambda: _breast_cancer(10),
-    "iris_1v2": lambda: _sklearn_pair("load_iris", lambda t: t > 0, lambda t: t == 2),
-    "digits_parity": lambda: _sklearn_pair("load_digits", lambda t: t >= 0, lambda t: t % 2 == 1),
-    "wine_1v2": lambda: _sklearn_pair("load_wine", lambda t: t > 0, lambda t: t == 2, slice(0, 6)),
-    "mnist_3v5": lambda: _mnist_pair(3, 5),
-}
-"""Each problem's (features, labels) loader, by name."""
+PROBLEMS = suite("fullbatch")
+"""The study's problems: the ``fullbatch`` suite of :data:`experiments.core.workloads.WORKLOADS`."""
 
 
 def load_problems(names: Sequence[str] | None = None) -> list[Problem]:
-    """The benchmark's data sets (scikit-learn's bundled ones and MNIST), by name."""
+    """The problems' data (:func:`experiments.core.tables.load_logistic_problem`), by name."""
     chosen = list(PROBLEMS) if names is None else list(names)
-    unknown = sorted(set(chosen) - set(PROBLEMS))
+    unknown = sorted(name for name in chosen if name not in WORKLOADS or WORKLOADS[name].suite != "fullbatch")
     if unknown:
         raise ValueError(f"names must be among {list(PROBLEMS)}, got unknown {unknown}")
-    return [make_problem(name, *PROBLEMS[name]()) for name in chosen]
+    problems = []
+    for name in chosen:
+        data = WORKLOADS[name].load(None)
+        problems.append(Problem(name, data.train_x, data.train_y))
+    return problems
 
 
 class Finished(Exception):

@@ -13,7 +13,8 @@ import torch.nn.functional as F
 from matplotlib import pyplot as plt
 
 from experiments.core.methods import MOMENTUM, MethodSettings, build_optimizer
-from experiments.core.models import TASKS, build_model
+from experiments.core.models import build_model
+from experiments.core.workloads import WORKLOADS
 from experiments.core.plotting import legend_outside, save_figure
 from experiments.core import runner
 from experiments.paper.common import markdown_table
@@ -89,7 +90,7 @@ def run(context: SuiteContext) -> StudyOutput:
     ax.set_xlabel("learning rate (geometric ramp, one step each)")
     ax.grid(True, which="major", alpha=0.3)
     fraction = context.budget.lr_finder_fraction[TASK]
-    ax.set_title(f"LR range test: SGD, Nesterov momentum {MOMENTUM}, {TASKS[TASK].description}\n"
+    ax.set_title(f"LR range test: SGD, Nesterov momentum {MOMENTUM}, {WORKLOADS[TASK].description}\n"
                  f"{result.num_iter} steps from {START_LR:g} to {END_LR:g}, batch {BATCH_SIZE}, weight decay {compact_number(WEIGHT_DECAY)}, "
                  f"{fraction:.0%} of the training set; smoothed loss (EMA 0.05), dotted = last 5 points "
                  f"(ignored by the rules){'; stopped early: diverged' if result.diverged else ''}", fontsize=9)
@@ -98,7 +99,7 @@ def run(context: SuiteContext) -> StudyOutput:
     plt.close(fig)
     summary = (
         "## LR range test (lr_finder.png)\n\n"
-        f"SGD with Nesterov momentum {MOMENTUM} on {TASKS[TASK].description}: {result.num_iter} steps, lr from "
+        f"SGD with Nesterov momentum {MOMENTUM} on {WORKLOADS[TASK].description}: {result.num_iter} steps, lr from "
         f"{START_LR:g} to {END_LR:g}, batch {BATCH_SIZE}, {fraction:.0%} of the training set"
         f"{' (stopped early: diverged)' if result.diverged else ''}.\n\n"
         + markdown_table(["rule", "suggested lr"], [[rule, f"{lr:.3g}"] for rule, lr in suggestions.items()]

@@ -14,7 +14,7 @@ from matplotlib import pyplot as plt, ticker
 from matplotlib.lines import Line2D
 
 from experiments.paper.common import format_value, layout_with_legend_below, log_axis, markdown_table
-from experiments.core.models import TASKS
+from experiments.core.workloads import WORKLOADS
 from experiments.core.plotting import save_figure
 from experiments.core.runs import RunLog, RunSpec, StudyOutput, SuiteContext
 
@@ -25,7 +25,7 @@ LEARNING_RATES = (1.0, 0.5, 0.2, 0.1, 0.01)
 
 def specs(context: SuiteContext) -> list[RunSpec]:
     budget = context.budget.lr_sweep
-    return [RunSpec.budgeted(TASK, METHOD, budget, lr=lr, train_metrics=True) for lr in LEARNING_RATES]
+    return [context.spec(TASK, METHOD, budget, lr=lr, train_metrics=True) for lr in LEARNING_RATES]
 
 
 def _curves(log: RunLog) -> dict[str, np.ndarray]:
@@ -70,7 +70,7 @@ def run(context: SuiteContext) -> StudyOutput:
     ]
     best = min((log for log in logs if not log.diverged and math.isfinite(log.final_valid_loss)),
                key=lambda log: log.final_valid_loss, default=None)
-    fig.suptitle(f"Fixed learning rates, plain SGD: {TASKS[TASK].description}, "
+    fig.suptitle(f"Fixed learning rates, plain SGD: {WORKLOADS[TASK].description}, "
                  f"{logs[0].spec.settings_text()}; --{context.budget.name}: {budget.describe(TASK)}"
                  + (f"\nlowest final validation loss: lr = {best.spec.lr:g}" if best else ""), fontsize=10)
     layout_with_legend_below(fig, handles, ncol=len(handles))
@@ -78,7 +78,7 @@ def run(context: SuiteContext) -> StudyOutput:
     plt.close(fig)
     summary = (
         "## Fixed learning rates (lr_sweep.png)\n\n"
-        f"Plain SGD, {TASKS[TASK].description}; {budget.describe(TASK)}, {logs[0].spec.settings_text()}. "
+        f"Plain SGD, {WORKLOADS[TASK].description}; {budget.describe(TASK)}, {logs[0].spec.settings_text()}. "
         "Training columns: the whole training set evaluated after the last epoch.\n\n"
         + markdown_table(["lr", "train loss", "valid loss", "train error %", "valid error %", "status"], rows)
         + (f"\n\nBest fixed lr (lowest final validation loss): **{best.spec.lr:g}**." if best else "")

@@ -27,12 +27,12 @@ RANGE_TESTS = {"sgdn": (1e-5, 10.0), "adam": (1e-7, 1.0)}
 """The one-cycle runs' methods, each with its range test's (start_lr, end_lr)."""
 
 
-def specs(budget: TaskBudget, peaks: dict[str, float]) -> list[RunSpec]:
+def specs(context: SuiteContext, budget: TaskBudget, peaks: dict[str, float]) -> list[RunSpec]:
     """One one-cycle run per range-tested method, then Adam / AdamHD / AdamHD with decayed beta per alpha_0."""
-    planned = [RunSpec.budgeted(TASK, method, budget, lr=peak, schedule="onecycle") for method, peak in peaks.items()]
+    planned = [context.spec(TASK, method, budget, lr=peak, schedule="onecycle") for method, peak in peaks.items()]
     for alpha in ALPHAS:
-        planned += [RunSpec.budgeted(TASK, "adam", budget, lr=alpha), RunSpec.budgeted(TASK, "adam_hd", budget, lr=alpha),
-                    RunSpec.budgeted(TASK, "adam_hd", budget, lr=alpha, schedule="hypergrad_cosine")]
+        planned += [context.spec(TASK, "adam", budget, lr=alpha), context.spec(TASK, "adam_hd", budget, lr=alpha),
+                    context.spec(TASK, "adam_hd", budget, lr=alpha, schedule="hypergrad_cosine")]
     return planned
 
 
@@ -82,7 +82,7 @@ def draw(logs: list[RunLog], title: str):
 def run(context: SuiteContext) -> StudyOutput:
     budget = context.budget.schedules
     peaks = {method: range_test(context, TASK, method, *lrs).range()[1] for method, lrs in RANGE_TESTS.items()}
-    logs = context.get_all(specs(budget, peaks), "schedules")
+    logs = context.get_all(specs(context, budget, peaks), "schedules")
     beta = next(log.spec.hypergrad_lr for log in logs if log.spec.method == "adam_hd")
     settings = f"{budget.describe(TASK)}, {logs[0].spec.settings_text()}, Adam-HD beta {beta:g}"
     fig = draw(logs, f"--{context.budget.name}: {settings}")

@@ -20,7 +20,7 @@ from matplotlib import pyplot as plt, ticker
 from matplotlib.lines import Line2D
 
 from experiments.paper.common import format_value, label, layout_with_legend_below, log_axis, markdown_table
-from experiments.core.models import TASKS
+from experiments.core.workloads import WORKLOADS
 from experiments.core.plotting import method_style, save_figure
 from experiments.core.schedules import LR_SCHEDULES
 from experiments.core.runs import ALPHA0, RunLog, RunSpec, StudyOutput, SuiteContext
@@ -38,9 +38,9 @@ def specs(context: SuiteContext, task: str, schedule_lr: float | None) -> list[R
     budget = context.budget.peers[task]
     planned = []
     for seed in context.budget.peer_seeds:
-        planned += [RunSpec.budgeted(task, method, budget, lr=ALPHA0, seed=seed) for method in HD_METHODS + PEERS]
+        planned += [context.spec(task, method, budget, lr=ALPHA0, seed=seed) for method in HD_METHODS + PEERS]
         if schedule_lr is not None:
-            planned += [RunSpec.budgeted(task, SCHEDULE_BASE, budget, lr=schedule_lr, seed=seed, schedule=schedule)
+            planned += [context.spec(task, SCHEDULE_BASE, budget, lr=schedule_lr, seed=seed, schedule=schedule)
                         for schedule in LR_SCHEDULES]
     return planned
 
@@ -84,7 +84,7 @@ def _draw_task(ax_bars, ax_curves, task: str, grouped: dict[str, list[RunLog]]) 
     ax_bars.set_xticks(range(len(names)), [label(name) for name in names], rotation=60, ha="right", fontsize=7)
     ax_bars.set_ylim(bottom=0)
     ax_bars.set_ylabel("final validation loss (nats)")
-    ax_bars.set_title(TASKS[task].description, fontsize=9)
+    ax_bars.set_title(WORKLOADS[task].description, fontsize=9)
     ax_bars.grid(True, axis="y", which="major", alpha=0.3)
     log_axis(ax_curves)
     ax_curves.set_xlabel("epoch")
