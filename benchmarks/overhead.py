@@ -14,7 +14,7 @@ over torch's default (what a user switching from ``torch.optim.Adam`` to ``AdamH
 CPU time (time spent descheduled on a shared machine does not count), 1 thread, medians of
 interleaved rounds in rotating order, fixed random gradients.
 
-    python benchmarks/overhead.py --out overhead.json                     # measure (~4 min)
+    python benchmarks/overhead.py --out overhead.json --plot docs/figures/overhead.png   # measure (~4 min), table, plot
     python benchmarks/overhead.py --out overhead.json --sizes 10000000    # one size, added to the file
     python benchmarks/overhead.py --report overhead.json --plot docs/figures/overhead.png
     python benchmarks/overhead.py --report after.json --before before.json --plot ...
@@ -22,8 +22,9 @@ interleaved rounds in rotating order, fixed random gradients.
     TORCHINDUCTOR_CACHE_DIR=$(mktemp -d) python benchmarks/overhead.py --first-steps --variants Adam-HD --sizes 1000
 
 Measuring adds each result to the JSON file (``--out``), so that sizes can be measured in separate
-short runs; ``--report`` prints the table of a file and draws the plot (with ``--before``, the
-earlier file's overheads dashed).
+short runs, then prints the file's table; ``--report`` prints the table of a file without
+measuring. ``--plot`` draws the plot of the file measured or reported (with ``--before``, an
+earlier file's overheads dashed, e.g. one measured at an earlier commit).
 """
 
 from __future__ import annotations
@@ -33,6 +34,7 @@ import json
 import math
 import os
 import statistics
+import subprocess
 import sys
 import time
 from pathlib import Path
@@ -171,6 +173,19 @@ def first_steps(variant: str, size: int, flags: dict[str, Any]) -> str:
             f"(load {os.getloadavg()[0]:.1f})")
 
 
+def commit() -> str | None:
+    """The checkout's commit (``+`` where files differ from it), or ``None`` outside git."""
+    root = Path(__file__).resolve().parent.parent
+    try:
+        head = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=root, capture_output=True, text=True,
+                              check=True).stdout.strip()
+        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=root,
+                               capture_output=True, text=True, check=True).stdout.strip()
+    except (OSError, subprocess.CalledProcessError):
+        return None
+    return head + ("+" if dirty else "")
+
+
 def load_results(path: Path) -> dict[str, Any]:
     return json.loads(path.read_text()) if path.exists() else {"header": {}, "results": []}
 
@@ -181,7 +196,8 @@ def report(results: dict[str, Any]) -> str:
     rows = results["results"]
     sizes = sorted({row["size"] for row in rows})
     header = results["header"]
-    lines = [f"torch {header.get('torch')}, {header.get('threads')} thread, process CPU time, medians of "
+    lines = [f"torch {header.get('torch')}, commit {header.get('commit')}, {header.get('threads')} thread, "
+             f"process CPU time, medians of "
              f"{header.get('rounds')} interleaved rounds; load average {header.get('loads')} on {os.cpu_count()} cores",
              "", "overhead = our default step - torch's step on the same path (us); "
              "ratio = our default / torch default"]
@@ -251,7 +267,7 @@ def main() -> None:
                         help="print the time of the first three steps, default path and fused=True, instead")
     parser.add_argument("--report", type=Path, help="print the table of this JSON file")
     parser.add_argument("--before", type=Path, help="with --plot: an earlier file, drawn dashed")
-    parser.add_argument("--plot", type=Path, help="with --report: save the plot here")
+    parser.add_argument("--plot", type=Path, help="with --out or --report: save the plot here")
     args = parser.parse_args()
     if args.out is None and args.report is None and not args.paths and not args.first_steps:
         parser.error("give --out (measure), --report (print), --paths or --first-steps")
@@ -268,7 +284,7 @@ def main() -> None:
     if args.out is not None:
         results = load_results(args.out)
         header = results["header"]
-        header.update(torch=torch.__version__, threads=1, rounds=args.rounds)
+        header.update(torch=torch.__version__, threads=1, rounds=args.rounds, commit=commit())
         header["loads"] = header.get("loads", []) + [round(os.getloadavg()[0], 1)]
         for size in map(int, args.sizes.split(",")):
             for variant in args.variants.split(","):
@@ -279,8 +295,9 @@ def main() -> None:
                 t = row["times"]
                 print(f"{variant:<14} {row['size']:>9} {row['path']:<8} "
                       + " ".join(f"{name} {value * 1e6:.0f}us" for name, value in t.items()), flush=True)
-    if args.report is not None:
-        results = load_results(args.report)
+    shown = args.report if args.report is not None else args.out
+    if shown is not None:
+        results = load_results(shown)
         print(report(results))
         if args.plot is not None:
             plot(results, load_results(args.before) if args.before else None, args.plot)

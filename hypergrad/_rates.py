@@ -106,8 +106,9 @@ def step_rates(group: dict[str, Any], params: list[Tensor], states: list[dict[st
                statistics: Tensor | list[Tensor | None] | None, *, compiled: bool = False) -> StepRates:
     """One step's rates for the parameters ``params`` (``states`` theirs) of ``group`` at base
     rate ``lr``: the factors learn from ``statistics`` (``None``: no previous direction, or
-    ``hypergrad_lr = 0``), then the rates ``blend(lr * factor)``. ``compiled``: one rate's rule
-    in one compiled call where the rule is marked so (the fused CPU path, ``_compiled.py``)."""
+    ``hypergrad_lr = 0``), then the rates ``blend(lr * factor)``. One float rate per group moves on
+    host floats (:func:`_on_host`). ``compiled``: one tensor rate's rule in one compiled call where
+    the rule is marked so (the fused CPU path, ``_compiled.py``)."""
     record = _record(group)
     blend_step = None
     if group["lr_limit"] is not None:

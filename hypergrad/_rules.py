@@ -47,8 +47,9 @@ How to add a rule
    ``fused``/``foreach`` path, ``torch.compile`` and distributed mode.
 3. Test it: ``tests/test_rules.py`` holds every registered entry to the contract above (shapes,
    elementwise, in-place memory, no move without information, clipping and the non-finite guard,
-   every granularity, a checkpoint round trip, the host floats against the tensors); add the tests of what the rule is for (e.g.
-   against a finite-difference hypergradient, as ``tests/test_scalefree.py`` does). Describe it
+   every granularity, a checkpoint round trip, the host floats against the tensors); add the
+   tests of what the rule is for (e.g. against a finite-difference hypergradient, as
+   ``tests/test_scalefree.py`` does). Describe it
    in ``docs/hypergradient.md`` ("Rules for the learning rate"). The reference twins
    (``hypergrad/reference/_rules.py``) write each rule out on their own, in plain floats; a rule
    they should hold the fast optimizers to is written out there too.
@@ -70,8 +71,8 @@ from torch import Tensor
 
 from ._validation import check_finite_nonnegative
 
-__all__ = ["DOT", "DOT_AND_NORMS", "FLOAT_OPS", "RULES", "Rule", "TENSOR_OPS", "next_host_rate", "next_rate", "register",
-           "rule_named", "written_once"]
+__all__ = ["DOT", "DOT_AND_NORMS", "FLOAT_OPS", "RULES", "Rule", "TENSOR_OPS", "next_host_rate", "next_rate",
+           "register", "rule_named", "written_once"]
 
 #: The statistics a rule can read, in the order of dimension 0 of the statistics tensor: the dot
 #: product alone, or with the squared norms of ``g_t`` and ``u_{t-1}`` (one pass takes all three).

@@ -60,9 +60,10 @@ class AdamHD(HypergradOptimizer):
             (``torch._fused_adam_``, ``torch._fused_adamw_`` for the decoupled decay; CPU and CUDA,
             floating point parameters) with the new rate; only the statistics pass, which
             recomputes ``u_{t-1}`` from the moments, is extra. On the CPU (float32, float64) that
-            pass is one ``torch.compile``d reduction and the scale-free rule one compiled call,
-            compiled at the first step that takes statistics (seconds; eager where compiling
-            fails or ``HYPERGRAD_COMPILED_STATISTICS=0``; see docs/performance.md).
+            pass is one ``torch.compile``d reduction (and a tensor ``lr``'s scale-free rule one
+            compiled call; a float ``lr`` moves on host floats), compiled at the first step that
+            takes statistics (seconds; eager where compiling fails or
+            ``HYPERGRAD_COMPILED_STATISTICS=0``; see docs/performance.md).
             ``None`` (the default) with ``foreach=None``: the fused path for float32/float64
             parameters on the CPU (not ``capturable``), the fastest there at every model size,
             compiled around the kernel only for groups of ten million elements or more (compiling

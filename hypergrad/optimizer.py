@@ -395,7 +395,8 @@ class HypergradOptimizer(Optimizer):
                 sums = stored_sums(grads, previous.directions, norms=True)  # type: ignore[arg-type]
                 rows = None if sums is None else statistics_rows(sums, rule, previous.scales)
             if rows is None:
-                rows = tensor_statistics(grads, previous.directions, rule, previous.scales)
+                rows = tensor_statistics(grads, previous.directions, rule, previous.scales,
+                                         summed=granularity == "group")
             assert rows is not None
             if granularity == "group":
                 return rows.sum(0)

@@ -172,7 +172,8 @@ def test_rmsprop_has_no_fused_kernel():
 
 COMPILED_CASES = {  # case: optimizer, settings, dtype, the compiled functions it must use (the rule: a tensor lr's)
     "Adam-f32": (
-        hypergrad.AdamHD, dict(amsgrad=True, lr=torch.tensor(1e-2)), torch.float32, {("recomputed", True, False), "rule"},
+        hypergrad.AdamHD, dict(amsgrad=True, lr=torch.tensor(1e-2)), torch.float32,
+        {("recomputed", True, False), "rule"},
     ),
     "AdamW-f64": (
         hypergrad.AdamWHD, dict(hypergrad_rule="multiplicative", granularity="tensor"), torch.float64,

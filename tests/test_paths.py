@@ -153,3 +153,23 @@ def test_the_default_compiles_only_large_groups(monkeypatch, optimizer_cls, modu
     calls = _fused_calls(monkeypatch, module, name)
     _steps(optimizer_cls, settings)
     assert calls and bool(keys) == large
+
+
+@pytest.mark.parametrize("scales", [None, [0.5] * 4, [0.5, 0.25, 0.5, 0.5]], ids=["unscaled", "one-scale", "scales"])
+@pytest.mark.parametrize("rule", ["additive", "scalefree"])
+def test_a_small_groups_sums_come_from_flat_copies(rule, scales):
+    """One rate per group (``summed=True``): a small group's statistics are one row taken over flat
+    copies of its gradients and directions, equal to the sum of the per-tensor rows (float64, to
+    rounding); per-tensor rows where the directions' scales differ or the group is large."""
+    from hypergrad._hypergradient import FLAT_ELEMENTS_PER_DOT, tensor_statistics
+
+    generator = torch.Generator().manual_seed(0)
+    shapes = [(6, 5), (6,), (3, 6), (3,)]
+    grads, directions = ([torch.randn(shape, generator=generator, dtype=torch.float64) for shape in shapes]
+                         for _ in range(2))
+    rows = tensor_statistics(grads, iter(directions), rule, scales)
+    summed = tensor_statistics(grads, iter(directions), rule, scales, summed=True)
+    assert rows.shape[0] == 4 and summed.shape[0] == (1 if scales is None or len(set(scales)) == 1 else 4)
+    torch.testing.assert_close(summed.sum(0), rows.sum(0), rtol=1e-14, atol=0)
+    large = [torch.zeros(FLAT_ELEMENTS_PER_DOT * 3 * len(shapes), dtype=torch.float64)] + grads[1:]
+    assert tensor_statistics(large, iter([large[0], *directions[1:]]), rule, summed=True).shape[0] == 4

@@ -145,7 +145,8 @@ def test_a_group_rate_moves_alike_on_host_floats_and_on_tensors(name):
         if RULES[name].memory and index in (2, 5):
             saved = optimizers[2].state_dict()["param_groups"][0]["hypergrad_state"]["memory"]
             assert isinstance(saved, torch.Tensor) and saved.dtype == torch.float64
-            assert isinstance(optimizers[2].param_groups[0]["hypergrad_state"]["memory"], list if index == 2 else torch.Tensor)
+            live = optimizers[2].param_groups[0]["hypergrad_state"]["memory"]
+            assert isinstance(live, list if index == 2 else torch.Tensor)
     rates = [float(optimizer.param_groups[0]["lr"]) for optimizer in optimizers]
     assert rates[0] != 0.01
     assert rates[1] == pytest.approx(rates[0], rel=1e-13) and rates[2] == pytest.approx(rates[0], rel=1e-13)
