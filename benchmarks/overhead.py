@@ -19,6 +19,7 @@ interleaved rounds in rotating order, fixed random gradients.
     python benchmarks/overhead.py --report overhead.json --plot docs/figures/overhead.png
     python benchmarks/overhead.py --report after.json --before before.json --plot ...
     python benchmarks/overhead.py --paths --sizes 1000,1000000 --variants Adam-HD   # our paths side by side
+    python benchmarks/overhead.py --phases --sizes 1000                  # where our step's time goes
     TORCHINDUCTOR_CACHE_DIR=$(mktemp -d) python benchmarks/overhead.py --first-steps --variants Adam-HD --sizes 1000
 
 Measuring adds each result to the JSON file (``--out``), so that sizes can be measured in separate
@@ -158,6 +159,70 @@ def measure_paths(variant: str, size: int, rule: str, rounds: int, warmup: int, 
             + f"  (load {os.getloadavg()[0]:.1f})")
 
 
+#: The phases ``--phases`` times: the optimizer's methods (timed in a subclass) and the rates.
+PHASES = {"init": "_init_group", "statistics": "_hypergradient_statistics", "update": "_update_params"}
+
+
+def measure_phases(variant: str, size: int, rule: str, steps: int) -> str:
+    """One line: our default step and torch's step on the same path (medians of 5 rounds of
+    ``steps`` steps), and where our step's time goes (process time per step, summed over the same
+    steps): gathering the gradients, the statistics, the rates (``_rates.step_rates``: the rule,
+    the record) and the base update. The rest of the step is ``step()``'s own loop and torch.optim's
+    wrapper, which torch's step has too."""
+    import hypergrad.optimizer
+
+    hd_cls, base_cls, settings, paper_beta = VARIANTS[variant]
+    spent: dict[str, int] = dict.fromkeys([*PHASES, "rates"], 0)
+
+    def timed(phase: str, function: Any) -> Any:
+        def run(*args: Any, **kwargs: Any) -> Any:
+            start = time.process_time_ns()
+            try:
+                return function(*args, **kwargs)
+            finally:
+                spent[phase] += time.process_time_ns() - start
+        return run
+
+    timed_cls = type(hd_cls.__name__, (hd_cls,), {name: timed(phase, getattr(hd_cls, name))
+                                                  for phase, name in PHASES.items()})
+    params = parameter_set(size)
+    generator = torch.Generator().manual_seed(1)
+    grads = [1e-3 * torch.randn(p.shape, generator=generator) for p in params]
+    beta = None if rule == "scalefree" else paper_beta
+    ours = timed_cls(with_gradients(params, grads), hypergrad_rule=rule, hypergrad_lr=beta, **settings)
+    path = taken_path(ours)
+    flags = {} if path == "for-loop" else dict(fused=True) if path == "fused" else dict(foreach=True)
+    base = base_cls(with_gradients(params, grads), **flags, **settings)
+    lr = ours.param_groups[0]["lr"]
+
+    def ours_step() -> None:
+        ours.param_groups[0]["lr"] = lr  # (fixed gradients grow the rate without end)
+        ours.step()
+
+    untimed_rates = hypergrad.optimizer.step_rates
+    hypergrad.optimizer.step_rates = timed("rates", untimed_rates)
+    try:
+        for _ in range(20):
+            ours_step()
+            base.step()
+        times: dict[str, list[float]] = {"ours": [], "base": []}
+        for name, step in (("ours", ours_step), ("base", base.step)) * 5:
+            start = time.process_time()
+            for _ in range(steps):
+                step()
+            times[name].append((time.process_time() - start) / steps * 1e6)
+        spent.update(dict.fromkeys(spent, 0))
+        for _ in range(steps):
+            ours_step()
+    finally:
+        hypergrad.optimizer.step_rates = untimed_rates
+    ours_us, base_us = (statistics.median(times[name]) for name in ("ours", "base"))
+    return (f"{variant:<14} {rule:<9} {sum(p.numel() for p in params):>9} {path:<8} ours {ours_us:7.1f} "
+            f"base {base_us:7.1f} overhead {ours_us - base_us:7.1f} | "
+            + " ".join(f"{phase} {total / steps / 1e3:6.1f}" for phase, total in spent.items())
+            + f" us  (load {os.getloadavg()[0]:.1f})")
+
+
 def first_steps(variant: str, size: int, flags: dict[str, Any]) -> str:
     """The process and wall seconds of an optimizer's first three steps (the compiling ones, for
     the compiled passes; run in a fresh process, with ``TORCHINDUCTOR_CACHE_DIR`` pointing to an
@@ -262,15 +327,18 @@ def main() -> None:
     parser.add_argument("--round-seconds", type=float, default=0.02, help="about this long per step kind per round")
     parser.add_argument("--paths", action="store_true",
                         help="compare our paths (for-loop, foreach, fused eager, fused compiled) instead")
-    parser.add_argument("--rules", default=",".join(RULES), help="with --paths: comma-separated rules")
+    parser.add_argument("--rules", default=",".join(RULES), help="with --paths, --phases: comma-separated rules")
+    parser.add_argument("--phases", action="store_true",
+                        help="print where our default step's time goes (gradients, statistics, rates, update) instead")
+    parser.add_argument("--steps", type=int, default=1000, help="with --phases: steps per round (default 1000)")
     parser.add_argument("--first-steps", action="store_true",
                         help="print the time of the first three steps, default path and fused=True, instead")
     parser.add_argument("--report", type=Path, help="print the table of this JSON file")
     parser.add_argument("--before", type=Path, help="with --plot: an earlier file, drawn dashed")
     parser.add_argument("--plot", type=Path, help="with --out or --report: save the plot here")
     args = parser.parse_args()
-    if args.out is None and args.report is None and not args.paths and not args.first_steps:
-        parser.error("give --out (measure), --report (print), --paths or --first-steps")
+    if args.out is None and args.report is None and not (args.paths or args.phases or args.first_steps):
+        parser.error("give --out (measure), --report (print), --paths, --phases or --first-steps")
     torch.set_num_threads(1)
     if args.first_steps:
         for flags in ({}, {"fused": True}):
@@ -281,6 +349,13 @@ def main() -> None:
             for variant in args.variants.split(","):
                 for rule in args.rules.split(","):
                     print(measure_paths(variant, size, rule, args.rounds, args.warmup, args.round_seconds), flush=True)
+    if args.phases:
+        print(f"torch {torch.__version__}, commit {commit()}, 1 thread, process CPU time per step (us), medians of "
+              f"5 rounds of {args.steps} steps; the phases summed over {args.steps} more")
+        for size in map(int, args.sizes.split(",")):
+            for variant in args.variants.split(","):
+                for rule in args.rules.split(","):
+                    print(measure_phases(variant, size, rule, args.steps), flush=True)
     if args.out is not None:
         results = load_results(args.out)
         header = results["header"]
