@@ -24,8 +24,12 @@ _BLOCK: dict[str, tuple[str, Any]] = {
     "granularity": ("str", "group"),
     "lr_limit": ("float | None", None),
     "lr_limit_power": ("float", 2.0),
+    "first_step_bound": ("float | None", 0.1),
 }
 HYPERGRAD_KEYWORDS: tuple[str, ...] = tuple(_BLOCK)
+#: Keywords added after release 0.1.0, and the value a group saved without them loads with: such a
+#: checkpoint's groups are past their first step, so ``first_step_bound`` could not act anyway.
+LATER_KEYWORDS: dict[str, Any] = {"first_step_bound": None}
 
 # torch.optim's flags that every HD optimizer takes with the one value it supports (so that code
 # written for torch.optim runs unchanged), and why another value is refused.

@@ -183,6 +183,14 @@ def _check_bounds(lr_bounds: Sequence[float] | None) -> tuple[float, float] | No
     return (low, high)
 
 
+def _check_first_step_bound(first_step_bound: float | None) -> None:
+    if first_step_bound is None:
+        return
+    check_number("first_step_bound", first_step_bound, "a float or None")
+    if not (math.isfinite(first_step_bound) and first_step_bound > 0):
+        raise ValueError(f"Invalid first_step_bound: {first_step_bound} (must be None or a finite number > 0)")
+
+
 def _check_blend(lr_limit: float | None, lr_limit_power: float, lr_bounds: tuple[float, float] | None) -> None:
     check_number("lr_limit_power", lr_limit_power)
     if not (math.isfinite(lr_limit_power) and lr_limit_power > 1.0):
@@ -210,6 +218,7 @@ def checked_group_settings(group: Mapping[str, Any], rule: Rule, *, initial: boo
     if group["granularity"] not in GRANULARITIES:
         raise ValueError(f"Invalid granularity: {group['granularity']!r} (must be one of {GRANULARITIES})")
     _check_blend(group["lr_limit"], group["lr_limit_power"], lr_bounds)
+    _check_first_step_bound(group["first_step_bound"])
     checked: dict[str, Any] = {"lr_bounds": lr_bounds}
     if isinstance(lr, Tensor):
         checked["lr"] = lr = lr.detach().clone().reshape(())

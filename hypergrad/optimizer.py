@@ -11,9 +11,10 @@ from torch import Tensor
 from torch.optim import Optimizer
 from ._compat import capture_health_check, check_fused_param, default_foreach
 from ._compiled import stored_sums
+from ._first_step import FirstStep, bound_first_steps, counted_squares, first_step
 from ._hypergradient import element_statistics, statistics_rows, tensor_statistics
 from ._kernels import LearningRate, as_real
-from ._keywords import HYPERGRAD_KEYWORDS, keyword_defaults, resolved, spelled_out
+from ._keywords import HYPERGRAD_KEYWORDS, LATER_KEYWORDS, keyword_defaults, resolved, spelled_out
 from ._rates import (
     KEY,
     applied_rate,
@@ -43,6 +44,7 @@ class GroupTensors:
     grads: list[Tensor] = field(default_factory=list)
     states: list[dict[str, Any]] = field(default_factory=list)
     idle: set[int] = field(default_factory=set)
+    first: bool = True  # no parameter that steps now had state before: the group's first step
 
 
 @dataclass
@@ -184,6 +186,9 @@ class HypergradOptimizer(Optimizer):
         for index, (group, current) in enumerate(zip(groups, self.param_groups)):
             where = f"param group {index} of the loaded state_dict"
             present = [key for key in HYPERGRAD_KEYWORDS if key in group]
+            if present:  # a group saved before a keyword existed loads with its LATER_KEYWORDS value
+                group = groups[index] = {**LATER_KEYWORDS, **group}
+                present = [key for key in HYPERGRAD_KEYWORDS if key in group]
             if not present:
                 group.update({key: current[key] for key in HYPERGRAD_KEYWORDS})
             elif len(present) < len(HYPERGRAD_KEYWORDS):
@@ -232,7 +237,7 @@ class HypergradOptimizer(Optimizer):
                     holder.update(migrated)
         for group in self.param_groups:
             for key, value in self.hypergrad_defaults.items():
-                group.setdefault(key, value)
+                group.setdefault(key, LATER_KEYWORDS.get(key, value))
             group.setdefault("maximize", False)
             group.setdefault("foreach", None)
             group.setdefault("capturable", False)
@@ -267,6 +272,7 @@ class HypergradOptimizer(Optimizer):
             if p.grad.is_sparse:
                 raise RuntimeError(f"{type(self).__name__} does not support sparse gradients")
             state = self.state[p]
+            tensors.first = tensors.first and not state
             if not state and self._use_fused(group):
                 check_fused_param(p)  # once per parameter, as torch.optim checks once
             if take_idle(state):
@@ -370,8 +376,13 @@ class HypergradOptimizer(Optimizer):
             for group, tensors in active
         ]
         statistics = all_reduce_statistics([tensors.params for _, tensors in active], statistics)
+        first_steps = []
         for (group, tensors), statistics_of_group in zip(active, statistics):
-            self._step_group(group, tensors, statistics_of_group)
+            first_step = self._step_group(group, tensors, statistics_of_group)
+            if first_step is not None:
+                first_steps.append(first_step)
+        if first_steps:
+            bound_first_steps(self, first_steps)
         return loss
 
     def _hypergradient_statistics(
@@ -412,16 +423,22 @@ class HypergradOptimizer(Optimizer):
 
     def _step_group(
         self, group: dict[str, Any], tensors: GroupTensors, statistics: Tensor | list[Tensor | None] | None
-    ) -> None:
+    ) -> FirstStep | None:
         """Phase 3 for one group, the same for every granularity, rule, schedule and blend: the
         rates ``blend(base * factor)``, the factors having learned from the statistics
         (``_rates.py``), then the base step at the group's common rate and, where a tensor's or a
-        weight's rate differs from it, the rest of that tensor's step."""
+        weight's rate differs from it, the rest of that tensor's step. At the group's first step
+        under ``first_step_bound`` that rest waits for the bound (returned, see :meth:`step`)."""
         lr = self._place_lr(group, tensors.params[0].device)
+        bounded = tensors.first and group["first_step_bound"] is not None and group["hypergrad_lr"] != 0
+        theta_squared = counted_squares(tensors.params) if bounded else None
         rates = step_rates(group, tensors.params, tensors.states, lr, statistics, compiled=self._use_compiled(group))
         self._update_params(group, tensors, rates.common)
+        if theta_squared is not None:
+            return first_step(self, FirstStep(group, tensors, rates, lr, theta_squared))
         if rates.factors is not None:
             self._rescale_step(group, tensors, rates.factors, lr, rates.blend_step)
+        return None
 
     def _rescale_step(
         self,

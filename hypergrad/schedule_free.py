@@ -24,11 +24,13 @@ direction, and every rule and granularity of :class:`HypergradOptimizer` applies
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import Any, Callable
 
 import torch
 from torch import Tensor
 
+from ._keywords import keyword_defaults
 from ._kernels import LearningRate, adopt_directions, as_real, descend, foreach_descend, stored_copies
 from ._rates import applied_rate, remember, remembered
 from ._validation import check_schedule_free_adamw_arguments, check_schedule_free_sgd_arguments
@@ -70,8 +72,19 @@ class _ScheduleFreeHD(HypergradOptimizer):
     """What both Schedule-Free optimizers share: the train/eval switch, the averaging, the step of
     ``y`` and ``z`` along the base rule's direction ``u_t`` (``_directions``), and ``U_t``."""
 
+    #: No bound on the first update (``first_step_bound``): the averaging weight of the first step
+    #: depends on its rate, so a retracted step is not the one a smaller rate would have taken;
+    #: Schedule-Free's own ``warmup_steps`` is the safety net from above here.
+    hypergrad_defaults = {**keyword_defaults(), "first_step_bound": None}
+
     def __init__(self, params: Any, defaults: dict[str, Any], **hypergrad: Any) -> None:
         super().__init__(params, {**defaults, **_AVERAGING_KEYS, "maximize": False}, **hypergrad)
+
+    def _checked_settings(self, settings: Mapping[str, Any], *, initial: bool = True) -> dict[str, Any]:
+        if settings.get("first_step_bound") is not None:
+            raise ValueError(f"Invalid first_step_bound: {settings['first_step_bound']!r} ({type(self).__name__} takes "
+                             "only None: the averaging weight of the first step depends on its rate; use warmup_steps)")
+        return super()._checked_settings(settings, initial=initial)
 
     def _interpolation(self, group: dict[str, Any]) -> float:
         """``b``: where between ``z`` (0) and ``x`` (1) the gradient is taken."""

@@ -4,6 +4,7 @@ twin adds its constructor (its own signature, defaults written out) and its base
 
 from __future__ import annotations
 
+import math
 from typing import Any
 
 import torch
@@ -88,13 +89,52 @@ class ReferenceHD(Optimizer):
                 rates.append(blend(state["rates"], group))
         return rates
 
-    def _update(self, group: dict[str, Any], params: list[Tensor], grads: list[Tensor], rates: list[Any]) -> None:
-        """The base step with each parameter's rate: ``theta_t = theta_{t-1} - alpha_t u_t``."""
-        for p, g, rate in zip(params, grads, rates):
+    def _update(self, group: dict[str, Any], params: list[Tensor], grads: list[Tensor], rates: list[Any],
+                first: bool) -> None:
+        """The base step with each parameter's rate: ``theta_t = theta_{t-1} - alpha_t u_t``; at the
+        group's ``first`` step every rate is first scaled so that ``|Delta_1| <= rho |theta_0|``."""
+        directions = []
+        for p, g in zip(params, grads):
             state = self.state[p]
             u = self._direction(group, p, g, state)
             state["previous_direction"] = u.clone()
+            directions.append(u)
+        if first and group["first_step_bound"] is not None and group["hypergrad_lr"] != 0:
+            rates = self._bounded_first_rates(group, params, directions, rates)
+        for p, u, rate in zip(params, directions, rates):
             p.sub_(rate * u)
+
+    def _bounded_first_rates(self, group: dict[str, Any], params: list[Tensor], directions: list[Tensor],
+                             rates: list[Any]) -> list[Any]:
+        """``first_step_bound``: where ``|sum alpha u| > rho |theta_0|``, every rate times
+        ``s = rho |theta_0| / |Delta|`` (at most up to ``lr_bounds``' lower end), and the rates the
+        twin keeps with them."""
+        theta = math.sqrt(sum(float(p.double().pow(2).sum()) for p in params))
+        moved = math.sqrt(sum(float((torch.as_tensor(r, dtype=torch.float64) * u.double()).pow(2).sum())
+                              for r, u in zip(rates, directions)))
+        if theta == 0 or moved == 0 or moved <= group["first_step_bound"] * theta:
+            return rates
+        scale = group["first_step_bound"] * theta / moved
+        low = 0.0 if group["lr_bounds"] is None else group["lr_bounds"][0]
+        scaled = []
+        for p, rate in zip(params, rates):
+            if isinstance(rate, Tensor):
+                new_rate = torch.where(rate > 0, torch.clamp(rate * scale, min=low), rate)
+            else:
+                new_rate = max(rate * scale, low) if rate > 0 else rate
+            scaled.append(new_rate)
+            state = self.state[p]
+            if group["granularity"] == "tensor":
+                state["rate"] = state["rate"] * new_rate / rate
+            elif group["granularity"] == "element":
+                state["rates"] = torch.where(rate > 0, state["rates"] * new_rate / rate, state["rates"])
+        if group["granularity"] == "group":
+            if "initial_lr" in group:
+                group["lr_scale"] *= scaled[0] / rates[0]
+            else:
+                group["lr_hd"] *= scaled[0] / rates[0]
+                group["lr"] = scaled[0]
+        return scaled
 
     @torch.no_grad()
     def step(self, closure: Any = None) -> Any:
@@ -113,5 +153,6 @@ class ReferenceHD(Optimizer):
             if group["lr_limit"] is not None:
                 group["t"] = group.get("t", 0) + 1
             grads = [self._gradient(group, p) for p in params]
-            self._update(group, params, grads, self._group_rates(group, params, grads))
+            first = not any(self.state[p] for p in params)  # the group's first step
+            self._update(group, params, grads, self._group_rates(group, params, grads), first)
         return loss

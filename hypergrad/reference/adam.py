@@ -33,6 +33,7 @@ class AdamHDReference(ReferenceHD):
         granularity: str = "group",
         lr_limit: float | None = None,
         lr_limit_power: float = 2.0,
+        first_step_bound: float | None = 0.1,
     ) -> None:
         super().__init__(params, locals())
 
@@ -73,5 +74,6 @@ class AdamWHDReference(AdamHDReference):
         granularity: str = "group",
         lr_limit: float | None = None,
         lr_limit_power: float = 2.0,
+        first_step_bound: float | None = 0.1,
     ) -> None:
         ReferenceHD.__init__(self, params, dict(locals(), decoupled_weight_decay=True))

@@ -57,8 +57,10 @@ class _ScheduleFreeHDReference(ReferenceHD):
             raise RuntimeError("not in train mode: call optimizer.train() first")
         return super().step(closure)
 
-    def _update(self, group: dict[str, Any], params: list[Tensor], grads: list[Tensor], rates: list[Any]) -> None:
-        """Schedule-Free's step with each parameter's rate, ``U_t`` kept as the direction."""
+    def _update(self, group: dict[str, Any], params: list[Tensor], grads: list[Tensor], rates: list[Any],
+                first: bool) -> None:
+        """Schedule-Free's step with each parameter's rate, ``U_t`` kept as the direction (no
+        ``first_step_bound``: Schedule-Free HD takes only None)."""
         for p in params:
             if "z" not in self.state[p]:
                 self.state[p].update(z=p.clone(), x=p.clone())
@@ -109,6 +111,7 @@ class ScheduleFreeAdamWHDReference(_ScheduleFreeHDReference):
         granularity: str = "group",
         lr_limit: float | None = None,
         lr_limit_power: float = 2.0,
+        first_step_bound: float | None = None,
     ) -> None:
         super().__init__(params, locals())
 
@@ -147,6 +150,7 @@ class ScheduleFreeSGDHDReference(_ScheduleFreeHDReference):
         granularity: str = "group",
         lr_limit: float | None = None,
         lr_limit_power: float = 2.0,
+        first_step_bound: float | None = None,
     ) -> None:
         super().__init__(params, locals())
 

@@ -31,6 +31,7 @@ class SGDHDReference(ReferenceHD):
         granularity: str = "group",
         lr_limit: float | None = None,
         lr_limit_power: float = 2.0,
+        first_step_bound: float | None = 0.1,
     ) -> None:
         super().__init__(params, locals())
 

@@ -1,0 +1,136 @@
+"""The bound on a group's first update (``first_step_bound``): the safety net from above.
+
+A rate far too large does its damage at the first step, before the rule has a single statistic:
+Adam's first update is ``lr * sign(g)`` on every weight, so at ``lr = 0.1`` it moves each weight
+of a network whose initial weights have an RMS of 0.02 by five times that. After that the
+gradient stays bounded and the cosine of successive directions need not turn negative, so
+neither the hypergradient nor the scale-free rule's guard sees anything wrong. The bound looks at
+the one thing that is wrong, the size of the step against the weights it moves::
+
+    |Delta_1| <= rho |theta_0|       (L2 norms over the group's parameters that step)
+
+with ``Delta_1 = -alpha_1 u_1`` the group's first update (``alpha_1`` per group, tensor or weight).
+Where the update is larger, every rate of the group is scaled by
+``s = rho |theta_0| / |Delta_1|`` (never below ``lr_bounds``' lower end) and the step is retracted
+to ``-s alpha_1 u_1``: exact, because no base rule's direction depends on its rate. HD then goes
+on from the scaled rate. A good first step is small against the weights (Adam at 1e-3 on a
+784-1000-1000 MLP: 0.05 of ``|theta_0|``; SGD's first step is ``lr |g|``), so at ``rho = 0.1`` the
+bound does not bind at a good rate. It does nothing where ``|theta_0| = 0`` (a group of zero-
+initialised tensors has no scale to compare with) and nothing at ``hypergrad_lr = 0`` (the base
+optimizer, exactly). "First" is the group's first step: the step at which none of the parameters
+that step has any state yet (a loaded checkpoint's group is past it).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+from torch import Tensor
+
+from ._kernels import LearningRate
+from ._rates import KEY, applied_rate, is_scheduled
+from .distributed import all_reduce_statistics, local_operands, local_tensors
+
+
+@dataclass
+class FirstStep:
+    """A group's first step, taken at its rates and waiting for the bound: the group, its
+    ``GroupTensors`` and ``StepRates``, the base rate, the local ``|theta_0|^2``; :func:`first_step`
+    adds each parameter's rate and ``sums``, the local ``(|theta_0|^2, |Delta_1|^2)``."""
+
+    group: dict[str, Any]
+    tensors: Any
+    rates: Any
+    lr: LearningRate
+    theta_squared: Tensor
+    rate_of: list[LearningRate] = field(default_factory=list)
+    sums: Tensor | None = None
+
+
+def first_step(optimizer: Any, first: FirstStep) -> FirstStep:
+    """``first`` with each parameter's rate and the local ``|Delta_1|^2``, from ``u_1`` as the
+    optimizer's ``_previous_directions`` gives it now that the step is taken."""
+    group, tensors, rates = first.group, first.tensors, first.rates
+    previous = optimizer._previous_directions(group, tensors)
+    if rates.factors is None:
+        first.rate_of = [rates.common] * len(tensors.params)
+    else:
+        first.rate_of = [applied_rate(group, factor, first.lr, rates.blend_step) for factor in rates.factors]
+    scales = previous.scales
+    moved_squared = counted_squares(
+        (first.rate_of[i] if scales is None else first.rate_of[i] * scales[k]) * direction
+        for k, (i, direction) in enumerate(zip(previous.indices, previous.directions))
+    )
+    first.sums = torch.stack((first.theta_squared, moved_squared))
+    return first
+
+
+def bound_first_steps(optimizer: Any, first_steps: list[FirstStep]) -> None:
+    """The bound, after the groups' first base steps (``HypergradOptimizer.step``): sharded groups
+    sum their norms over the ranks in one all-reduce (every rank takes the same ``s``); where a
+    group's update moved its parameters by more than ``rho |theta_0|``, each of its rates is scaled
+    by ``s``: per tensor or weight the factors, before the optimizer's ``_rescale_step`` moves each
+    parameter on to its rate; per group the rate, its step retracted to ``-s alpha u``."""
+    sums = all_reduce_statistics([f.tensors.params for f in first_steps], [f.sums for f in first_steps])
+    for first, (theta_squared, moved_squared) in zip(first_steps, sums):
+        group, tensors, rates = first.group, first.tensors, first.rates
+        scale = bound_scale(group, theta_squared, moved_squared)
+        if rates.factors is not None:
+            for factor, factor_scale in zip(local_tensors(rates.factors), clipped_scales(group, scale, first.rate_of)):
+                factor.mul_(factor_scale.to(factor.dtype))
+            optimizer._rescale_step(group, tensors, rates.factors, first.lr, rates.blend_step)
+            continue
+        (scale,) = clipped_scales(group, scale, [rates.common])
+        optimizer._rescale_step(group, tensors, [scale] * len(tensors.params), rates.common, None)
+        scale_group_rate(group, scale)
+
+
+def counted_squares(tensors: Iterable[Tensor]) -> Tensor:
+    """``sum |t|^2`` over the elements this rank counts (``distributed.local_operands``: a
+    DTensor's local shard, a replicated one on the mesh's first rank only), accumulated in float64;
+    the caller sums it over the ranks (``distributed.all_reduce_statistics``)."""
+    total = None
+    for tensor in tensors:
+        counted, _ = local_operands(tensor, tensor)
+        term = torch.linalg.vector_norm(counted, dtype=torch.float64).square()
+        total = term if total is None else total + term
+    assert total is not None
+    return total
+
+
+def bound_scale(group: dict[str, Any], theta_squared: Tensor, moved_squared: Tensor) -> Tensor:
+    """The scale ``s`` of the group's first rates (a 0-dim float64 tensor, 1 where the bound does
+    not bind) from ``|theta_0|^2`` and ``|Delta_1|^2``."""
+    scale = group["first_step_bound"] * theta_squared.sqrt() / moved_squared.sqrt()
+    binds = (theta_squared > 0) & torch.isfinite(scale) & (scale < 1)
+    return torch.where(binds, scale, torch.ones_like(scale))
+
+
+def clipped_scales(group: dict[str, Any], scale: Tensor, rates: Sequence[LearningRate]) -> list[Tensor]:
+    """Each rate's scale: ``scale``, raised where it would take the rate below ``lr_bounds``'
+    lower end (the rates stay inside the bounds, as every step's rate does). A rate that is a
+    DTensor (per-weight factors of a sharded parameter) is read on its local shard."""
+    if group["lr_bounds"] is None or group["lr_bounds"][0] == 0:
+        return [scale] * len(rates)
+    low = group["lr_bounds"][0]
+    scales = []
+    for rate in rates:
+        (rate,) = local_tensors([torch.as_tensor(rate, dtype=torch.float64, device=scale.device)])
+        floor = torch.where(rate > 0, low / rate, torch.zeros_like(rate))
+        scales.append(torch.maximum(scale, floor).clamp(max=1.0))
+    return scales
+
+
+def scale_group_rate(group: dict[str, Any], scale: Tensor) -> None:
+    """One rate per group, scaled by ``scale``: ``group["lr"]`` where HD owns it (under the blend
+    the factor beside it is the HD rate over it, unchanged), else the factor HD keeps beside a
+    scheduler's ``lr``. In the form each is kept: a float, or a 0-dim tensor written in place."""
+    holder, key = (group[KEY], "factor") if is_scheduled(group) else (group, "lr")
+    value = holder[key]
+    if isinstance(value, Tensor):
+        value.view(1).mul_(scale.to(value.dtype))
+    else:
+        holder[key] = value * float(scale)
