@@ -49,14 +49,17 @@ SWITCH = "HYPERGRAD_COMPILED_STATISTICS"
 #: Parameter dtypes the compiled statistics serve (their sums are taken in float64).
 DTYPES = (torch.float32, torch.float64)
 #: The compiled passes whose eager version is light (Adam's statistics for a rule that reads only
-#: ``g . u``, Adagrad's direction: a few operations per tensor) serve a step of at least this many
-#: elements: below it the compiled call's own cost (its wrappers, some 50-90 us a call on this
-#: machine) exceeds what its one pass saves. Measured (``benchmarks/overhead.py --paths``, fused
-#: Adam-HD and Adagrad-HD, additive rule): eager faster at 1k and 30k parameters (by 15-45 us),
-#: about even at 100k, compiled faster at 300k; the number of tensors barely moves it (4 to 64
-#: tensors of 4k elements: within 10 %). The statistics of a rule that reads the norms too (three
-#: sums per tensor, eagerly three dot products and a stack) are compiled at every size, as is the
-#: rule's call (with the scale-free rule the compiled path is the faster at every size measured).
+#: ``g . u``, the sums of kept directions, Adagrad's direction: a few operations per tensor) serve
+#: a step of at least this many elements: below it the compiled call's own cost (its wrappers,
+#: some 50-90 us a call on this machine) exceeds what its one pass saves. Measured
+#: (``benchmarks/overhead.py --paths``, fused Adam-HD and Adagrad-HD, additive rule): eager faster
+#: at 1k and 30k parameters (by 15-45 us), about even at 100k, compiled faster at 300k; the number
+#: of tensors barely moves it (4 to 64 tensors of 4k elements: within 10 %). The kept directions'
+#: three sums (eagerly three dot products a tensor, or over flat copies of a small group) joined
+#: them once the scale-free rule ran on host floats: SGDN-HD and Adagrad-HD with that rule, eager
+#: faster by 35-45 us at 1k to 100k; at 300k SGDN-HD's eager dot products still faster by 50 us,
+#: Adagrad-HD's compiled passes by 30 us. Adam's statistics with the norms (a recomputed
+#: direction: four eager passes and a temporary) are compiled at every size.
 MIN_ELEMENTS = 1 << 17
 
 _compiled: dict[Any, Callable[..., Any]] = {}
@@ -130,7 +133,7 @@ def stored_sums(grads: list[Tensor], directions: list[Tensor], *, norms: bool) -
     """Per tensor ``g . u`` and, with ``norms``, ``|g|^2`` and ``|u|^2``, for directions kept in
     the optimizer state, in one compiled pass over each pair: a ``(tensors,)`` or ``(tensors, 3)``
     tensor, or ``None`` where the compiled pass is unavailable."""
-    if not available(grads) or any(type(u) is not Tensor or u.dtype != grads[0].dtype for u in directions):
+    if not available(grads, light=True) or any(type(u) is not Tensor or u.dtype != grads[0].dtype for u in directions):
         return None
     return _or_none(_call(("stored", norms), _stored_sums, grads, directions, norms))
 

@@ -66,9 +66,9 @@ class SGDHD(HypergradOptimizer):
             (``torch._fused_sgd_``, CPU and CUDA, floating point parameters; not float16 or
             bfloat16 ones on the CPU, which torch 2.13's CPU kernel leaves unchanged). On the CPU
             (float32, float64) the scale-free rule's statistics are then one ``torch.compile``d
-            pass over ``g_t`` and ``u_{t-1}``, and a tensor ``lr``'s rule one compiled call (a
-            float ``lr`` moves on host floats; compiled at the
-            first step that takes statistics: seconds; eager where compiling fails or
+            pass over ``g_t`` and ``u_{t-1}`` (from 2^17 elements a step), and a tensor ``lr``'s
+            rule one compiled call (a float ``lr`` moves on host floats; compiled at the first
+            step that takes statistics: seconds; eager where compiling fails or
             ``HYPERGRAD_COMPILED_STATISTICS=0``; see docs/performance.md).
             ``None`` (the default) with ``foreach=None``: the fused path for float32/float64
             parameters on the CPU (not ``capturable``), the fastest there at every model size,

@@ -106,20 +106,22 @@ COMPILED_KEYS = [  # optimizer, settings, _compiled.MIN_ELEMENTS (None: its own)
     (hypergrad.AdamHD, dict(hypergrad_rule="additive"), 0, {("recomputed", False, False)}),
     (hypergrad.AdagradHD, dict(hypergrad_rule="additive"), None, set()),
     (hypergrad.AdagradHD, dict(hypergrad_rule="additive"), 0, {"adagrad directions"}),
-    (hypergrad.SGDHD, dict(momentum=0.9, nesterov=True), None, {("stored", True)}),
+    (hypergrad.SGDHD, dict(momentum=0.9, nesterov=True), None, set()),
+    (hypergrad.SGDHD, dict(momentum=0.9, nesterov=True), 0, {("stored", True)}),
     (hypergrad.AdamHD, dict(), None, {("recomputed", True, False)}),
     (hypergrad.AdamHD, dict(lr=torch.tensor(0.01)), None, {("recomputed", True, False), "rule"}),
 ]
 
 
 @pytest.mark.parametrize("optimizer_cls, settings, minimum, expected", COMPILED_KEYS,
-                         ids=["adam-small", "adam-large", "adagrad-small", "adagrad-large", "sgdn-scalefree",
-                              "adam-scalefree", "adam-scalefree-tensor-lr"])
+                         ids=["adam-small", "adam-large", "adagrad-small", "adagrad-large", "sgdn-scalefree-small",
+                              "sgdn-scalefree-large", "adam-scalefree", "adam-scalefree-tensor-lr"])
 def test_which_compiled_passes_a_step_takes(monkeypatch, optimizer_cls, settings, minimum, expected):
     """Below ``_compiled.MIN_ELEMENTS`` the passes whose eager version is light (Adam's statistics
-    for the additive rule, Adagrad's direction) are eager (the compiled call would cost more than
-    it saves); the statistics with the norms are compiled at every size; the scale-free rule runs
-    on host floats for a float ``lr``, in a compiled call for a tensor one."""
+    for the additive rule, the kept directions' sums, Adagrad's direction) are eager (the compiled
+    call would cost more than it saves); Adam's statistics with the norms are compiled at every
+    size; the scale-free rule runs on host floats for a float ``lr``, in a compiled call for a
+    tensor one."""
     from hypergrad import _compiled
 
     keys = []
