@@ -12,7 +12,7 @@ from torch import Tensor
 from ._compat import fused_adam, fused_adamw
 from ._compiled import recomputed_sums
 from ._hypergradient import statistics_rows
-from ._kernels import LearningRate, by_device, foreach_add_scalars_, increment_steps
+from ._kernels import LearningRate, by_device, increment_steps
 from ._rates import remember, remembered
 from ._rules import RULES
 from ._validation import check_adam_arguments, check_fused
@@ -299,7 +299,7 @@ def previous_adam_directions(
     def directions() -> Iterator[Tensor]:
         if foreach and exp_avgs:
             denoms = torch._foreach_sqrt(second_moments)
-            foreach_add_scalars_(denoms, shifts)
+            torch._foreach_add_(denoms, shifts)
         else:
             denoms = (v.sqrt().add_(shift) for v, shift in zip(second_moments, shifts))
         for index, (m, denom) in enumerate(zip(exp_avgs, denoms)):

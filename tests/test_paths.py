@@ -176,17 +176,3 @@ def test_a_small_groups_sums_come_from_flat_copies(rule, scales):
     large = [torch.zeros(FLAT_ELEMENTS_PER_DOT * 3 * len(shapes), dtype=torch.float64)] + grads[1:]
     assert tensor_statistics(large, iter([large[0], *directions[1:]]), rule, summed=True).shape[0] == 4
 
-
-@pytest.mark.parametrize("dtype", [torch.float32, torch.float64], ids=str)
-def test_equal_scalars_are_added_as_one_tensor_bit_for_bit(dtype):
-    """``_kernels.foreach_add_scalars_`` (Adam's shifts on the CPU): equal numbers go in as one
-    scalar tensor, with the sums of torch's scalar-list kernel bit for bit; unequal ones as a list."""
-    from hypergrad._kernels import foreach_add_scalars_
-
-    generator = torch.Generator().manual_seed(0)
-    for shifts in ([1.23456789e-8] * 3, [1e-8, 2e-8, 3e-8]):
-        tensors = [1e-6 * torch.rand(shape, generator=generator, dtype=dtype) for shape in ((5, 3), (7,), (2, 2))]
-        expected = [t.clone() for t in tensors]
-        torch._foreach_add_(expected, shifts)
-        foreach_add_scalars_(tensors, shifts)
-        assert all(torch.equal(ours, theirs) for ours, theirs in zip(tensors, expected))
