@@ -13,8 +13,11 @@ For each candidate rule, base optimizer and alpha_0, one run of a benchmark work
 The library's named rules (``scalefree``, ``bracket``, ...) run as users run them
 (``hypergrad_rule=NAME``). The prototypes the study tried and dropped are written out below as
 plain-float rules, one rate per group, added to the rules registry under ``probe_NAME`` (its
-documented way to add a rule); the relative bound on the first update (``+bound``) or on
-every update (``+every``) and the start below alpha_0 (``+start``) wrap the optimizer's step;
+documented way to add a rule). The relative bound on the first update (``+bound``) is the
+library's ``first_step_bound=0.1`` (it began here as a step wrapper); without ``+bound`` a run
+takes ``first_step_bound=None``, so that every rule is measured alone. The bounds ``+tight``
+(0.02, first update) and ``+every`` (0.1, every update) and the start below alpha_0 (``+start``)
+wrap the optimizer's step;
 ``gain_cap`` bounds every rate predictively, ``alpha_t <= 0.1 |theta_{t-1}| / |u_{t-1}|``.
 
     python benchmarks/rule_probe.py --rules scalefree,bracket --optimizers sgdn,adam
@@ -48,13 +51,12 @@ TARGETS = {"logreg_mnist": 0.9025, "mlp_mnist": 0.926, "cnn_fashion": 0.708, "tr
 """The benchmark's ``--quick`` targets (docs/benchmark.md)."""
 BASE_ALPHA0S = (1e-5, 1e-4, 1e-3, 1e-2, 1e-1)
 OPTIMIZERS: dict[str, tuple[str, Callable]] = {
-    "adam": ("adam", lambda params, lr, rule: hypergrad.AdamHD(params, lr=lr, hypergrad_rule=rule)),
-    "sgdn": ("sgdn", lambda params, lr, rule: hypergrad.SGDHD(params, lr=lr, momentum=0.9, nesterov=True,
-                                                              hypergrad_rule=rule)),
-    "sgd": ("sgdn", lambda params, lr, rule: hypergrad.SGDHD(params, lr=lr, hypergrad_rule=rule)),
-    "sgdm": ("sgdn", lambda params, lr, rule: hypergrad.SGDHD(params, lr=lr, momentum=0.9, hypergrad_rule=rule)),
+    "adam": ("adam", lambda params, lr, **hd: hypergrad.AdamHD(params, lr=lr, **hd)),
+    "sgdn": ("sgdn", lambda params, lr, **hd: hypergrad.SGDHD(params, lr=lr, momentum=0.9, nesterov=True, **hd)),
+    "sgd": ("sgdn", lambda params, lr, **hd: hypergrad.SGDHD(params, lr=lr, **hd)),
+    "sgdm": ("sgdn", lambda params, lr, **hd: hypergrad.SGDHD(params, lr=lr, momentum=0.9, **hd)),
 }
-"""name -> (the torch.optim base its ratio is taken against, constructor)."""
+"""name -> (the torch.optim base its ratio is taken against, constructor taking the HD keywords)."""
 BASES = {"adam": lambda params, lr: torch.optim.Adam(params, lr=lr),
          "sgdn": lambda params, lr: torch.optim.SGD(params, lr=lr, momentum=0.9, nesterov=True)}
 LN2 = math.log(2.0)
@@ -226,8 +228,9 @@ def measure_theta(optimizer) -> None:
 
 # -- runs ----------------------------------------------------------------------------------------------
 WRAPPERS = ("bound", "tight", "every", "start")
-"""``+bound``: the first update at most 0.1 |theta_0| (``+tight``: 0.02 |theta_0|); ``+every``:
-every update at most 0.1 |theta| (after the fact); ``+start``: start at alpha_0 / 100."""
+"""``+bound``: the first update at most 0.1 |theta_0| (the library's ``first_step_bound``;
+``+tight``: 0.02 |theta_0|, a wrapper); ``+every``: every update at most 0.1 |theta| (after the
+fact); ``+start``: start at alpha_0 / 100."""
 
 
 @dataclasses.dataclass(frozen=True)
@@ -287,10 +290,11 @@ def _run(cache: Path, workload: str, label: str, build: Callable, alpha0: float,
 def _builder(candidate: Candidate, optimizer: str) -> Callable:
     def build(params, lr):
         start = 0.01 if "start" in candidate.wrappers else 1.0
-        made = OPTIMIZERS[optimizer][1](params, lr * start, candidate.rule)
+        bound = 0.1 if "bound" in candidate.wrappers else None
+        made = OPTIMIZERS[optimizer][1](params, lr * start, hypergrad_rule=candidate.rule, first_step_bound=bound)
         if candidate.rule.startswith("probe_") and "cap" in candidate.rule:
             measure_theta(made)
-        if candidate.wrappers & {"bound", "tight", "every"}:
+        if candidate.wrappers & {"tight", "every"}:
             update_bound(made, 0.02 if "tight" in candidate.wrappers else 0.1, every="every" in candidate.wrappers)
         return made
     return build
