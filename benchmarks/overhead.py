@@ -164,11 +164,12 @@ PHASES = {"init": "_init_group", "statistics": "_hypergradient_statistics", "upd
 
 
 def measure_phases(variant: str, size: int, rule: str, steps: int) -> str:
-    """One line: our default step and torch's step on the same path (medians of 5 rounds of
-    ``steps`` steps), and where our step's time goes (process time per step, summed over the same
-    steps): gathering the gradients, the statistics, the rates (``_rates.step_rates``: the rule,
-    the record) and the base update. The rest of the step is ``step()``'s own loop and torch.optim's
-    wrapper, which torch's step has too."""
+    """One line: our default step and torch's step on the same path (medians of 5 interleaved
+    rounds of ``steps`` steps), and where the time of our step goes (process time per step, over
+    ``steps`` more steps of a twin whose phases are timed, each timing adding about a
+    microsecond): gathering the gradients, the statistics, the rates (``_rates.step_rates``: the
+    rule, the record) and the base update. The rest of the step is ``step()``'s own loop and
+    torch.optim's wrapper, which torch's step has too."""
     import hypergrad.optimizer
 
     hd_cls, base_cls, settings, paper_beta = VARIANTS[variant]
@@ -189,31 +190,35 @@ def measure_phases(variant: str, size: int, rule: str, steps: int) -> str:
     generator = torch.Generator().manual_seed(1)
     grads = [1e-3 * torch.randn(p.shape, generator=generator) for p in params]
     beta = None if rule == "scalefree" else paper_beta
-    ours = timed_cls(with_gradients(params, grads), hypergrad_rule=rule, hypergrad_lr=beta, **settings)
+    ours, timed_ours = (cls(with_gradients(params, grads), hypergrad_rule=rule, hypergrad_lr=beta, **settings)
+                        for cls in (hd_cls, timed_cls))
     path = taken_path(ours)
     flags = {} if path == "for-loop" else dict(fused=True) if path == "fused" else dict(foreach=True)
     base = base_cls(with_gradients(params, grads), **flags, **settings)
     lr = ours.param_groups[0]["lr"]
 
-    def ours_step() -> None:
-        ours.param_groups[0]["lr"] = lr  # (fixed gradients grow the rate without end)
-        ours.step()
+    def stepper(optimizer: Any) -> Any:
+        def step() -> None:
+            optimizer.param_groups[0]["lr"] = lr  # (fixed gradients grow the rate without end)
+            optimizer.step()
+        return step
 
+    for _ in range(20):
+        for step in (stepper(ours), stepper(timed_ours), base.step):
+            step()
+    times: dict[str, list[float]] = {"ours": [], "base": []}
+    for name, step in (("ours", stepper(ours)), ("base", base.step)) * 5:
+        start = time.process_time()
+        for _ in range(steps):
+            step()
+        times[name].append((time.process_time() - start) / steps * 1e6)
+    spent.update(dict.fromkeys(spent, 0))  # (the warm-up's)
     untimed_rates = hypergrad.optimizer.step_rates
     hypergrad.optimizer.step_rates = timed("rates", untimed_rates)
     try:
-        for _ in range(20):
-            ours_step()
-            base.step()
-        times: dict[str, list[float]] = {"ours": [], "base": []}
-        for name, step in (("ours", ours_step), ("base", base.step)) * 5:
-            start = time.process_time()
-            for _ in range(steps):
-                step()
-            times[name].append((time.process_time() - start) / steps * 1e6)
-        spent.update(dict.fromkeys(spent, 0))
+        step = stepper(timed_ours)
         for _ in range(steps):
-            ours_step()
+            step()
     finally:
         hypergrad.optimizer.step_rates = untimed_rates
     ours_us, base_us = (statistics.median(times[name]) for name in ("ours", "base"))
