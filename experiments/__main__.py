@@ -66,7 +66,7 @@ def build_parser() -> argparse.ArgumentParser:
         ("reproduce", "the main job: run the paper's studies and write figures and summary.md (cached runs are reused)",
          "Run the studies (comparison, sensitivity, convergence, surfaces, lr_sweep, lr_finder, peers) and write "
          "their PNG/PDF figures and summary.md into --out; finished runs under OUT/runs/ are reused.", add_arguments),
-        ("benchmark", "the self-tuning benchmark: every entry untuned on six workloads, scored as AlgoPerf scores",
+        ("benchmark", "the self-tuning benchmark: every entry untuned on the benchmark suite's workloads, scored as AlgoPerf scores",
          "Target-setting AdamW runs, then every entry at its one configuration on every workload; write "
          "benchmark.json, benchmark.md, performance_profile.png and curves.png into --out (finished runs under "
          "OUT/runs/ are reused).", selftuning.add_arguments),

@@ -8,7 +8,7 @@ per mode. Each belongs to one ``suite``, and each suite's names are a view of th
 * ``paper``: the paper's tasks ``logreg``, ``mlp``, ``cnn``, ``vgg`` (image data sets, trained by
   the runner in epochs of a fresh permutation; with the paper's Adam-type beta). Their budgets are
   the studies' (``runs.BUDGETS``): one task gets a different one in each study.
-* ``benchmark``: the self-tuning benchmark's six workloads, batches drawn with replacement, N steps
+* ``benchmark``: the self-tuning benchmark's workloads (six today), batches drawn with replacement, N steps
   per mode (``steps``).
 * ``fullbatch``: the HDM study's two-class logistic problems (float64, every step on all
   examples; the study's budget is gradient evaluations).
