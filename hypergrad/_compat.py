@@ -21,6 +21,7 @@ here                                   torch's (2.13)
 :func:`version`                        ``Tensor._version`` (the in-place write counter)
 :func:`set_last_lr`                    ``LRScheduler._last_lr`` (what ``get_last_lr()`` returns)
 :func:`is_fsdp1_flat_param`            ``FlatParameter``'s ``_fsdp_flattened`` mark (FSDP1)
+:func:`flat_copy`                      ``torch._utils._flatten_dense_tensors``
 =====================================  =====================================================
 
 Used directly, not wrapped: the ``torch._foreach_*`` multi-tensor kernels (``_foreach_add_``,
@@ -86,6 +87,12 @@ def capture_health_check(optimizer: torch.optim.Optimizer) -> None:
 def version(tensor: Tensor) -> int:
     """How many in-place writes ``tensor``'s memory has had (autograd's version counter)."""
     return tensor._version
+
+
+def flat_copy(tensors: Sequence[Tensor]) -> Tensor:
+    """The tensors' elements in one new 1-dim tensor, in one call (one tensor's flattening is a
+    dispatch of its own with ``torch.cat``)."""
+    return torch._utils._flatten_dense_tensors(tensors)
 
 
 def is_fsdp1_flat_param(param: Tensor) -> bool:

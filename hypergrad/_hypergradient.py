@@ -15,6 +15,7 @@ from collections.abc import Iterable, Sequence
 import torch
 from torch import Tensor
 
+from ._compat import flat_copy
 from ._kernels import as_real
 from ._rules import RULES
 from .distributed import local_operands
@@ -98,8 +99,7 @@ def tensor_statistics(
     if summed and _flat_pays(grads, scales, 3 if norms else 1):
         directions = list(directions)
         if all(_plain_pair(g, u) and g.is_cpu and g.dtype == grads[0].dtype for g, u in zip(grads, directions)):
-            flat = torch._utils._flatten_dense_tensors  # (one copy of many tensors, in one call)
-            g, u = flat(grads), flat(directions)
+            g, u = flat_copy(grads), flat_copy(directions)
             sums = torch.stack(_sums(g, u, norms)) if norms else flat_dot(g, u)[None]
             return statistics_rows(sums.view(1, -1) if norms else sums, rule, None if scales is None else scales[:1])
     sums = [total for g, u in zip(grads, directions) for total in _sums(g, u, norms)]
