@@ -6,7 +6,9 @@ rate is ``h_t = -g_t . u_{t-1}`` (``g_t`` the gradient the base rule uses at ste
 takes the statistics of that dot product that the group's rule reads (``[g.u]`` or
 ``[g.u, |g|^2, |u|^2]``, summed over a group or a tensor, or per weight), which the group's rule
 (one entry each in ``_rules.py``) turns into the new rate (``_rates.py``). Sums are accumulated in
-float64 where the device has it, so that the rate does not lose its small changes to float32.
+float64 where the device has it, so that the rate does not lose its small changes to float32
+(the sums over tensors: a tensor's dot product is taken in its dtype, float32 at least, and so
+is a small group's over its flat copies, :data:`FLAT_ELEMENTS_PER_DOT`).
 """
 from __future__ import annotations
 
