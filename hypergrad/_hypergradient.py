@@ -126,14 +126,15 @@ def statistics_rows(sums: Tensor, rule: str, scales: Sequence[float | Tensor] | 
     square). Every way of taking the sums (one dot per tensor, a compiled pass) ends here."""
     device = sums.device
     accumulate = torch.float64 if device.type != "mps" else torch.float32
-    stacked = sums.to(accumulate)
     norms = RULES[rule].norms
+    if scales is not None and all(isinstance(s, float) for s in scales):  # host numbers: one factors tensor
+        factors = [[s] for s in scales] if not norms else [[s, 1.0, s * s] for s in scales]
+        # (the product is taken in the factors' dtype: the sums are converted exactly, as by .to)
+        return (sums if norms else sums[:, None]) * torch.tensor(factors, dtype=accumulate, device=device)
+    stacked = sums.to(accumulate)
     if not norms:
         stacked = stacked[:, None]
     if scales is not None:
-        if all(isinstance(s, float) for s in scales):  # host numbers: one tensor of the factors
-            factors = [[s] for s in scales] if not norms else [[s, 1.0, s * s] for s in scales]
-            return stacked * torch.tensor(factors, dtype=accumulate, device=device)
         scale = torch.stack([torch.as_tensor(s, dtype=accumulate, device=device) for s in scales])
         if not norms:
             stacked = stacked * scale[:, None]
