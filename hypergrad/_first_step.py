@@ -61,8 +61,9 @@ def first_step(optimizer: Any, first: FirstStep) -> FirstStep:
         first.rate_of = [applied_rate(group, factor, first.lr, rates.blend_step) for factor in rates.factors]
     scales = previous.scales
     moved_squared = counted_squares(
-        (first.rate_of[i] if scales is None else first.rate_of[i] * scales[k]) * direction
-        for k, (i, direction) in enumerate(zip(previous.indices, previous.directions))
+        ((first.rate_of[i] if scales is None else first.rate_of[i] * scales[k]) * direction
+         for k, (i, direction) in enumerate(zip(previous.indices, previous.directions))),
+        start=torch.zeros_like(first.theta_squared),
     )
     first.sums = torch.stack((first.theta_squared, moved_squared))
     return first
@@ -88,16 +89,17 @@ def bound_first_steps(optimizer: Any, first_steps: list[FirstStep]) -> None:
         scale_group_rate(group, scale)
 
 
-def counted_squares(tensors: Iterable[Tensor]) -> Tensor:
-    """``sum |t|^2`` over the elements this rank counts (``distributed.local_operands``: a
+def counted_squares(tensors: Iterable[Tensor], start: Tensor | None = None) -> Tensor:
+    """``start + sum |t|^2`` over the elements this rank counts (``distributed.local_operands``: a
     DTensor's local shard, a replicated one on the mesh's first rank only), accumulated in float64;
-    the caller sums it over the ranks (``distributed.all_reduce_statistics``)."""
-    total = None
+    the caller sums it over the ranks (``distributed.all_reduce_statistics``). ``start``: what an
+    empty ``tensors`` gives (a 0-dim float64 tensor on their device); without it there must be one."""
+    total = start
     for tensor in tensors:
         counted, _ = local_operands(tensor, tensor)
         term = torch.linalg.vector_norm(counted, dtype=torch.float64).square()
         total = term if total is None else total + term
-    assert total is not None
+    assert total is not None, "counted_squares of no tensors needs a start"
     return total
 
 
