@@ -58,7 +58,7 @@ class AdagradHD(HypergradOptimizer):
             scale-free rule; for the additive and multiplicative rules 1e-6 (Adagrad's direction is
             normalised per coordinate like Adam's, ``g . u ~ sum |g_i|`` once ``G`` holds a few
             gradients: Adam-HD's 1e-7 scaled by Adagrad's 10x larger default lr).
-        hypergrad_rule, lr_bounds, granularity, lr_limit, lr_limit_power: see
+        hypergrad_rule, lr_bounds, granularity, lr_limit, lr_limit_power, first_step_bound: see
             :class:`hypergrad.HypergradOptimizer`.
     """
 

@@ -67,7 +67,7 @@ class MuonHD(HypergradOptimizer):
         hypergrad_lr: ``beta``; ``None`` (the default) is the rule's own: 0.05 for the
             scale-free rule; 1e-6 for the additive and multiplicative rules (``g . u`` grows
             like the gradient's nuclear norm, between SGD's ``|g|^2`` and Adam's ``sum |g_i|``).
-        hypergrad_rule, lr_bounds, granularity, lr_limit, lr_limit_power: see
+        hypergrad_rule, lr_bounds, granularity, lr_limit, lr_limit_power, first_step_bound: see
             :class:`hypergrad.HypergradOptimizer`.
     """
 
@@ -213,8 +213,9 @@ class MuonWithAdamWHD(HypergradOptimizer):
         adamw_lr, adamw_betas, adamw_eps, adamw_weight_decay, adamw_amsgrad: the AdamW groups'
             ``lr``, ``betas``, ``eps``, ``weight_decay`` and ``amsgrad``, as
             ``torch.optim.AdamW``'s.
-        hypergrad_lr, hypergrad_rule, lr_bounds, granularity, lr_limit, lr_limit_power: every
-            group's (a group may override them); see :class:`hypergrad.HypergradOptimizer`.
+        hypergrad_lr, hypergrad_rule, lr_bounds, granularity, lr_limit, lr_limit_power,
+        first_step_bound: every group's (a group may override them); see
+            :class:`hypergrad.HypergradOptimizer`.
     """
 
     paper_hypergrad_lr = MuonHD.paper_hypergrad_lr

@@ -93,6 +93,12 @@ class HypergradOptimizer(Optimizer):
     factors are one parameter-sized buffer, and a step holds the per-weight statistics (1 or 3
     parameter-sized tensors) of all groups at once.
 
+    First update (``first_step_bound = rho``, default 0.1; ``_first_step.py``): at a group's first
+    step, where ``|alpha_1 u_1| > rho |theta_0|`` (norms over the group), the step is retracted to
+    ``rho |theta_0|`` along ``u_1`` and every rate of the group scaled by the same factor (never
+    below ``lr_bounds``' lower end), before HD goes on; ``None``, ``hypergrad_lr = 0`` or
+    ``|theta_0| = 0``: no bound.
+
     Blend (``lr_limit`` is not None; paper Sec. 5): the rate used at step t is
     ``delta(t) * alpha_t^HD + (1 - delta(t)) * lr_limit``, ``delta(t) = t^-lr_limit_power``, while
     ``alpha^HD = base * factor`` follows its own, unblended hypergradient chain.

@@ -57,7 +57,7 @@ class RMSpropHD(HypergradOptimizer):
             scale-free rule; for the additive and multiplicative rules 1e-6 (the direction is
             normalised per coordinate like Adam's: Adam-HD's 1e-7 scaled by RMSprop's 10x larger
             default lr).
-        hypergrad_rule, lr_bounds, granularity, lr_limit, lr_limit_power: see
+        hypergrad_rule, lr_bounds, granularity, lr_limit, lr_limit_power, first_step_bound: see
             :class:`hypergrad.HypergradOptimizer`.
     """
 

@@ -236,7 +236,7 @@ class ScheduleFreeAdamWHD(_ScheduleFreeHD):
             ``param_groups[i]["lr"]`` holds the adapted one). ``betas[0]`` must be in (0, 1).
         hypergrad_lr, hypergrad_rule, lr_bounds, granularity, lr_limit, lr_limit_power: as in
             :class:`hypergrad.AdamWHD` (the paper has no beta for Schedule-Free; the additive and
-            multiplicative rules take Adam's, 1e-7).
+            multiplicative rules take Adam's, 1e-7). ``first_step_bound``: only ``None``.
     """
 
     paper_hypergrad_lr = 1e-7
@@ -324,6 +324,7 @@ class ScheduleFreeSGDHD(_ScheduleFreeHD):
             ``momentum`` must be in (0, 1).
         hypergrad_lr, hypergrad_rule, lr_bounds, granularity, lr_limit, lr_limit_power: as in
             :class:`hypergrad.SGDHD` (the additive and multiplicative rules take SGD's beta, 1e-3).
+            ``first_step_bound``: only ``None``.
     """
 
     paper_hypergrad_lr = 1e-3
