@@ -65,12 +65,13 @@ def installed(dist: Path) -> None:
         sys.exit(f"versions disagree: module {hypergrad.__version__}, metadata "
                  f"{metadata.version(DISTRIBUTION)}, file name {version}")
     weight = torch.nn.Parameter(torch.ones(3))
-    optimizer = hypergrad.SGDHD([weight], lr=0.1, hypergrad_lr=0.1)
+    # lr 0.01: the first update moves the weights by 2% of their norm (first_step_bound is 10%).
+    optimizer = hypergrad.SGDHD([weight], lr=0.01, hypergrad_lr=0.1)
     for _ in range(2):
         optimizer.zero_grad()
         (weight**2).sum().backward()
         optimizer.step()
-    if not optimizer.param_groups[0]["lr"] > 0.1:
+    if not optimizer.param_groups[0]["lr"] > 0.01:
         sys.exit("the learning rate did not adapt")
     print(f"{DISTRIBUTION} {hypergrad.__version__} imports from {where.parent}, torch {torch.__version__}")
 
