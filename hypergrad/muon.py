@@ -213,9 +213,8 @@ class MuonWithAdamWHD(HypergradOptimizer):
         adamw_lr, adamw_betas, adamw_eps, adamw_weight_decay, adamw_amsgrad: the AdamW groups'
             ``lr``, ``betas``, ``eps``, ``weight_decay`` and ``amsgrad``, as
             ``torch.optim.AdamW``'s.
-        hypergrad_lr, hypergrad_rule, lr_bounds, granularity, lr_limit, lr_limit_power,
-        first_step_bound: every group's (a group may override them); see
-            :class:`hypergrad.HypergradOptimizer`.
+        hypergrad_lr, hypergrad_rule, lr_bounds, granularity, lr_limit, lr_limit_power, first_step_bound:
+            every group's (a group may override them); see :class:`hypergrad.HypergradOptimizer`.
     """
 
     paper_hypergrad_lr = MuonHD.paper_hypergrad_lr
