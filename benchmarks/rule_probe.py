@@ -154,10 +154,25 @@ def capped(rule, r=0.1):
     return bounded
 
 
+def horizon(beta=0.05, mu=0.99, nu=0.999):
+    """The scale-free rule with a ten times longer horizon for its signal: the cosine's averages
+    over about 100 steps (``mu = 0.99``, ``nu = 0.999``) instead of about 10, so that the rate
+    follows the trend of the hypergradient rather than the last few minibatches (the
+    short-horizon bias). memory: m, v, r."""
+    def rule(memory, lr, c, g_squared):
+        memory[0], memory[1], s = _moments(memory, c, mu, nu)
+        if _guard(memory, g_squared):
+            memory[0] = min(memory[0], 0.0)
+            return lr / 2
+        return lr * math.exp(beta * s)
+    return rule
+
+
 PROTOTYPES: dict[str, Callable] = {
     "rprop": rprop(), "rprop_smoothed": rprop(smoothed=True), "gain": gain(), "gain_any": gain(agree=False),
     "gain2": gain(up=2.0, cap=14.0, down=0.5), "gain15": gain(up=1.5, cap=14.0, down=0.5),
     "dbd": delta_bar_delta(), "gain_cap": capped(gain()), "gain_cap03": capped(gain(), 0.03),
+    "horizon": horizon(),
 }
 """The prototypes tried (docs/rule-study.md); ``probe_NAME`` in the registry."""
 
