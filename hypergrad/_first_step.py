@@ -24,69 +24,68 @@ that step has any state yet (a loaded checkpoint's group is past it).
 from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 import torch
 from torch import Tensor
 
 from ._kernels import LearningRate
-from ._rates import KEY, applied_rate, is_scheduled
+from ._rates import applied_rate, scale_rates
 from .distributed import all_reduce_statistics, local_operands, local_tensors
 
 
 @dataclass
 class FirstStep:
-    """A group's first step, taken at its rates and waiting for the bound: the group, its
-    ``GroupTensors`` and ``StepRates``, the base rate, the local ``|theta_0|^2``; :func:`first_step`
-    adds each parameter's rate and ``sums``, the local ``(|theta_0|^2, |Delta_1|^2)``."""
+    """A group's first step, taken at its rates and waiting for the bound (:func:`first_step`):
+    the group, its ``GroupTensors`` and ``StepRates``, the base rate, each parameter's rate, and
+    ``sums``, this rank's ``(|theta_0|^2, |Delta_1|^2)``."""
 
     group: dict[str, Any]
     tensors: Any
     rates: Any
     lr: LearningRate
-    theta_squared: Tensor
-    rate_of: list[LearningRate] = field(default_factory=list)
-    sums: Tensor | None = None
+    rate_of: list[LearningRate]
+    sums: Tensor
 
 
-def first_step(optimizer: Any, first: FirstStep) -> FirstStep:
-    """``first`` with each parameter's rate and the local ``|Delta_1|^2``, from ``u_1`` as the
-    optimizer's ``_previous_directions`` gives it now that the step is taken."""
-    group, tensors, rates = first.group, first.tensors, first.rates
+def first_step(optimizer: Any, group: dict[str, Any], tensors: Any, rates: Any, lr: LearningRate,
+               theta_squared: Tensor) -> FirstStep:
+    """The group's first step as the bound needs it, ``theta_squared`` taken before it: each
+    parameter's rate and ``|Delta_1|^2`` from ``u_1``, as the optimizer's
+    ``_previous_directions`` gives it now that the step is taken."""
     previous = optimizer._previous_directions(group, tensors)
     if rates.factors is None:
-        first.rate_of = [rates.common] * len(tensors.params)
+        rate_of = [rates.common] * len(tensors.params)
     else:
-        first.rate_of = [applied_rate(group, factor, first.lr, rates.blend_step) for factor in rates.factors]
+        rate_of = [applied_rate(group, factor, lr, rates.blend_step) for factor in rates.factors]
     scales = previous.scales
     moved_squared = counted_squares(
-        ((first.rate_of[i] if scales is None else first.rate_of[i] * scales[k]) * direction
+        ((rate_of[i] if scales is None else rate_of[i] * scales[k]) * direction
          for k, (i, direction) in enumerate(zip(previous.indices, previous.directions))),
-        start=torch.zeros_like(first.theta_squared),
+        start=torch.zeros_like(theta_squared),
     )
-    first.sums = torch.stack((first.theta_squared, moved_squared))
-    return first
+    return FirstStep(group, tensors, rates, lr, rate_of, torch.stack((theta_squared, moved_squared)))
 
 
 def bound_first_steps(optimizer: Any, first_steps: list[FirstStep]) -> None:
     """The bound, after the groups' first base steps (``HypergradOptimizer.step``): sharded groups
     sum their norms over the ranks in one all-reduce (every rank takes the same ``s``); where a
     group's update moved its parameters by more than ``rho |theta_0|``, each of its rates is scaled
-    by ``s``: per tensor or weight the factors, before the optimizer's ``_rescale_step`` moves each
-    parameter on to its rate; per group the rate, its step retracted to ``-s alpha u``."""
+    by ``s`` (``_rates.scale_rates``): per tensor or weight before the optimizer's
+    ``_rescale_step`` moves each parameter on to its rate; per group after the step is retracted
+    to ``-s alpha u``."""
     sums = all_reduce_statistics([f.tensors.params for f in first_steps], [f.sums for f in first_steps])
     for first, (theta_squared, moved_squared) in zip(first_steps, sums):
         group, tensors, rates = first.group, first.tensors, first.rates
         scale = bound_scale(group, theta_squared, moved_squared)
         if rates.factors is not None:
-            for factor, factor_scale in zip(local_tensors(rates.factors), clipped_scales(group, scale, first.rate_of)):
-                factor.mul_(factor_scale.to(factor.dtype))
+            scale_rates(group, local_tensors(rates.factors), clipped_scales(group, scale, first.rate_of))
             optimizer._rescale_step(group, tensors, rates.factors, first.lr, rates.blend_step)
             continue
-        (scale,) = clipped_scales(group, scale, [rates.common])
-        optimizer._rescale_step(group, tensors, [scale] * len(tensors.params), rates.common, None)
-        scale_group_rate(group, scale)
+        scales = clipped_scales(group, scale, [rates.common])
+        optimizer._rescale_step(group, tensors, scales * len(tensors.params), rates.common, None)
+        scale_rates(group, None, scales)
 
 
 def counted_squares(tensors: Iterable[Tensor], start: Tensor | None = None) -> Tensor:
@@ -125,14 +124,3 @@ def clipped_scales(group: dict[str, Any], scale: Tensor, rates: Sequence[Learnin
         scales.append(torch.maximum(scale, floor).clamp(max=1.0))
     return scales
 
-
-def scale_group_rate(group: dict[str, Any], scale: Tensor) -> None:
-    """One rate per group, scaled by ``scale``: ``group["lr"]`` where HD owns it (under the blend
-    the factor beside it is the HD rate over it, unchanged), else the factor HD keeps beside a
-    scheduler's ``lr``. In the form each is kept: a float, or a 0-dim tensor written in place."""
-    holder, key = (group[KEY], "factor") if is_scheduled(group) else (group, "lr")
-    value = holder[key]
-    if isinstance(value, Tensor):
-        value.view(1).mul_(scale.to(value.dtype))
-    else:
-        holder[key] = value * float(scale)

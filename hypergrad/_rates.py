@@ -67,7 +67,7 @@ from ._rules import FLOAT_OPS, RULES, TENSOR_OPS, Rule, next_host_rate, next_rat
 from ._validation import check_count, check_lr, check_number
 
 __all__ = ["KEY", "StepRates", "applied_rate", "check_loaded_record", "group_rate", "is_scheduled", "migrate",
-           "parameter_rate", "remember", "remembered", "snapshot", "step_rates", "take_idle", "mark_idle",
+           "parameter_rate", "remember", "remembered", "scale_rates", "snapshot", "step_rates", "take_idle", "mark_idle",
            "updated_lr"]
 
 KEY = "hypergrad_state"
@@ -330,6 +330,24 @@ def _learn_parameter_factors(group: dict[str, Any], factors: list[Tensor], recor
     for factor, tensor_statistics, memory in zip(factors, statistics, memories):
         if tensor_statistics is not None:
             factor.copy_(rescaled(lr, factor, tensor_statistics, group, memory))
+
+
+def scale_rates(group: dict[str, Any], factors: list[Tensor] | None, scales: list[Tensor]) -> None:
+    """Every rate of a group times its scale (``first_step_bound``, ``_first_step.py``): per
+    tensor or weight each factor in ``factors`` (local tensors), in place; one rate per group
+    ``group["lr"]`` where HD owns it (under the blend the factor beside it, the HD rate over the
+    step's, is unchanged), else the factor beside a scheduler's ``lr``; ``scales`` one per factor,
+    or one."""
+    if factors is not None:
+        for factor, scale in zip(factors, scales):
+            factor.mul_(scale.to(factor.dtype))
+        return
+    (scale,) = scales
+    if is_scheduled(group):
+        record = _record(group)
+        _store(record, "factor", record["factor"] * scale, like=group["lr"])
+    else:
+        _store_lr(group, group["lr"] * scale)
 
 
 # -- reading the rates ---------------------------------------------------------------------------

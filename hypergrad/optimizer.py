@@ -441,7 +441,7 @@ class HypergradOptimizer(Optimizer):
         rates = step_rates(group, tensors.params, tensors.states, lr, statistics, compiled=self._use_compiled(group))
         self._update_params(group, tensors, rates.common)
         if theta_squared is not None:
-            return first_step(self, FirstStep(group, tensors, rates, lr, theta_squared))
+            return first_step(self, group, tensors, rates, lr, theta_squared)
         if rates.factors is not None:
             self._rescale_step(group, tensors, rates.factors, lr, rates.blend_step)
         return None
@@ -516,8 +516,10 @@ def fused_by_default(params: list[Tensor]) -> bool:
     """Whether ``fused=None, foreach=None`` takes the fused path (for a base rule with a fused
     kernel): plain float32/float64 tensors on the CPU. There torch's fused kernel is the fastest
     HD step at every size measured, 1k to 10M parameters, with the passes around it eager or
-    compiled (docs/performance.md, ``benchmarks/overhead.py --paths``). Elsewhere torch.optim's
-    default (foreach on accelerators; no GPU figure exists yet to choose otherwise)."""
+    compiled (docs/performance.md, ``benchmarks/overhead.py --paths``): compiled only for groups
+    of :data:`COMPILED_BY_DEFAULT` elements or more (compiling takes seconds). A ``capturable``
+    group, and elsewhere every group, takes torch.optim's default (foreach on accelerators; no GPU
+    figure exists yet to choose otherwise)."""
     return all(
         type(p) in (Tensor, torch.nn.Parameter) and p.device.type == "cpu" and p.dtype in FUSED_BY_DEFAULT_DTYPES
         for p in params

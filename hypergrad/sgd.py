@@ -70,11 +70,8 @@ class SGDHD(HypergradOptimizer):
             rule one compiled call (a float ``lr`` moves on host floats; compiled at the first
             step that takes statistics: seconds; eager where compiling fails or
             ``HYPERGRAD_COMPILED_STATISTICS=0``; see docs/performance.md).
-            ``None`` (the default) with ``foreach=None``: the fused path for float32/float64
-            parameters on the CPU (not ``capturable``), the fastest there at every model size,
-            compiled around the kernel only for groups of ten million elements or more (compiling
-            takes seconds); elsewhere torch's default (foreach on accelerators). ``False``: never
-            fused.
+            ``None`` (the default) with ``foreach=None``: the default path
+            (:func:`hypergrad.optimizer.fused_by_default`: fused on the CPU). ``False``: never fused.
         capturable: keep the stored direction in a fixed buffer (one copy per step), so that
             ``step()`` can be captured in a CUDA graph. Without it, a gradient the step does not
             change becomes the stored direction instead of being copied: an effective gradient
