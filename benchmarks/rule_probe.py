@@ -44,7 +44,7 @@ import hypergrad
 from experiments.core.methods import METHODS, Method, MethodSettings
 from experiments.core.runs import train
 from experiments.core.workloads import WORKLOADS, load_workload_data
-from hypergrad._rules import DOT_AND_NORMS, RULES, Rule, register
+from hypergrad._rules import DOT_AND_NORMS, FLOAT_OPS, RULES, Rule, bracket, register, scalefree
 
 TARGETS = {"logreg_mnist": 0.9025, "mlp_mnist": 0.926, "cnn_fashion": 0.708, "transformer_fortunes": 2.825,
            "mlp_diabetes": 4041.0, "fullbatch_breast_cancer": 0.1689}
@@ -168,7 +168,25 @@ def horizon(beta=0.05, mu=0.99, nu=0.999):
     return rule
 
 
+def library_rule(math_function, beta=0.05, while_growing=False, r=0.1):
+    """A library rule's math (``hypergrad._rules``) on plain floats with the predictive cap
+    ``alpha_t <= r |theta_{t-1}| / |u_{t-1}|``: at every step, or (``while_growing``) only while
+    the bracketing rule's phase ``p < 2`` (its climb and first move back). memory: the rule's."""
+    def rule(memory, lr, c, g_squared, u_squared=None):
+        statistics = [c * math.sqrt(g_squared * u_squared), g_squared, u_squared]
+        new, updated = math_function(FLOAT_OPS, lr, statistics, beta, memory)
+        memory[:len(updated)] = updated
+        growing = not while_growing or memory[4] < 2
+        theta_sq = CONTEXT.get("theta_sq") or 0.0
+        if growing and theta_sq > 0 and u_squared:
+            new = min(new, r * math.sqrt(theta_sq / u_squared))
+        return new
+    return rule
+
+
 PROTOTYPES: dict[str, Callable] = {
+    "bracket_cap": library_rule(bracket), "bracket_capgrow": library_rule(bracket, while_growing=True),
+    "scalefree_cap": library_rule(scalefree),
     "rprop": rprop(), "rprop_smoothed": rprop(smoothed=True), "gain": gain(), "gain_any": gain(agree=False),
     "gain2": gain(up=2.0, cap=14.0, down=0.5), "gain15": gain(up=1.5, cap=14.0, down=0.5),
     "dbd": delta_bar_delta(), "gain_cap": capped(gain()), "gain_cap03": capped(gain(), 0.03),

@@ -63,10 +63,10 @@ from torch import Tensor
 from . import _compiled
 from ._hypergradient import accumulation_dtype
 from ._kernels import LearningRate
-from ._rules import FLOAT_OPS, RULES, TENSOR_OPS, Rule, next_host_rate, next_rate
+from ._rules import CLIMB_ENDS, FLOAT_OPS, RULES, TENSOR_OPS, Rule, next_host_rate, next_rate
 from ._validation import check_count, check_lr, check_number
 
-__all__ = ["KEY", "StepRates", "applied_rate", "check_loaded_record", "group_rate", "is_scheduled", "migrate",
+__all__ = ["KEY", "StepRates", "applied_rate", "check_loaded_record", "climbing", "group_rate", "is_scheduled", "migrate",
            "parameter_rate", "remember", "remembered", "scale_rates", "snapshot", "step_rates", "take_idle", "mark_idle",
            "updated_lr"]
 
@@ -333,7 +333,7 @@ def _learn_parameter_factors(group: dict[str, Any], factors: list[Tensor], recor
 
 
 def scale_rates(group: dict[str, Any], factors: list[Tensor] | None, scales: list[Tensor]) -> None:
-    """Every rate of a group times its scale (``first_step_bound``, ``_first_step.py``): per
+    """Every rate of a group times its scale (``first_step_bound``, ``_step_bound.py``): per
     tensor or weight each factor in ``factors`` (local tensors), in place; one rate per group
     ``group["lr"]`` where HD owns it (under the blend the factor beside it, the HD rate over the
     step's, is unchanged), else the factor beside a scheduler's ``lr``; ``scales`` one per factor,
@@ -348,6 +348,26 @@ def scale_rates(group: dict[str, Any], factors: list[Tensor] | None, scales: lis
         _store(record, "factor", record["factor"] * scale, like=group["lr"])
     else:
         _store_lr(group, group["lr"] * scale)
+
+
+def climbing(group: dict[str, Any], states: list[dict[str, Any]]) -> bool:
+    """Whether any rate of ``group`` (``states``: its stepping parameters' states) is still
+    climbing: its rule has a :attr:`~hypergrad._rules.Rule.climbing_row` and that row of the
+    rate's memory is below :data:`~hypergrad._rules.CLIMB_ENDS` (a rate without memory yet has
+    not begun). A memory on a device is read on the host, one read per rate and step, for such a
+    rule only."""
+    rule = RULES[group["hypergrad_rule"]]
+    if rule.climbing_row is None:
+        return False
+    row = rule.memory.index(rule.climbing_row)
+    for holder in [group] if group["granularity"] == "group" else states:
+        memory = holder.get(KEY, {}).get("memory")
+        if memory is None:
+            return True
+        value = memory[row]
+        if bool((value < CLIMB_ENDS).any()) if isinstance(value, Tensor) else value < CLIMB_ENDS:
+            return True
+    return False
 
 
 # -- reading the rates ---------------------------------------------------------------------------

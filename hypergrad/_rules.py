@@ -71,7 +71,7 @@ from torch import Tensor
 
 from ._validation import check_finite_nonnegative
 
-__all__ = ["DOT", "DOT_AND_NORMS", "FLOAT_OPS", "RULES", "Rule", "TENSOR_OPS", "next_host_rate", "next_rate",
+__all__ = ["CLIMB_ENDS", "DOT", "DOT_AND_NORMS", "FLOAT_OPS", "RULES", "Rule", "TENSOR_OPS", "next_host_rate", "next_rate",
            "register", "rule_named", "written_once"]
 
 #: The statistics a rule can read, in the order of dimension 0 of the statistics tensor: the dot
@@ -116,6 +116,11 @@ class Rule:
     #: ``memory`` a list of floats (updated in place) or ``None``; ``None`` where the rule has none
     #: (its group rates then move on tensors). :func:`written_once` gives both forms from one text.
     host_update: HostUpdate | None = None
+    #: For a rule whose steps grow (:func:`bracket`): the memory row that stays below
+    #: :attr:`CLIMB_ENDS` while it climbs. ``first_step_bound`` then bounds every update of a group
+    #: while any of its rates is climbing, not only its first (``_step_bound.py``); ``None``: the
+    #: first update only.
+    climbing_row: str | None = None
 
     @property
     def norms(self) -> bool:
@@ -164,6 +169,8 @@ def register(rule: Rule) -> Rule:
         raise ValueError(f"a hypergradient rule named {rule.name!r} is already registered")
     if rule.statistics not in (DOT, DOT_AND_NORMS):
         raise ValueError(f"rule {rule.name!r}: statistics must be DOT or DOT_AND_NORMS, got {rule.statistics}")
+    if rule.climbing_row is not None and rule.climbing_row not in rule.memory:
+        raise ValueError(f"rule {rule.name!r}: climbing_row {rule.climbing_row!r} not in {rule.memory}")
     if not set(rule.nonnegative_memory) <= set(rule.memory):
         raise ValueError(f"rule {rule.name!r}: nonnegative_memory {rule.nonnegative_memory} not in {rule.memory}")
     RULES[rule.name] = rule
@@ -380,6 +387,9 @@ def scalefree(xp: type, lr: Any, statistics: Any, beta: Any, memory: Any) -> tup
 #: ``log alpha``, about x2.2 a step, at the default beta).
 BRACKET_GAIN_GROWTH = 1.5
 BRACKET_GAIN_MAX = 16.0
+#: The value of a climbing rule's :attr:`Rule.climbing_row` from which it no longer climbs (the
+#: bracketing rule's ``p``: its rate has turned twice).
+CLIMB_ENDS = 2.0
 
 
 def bracket(xp: type, lr: Any, statistics: Any, beta: Any, memory: Any) -> tuple[Any, list[Any]]:
@@ -412,9 +422,9 @@ def bracket(xp: type, lr: Any, statistics: Any, beta: Any, memory: Any) -> tuple
         xp, statistics, memory)
     momentum, gain, phase = memory[0], memory[3], memory[4]
     flip = momentum * normalised < 0
-    new_phase = xp.clamp(xp.where(flip, phase + 1.0, phase), None, 2.0)
+    new_phase = xp.clamp(xp.where(flip, phase + 1.0, phase), None, CLIMB_ENDS)
     new_phase = xp.where(guard, xp.clamp(new_phase, 1.0), new_phase)
-    grows = (cosine * normalised > 0) & xp.not_(flip) & xp.not_(guard) & (new_phase < 2)
+    grows = (cosine * normalised > 0) & xp.not_(flip) & xp.not_(guard) & (new_phase < CLIMB_ENDS)
     new_gain = xp.where(grows, xp.clamp(xp.clamp(gain, 1.0) * BRACKET_GAIN_GROWTH, None, BRACKET_GAIN_MAX), 1.0)
     step = xp.where(guard, _HALVE, beta * new_gain * normalised)
     step = xp.where(informative | guard, step, 0.0)
@@ -430,4 +440,5 @@ register(Rule("multiplicative", statistics=DOT_AND_NORMS, beta_below=1.0,
 register(Rule("scalefree", statistics=DOT_AND_NORMS, memory=("m", "v", "r"), nonnegative_memory=("v", "r"),
               default_beta=0.05, compiled=True, **written_once(scalefree)))
 register(Rule("bracket", statistics=DOT_AND_NORMS, memory=("m", "v", "r", "k", "p"),
-              nonnegative_memory=("v", "r", "k", "p"), default_beta=0.05, compiled=True, **written_once(bracket)))
+              nonnegative_memory=("v", "r", "k", "p"), default_beta=0.05, compiled=True, climbing_row="p",
+              **written_once(bracket)))

@@ -11,7 +11,7 @@ from torch import Tensor
 from torch.optim import Optimizer
 from ._compat import capture_health_check, check_fused_param, default_foreach
 from ._compiled import stored_sums
-from ._first_step import FirstStep, bound_first_steps, counted_squares, first_step
+from ._step_bound import BoundedStep, bound_steps, bounded_step, counted_squares
 from ._hypergradient import element_statistics, statistics_rows, tensor_statistics
 from ._kernels import LearningRate, as_real
 from ._keywords import HYPERGRAD_KEYWORDS, LATER_KEYWORDS, keyword_defaults, resolved, spelled_out
@@ -19,6 +19,7 @@ from ._rates import (
     KEY,
     applied_rate,
     check_loaded_record,
+    climbing,
     mark_idle,
     migrate,
     parameter_rate,
@@ -93,11 +94,12 @@ class HypergradOptimizer(Optimizer):
     factors are one parameter-sized buffer, and a step holds the per-weight statistics (1 or 3
     parameter-sized tensors) of all groups at once.
 
-    First update (``first_step_bound = rho``, default 0.1; ``_first_step.py``): at a group's first
+    First update (``first_step_bound = rho``, default 0.1; ``_step_bound.py``): at a group's first
     step, where ``|alpha_1 u_1| > rho |theta_0|`` (norms over the group), the step is retracted to
     ``rho |theta_0|`` along ``u_1`` and every rate of the group scaled by the same factor (never
     below ``lr_bounds``' lower end), before HD goes on; ``None``, ``hypergrad_lr = 0`` or
-    ``|theta_0| = 0``: no bound.
+    ``|theta_0| = 0``: no bound. Under a rule whose steps grow (``hypergrad_rule="bracket"``) the
+    same bound holds at every step while a rate of the group is still climbing.
 
     Blend (``lr_limit`` is not None; paper Sec. 5): the rate used at step t is
     ``delta(t) * alpha_t^HD + (1 - delta(t)) * lr_limit``, ``delta(t) = t^-lr_limit_power``, while
@@ -382,13 +384,13 @@ class HypergradOptimizer(Optimizer):
             for group, tensors in active
         ]
         statistics = all_reduce_statistics([tensors.params for _, tensors in active], statistics)
-        first_steps = []
+        bounded = []
         for (group, tensors), statistics_of_group in zip(active, statistics):
-            first_step = self._step_group(group, tensors, statistics_of_group)
-            if first_step is not None:
-                first_steps.append(first_step)
-        if first_steps:
-            bound_first_steps(self, first_steps)
+            step = self._step_group(group, tensors, statistics_of_group)
+            if step is not None:
+                bounded.append(step)
+        if bounded:
+            bound_steps(self, bounded)
         return loss
 
     def _hypergradient_statistics(
@@ -429,19 +431,21 @@ class HypergradOptimizer(Optimizer):
 
     def _step_group(
         self, group: dict[str, Any], tensors: GroupTensors, statistics: Tensor | list[Tensor | None] | None
-    ) -> FirstStep | None:
+    ) -> BoundedStep | None:
         """Phase 3 for one group, the same for every granularity, rule, schedule and blend: the
         rates ``blend(base * factor)``, the factors having learned from the statistics
         (``_rates.py``), then the base step at the group's common rate and, where a tensor's or a
-        weight's rate differs from it, the rest of that tensor's step. At the group's first step
-        under ``first_step_bound`` that rest waits for the bound (returned, see :meth:`step`)."""
+        weight's rate differs from it, the rest of that tensor's step. Where ``first_step_bound``
+        holds (the group's first step, or its rule still climbs) that rest waits for the bound
+        (returned, see :meth:`step`)."""
         lr = self._place_lr(group, tensors.params[0].device)
-        bounded = tensors.first and group["first_step_bound"] is not None and group["hypergrad_lr"] != 0
+        bounded = group["first_step_bound"] is not None and group["hypergrad_lr"] != 0 and (
+            tensors.first or climbing(group, tensors.states))
         theta_squared = counted_squares(tensors.params) if bounded else None
         rates = step_rates(group, tensors.params, tensors.states, lr, statistics, compiled=self._use_compiled(group))
         self._update_params(group, tensors, rates.common)
         if theta_squared is not None:
-            return first_step(self, group, tensors, rates, lr, theta_squared)
+            return bounded_step(self, group, tensors, rates, lr, theta_squared)
         if rates.factors is not None:
             self._rescale_step(group, tensors, rates.factors, lr, rates.blend_step)
         return None

@@ -264,7 +264,7 @@ def _worker(rank: int, port: int, out_dir: str) -> None:
         # The same sharded run with the reduction taken out: each rank's statistics cover only its
         # shard. Shows that the equality checked above can fail.
         # (Both users of the reduction: the statistics, and first_step_bound's two norms.)
-        users = (hypergrad.optimizer, hypergrad._first_step)
+        users = (hypergrad.optimizer, hypergrad._step_bound)
         unreduced = hypergrad.optimizer.all_reduce_statistics
         for user in users:
             user.all_reduce_statistics = lambda params, statistics: list(statistics)

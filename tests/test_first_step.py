@@ -178,3 +178,62 @@ def test_a_checkpoint_without_the_keyword_loads_unbounded() -> None:
     restored = hypergrad.AdamHD(_model().parameters(), lr=0.5)
     restored.load_state_dict(saved)
     assert restored.param_groups[0]["first_step_bound"] is None
+
+
+# -- while a rule climbs: every update is bounded ---------------------------------------------------
+def _climbing_phase(optimizer: torch.optim.Optimizer, value: float) -> None:
+    """Write the bracketing rule's phase ``p`` of every rate (group record and parameter states)."""
+    records = [optimizer.param_groups[0]["hypergrad_state"]]
+    records += [state["hypergrad_state"] for state in optimizer.state.values() if "hypergrad_state" in state]
+    for record in records:
+        if record.get("memory") is not None:  # a list of floats, or a tensor (row 4: p)
+            record["memory"][4] = value
+
+
+@pytest.mark.parametrize("name", ["sgdn", "adam"])
+@pytest.mark.parametrize("granularity", ["group", "tensor", "element"])
+@pytest.mark.parametrize("phase", [0.0, 1.0, 2.0])
+def test_every_update_is_bounded_while_the_rule_climbs(name: str, granularity: str, phase: float) -> None:
+    """Under the bracketing rule a step taken at a rate far too large is bounded exactly to
+    ``rho |theta_{t-1}|`` while the rule's phase is below 2 (its climb and first move back), and not
+    once the bracket is closed, where the step is ``alpha_t u_t`` at the rule's own rate."""
+    cls, _, settings = OPTIMIZERS[name]
+    model = _model()
+    optimizer = cls(model.parameters(), lr=1e-4, granularity=granularity, hypergrad_rule="bracket", **settings)
+    _train(model, optimizer, 3)
+    _climbing_phase(optimizer, phase)
+    optimizer.param_groups[0]["lr"] = TOO_LARGE[name]
+    before = _flat(model)
+    (after,) = _train(model, optimizer, 1)
+    moved, size = float((after - before).norm()), float(before.norm())
+    if phase < 2:
+        assert moved == pytest.approx(0.1 * size, rel=1e-10)
+    else:
+        assert moved > 0.5 * size  # the unbounded step at the too-large rate
+
+
+def test_a_rule_that_does_not_climb_is_bounded_at_its_first_step_only() -> None:
+    """The scale-free rule keeps no phase: after the first step a too-large rate goes through."""
+    model = _model()
+    optimizer = hypergrad.SGDHD(model.parameters(), lr=1e-4, momentum=0.9, nesterov=True)
+    _train(model, optimizer, 3)
+    optimizer.param_groups[0]["lr"] = TOO_LARGE["sgdn"]
+    before = _flat(model)
+    (after,) = _train(model, optimizer, 1)
+    assert float((after - before).norm()) > 0.5 * float(before.norm())
+
+
+def test_the_bracketing_climb_stays_within_the_bound() -> None:
+    """SGD-HD's bracketing climb from 1e-6 on the model above: without the bound some update of the
+    climb is larger than ``0.1 |theta_{t-1}|``; with it none is while the rule climbs."""
+    def largest_relative_update(bound: float | None) -> float:
+        model = _model()
+        optimizer = hypergrad.SGDHD(model.parameters(), lr=1e-6, hypergrad_rule="bracket", first_step_bound=bound)
+        previous, largest = _flat(model), 0.0
+        for theta in _train(model, optimizer, 40):
+            largest = max(largest, float((theta - previous).norm()) / float(previous.norm()))
+            previous = theta
+        return largest
+
+    assert largest_relative_update(None) > 0.1
+    assert largest_relative_update(0.1) <= 0.1 * (1 + 1e-10)

@@ -1,7 +1,9 @@
 """The bracketing scale-free rule (``hypergrad_rule="bracket"``): its update is the documented
 equations (held to a plain-float transcription of them), it climbs from a rate far too small
 within a few tens of steps where the scale-free rule cannot, it still halves a rate that diverges,
-and once its first bracket is closed it moves ``log alpha`` by at most ``beta`` a step."""
+and once its first bracket is closed it moves ``log alpha`` by at most ``beta`` a step. The rule
+alone (``first_step_bound=None``): the bound that holds while it climbs is
+tests/test_first_step.py's."""
 
 from __future__ import annotations
 
@@ -83,7 +85,7 @@ def _climb(rule: str, steps: int) -> list[float]:
     """SGD-HD on f(x) = x^T A x / 2, A = diag(1..10), from alpha_0 = 1e-6 (the stable range of plain
     GD ends at 2 / 10 = 0.2): the rate after each step."""
     x = torch.nn.Parameter(torch.full((10,), 1.0, dtype=torch.float64))
-    optimizer = SGDHD([x], lr=1e-6, hypergrad_rule=rule)
+    optimizer = SGDHD([x], lr=1e-6, hypergrad_rule=rule, first_step_bound=None)
     rates = []
     quadratic_descent(optimizer, x, EIGENVALUES, steps, record=lambda o: rates.append(o.param_groups[0]["lr"]))
     return rates
@@ -103,7 +105,7 @@ def test_after_its_first_bracket_it_is_the_scalefree_rule():
     log alpha by more than beta = 0.05 (or log 2, the guard's halving); the rate stays below
     the largest stable one, 2 / 1 = 2 for the flattest direction, and the loss falls."""
     x = torch.nn.Parameter(torch.full((10,), 1.0, dtype=torch.float64))
-    optimizer = SGDHD([x], lr=1e-6, hypergrad_rule="bracket")
+    optimizer = SGDHD([x], lr=1e-6, hypergrad_rule="bracket", first_step_bound=None)
     phases, rates = [], []
 
     def record(o):
@@ -122,7 +124,7 @@ def test_it_halves_a_diverging_rate():
     """From five times the largest stable rate (SGDN on the quadratic, alpha_0 = 1) the guard halves
     the rate until it is stable, as the scale-free rule's does, and the loss comes back down."""
     x = torch.nn.Parameter(torch.full((10,), 1.0, dtype=torch.float64))
-    optimizer = SGDHD([x], lr=1.0, momentum=0.9, nesterov=True, hypergrad_rule="bracket")
+    optimizer = SGDHD([x], lr=1.0, momentum=0.9, nesterov=True, hypergrad_rule="bracket", first_step_bound=None)
     losses = quadratic_descent(optimizer, x, EIGENVALUES, 40)
     assert optimizer.param_groups[0]["lr"] * 10 < 2 and losses[-1] < losses[0]
 

@@ -1,4 +1,5 @@
-"""The bound on a group's first update (``first_step_bound``): the safety net from above.
+"""The bound on a group's first update (``first_step_bound``), and on every update while its rule
+climbs: the safety net from above.
 
 A rate far too large does its damage at the first step, before the rule has a single statistic:
 Adam's first update is ``lr * sign(g)`` on every weight, so at ``lr = 0.1`` it moves each weight
@@ -7,18 +8,24 @@ gradient stays bounded and the cosine of successive directions need not turn neg
 neither the hypergradient nor the scale-free rule's guard sees anything wrong. The bound looks at
 the one thing that is wrong, the size of the step against the weights it moves::
 
-    |Delta_1| <= rho |theta_0|       (L2 norms over the group's parameters that step)
+    |Delta_t| <= rho |theta_{t-1}|       (L2 norms over the group's parameters that step)
 
-with ``Delta_1 = -alpha_1 u_1`` the group's first update (``alpha_1`` per group, tensor or weight).
+with ``Delta_t = -alpha_t u_t`` the group's update (``alpha_t`` per group, tensor or weight).
 Where the update is larger, every rate of the group is scaled by
-``s = rho |theta_0| / |Delta_1|`` (never below ``lr_bounds``' lower end) and the step is retracted
-to ``-s alpha_1 u_1``: exact, because no base rule's direction depends on its rate. HD then goes
-on from the scaled rate. A good first step is small against the weights (Adam at 1e-3 on a
+``s = rho |theta_{t-1}| / |Delta_t|`` (never below ``lr_bounds``' lower end) and the step is
+retracted to ``-s alpha_t u_t``: exact, because no base rule's direction depends on its rate. HD
+then goes on from the scaled rate. A good step is small against the weights (Adam at 1e-3 on a
 784-1000-1000 MLP: 0.05 of ``|theta_0|``; SGD's first step is ``lr |g|``), so at ``rho = 0.1`` the
-bound does not bind at a good rate. It does nothing where ``|theta_0| = 0`` (a group of zero-
+bound does not bind at a good rate. It does nothing where ``|theta_{t-1}| = 0`` (a group of zero-
 initialised tensors has no scale to compare with) and nothing at ``hypergrad_lr = 0`` (the base
-optimizer, exactly). "First" is the group's first step: the step at which none of the parameters
-that step has any state yet (a loaded checkpoint's group is past it).
+optimizer, exactly).
+
+It holds at the group's first step (the step at which none of the parameters that step has any
+state yet; a loaded checkpoint's group is past it) and, under a rule whose steps grow
+(:attr:`~hypergrad._rules.Rule.climbing_row`, the bracketing rule), at every step while any of
+the group's rates is still climbing (``_rates.climbing``): a rate that grows by up to a factor
+2.2 a step reaches a too-large value as surely as a user's ``lr`` can, and its cosine turns only
+after the momentum of the base rule has carried the damage for several steps.
 """
 
 from __future__ import annotations
@@ -36,10 +43,10 @@ from .distributed import all_reduce_statistics, local_operands, local_tensors
 
 
 @dataclass
-class FirstStep:
-    """A group's first step, taken at its rates and waiting for the bound (:func:`first_step`):
-    the group, its ``GroupTensors`` and ``StepRates``, the base rate, each parameter's rate, and
-    ``sums``, this rank's ``(|theta_0|^2, |Delta_1|^2)``."""
+class BoundedStep:
+    """A group's step, taken at its rates and waiting for the bound (:func:`bounded_step`): the
+    group, its ``GroupTensors`` and ``StepRates``, the base rate, each parameter's rate, and
+    ``sums``, this rank's ``(|theta_{t-1}|^2, |Delta_t|^2)``."""
 
     group: dict[str, Any]
     tensors: Any
@@ -49,10 +56,10 @@ class FirstStep:
     sums: Tensor
 
 
-def first_step(optimizer: Any, group: dict[str, Any], tensors: Any, rates: Any, lr: LearningRate,
-               theta_squared: Tensor) -> FirstStep:
-    """The group's first step as the bound needs it, ``theta_squared`` taken before it: each
-    parameter's rate and ``|Delta_1|^2`` from ``u_1``, as the optimizer's
+def bounded_step(optimizer: Any, group: dict[str, Any], tensors: Any, rates: Any, lr: LearningRate,
+                 theta_squared: Tensor) -> BoundedStep:
+    """The group's step as the bound needs it, ``theta_squared`` taken before it: each
+    parameter's rate and ``|Delta_t|^2`` from ``u_t``, as the optimizer's
     ``_previous_directions`` gives it now that the step is taken."""
     previous = optimizer._previous_directions(group, tensors)
     if rates.factors is None:
@@ -65,23 +72,23 @@ def first_step(optimizer: Any, group: dict[str, Any], tensors: Any, rates: Any, 
          for k, (i, direction) in enumerate(zip(previous.indices, previous.directions))),
         start=torch.zeros_like(theta_squared),
     )
-    return FirstStep(group, tensors, rates, lr, rate_of, torch.stack((theta_squared, moved_squared)))
+    return BoundedStep(group, tensors, rates, lr, rate_of, torch.stack((theta_squared, moved_squared)))
 
 
-def bound_first_steps(optimizer: Any, first_steps: list[FirstStep]) -> None:
-    """The bound, after the groups' first base steps (``HypergradOptimizer.step``): sharded groups
+def bound_steps(optimizer: Any, steps: list[BoundedStep]) -> None:
+    """The bound, after the groups' base steps (``HypergradOptimizer.step``): sharded groups
     sum their norms over the ranks in one all-reduce (every rank takes the same ``s``); where a
-    group's update moved its parameters by more than ``rho |theta_0|``, each of its rates is scaled
+    group's update moved its parameters by more than ``rho |theta_{t-1}|``, each of its rates is scaled
     by ``s`` (``_rates.scale_rates``): per tensor or weight before the optimizer's
     ``_rescale_step`` moves each parameter on to its rate; per group after the step is retracted
     to ``-s alpha u``."""
-    sums = all_reduce_statistics([f.tensors.params for f in first_steps], [f.sums for f in first_steps])
-    for first, (theta_squared, moved_squared) in zip(first_steps, sums):
-        group, tensors, rates = first.group, first.tensors, first.rates
+    sums = all_reduce_statistics([step.tensors.params for step in steps], [step.sums for step in steps])
+    for step, (theta_squared, moved_squared) in zip(steps, sums):
+        group, tensors, rates = step.group, step.tensors, step.rates
         scale = bound_scale(group, theta_squared, moved_squared)
         if rates.factors is not None:
-            scale_rates(group, local_tensors(rates.factors), clipped_scales(group, scale, first.rate_of))
-            optimizer._rescale_step(group, tensors, rates.factors, first.lr, rates.blend_step)
+            scale_rates(group, local_tensors(rates.factors), clipped_scales(group, scale, step.rate_of))
+            optimizer._rescale_step(group, tensors, rates.factors, step.lr, rates.blend_step)
             continue
         scales = clipped_scales(group, scale, [rates.common])
         optimizer._rescale_step(group, tensors, scales * len(tensors.params), rates.common, None)
@@ -103,8 +110,8 @@ def counted_squares(tensors: Iterable[Tensor], start: Tensor | None = None) -> T
 
 
 def bound_scale(group: dict[str, Any], theta_squared: Tensor, moved_squared: Tensor) -> Tensor:
-    """The scale ``s`` of the group's first rates (a 0-dim float64 tensor, 1 where the bound does
-    not bind) from ``|theta_0|^2`` and ``|Delta_1|^2``."""
+    """The scale ``s`` of the group's rates (a 0-dim float64 tensor, 1 where the bound does not
+    bind) from ``|theta_{t-1}|^2`` and ``|Delta_t|^2``."""
     scale = group["first_step_bound"] * theta_squared.sqrt() / moved_squared.sqrt()
     binds = (theta_squared > 0) & torch.isfinite(scale) & (scale < 1)
     return torch.where(binds, scale, torch.ones_like(scale))
