@@ -416,7 +416,9 @@ def bracket(xp: type, lr: Any, statistics: Any, beta: Any, memory: Any) -> tuple
     (logistic regression) up by decades. The gain grows only while the newest cosine agrees in
     sign with the smoothed one, so the first disagreement (the rate has reached the edge) drops it
     to 1 before the momentum turns. No information (a zero ``g_t`` or ``u_{t-1}``) leaves rate and
-    memory as they were; a non-finite statistic halves the rate and leaves the memory.
+    memory as they were; a non-finite statistic halves the rate and leaves the memory. While
+    ``p < 2`` it climbs (:attr:`Rule.climbing_row`): ``first_step_bound`` then bounds every update
+    of the group, as it bounds the first (``_step_bound.py``).
     """
     informative, guard, cosine, new_momentum, new_second, normalised, new_reference = _normalised_cosine(
         xp, statistics, memory)

@@ -80,8 +80,9 @@ class AdamHD(HypergradOptimizer):
         lr_bounds: optional ``(low, high)``; the lr is clipped into it after every update.
         granularity, lr_limit, lr_limit_power: one rate per group, tensor or weight, and the
             convergence-ensuring blend; see :class:`hypergrad.HypergradOptimizer`.
-        first_step_bound: a group's first update moves its parameters by at most this fraction
-            of their norm (default 0.1; ``None``: no bound); see :class:`hypergrad.HypergradOptimizer`.
+        first_step_bound: a group's first update (under ``hypergrad_rule="bracket"``, every update
+            while it climbs) moves its parameters by at most this fraction of their norm (default
+            0.1; ``None``: no bound); see :class:`hypergrad.HypergradOptimizer`.
     """
 
     paper_hypergrad_lr = 1e-7
