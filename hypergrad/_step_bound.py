@@ -11,25 +11,31 @@ the one thing that is wrong, the size of the step against the weights it moves::
     |Delta_t| <= rho |theta_{t-1}|       (L2 norms over the group's parameters that step)
 
 with ``Delta_t = -alpha_t u_t`` the group's update (``alpha_t`` per group, tensor or weight).
-Where the update is larger, every rate of the group is scaled by
-``s = rho |theta_{t-1}| / |Delta_t|`` (never below ``lr_bounds``' lower end) and the step is
-retracted to ``-s alpha_t u_t``: exact, because no base rule's direction depends on its rate. HD
-then goes on from the scaled rate. A good step is small against the weights (Adam at 1e-3 on a
-784-1000-1000 MLP: 0.05 of ``|theta_0|``; SGD's first step is ``lr |g|``), so at ``rho = 0.1`` the
-bound does not bind at a good rate. It does nothing where ``|theta_{t-1}| = 0`` (a group of zero-
-initialised tensors has no scale to compare with) and nothing at ``hypergrad_lr = 0`` (the base
-optimizer, exactly).
 
-It holds at the group's first step (the step at which none of the parameters that step has any
-state yet; a loaded checkpoint's group is past it) and, under a rule whose steps grow
-(:attr:`~hypergrad._rules.Rule.climbing_row`, the bracketing rule), at every step while any of
-the group's rates is still climbing (``_rates.climbing``): a rate that grows by up to a factor
-2.2 a step reaches a too-large value as surely as a user's ``lr`` can, and its cosine turns only
-after the momentum of the base rule has carried the damage for several steps.
+* **At the group's first step** (none of the parameters that step has any state yet; a loaded
+  checkpoint's group is past it) it is applied after the fact: where the update was larger,
+  every rate of the group is scaled by ``s = rho |theta_0| / |Delta_1|`` (never below
+  ``lr_bounds``' lower end) and the step is retracted to ``-s alpha_1 u_1``: exact, because no
+  base rule's direction depends on its rate. HD then goes on from the scaled rate.
+* **While the group's rule climbs** (a rule whose steps grow, :attr:`~hypergrad._rules.Rule.
+  climbing_row`: the bracketing rule until its rate has turned twice; ``_rates.climbing``) it is
+  applied to the update predicted from the previous direction, ``|alpha_t u_{t-1}|``, before the
+  step: the rates are scaled by ``s = rho |theta_{t-1}| / |alpha_t u_{t-1}|`` where that is below
+  1. A rate that grows by up to x2.2 a step reaches a too-large value as surely as a user's
+  ``lr`` can, and its cosine turns only after the base rule's momentum has carried the damage for
+  several steps. ``|u_{t-1}|^2`` is one of the rule's statistics, so this costs one norm of the
+  parameters a step (no direction recomputed, nothing retracted), and nothing once it has
+  climbed.
+
+A good step is small against the weights (Adam at 1e-3 on a 784-1000-1000 MLP: 0.05 of
+``|theta_0|``; SGD's first step is ``lr |g|``), so at ``rho = 0.1`` the bound does not bind at a
+good rate. It does nothing where ``|theta_{t-1}| = 0`` (a group of zero-initialised tensors has no
+scale to compare with) and nothing at ``hypergrad_lr = 0`` (the base optimizer, exactly).
 """
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -43,10 +49,10 @@ from .distributed import all_reduce_statistics, local_operands, local_tensors
 
 
 @dataclass
-class BoundedStep:
-    """A group's step, taken at its rates and waiting for the bound (:func:`bounded_step`): the
-    group, its ``GroupTensors`` and ``StepRates``, the base rate, each parameter's rate, and
-    ``sums``, this rank's ``(|theta_{t-1}|^2, |Delta_t|^2)``."""
+class FirstStep:
+    """A group's first step, taken at its rates and waiting for the bound (:func:`first_step`):
+    the group, its ``GroupTensors`` and ``StepRates``, the base rate, each parameter's rate, and
+    ``sums``, this rank's ``(|theta_0|^2, |Delta_1|^2)``."""
 
     group: dict[str, Any]
     tensors: Any
@@ -56,10 +62,10 @@ class BoundedStep:
     sums: Tensor
 
 
-def bounded_step(optimizer: Any, group: dict[str, Any], tensors: Any, rates: Any, lr: LearningRate,
-                 theta_squared: Tensor) -> BoundedStep:
-    """The group's step as the bound needs it, ``theta_squared`` taken before it: each
-    parameter's rate and ``|Delta_t|^2`` from ``u_t``, as the optimizer's
+def first_step(optimizer: Any, group: dict[str, Any], tensors: Any, rates: Any, lr: LearningRate,
+               theta_squared: Tensor) -> FirstStep:
+    """The group's first step as the bound needs it, ``theta_squared`` taken before it: each
+    parameter's rate and ``|Delta_1|^2`` from ``u_1``, as the optimizer's
     ``_previous_directions`` gives it now that the step is taken."""
     previous = optimizer._previous_directions(group, tensors)
     if rates.factors is None:
@@ -72,13 +78,13 @@ def bounded_step(optimizer: Any, group: dict[str, Any], tensors: Any, rates: Any
          for k, (i, direction) in enumerate(zip(previous.indices, previous.directions))),
         start=torch.zeros_like(theta_squared),
     )
-    return BoundedStep(group, tensors, rates, lr, rate_of, torch.stack((theta_squared, moved_squared)))
+    return FirstStep(group, tensors, rates, lr, rate_of, torch.stack((theta_squared, moved_squared)))
 
 
-def bound_steps(optimizer: Any, steps: list[BoundedStep]) -> None:
-    """The bound, after the groups' base steps (``HypergradOptimizer.step``): sharded groups
+def bound_first_steps(optimizer: Any, steps: list[FirstStep]) -> None:
+    """The bound, after the groups' first base steps (``HypergradOptimizer.step``): sharded groups
     sum their norms over the ranks in one all-reduce (every rank takes the same ``s``); where a
-    group's update moved its parameters by more than ``rho |theta_{t-1}|``, each of its rates is scaled
+    group's update moved its parameters by more than ``rho |theta_0|``, each of its rates is scaled
     by ``s`` (``_rates.scale_rates``): per tensor or weight before the optimizer's
     ``_rescale_step`` moves each parameter on to its rate; per group after the step is retracted
     to ``-s alpha u``."""
@@ -95,23 +101,86 @@ def bound_steps(optimizer: Any, steps: list[BoundedStep]) -> None:
         scale_rates(group, None, scales)
 
 
+@dataclass
+class GroupStep:
+    """A group's step between its rates and its update (``HypergradOptimizer._group_rates``): the
+    group, its ``GroupTensors``, base rate and ``StepRates``; ``statistics``, the rule's, where the
+    rule climbs (else ``None``); ``theta_squared``, this rank's ``|theta_{t-1}|^2`` where the bound
+    needs it (the first step, or the rule climbs)."""
+
+    group: dict[str, Any]
+    tensors: Any
+    lr: LearningRate
+    rates: Any
+    statistics: Any
+    theta_squared: Tensor | None
+
+
+def bound_climbing_steps(steps: list[GroupStep]) -> None:
+    """The bound on the groups whose rule climbs, before their updates: each such group's rates
+    (``step.rates``, replaced) scaled so that the update predicted from the previous direction,
+    ``|alpha_t u_{t-1}|`` (``|u_{t-1}|^2`` from the rule's statistics, row or entry 2, at the
+    group's granularity), is at most ``rho |theta_{t-1}|``. Sharded groups sum ``|theta_{t-1}|^2``
+    (and, per weight, the prediction) over the ranks, all groups in one all-reduce."""
+    climbing = [step for step in steps if step.statistics is not None]
+    if not climbing:
+        return
+    predictions = [_predicted_update(step) for step in climbing]
+    sums = all_reduce_statistics([step.tensors.params for step in climbing],
+                                 [torch.stack((step.theta_squared, local)) for step, (_, local, _) in
+                                  zip(climbing, predictions)])
+    for step, (rate_of, _, predicted), (theta_squared, local) in zip(climbing, predictions, sums):
+        group, rates = step.group, step.rates
+        scales = clipped_scales(group, bound_scale(group, theta_squared, local + predicted), rate_of)
+        if rates.factors is not None:
+            scale_rates(group, local_tensors(rates.factors), scales)
+            continue
+        # Taken before scale_rates, which may write a tensor group["lr"] (the same tensor) in place.
+        common = rates.common * float(scales[0]) if isinstance(rates.common, float) else rates.common * scales[0]
+        scale_rates(group, None, scales)
+        step.rates = dataclasses.replace(rates, common=common)
+
+
+def _predicted_update(step: GroupStep) -> tuple[list[LearningRate], Tensor, Tensor]:
+    """Each rate of the group, and ``|alpha_t u_{t-1}|^2`` split into the part this rank holds (per
+    weight: its shards, summed over the ranks) and the part every rank has (from statistics summed
+    over the group or a tensor)."""
+    group, rates, statistics = step.group, step.rates, step.statistics
+    assert step.theta_squared is not None
+    zero = torch.zeros_like(step.theta_squared)
+    if rates.factors is None:
+        return [rates.common], zero, torch.as_tensor(rates.common, dtype=torch.float64) ** 2 * statistics[2]
+    rate_of = [applied_rate(group, factor, step.lr, rates.blend_step) for factor in rates.factors]
+    if group["granularity"] == "tensor":
+        squares = torch.stack([torch.as_tensor(rate, dtype=torch.float64) for rate in rate_of]) ** 2
+        return rate_of, zero, (squares * statistics[:, 2].to(torch.float64)).sum()
+    local = zero
+    for rate, weights in zip(local_tensors(rate_of), statistics):
+        if weights is not None:
+            (weights,) = local_tensors([weights])
+            local = local + (rate.to(torch.float64) ** 2 * weights[2]).sum()
+    return rate_of, local, zero
+
+
 def counted_squares(tensors: Iterable[Tensor], start: Tensor | None = None) -> Tensor:
     """``start + sum |t|^2`` over the elements this rank counts (``distributed.local_operands``: a
-    DTensor's local shard, a replicated one on the mesh's first rank only), accumulated in float64;
-    the caller sums it over the ranks (``distributed.all_reduce_statistics``). ``start``: what an
-    empty ``tensors`` gives (a 0-dim float64 tensor on their device); without it there must be one."""
-    total = start
-    for tensor in tensors:
-        counted, _ = local_operands(tensor, tensor)
-        term = torch.linalg.vector_norm(counted, dtype=torch.float64).square()
-        total = term if total is None else total + term
-    assert total is not None, "counted_squares of no tensors needs a start"
-    return total
+    DTensor's local shard, a replicated one on the mesh's first rank only): each tensor's norm in
+    its own dtype (float32 at least), their squares summed in float64; the caller sums it over the
+    ranks (``distributed.all_reduce_statistics``). ``start``: what an empty ``tensors`` gives (a
+    0-dim float64 tensor on their device); without it there must be one."""
+    counted = [local_operands(tensor, tensor)[0] for tensor in tensors]
+    counted = [t.float() if t.dtype in (torch.float16, torch.bfloat16) else t for t in counted]
+    if not counted:
+        assert start is not None, "counted_squares of no tensors needs a start"
+        return start
+    norms = torch._foreach_norm(counted)  # in each tensor's own dtype, one fused pass
+    total = torch.stack([norm.to(torch.float64) for norm in norms]).square().sum()
+    return total if start is None else start + total
 
 
 def bound_scale(group: dict[str, Any], theta_squared: Tensor, moved_squared: Tensor) -> Tensor:
     """The scale ``s`` of the group's rates (a 0-dim float64 tensor, 1 where the bound does not
-    bind) from ``|theta_{t-1}|^2`` and ``|Delta_t|^2``."""
+    bind) from ``|theta_{t-1}|^2`` and ``|Delta_t|^2`` (or its prediction)."""
     scale = group["first_step_bound"] * theta_squared.sqrt() / moved_squared.sqrt()
     binds = (theta_squared > 0) & torch.isfinite(scale) & (scale < 1)
     return torch.where(binds, scale, torch.ones_like(scale))

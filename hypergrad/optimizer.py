@@ -11,7 +11,7 @@ from torch import Tensor
 from torch.optim import Optimizer
 from ._compat import capture_health_check, check_fused_param, default_foreach
 from ._compiled import stored_sums
-from ._step_bound import BoundedStep, bound_steps, bounded_step, counted_squares
+from ._step_bound import FirstStep, GroupStep, bound_climbing_steps, bound_first_steps, counted_squares, first_step
 from ._hypergradient import element_statistics, statistics_rows, tensor_statistics
 from ._kernels import LearningRate, as_real
 from ._keywords import HYPERGRAD_KEYWORDS, LATER_KEYWORDS, keyword_defaults, resolved, spelled_out
@@ -74,8 +74,9 @@ class HypergradOptimizer(Optimizer):
     2. ``_hypergradient_statistics`` takes ``g_t . u_{t-1}`` against the previous update directions
        that the base rule's ``_previous_directions`` gives (and the norms the group's rule reads,
        ``_rules.py``), reduced per group, per tensor or per weight (``granularity``);
-    3. ``_step_group``: the rule moves the rate(s) and ``_update_params`` takes the base rule's
-       step, keeping what is needed to know ``u_t`` at the next step.
+    3. ``_group_rates``: the rule moves the rate(s) (bounded while it climbs, ``_step_bound.py``);
+    4. ``_step_group``: ``_update_params`` takes the base rule's step, keeping what is needed to
+       know ``u_t`` at the next step.
 
     Rates (``_rates.py``, where a group's HD state is one record, ``"hypergrad_state"``). Every
     rate is ``base * factor``, blended towards ``lr_limit`` where set: ``base`` is ``group["lr"]``
@@ -384,13 +385,13 @@ class HypergradOptimizer(Optimizer):
             for group, tensors in active
         ]
         statistics = all_reduce_statistics([tensors.params for _, tensors in active], statistics)
-        bounded = []
-        for (group, tensors), statistics_of_group in zip(active, statistics):
-            step = self._step_group(group, tensors, statistics_of_group)
-            if step is not None:
-                bounded.append(step)
-        if bounded:
-            bound_steps(self, bounded)
+        # The rates of every group, then (while a rule climbs) the bound on them, then the updates.
+        steps = [self._group_rates(group, tensors, statistics_of_group)
+                 for (group, tensors), statistics_of_group in zip(active, statistics)]
+        bound_climbing_steps(steps)
+        first_steps = [first for first in map(self._step_group, steps) if first is not None]
+        if first_steps:
+            bound_first_steps(self, first_steps)
         return loss
 
     def _hypergradient_statistics(
@@ -429,25 +430,31 @@ class HypergradOptimizer(Optimizer):
             per_weight[index] = statistics
         return per_weight
 
-    def _step_group(
+    def _group_rates(
         self, group: dict[str, Any], tensors: GroupTensors, statistics: Tensor | list[Tensor | None] | None
-    ) -> BoundedStep | None:
-        """Phase 3 for one group, the same for every granularity, rule, schedule and blend: the
+    ) -> GroupStep:
+        """Phase 3a for one group, the same for every granularity, rule, schedule and blend: the
         rates ``blend(base * factor)``, the factors having learned from the statistics
-        (``_rates.py``), then the base step at the group's common rate and, where a tensor's or a
-        weight's rate differs from it, the rest of that tensor's step. Where ``first_step_bound``
-        holds (the group's first step, or its rule still climbs) that rest waits for the bound
-        (returned, see :meth:`step`)."""
+        (``_rates.py``); ``|theta_{t-1}|^2`` where ``first_step_bound`` will need it (the group's
+        first step, or its rule still climbs: ``_step_bound.py``)."""
         lr = self._place_lr(group, tensors.params[0].device)
-        bounded = group["first_step_bound"] is not None and group["hypergrad_lr"] != 0 and (
-            tensors.first or climbing(group, tensors.states))
-        theta_squared = counted_squares(tensors.params) if bounded else None
+        bounded = group["first_step_bound"] is not None and group["hypergrad_lr"] != 0
+        climbs = bounded and statistics is not None and not tensors.first and climbing(group, tensors.states)
+        theta_squared = counted_squares(tensors.params) if bounded and (tensors.first or climbs) else None
         rates = step_rates(group, tensors.params, tensors.states, lr, statistics, compiled=self._use_compiled(group))
+        return GroupStep(group, tensors, lr, rates, statistics if climbs else None, theta_squared)
+
+    def _step_group(self, step: GroupStep) -> FirstStep | None:
+        """Phase 3b for one group: the base step at the group's common rate and, where a tensor's
+        or a weight's rate differs from it, the rest of that tensor's step. At the group's first
+        step under ``first_step_bound`` that rest waits for the bound (returned, see
+        :meth:`step`)."""
+        group, tensors, rates = step.group, step.tensors, step.rates
         self._update_params(group, tensors, rates.common)
-        if theta_squared is not None:
-            return bounded_step(self, group, tensors, rates, lr, theta_squared)
+        if step.theta_squared is not None and tensors.first:
+            return first_step(self, group, tensors, rates, step.lr, step.theta_squared)
         if rates.factors is not None:
-            self._rescale_step(group, tensors, rates.factors, lr, rates.blend_step)
+            self._rescale_step(group, tensors, rates.factors, step.lr, rates.blend_step)
         return None
 
     def _rescale_step(
