@@ -184,7 +184,27 @@ def library_rule(math_function, beta=0.05, while_growing=False, r=0.1):
     return rule
 
 
+def gated_bracket(tau=0.01, beta=0.05):
+    """The library's bracketing rule whose gain may carry the rate only up to where the update
+    predicted from the previous direction moves the weights by ``tau`` of their norm,
+    ``alpha |u_{t-1}| <= tau |theta_{t-1}|``: a rate that moves the weights by less is certainly
+    too small, one that moves them by more may be in the good range, where the one-step signal
+    must be followed at the scale-free rule's speed. The scale-free step itself is not gated."""
+    def rule(memory, lr, c, g_squared, u_squared=None):
+        statistics = [c * math.sqrt(g_squared * u_squared), g_squared, u_squared]
+        plain_memory = list(memory)
+        plain, _ = scalefree(FLOAT_OPS, lr, statistics, beta, plain_memory[:3])
+        gained, updated = bracket(FLOAT_OPS, lr, statistics, beta, memory)
+        memory[:len(updated)] = updated
+        theta_sq = CONTEXT.get("theta_sq") or 0.0
+        if gained > plain and theta_sq > 0 and u_squared:
+            return max(plain, min(gained, tau * math.sqrt(theta_sq / u_squared)))
+        return gained
+    return rule
+
+
 PROTOTYPES: dict[str, Callable] = {
+    "bracket_gate": gated_bracket(),
     "bracket_cap": library_rule(bracket), "bracket_capgrow": library_rule(bracket, while_growing=True),
     "scalefree_cap": library_rule(scalefree),
     "rprop": rprop(), "rprop_smoothed": rprop(smoothed=True), "gain": gain(), "gain_any": gain(agree=False),
@@ -325,7 +345,7 @@ def _builder(candidate: Candidate, optimizer: str) -> Callable:
         start = 0.01 if "start" in candidate.wrappers else 1.0
         bound = 0.1 if "bound" in candidate.wrappers else None
         made = OPTIMIZERS[optimizer][1](params, lr * start, hypergrad_rule=candidate.rule, first_step_bound=bound)
-        if candidate.rule.startswith("probe_") and "cap" in candidate.rule:
+        if candidate.rule.startswith("probe_") and ("cap" in candidate.rule or "gate" in candidate.rule):
             measure_theta(made)
         if candidate.wrappers & {"tight", "every"}:
             update_bound(made, 0.02 if "tight" in candidate.wrappers else 0.1, every="every" in candidate.wrappers)
