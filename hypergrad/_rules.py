@@ -390,6 +390,9 @@ BRACKET_GAIN_MAX = 16.0
 #: The value of a climbing rule's :attr:`Rule.climbing_row` from which it no longer climbs (the
 #: bracketing rule's ``p``: its rate has turned twice).
 CLIMB_ENDS = 2.0
+#: The relative update ``alpha |u_{t-1}| / |theta_{t-1}|`` up to which the bracketing rule's gain
+#: may carry the rate (beyond it, the scale-free step alone).
+BRACKET_GATE = 0.01
 
 
 def bracket(xp: type, lr: Any, statistics: Any, beta: Any, memory: Any) -> tuple[Any, list[Any]]:
@@ -416,9 +419,22 @@ def bracket(xp: type, lr: Any, statistics: Any, beta: Any, memory: Any) -> tuple
     (logistic regression) up by decades. The gain grows only while the newest cosine agrees in
     sign with the smoothed one, so the first disagreement (the rate has reached the edge) drops it
     to 1 before the momentum turns. No information (a zero ``g_t`` or ``u_{t-1}``) leaves rate and
-    memory as they were; a non-finite statistic halves the rate and leaves the memory. While
-    ``p < 2`` it climbs (:attr:`Rule.climbing_row`): ``first_step_bound`` then bounds every update
-    of the group, as it bounds the first (``_step_bound.py``).
+    memory as they were; a non-finite statistic halves the rate and leaves the memory.
+
+    While ``p < 2`` it climbs (:attr:`Rule.climbing_row`), and the optimizer adds
+    ``|theta_{t-1}|^2`` (over the group, the tensor, or the weight) to the statistics: the gain may
+    then carry the rate only up to where the update predicted from the previous direction moves
+    the weights by ``tau = 0.01`` of their norm::
+
+        alpha_t = max(alpha_t^plain, min(alpha_t, tau |theta_{t-1}| / |u_{t-1}|))   if alpha_t > alpha_t^plain
+
+    with ``alpha_t^plain = alpha_{t-1} exp(beta s_t)`` the scale-free step. A rate whose updates move
+    the weights by less than a percent is certainly small and the gain climbs it in tens of steps;
+    above that it may already be in the good range, where the one-step signal still says "larger"
+    (Adam on the benchmark's Transformer from 1e-3) and a grown gain would carry it tens of times
+    too far before the cosine turns, so the rule follows the signal at the scale-free speed. Where
+    ``|theta_{t-1}| = 0`` the gain does not act. ``first_step_bound`` bounds every update of the
+    group while it climbs, as it bounds the first (``_step_bound.py``).
     """
     informative, guard, cosine, new_momentum, new_second, normalised, new_reference = _normalised_cosine(
         xp, statistics, memory)
@@ -430,9 +446,15 @@ def bracket(xp: type, lr: Any, statistics: Any, beta: Any, memory: Any) -> tuple
     new_gain = xp.where(grows, xp.clamp(xp.clamp(gain, 1.0) * BRACKET_GAIN_GROWTH, None, BRACKET_GAIN_MAX), 1.0)
     step = xp.where(guard, _HALVE, beta * new_gain * normalised)
     step = xp.where(informative | guard, step, 0.0)
+    new_rate = lr * xp.exp(step)
+    if len(statistics) > 3:  # |theta_{t-1}|^2, given while the rule climbs: the gain's gate
+        plain = lr * xp.exp(xp.where(informative & xp.not_(guard), beta * normalised, step))
+        gate = BRACKET_GATE * xp.sqrt(xp.divide(statistics[3], statistics[2]))
+        gated = xp.clamp(xp.clamp(new_rate, None, gate), plain, None)
+        new_rate = xp.where((new_rate > plain) & xp.isfinite(gate), gated, new_rate)
     new_momentum = xp.where(guard, xp.clamp(new_momentum, None, 0.0), new_momentum)
     updated = (new_momentum, new_second, new_reference, new_gain, new_phase)
-    return lr * xp.exp(step), [xp.where(informative, new, old) for new, old in zip(updated, memory)]
+    return new_rate, [xp.where(informative, new, old) for new, old in zip(updated, memory)]
 
 
 # -- the registry's entries ----------------------------------------------------------------------

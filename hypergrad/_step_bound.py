@@ -104,9 +104,9 @@ def bound_first_steps(optimizer: Any, steps: list[FirstStep]) -> None:
 @dataclass
 class GroupStep:
     """A group's step between its rates and its update (``HypergradOptimizer._group_rates``): the
-    group, its ``GroupTensors``, base rate and ``StepRates``; ``statistics``, the rule's, where the
-    rule climbs (else ``None``); ``theta_squared``, this rank's ``|theta_{t-1}|^2`` where the bound
-    needs it (the first step, or the rule climbs)."""
+    group, its ``GroupTensors``, base rate and ``StepRates``; ``statistics``, the rule's with
+    ``|theta_{t-1}|^2`` (:func:`with_weight_norms`), where the rule climbs under the bound (else
+    ``None``); ``theta_squared``, this rank's ``|theta_0|^2`` at the group's first step."""
 
     group: dict[str, Any]
     tensors: Any
@@ -116,22 +116,36 @@ class GroupStep:
     theta_squared: Tensor | None
 
 
+def with_weight_norms(group: dict[str, Any], params: Sequence[Tensor], statistics: Any) -> Any:
+    """``statistics`` (a climbing rule's ``[g.u, |g|^2, |u|^2]`` at the group's granularity, this
+    rank's part) with ``|theta_{t-1}|^2`` added as entry 3: summed over the group (``(4,)``), per
+    tensor (a column), or per weight (``theta^2``, a fourth row); summed over the ranks with the
+    statistics. The bracketing rule's gate reads it, and so does the bound below."""
+    if group["granularity"] == "group":
+        return torch.cat((statistics, counted_squares(params).to(statistics.dtype)[None]))
+    if group["granularity"] == "tensor":
+        return torch.cat((statistics, tensor_squares(params).to(statistics.dtype)[:, None]), 1)
+    return [None if weights is None else torch.cat((weights, (p.detach().to(weights.dtype) ** 2)[None]))
+            for p, weights in zip(params, statistics)]
+
+
 def bound_climbing_steps(steps: list[GroupStep]) -> None:
     """The bound on the groups whose rule climbs, before their updates: each such group's rates
     (``step.rates``, replaced) scaled so that the update predicted from the previous direction,
-    ``|alpha_t u_{t-1}|`` (``|u_{t-1}|^2`` from the rule's statistics, row or entry 2, at the
-    group's granularity), is at most ``rho |theta_{t-1}|``. Sharded groups sum ``|theta_{t-1}|^2``
-    (and, per weight, the prediction) over the ranks, all groups in one all-reduce."""
+    ``|alpha_t u_{t-1}|``, is at most ``rho |theta_{t-1}|`` (``|u_{t-1}|^2`` and
+    ``|theta_{t-1}|^2`` from the statistics, entries 2 and 3, at the group's granularity).
+    Per weight, the sums over the sharded groups' ranks in one all-reduce."""
     climbing = [step for step in steps if step.statistics is not None]
     if not climbing:
         return
-    predictions = [_predicted_update(step) for step in climbing]
-    sums = all_reduce_statistics([step.tensors.params for step in climbing],
-                                 [torch.stack((step.theta_squared, local)) for step, (_, local, _) in
-                                  zip(climbing, predictions)])
-    for step, (rate_of, _, predicted), (theta_squared, local) in zip(climbing, predictions, sums):
+    sums = [_predicted_update(step) for step in climbing]
+    per_weight = [step for step, (_, local, _) in zip(climbing, sums) if local is not None]
+    reduced = iter(all_reduce_statistics([step.tensors.params for step in per_weight],
+                                         [local for _, local, _ in sums if local is not None]))
+    for step, (rate_of, local, total) in zip(climbing, sums):
+        theta_squared, predicted = next(reduced) if local is not None else total
         group, rates = step.group, step.rates
-        scales = clipped_scales(group, bound_scale(group, theta_squared, local + predicted), rate_of)
+        scales = clipped_scales(group, bound_scale(group, theta_squared, predicted), rate_of)
         if rates.factors is not None:
             scale_rates(group, local_tensors(rates.factors), scales)
             continue
@@ -141,25 +155,34 @@ def bound_climbing_steps(steps: list[GroupStep]) -> None:
         step.rates = dataclasses.replace(rates, common=common)
 
 
-def _predicted_update(step: GroupStep) -> tuple[list[LearningRate], Tensor, Tensor]:
-    """Each rate of the group, and ``|alpha_t u_{t-1}|^2`` split into the part this rank holds (per
-    weight: its shards, summed over the ranks) and the part every rank has (from statistics summed
-    over the group or a tensor)."""
+def _predicted_update(step: GroupStep) -> tuple[list[LearningRate], Tensor | None, Tensor | None]:
+    """Each rate of the group, and ``(|theta_{t-1}|^2, |alpha_t u_{t-1}|^2)`` (float64): per weight
+    this rank's part (second), to be summed over the ranks; else the whole (third)."""
     group, rates, statistics = step.group, step.rates, step.statistics
-    assert step.theta_squared is not None
-    zero = torch.zeros_like(step.theta_squared)
     if rates.factors is None:
-        return [rates.common], zero, torch.as_tensor(rates.common, dtype=torch.float64) ** 2 * statistics[2]
+        rate = torch.as_tensor(rates.common, dtype=torch.float64)
+        return [rates.common], None, torch.stack((statistics[3], rate ** 2 * statistics[2])).to(torch.float64)
     rate_of = [applied_rate(group, factor, step.lr, rates.blend_step) for factor in rates.factors]
     if group["granularity"] == "tensor":
         squares = torch.stack([torch.as_tensor(rate, dtype=torch.float64) for rate in rate_of]) ** 2
-        return rate_of, zero, (squares * statistics[:, 2].to(torch.float64)).sum()
-    local = zero
+        rows = statistics.to(torch.float64)
+        return rate_of, None, torch.stack((rows[:, 3].sum(), (squares * rows[:, 2]).sum()))
+    local = None
     for rate, weights in zip(local_tensors(rate_of), statistics):
         if weights is not None:
             (weights,) = local_tensors([weights])
-            local = local + (rate.to(torch.float64) ** 2 * weights[2]).sum()
-    return rate_of, local, zero
+            weights = weights.to(torch.float64)
+            part = torch.stack((weights[3].sum(), (rate.to(torch.float64) ** 2 * weights[2]).sum()))
+            local = part if local is None else local + part
+    return rate_of, local, None
+
+
+def tensor_squares(tensors: Sequence[Tensor]) -> Tensor:
+    """``|t|^2`` of each tensor over the elements this rank counts (see :func:`counted_squares`),
+    a float64 vector: each norm in the tensor's own dtype (float32 at least), in one fused pass."""
+    counted = [local_operands(tensor, tensor)[0] for tensor in tensors]
+    counted = [t.float() if t.dtype in (torch.float16, torch.bfloat16) else t for t in counted]
+    return torch.stack([norm.to(torch.float64) for norm in torch._foreach_norm(counted)]).square()
 
 
 def counted_squares(tensors: Iterable[Tensor], start: Tensor | None = None) -> Tensor:
@@ -168,13 +191,11 @@ def counted_squares(tensors: Iterable[Tensor], start: Tensor | None = None) -> T
     its own dtype (float32 at least), their squares summed in float64; the caller sums it over the
     ranks (``distributed.all_reduce_statistics``). ``start``: what an empty ``tensors`` gives (a
     0-dim float64 tensor on their device); without it there must be one."""
-    counted = [local_operands(tensor, tensor)[0] for tensor in tensors]
-    counted = [t.float() if t.dtype in (torch.float16, torch.bfloat16) else t for t in counted]
-    if not counted:
+    tensors = list(tensors)
+    if not tensors:
         assert start is not None, "counted_squares of no tensors needs a start"
         return start
-    norms = torch._foreach_norm(counted)  # in each tensor's own dtype, one fused pass
-    total = torch.stack([norm.to(torch.float64) for norm in norms]).square().sum()
+    total = tensor_squares(tensors).sum()
     return total if start is None else start + total
 
 

@@ -11,7 +11,15 @@ from torch import Tensor
 from torch.optim import Optimizer
 from ._compat import capture_health_check, check_fused_param, default_foreach
 from ._compiled import stored_sums
-from ._step_bound import FirstStep, GroupStep, bound_climbing_steps, bound_first_steps, counted_squares, first_step
+from ._step_bound import (
+    FirstStep,
+    GroupStep,
+    bound_climbing_steps,
+    bound_first_steps,
+    counted_squares,
+    first_step,
+    with_weight_norms,
+)
 from ._hypergradient import element_statistics, statistics_rows, tensor_statistics
 from ._kernels import LearningRate, as_real
 from ._keywords import HYPERGRAD_KEYWORDS, LATER_KEYWORDS, keyword_defaults, resolved, spelled_out
@@ -380,10 +388,7 @@ class HypergradOptimizer(Optimizer):
         # Statistics of every group first, then the updates: sharded (FSDP2) runs sum all groups'
         # statistics over the ranks in one all-reduce, and no group's parameters move before all
         # previous directions have been read.
-        statistics = [
-            self._hypergradient_statistics(group, tensors) if group["hypergrad_lr"] != 0 else None
-            for group, tensors in active
-        ]
+        statistics = [self._statistics(group, tensors) for group, tensors in active]
         statistics = all_reduce_statistics([tensors.params for _, tensors in active], statistics)
         # The rates of every group, then (while a rule climbs) the bound on them, then the updates.
         steps = [self._group_rates(group, tensors, statistics_of_group)
@@ -393,6 +398,16 @@ class HypergradOptimizer(Optimizer):
         if first_steps:
             bound_first_steps(self, first_steps)
         return loss
+
+    def _statistics(self, group: dict[str, Any], tensors: GroupTensors) -> Tensor | list[Tensor | None] | None:
+        """The group's rule's statistics (``None`` at ``hypergrad_lr = 0``), with ``|theta_{t-1}|^2``
+        added while the rule climbs (``_step_bound.with_weight_norms``)."""
+        if group["hypergrad_lr"] == 0:
+            return None
+        statistics = self._hypergradient_statistics(group, tensors)
+        if statistics is None or not climbing(group, tensors.states):
+            return statistics
+        return with_weight_norms(group, tensors.params, statistics)
 
     def _hypergradient_statistics(
         self, group: dict[str, Any], tensors: GroupTensors
@@ -435,12 +450,12 @@ class HypergradOptimizer(Optimizer):
     ) -> GroupStep:
         """Phase 3a for one group, the same for every granularity, rule, schedule and blend: the
         rates ``blend(base * factor)``, the factors having learned from the statistics
-        (``_rates.py``); ``|theta_{t-1}|^2`` where ``first_step_bound`` will need it (the group's
-        first step, or its rule still climbs: ``_step_bound.py``)."""
+        (``_rates.py``); ``|theta_0|^2`` where ``first_step_bound`` will need it at the group's first
+        step, and the statistics where it bounds a climbing rule's rates (``_step_bound.py``)."""
         lr = self._place_lr(group, tensors.params[0].device)
         bounded = group["first_step_bound"] is not None and group["hypergrad_lr"] != 0
-        climbs = bounded and statistics is not None and not tensors.first and climbing(group, tensors.states)
-        theta_squared = counted_squares(tensors.params) if bounded and (tensors.first or climbs) else None
+        climbs = bounded and statistics is not None and climbing(group, tensors.states)
+        theta_squared = counted_squares(tensors.params) if bounded and tensors.first else None
         rates = step_rates(group, tensors.params, tensors.states, lr, statistics, compiled=self._use_compiled(group))
         return GroupStep(group, tensors, lr, rates, statistics if climbs else None, theta_squared)
 
