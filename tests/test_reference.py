@@ -85,3 +85,10 @@ def test_twins_import_nothing_from_the_fast_optimizers():
                 assert node.level in (0, 1) and not (node.module or "").startswith("hypergrad"), (path.name, node.module)
             elif isinstance(node, ast.Import):
                 assert not any(alias.name.startswith("hypergrad") for alias in node.names), path.name
+
+
+def test_a_twin_refuses_a_rule_it_does_not_write_out():
+    """The twins write out the additive, multiplicative and scale-free rules; given the bracketing
+    rule they say so rather than follow another."""
+    with pytest.raises(ValueError, match="bracket"):
+        reference.SGDHDReference(TinyNet().parameters(), lr=0.01, hypergrad_rule="bracket")

@@ -11,12 +11,13 @@ import torch
 from torch import Tensor
 from torch.optim import Optimizer
 
-from ._rules import blend, clipped, default_hypergrad_lr, next_lr, next_weight_rates
+from ._rules import MODELLED_RULES, blend, clipped, default_hypergrad_lr, next_lr, next_weight_rates
 
 
 class ReferenceHD(Optimizer):
     """Hypergradient descent over a base rule's direction ``u_t`` (:meth:`_direction`), one plain
-    loop. No argument is checked: the twin trusts its input.
+    loop. No argument is checked but the rule (a twin follows the rules it writes out): it trusts
+    its input.
 
     A subclass sets ``paper_hypergrad_lr`` (the paper's beta for its base rule, what
     ``hypergrad_lr=None`` stands for under the additive and multiplicative rules) and passes its
@@ -32,6 +33,9 @@ class ReferenceHD(Optimizer):
     def add_param_group(self, param_group: dict[str, Any]) -> None:
         super().add_param_group(param_group)
         group = self.param_groups[-1]
+        if group["hypergrad_rule"] not in MODELLED_RULES:  # the one check: a rule it would not follow
+            raise ValueError(f"the reference twins write out the rules {MODELLED_RULES}, not "
+                             f"hypergrad_rule={group['hypergrad_rule']!r}")
         if group["hypergrad_lr"] is None:
             group["hypergrad_lr"] = default_hypergrad_lr(group["hypergrad_rule"], self.paper_hypergrad_lr)
 

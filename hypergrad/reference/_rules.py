@@ -14,6 +14,11 @@ from torch import Tensor
 SCALEFREE_HYPERGRAD_LR = 0.05
 
 
+#: The rules written out here; a twin refuses another (``bracket``: held to its equations and
+#: the optimizers' runs by tests/test_rule_bracket.py and tests/test_first_step.py instead).
+MODELLED_RULES = ("additive", "multiplicative", "scalefree")
+
+
 def default_hypergrad_lr(rule: str, paper_hypergrad_lr: float) -> float:
     """The beta ``hypergrad_lr=None`` stands for under ``rule``."""
     return SCALEFREE_HYPERGRAD_LR if rule == "scalefree" else paper_hypergrad_lr
