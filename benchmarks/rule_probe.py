@@ -203,7 +203,26 @@ def gated_bracket(tau=0.01, beta=0.05):
     return rule
 
 
+def traced(beta=0.05):
+    """The scale-free rule on the cosine of ``g_t`` with a trace of the recent updates instead of the
+    last direction, ``E_{t-1} = gamma E_{t-2} + (theta_{t-2} - theta_{t-1})`` (``trace_cosine`` from
+    the step wrapper :func:`trace_updates`): the signal "did the last ~1/(1-gamma) steps move
+    downhill along the current gradient", a longer horizon by construction (MetaOptimize's
+    eligibility trace, without its Hessian term). memory: m, v, r."""
+    def rule(memory, lr, c, g_squared):
+        c = CONTEXT.get("trace_cosine")
+        if c is None:
+            return lr
+        memory[0], memory[1], s = _moments(memory, c)
+        if _guard(memory, g_squared):
+            memory[0] = min(memory[0], 0.0)
+            return lr / 2
+        return lr * math.exp(beta * s)
+    return rule
+
+
 PROTOTYPES: dict[str, Callable] = {
+    "trace90": traced(), "trace97": traced(),
     "bracket_gate": gated_bracket(),
     "bracket_cap": library_rule(bracket), "bracket_capgrow": library_rule(bracket, while_growing=True),
     "scalefree_cap": library_rule(scalefree),
@@ -279,6 +298,28 @@ def measure_theta(optimizer) -> None:
     optimizer.step = measured
 
 
+def trace_updates(optimizer, gamma: float) -> None:
+    """Keep ``E`` (see :func:`traced`) and put ``cos(g_t, E_{t-1})`` into CONTEXT before each step."""
+    step = optimizer.step
+    params = [p for group in optimizer.param_groups for p in group["params"]]
+    traces = [torch.zeros_like(p) for p in params]
+
+    def traced_step(closure=None):
+        with torch.no_grad():
+            grads = [p.grad if p.grad is not None else torch.zeros_like(p) for p in params]
+            dot = sum(float((g * e).sum()) for g, e in zip(grads, traces))
+            norms = math.sqrt(sum(float(g.pow(2).sum()) for g in grads) * sum(float(e.pow(2).sum()) for e in traces))
+            CONTEXT["trace_cosine"] = dot / norms if norms > 0 else None
+            before = [p.detach().clone() for p in params]
+        loss = step(closure)
+        with torch.no_grad():
+            for e, b, p in zip(traces, before, params):
+                e.mul_(gamma).add_(b - p)
+        return loss
+
+    optimizer.step = traced_step
+
+
 # -- runs ----------------------------------------------------------------------------------------------
 WRAPPERS = ("bound", "tight", "every", "start")
 """``+bound``: the first update at most 0.1 |theta_0| (the library's ``first_step_bound``;
@@ -347,6 +388,8 @@ def _builder(candidate: Candidate, optimizer: str) -> Callable:
         made = OPTIMIZERS[optimizer][1](params, lr * start, hypergrad_rule=candidate.rule, first_step_bound=bound)
         if candidate.rule.startswith("probe_") and ("cap" in candidate.rule or "gate" in candidate.rule):
             measure_theta(made)
+        if candidate.rule.startswith("probe_trace"):
+            trace_updates(made, {"probe_trace90": 0.9, "probe_trace97": 0.97}[candidate.rule])
         if candidate.wrappers & {"tight", "every"}:
             update_bound(made, 0.02 if "tight" in candidate.wrappers else 0.1, every="every" in candidate.wrappers)
         return made
