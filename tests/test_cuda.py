@@ -130,3 +130,26 @@ def test_capture_without_capturable_is_refused():
         with torch.cuda.graph(graph):
             optimizer.step()
 
+
+
+def test_the_bracketing_rule_matches_the_cpu():
+    """The bracketing rule while it climbs (``|theta|^2`` added to its statistics, its gate and
+    ``first_step_bound`` on every update) gives the CPU's rates and parameters on CUDA. It reads
+    its phase on the host while it climbs (``_rates.climbing``), so it is not in the no-sync test."""
+    gradients = _gradients(STEPS)
+    runs = {}
+    for device in (torch.device("cpu"), CUDA):
+        params = _fresh_params(device)
+        optimizer = hypergrad.AdamHD(params, lr=1e-5, hypergrad_rule="bracket")
+        lrs = []
+        for step_gradients in gradients:
+            for p, g in zip(params, step_gradients):
+                p.grad = g.to(device)
+            optimizer.step()
+            lrs.append(float(optimizer.param_groups[0]["lr"]))
+        runs[device.type] = (lrs, params)
+    (cpu_lrs, cpu_params), (cuda_lrs, cuda_params) = runs["cpu"], runs["cuda"]
+    assert cpu_lrs[-1] > 10 * cpu_lrs[0]  # it climbed
+    torch.testing.assert_close(cuda_lrs, cpu_lrs, rtol=1e-5, atol=0)
+    for ours, theirs in zip(cuda_params, cpu_params):
+        torch.testing.assert_close(ours.cpu(), theirs.detach(), rtol=1e-5, atol=1e-7)
