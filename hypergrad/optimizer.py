@@ -9,18 +9,9 @@ from typing import Any
 import torch
 from torch import Tensor
 from torch.optim import Optimizer
+
 from ._compat import capture_health_check, check_fused_param, default_foreach
-from ._compiled import stored_sums
-from ._step_bound import (
-    FirstStep,
-    GroupStep,
-    bound_climbing_steps,
-    bound_first_steps,
-    counted_squares,
-    first_step,
-    with_weight_norms,
-)
-from ._hypergradient import element_statistics, statistics_rows, tensor_statistics
+from ._group_statistics import group_statistics
 from ._kernels import LearningRate, as_real
 from ._keywords import HYPERGRAD_KEYWORDS, LATER_KEYWORDS, keyword_defaults, resolved, spelled_out
 from ._rates import (
@@ -35,7 +26,8 @@ from ._rates import (
     step_rates,
     take_idle,
 )
-from ._rules import RULES, rule_named
+from ._rules import rule_named
+from ._step_bound import FirstStep, GroupStep, bound_climbing_steps, bound_first_steps, counted_squares, first_step
 from ._validation import check_distinct_params, check_loaded_state, checked_group_settings
 from .distributed import all_reduce_statistics, watch_zero_redundancy
 
@@ -79,7 +71,7 @@ class HypergradOptimizer(Optimizer):
 
     1. ``_init_group`` gathers each group's parameters and effective gradients (state is created
        lazily);
-    2. ``_hypergradient_statistics`` takes ``g_t . u_{t-1}`` against the previous update directions
+    2. ``_group_statistics.py`` takes ``g_t . u_{t-1}`` against the previous update directions
        that the base rule's ``_previous_directions`` gives (and the norms the group's rule reads,
        ``_rules.py``), reduced per group, per tensor or per weight (``granularity``);
     3. ``_group_rates``: the rule moves the rate(s) (bounded while it climbs, ``_step_bound.py``);
@@ -388,7 +380,7 @@ class HypergradOptimizer(Optimizer):
         # Statistics of every group first, then the updates: sharded (FSDP2) runs sum all groups'
         # statistics over the ranks in one all-reduce, and no group's parameters move before all
         # previous directions have been read.
-        statistics = [self._statistics(group, tensors) for group, tensors in active]
+        statistics = [group_statistics(self, group, tensors) for group, tensors in active]
         statistics = all_reduce_statistics([tensors.params for _, tensors in active], statistics)
         # The rates of every group, then (while a rule climbs) the bound on them, then the updates.
         steps = [self._group_rates(group, tensors, statistics_of_group)
@@ -398,52 +390,6 @@ class HypergradOptimizer(Optimizer):
         if first_steps:
             bound_first_steps(self, first_steps)
         return loss
-
-    def _statistics(self, group: dict[str, Any], tensors: GroupTensors) -> Tensor | list[Tensor | None] | None:
-        """The group's rule's statistics (``None`` at ``hypergrad_lr = 0``), with ``|theta_{t-1}|^2``
-        added while the rule climbs (``_step_bound.with_weight_norms``)."""
-        if group["hypergrad_lr"] == 0:
-            return None
-        statistics = self._hypergradient_statistics(group, tensors)
-        if statistics is None or not climbing(group, tensors.states):
-            return statistics
-        return with_weight_norms(group, tensors.params, statistics)
-
-    def _hypergradient_statistics(
-        self, group: dict[str, Any], tensors: GroupTensors
-    ) -> Tensor | list[Tensor | None] | None:
-        """Statistics of ``g_t . u_{t-1}`` at the group's granularity: summed over the group
-        (``(1 or 3,)``), one row per tensor (``(tensors, 1 or 3)``, zero rows where there is no
-        previous direction), or per weight (a ``(1 or 3, *shape)`` tensor or ``None`` per tensor);
-        ``None`` when no tensor has a previous direction."""
-        previous = _moved(self._previous_directions(group, tensors), tensors.idle)
-        if not previous.indices:
-            return None
-        grads = [tensors.grads[i] for i in previous.indices]
-        rule, granularity = group["hypergrad_rule"], group["granularity"]
-        if granularity != "element":
-            rows = previous.rows(grads, rule) if previous.rows is not None else None
-            kept = isinstance(previous.directions, list)
-            if rows is None and RULES[rule].norms and kept and self._use_compiled(group):
-                # Kept directions: g . u, |g|^2 and |u|^2 in one compiled pass (_compiled.py).
-                # A rule that reads only g . u takes its one dot product faster as it is.
-                sums = stored_sums(grads, previous.directions, norms=True)  # type: ignore[arg-type]
-                rows = None if sums is None else statistics_rows(sums, rule, previous.scales)
-            if rows is None:
-                rows = tensor_statistics(grads, previous.directions, rule, previous.scales,
-                                         summed=granularity == "group")
-            assert rows is not None
-            if granularity == "group":
-                return rows.sum(0)
-            aligned = rows.new_zeros((len(tensors.params), rows.shape[1]))
-            aligned[previous.indices] = rows
-            return aligned
-        per_weight: list[Tensor | None] = [None] * len(tensors.params)
-        for index, statistics in zip(
-            previous.indices, element_statistics(grads, previous.directions, rule, previous.scales)
-        ):
-            per_weight[index] = statistics
-        return per_weight
 
     def _group_rates(
         self, group: dict[str, Any], tensors: GroupTensors, statistics: Tensor | list[Tensor | None] | None
@@ -510,19 +456,6 @@ class HypergradOptimizer(Optimizer):
                 raise ValueError(f"Parameter {name!r} is not in this optimizer's param groups")
             rates[name] = parameter_rate(group, self.state[param])
         return rates
-
-
-def _moved(previous: PreviousDirections, idle: set[int]) -> PreviousDirections:
-    """``previous`` without the parameters that did not move at the previous step."""
-    if not idle.intersection(previous.indices):
-        return previous
-    kept = [k for k, index in enumerate(previous.indices) if index not in idle]
-    kept_set = set(kept)
-    return PreviousDirections(  # without its one-pass rows, which take every direction
-        [previous.indices[k] for k in kept],
-        (direction for k, direction in enumerate(previous.directions) if k in kept_set),
-        None if previous.scales is None else [previous.scales[k] for k in kept],
-    )
 
 
 #: Parameter dtypes whose default path on the CPU is the fused one.
