@@ -12,7 +12,6 @@ from torch import Tensor
 
 from ._compiled import stored_sums
 from ._hypergradient import element_statistics, statistics_rows, tensor_statistics
-from ._rates import climbing
 from ._rules import RULES
 from ._step_bound import with_weight_norms
 
@@ -22,13 +21,14 @@ if TYPE_CHECKING:
 Statistics = Tensor | list[Tensor | None] | None
 
 
-def group_statistics(optimizer: HypergradOptimizer, group: dict[str, Any], tensors: GroupTensors) -> Statistics:
+def group_statistics(optimizer: HypergradOptimizer, group: dict[str, Any], tensors: GroupTensors,
+                     climbs: bool) -> Statistics:
     """The group's rule's statistics (``None`` at ``hypergrad_lr = 0``), with ``|theta_{t-1}|^2``
-    added while the rule climbs (``_step_bound.with_weight_norms``)."""
+    added where the rule ``climbs`` (``_rates.climbing``; ``_step_bound.with_weight_norms``)."""
     if group["hypergrad_lr"] == 0:
         return None
     statistics = hypergradient_statistics(optimizer, group, tensors)
-    if statistics is None or not climbing(group, tensors.states):
+    if statistics is None or not climbs:
         return statistics
     return with_weight_norms(group, tensors.params, statistics)
 

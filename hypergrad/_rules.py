@@ -19,7 +19,8 @@ How to add a rule
      (``statistics[i]`` shaped like ``rate``): ``[g.u]`` (:data:`DOT`) or ``[g.u, |g|^2, |u|^2]``
      (:data:`DOT_AND_NORMS`), summed over the group or the tensor; per weight they are the
      products ``g*u``, ``g*g``, ``u*u`` of that weight (so a cosine becomes a sign). A zero
-     ``g.u`` with zero norms means "no information" (no previous direction, no gradient).
+     ``g.u`` with zero norms means "no information" (no previous direction, no gradient). A rule
+     with a :attr:`Rule.climbing_row` gets ``|theta_{t-1}|^2`` as a fourth entry while it climbs.
    * ``beta``: ``hypergrad_lr`` (a float, or a 0-dim float64 tensor on the compiled path).
    * ``memory``: ``None`` for a rule that keeps none, else a tensor shaped
      ``(len(rule.memory), *rate.shape)``, zeros before the first update, that the update reads
@@ -117,9 +118,10 @@ class Rule:
     #: (its group rates then move on tensors). :func:`written_once` gives both forms from one text.
     host_update: HostUpdate | None = None
     #: For a rule whose steps grow (:func:`bracket`): the memory row that stays below
-    #: :attr:`CLIMB_ENDS` while it climbs. ``first_step_bound`` then bounds every update of a group
-    #: while any of its rates is climbing, not only its first (``_step_bound.py``); ``None``: the
-    #: first update only.
+    #: :data:`CLIMB_ENDS` while it climbs. While any rate of a group climbs, the optimizer adds
+    #: ``|theta_{t-1}|^2`` to its statistics as entry 3 (over the group, the tensor or the weight)
+    #: and ``first_step_bound`` bounds every update of the group, not only its first
+    #: (``_step_bound.py``); ``None``: three statistics, the first update only.
     climbing_row: str | None = None
 
     @property

@@ -190,13 +190,18 @@ def counted_squares(tensors: Iterable[Tensor], start: Tensor | None = None) -> T
     DTensor's local shard, a replicated one on the mesh's first rank only): each tensor's norm in
     its own dtype (float32 at least), their squares summed in float64; the caller sums it over the
     ranks (``distributed.all_reduce_statistics``). ``start``: what an empty ``tensors`` gives (a
-    0-dim float64 tensor on their device); without it there must be one."""
-    tensors = list(tensors)
-    if not tensors:
-        assert start is not None, "counted_squares of no tensors needs a start"
-        return start
-    total = tensor_squares(tensors).sum()
-    return total if start is None else start + total
+    0-dim float64 tensor on their device); without it there must be one. A sequence is taken in
+    one fused pass (:func:`tensor_squares`); any other iterable one tensor at a time, so that a
+    generator of temporaries (the first step's ``alpha u``) holds one at a time."""
+    if isinstance(tensors, Sequence):
+        terms: Iterable[Tensor] = [tensor_squares(tensors).sum()] if tensors else []
+    else:
+        terms = (tensor_squares([tensor])[0] for tensor in tensors)
+    total = start
+    for term in terms:
+        total = term if total is None else total + term
+    assert total is not None, "counted_squares of no tensors needs a start"
+    return total
 
 
 def bound_scale(group: dict[str, Any], theta_squared: Tensor, moved_squared: Tensor) -> Tensor:

@@ -380,11 +380,13 @@ class HypergradOptimizer(Optimizer):
         # Statistics of every group first, then the updates: sharded (FSDP2) runs sum all groups'
         # statistics over the ranks in one all-reduce, and no group's parameters move before all
         # previous directions have been read.
-        statistics = [group_statistics(self, group, tensors) for group, tensors in active]
+        # (A group whose rule climbs, read once here, adds |theta|^2 to its statistics.)
+        climbs = [group["hypergrad_lr"] != 0 and climbing(group, tensors.states) for group, tensors in active]
+        statistics = [group_statistics(self, group, tensors, climb) for (group, tensors), climb in zip(active, climbs)]
         statistics = all_reduce_statistics([tensors.params for _, tensors in active], statistics)
         # The rates of every group, then (while a rule climbs) the bound on them, then the updates.
-        steps = [self._group_rates(group, tensors, statistics_of_group)
-                 for (group, tensors), statistics_of_group in zip(active, statistics)]
+        steps = [self._group_rates(group, tensors, statistics_of_group, climb)
+                 for (group, tensors), statistics_of_group, climb in zip(active, statistics, climbs)]
         bound_climbing_steps(steps)
         first_steps = [first for first in map(self._step_group, steps) if first is not None]
         if first_steps:
@@ -392,15 +394,17 @@ class HypergradOptimizer(Optimizer):
         return loss
 
     def _group_rates(
-        self, group: dict[str, Any], tensors: GroupTensors, statistics: Tensor | list[Tensor | None] | None
+        self, group: dict[str, Any], tensors: GroupTensors, statistics: Tensor | list[Tensor | None] | None,
+        climbs: bool,
     ) -> GroupStep:
         """Phase 3a for one group, the same for every granularity, rule, schedule and blend: the
         rates ``blend(base * factor)``, the factors having learned from the statistics
         (``_rates.py``); ``|theta_0|^2`` where ``first_step_bound`` will need it at the group's first
-        step, and the statistics where it bounds a climbing rule's rates (``_step_bound.py``)."""
+        step, and the statistics where it bounds the rates of a rule that ``climbs``
+        (``_step_bound.py``)."""
         lr = self._place_lr(group, tensors.params[0].device)
         bounded = group["first_step_bound"] is not None and group["hypergrad_lr"] != 0
-        climbs = bounded and statistics is not None and climbing(group, tensors.states)
+        climbs = climbs and bounded and statistics is not None
         theta_squared = counted_squares(tensors.params) if bounded and tensors.first else None
         rates = step_rates(group, tensors.params, tensors.states, lr, statistics, compiled=self._use_compiled(group))
         return GroupStep(group, tensors, lr, rates, statistics if climbs else None, theta_squared)
