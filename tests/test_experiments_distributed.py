@@ -27,8 +27,11 @@ def torchrun(data_dir: Path, out: Path, mode: str, epochs: int, resume: bool = F
         "--data-dir", str(data_dir), "--out", str(out), "--distributed", mode,
     ] + (["--resume"] if resume else [])
     environment = dict(os.environ, PYTHONPATH=os.pathsep.join([str(REPOSITORY), os.environ.get("PYTHONPATH", "")]))
-    return subprocess.run(command, cwd=REPOSITORY, env=environment, capture_output=True, text=True,
-                          timeout=LAUNCH_TIMEOUT_S, check=True)
+    result = subprocess.run(command, cwd=REPOSITORY, env=environment, capture_output=True, text=True,
+                            timeout=LAUNCH_TIMEOUT_S)
+    # A failed launch says why (the ranks' tracebacks are on stderr), not only its exit status.
+    assert result.returncode == 0, f"{mode} launch exited with {result.returncode}:\n{result.stderr[-6000:]}"
+    return result
 
 
 def logged(path: Path, columns: tuple[str, ...]) -> list[list[float]]:
