@@ -159,8 +159,10 @@ def measure_paths(variant: str, size: int, rule: str, rounds: int, warmup: int, 
             + f"  (load {os.getloadavg()[0]:.1f})")
 
 
-#: The phases ``--phases`` times: the optimizer's methods (timed in a subclass) and the rates.
-PHASES = {"init": "_init_group", "statistics": "_hypergradient_statistics", "update": "_update_params"}
+#: The phases ``--phases`` times: the optimizer's methods (timed in a subclass) and the functions
+#: ``step()`` calls from ``hypergrad.optimizer`` (timed in place while the twin steps).
+PHASES = {"init": "_init_group", "update": "_update_params"}
+FUNCTION_PHASES = {"statistics": "group_statistics", "rates": "step_rates"}
 
 
 def measure_phases(variant: str, size: int, rule: str, steps: int) -> str:
@@ -173,7 +175,7 @@ def measure_phases(variant: str, size: int, rule: str, steps: int) -> str:
     import hypergrad.optimizer
 
     hd_cls, base_cls, settings, paper_beta = VARIANTS[variant]
-    spent: dict[str, int] = dict.fromkeys([*PHASES, "rates"], 0)
+    spent: dict[str, int] = dict.fromkeys([*PHASES, *FUNCTION_PHASES], 0)
 
     def timed(phase: str, function: Any) -> Any:
         def run(*args: Any, **kwargs: Any) -> Any:
@@ -213,14 +215,16 @@ def measure_phases(variant: str, size: int, rule: str, steps: int) -> str:
             step()
         times[name].append((time.process_time() - start) / steps * 1e6)
     spent.update(dict.fromkeys(spent, 0))  # (the warm-up's)
-    untimed_rates = hypergrad.optimizer.step_rates
-    hypergrad.optimizer.step_rates = timed("rates", untimed_rates)
+    untimed = {name: getattr(hypergrad.optimizer, name) for name in FUNCTION_PHASES.values()}
+    for phase, name in FUNCTION_PHASES.items():
+        setattr(hypergrad.optimizer, name, timed(phase, untimed[name]))
     try:
         step = stepper(timed_ours)
         for _ in range(steps):
             step()
     finally:
-        hypergrad.optimizer.step_rates = untimed_rates
+        for name, function in untimed.items():
+            setattr(hypergrad.optimizer, name, function)
     ours_us, base_us = (statistics.median(times[name]) for name in ("ours", "base"))
     return (f"{variant:<14} {rule:<9} {sum(p.numel() for p in params):>9} {path:<8} ours {ours_us:7.1f} "
             f"base {base_us:7.1f} overhead {ours_us - base_us:7.1f} | "

@@ -110,6 +110,10 @@ def main(argv: list[str] | None = None) -> int:
             train_fraction=args.train_fraction, distributed=args.distributed, amp=args.amp,
         )
         run_suite(config, methods, args.out or f"runs/{args.task}", resume=args.resume)
+        if args.distributed and torch.distributed.is_initialized():
+            # Every rank done with its collectives before any tears down: gloo aborts a rank
+            # whose peer has left ("terminate called without an active exception", SIGABRT).
+            torch.distributed.barrier()
     except (ValueError, TypeError, OSError, MethodUnavailableError, DatasetNotFoundError, DatasetFileError) as error:
         parser.exit(2, f"error: {error}\n")
     finally:

@@ -44,9 +44,9 @@ def hypergradient_statistics(optimizer: HypergradOptimizer, group: dict[str, Any
     grads = [tensors.grads[i] for i in previous.indices]
     rule, granularity = group["hypergrad_rule"], group["granularity"]
     if granularity != "element":
-        rows = previous.rows(grads, rule) if previous.rows is not None else None
+        rows = previous.rows(grads, rule, granularity == "group") if previous.rows is not None else None
         kept = isinstance(previous.directions, list)
-        if rows is None and RULES[rule].norms and kept and optimizer._use_compiled(group):
+        if rows is None and RULES[rule].norms and kept and tensors.compiled:
             # Kept directions: g . u, |g|^2 and |u|^2 in one compiled pass (_compiled.py).
             # A rule that reads only g . u takes its one dot product faster as it is.
             sums = stored_sums(grads, previous.directions, norms=True)  # type: ignore[arg-type]
@@ -56,7 +56,7 @@ def hypergradient_statistics(optimizer: HypergradOptimizer, group: dict[str, Any
                                      summed=granularity == "group")
         assert rows is not None
         if granularity == "group":
-            return rows.sum(0)
+            return rows.sum(0) if len(rows) > 1 else rows.view(-1)
         aligned = rows.new_zeros((len(tensors.params), rows.shape[1]))
         aligned[previous.indices] = rows
         return aligned

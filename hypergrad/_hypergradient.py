@@ -98,12 +98,11 @@ def tensor_statistics(
     flat copies (:data:`FLAT_ELEMENTS_PER_DOT`), may stand for the tensors' rows.
     """
     norms = RULES[rule].norms
-    if summed and _flat_pays(grads, scales, 3 if norms else 1):
+    if summed and flat_pays(grads, rule, scales):
         directions = list(directions)
         if all(_plain_pair(g, u) and g.is_cpu and g.dtype == grads[0].dtype for g, u in zip(grads, directions)):
-            g, u = flat_copy(grads), flat_copy(directions)
-            sums = torch.stack(_sums(g, u, norms)) if norms else flat_dot(g, u)[None]
-            return statistics_rows(sums.view(1, -1) if norms else sums, rule, None if scales is None else scales[:1])
+            pair = flat_copy([*grads, *directions]).view(2, -1)
+            return flat_statistics(pair, rule, 1.0 if scales is None else scales[0])
     sums = [total for g, u in zip(grads, directions) for total in _sums(g, u, norms)]
     if not sums:
         return None
@@ -111,12 +110,40 @@ def tensor_statistics(
     return statistics_rows(stacked.view(-1, 3) if norms else stacked, rule, scales)
 
 
-def _flat_pays(grads: Sequence[Tensor], scales: Sequence[float | Tensor] | None, per_tensor: int) -> bool:
-    """Whether a group's sums over flat copies cost less than ``per_tensor`` dot products a tensor
-    (:data:`FLAT_ELEMENTS_PER_DOT`); its directions' scales must be one host number."""
+def flat_pays(grads: Sequence[Tensor], rule: str, scales: Sequence[float | Tensor] | None = None, *,
+              streams: int = 2) -> bool:
+    """Whether a group's sums over flat copies of ``streams`` parameter-sized operands (the
+    gradients and the directions; Adam's recomputation copies ``g``, ``m``, ``v`` and a fourth)
+    cost less than the rule's dot products a tensor (:data:`FLAT_ELEMENTS_PER_DOT`, measured for
+    two); its directions' scales must be one host number."""
     if len(grads) < 2 or (scales is not None and not all(isinstance(s, float) and s == scales[0] for s in scales)):
         return False
-    return sum(g.numel() for g in grads) < FLAT_ELEMENTS_PER_DOT * per_tensor * (len(grads) - 1)
+    saved = (3 if RULES[rule].norms else 1) * (len(grads) - 1)
+    return sum(g.numel() for g in grads) * streams < 2 * FLAT_ELEMENTS_PER_DOT * saved
+
+
+def flat_statistics(pair: Tensor, rule: str, scale: float = 1.0) -> Tensor:
+    """The one row of :func:`tensor_statistics` of a group from ``pair``, a ``(2, n)`` copy of its
+    gradients (row 0) and unscaled directions (row 1), which it may overwrite (row 1 is scaled in
+    place, once): ``g . u`` alone, or with the norms from one matrix product ``pair pair^T``."""
+    if scale != 1.0:
+        pair[1].mul_(scale)
+    if not RULES[rule].norms:
+        return statistics_rows(torch.dot(pair[0], pair[1])[None], rule)
+    gram = torch.mm(pair, pair.t())  # [[g.g, g.u], [u.g, u.u]]
+    return statistics_rows(torch.take(gram, _gram_order(gram.device)).view(1, 3), rule)
+
+
+_GRAM_ORDER = {}
+
+
+def _gram_order(device: torch.device) -> Tensor:
+    """The indices of ``g.u``, ``|g|^2`` and ``|u|^2`` in a flattened 2x2 Gram matrix (made once
+    per device)."""
+    order = _GRAM_ORDER.get(device)
+    if order is None:
+        order = _GRAM_ORDER[device] = torch.tensor([1, 0, 3], device=device)
+    return order
 
 
 def statistics_rows(sums: Tensor, rule: str, scales: Sequence[float | Tensor] | None = None) -> Tensor:

@@ -46,9 +46,22 @@ def by_device(
     params: list[Tensor], grads: list[Tensor], states: list[dict[str, Any]]
 ) -> Iterator[tuple[list[Tensor], list[Tensor], list[dict[str, Any]]]]:
     """The foreach paths' grouping: parameters, gradients and states per (device, dtype)."""
+    if one_kind(params) and one_kind(grads) and params[0].dtype == grads[0].dtype:
+        yield params, grads, states  # (torch's grouping costs more than these checks on a few tensors)
+        return
     grouped = group_by_device_and_dtype([params, grads])
     for (device_params, device_grads), indices in grouped.values():
         yield device_params, device_grads, [states[i] for i in indices]
+
+
+def one_kind(tensors: list[Tensor]) -> bool:
+    """Whether ``tensors`` are plain tensors (or parameters) of one device and dtype."""
+    first = tensors[0]
+    device, dtype = first.device, first.dtype
+    return all(type(t) in _PLAIN and t.dtype == dtype and t.device == device for t in tensors)
+
+
+_PLAIN = (Tensor, torch.nn.Parameter)
 
 
 #: The CPU scalar 1 that :func:`increment_steps` adds (read only; made once, not at every step).

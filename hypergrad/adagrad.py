@@ -108,9 +108,9 @@ class AdagradHD(HypergradOptimizer):
         return PreviousDirections(indices, directions, scales)
 
     def _update_params(self, group: dict[str, Any], tensors: GroupTensors, lr: LearningRate) -> None:
-        fused_update = functools.partial(_fused_update, compiled=self._use_compiled(group))
+        fused_update = functools.partial(_fused_update, compiled=tensors.compiled)
         adagrad_update = self._update_function(
-            group, tensors.params, _single_tensor_update, _multi_tensor_update, fused_update
+            tensors, _single_tensor_update, _multi_tensor_update, fused_update
         )
         adagrad_update(
             tensors.params, tensors.grads, tensors.states, lr=lr, lr_decay=group["lr_decay"], eps=group["eps"]

@@ -9,10 +9,10 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from ._compat import fused_adam, fused_adamw
+from ._compat import flat_copy, fused_adam, fused_adamw
 from ._compiled import recomputed_sums
-from ._hypergradient import statistics_rows
-from ._kernels import LearningRate, by_device, increment_steps
+from ._hypergradient import flat_pays, flat_statistics, statistics_rows
+from ._kernels import LearningRate, by_device, increment_steps, one_kind
 from ._rates import remember, remembered
 from ._rules import RULES
 from ._validation import check_adam_arguments, check_fused
@@ -141,11 +141,14 @@ class AdamHD(HypergradOptimizer):
         # CyclicLR cycle beta1).
         beta1, beta2 = remembered(group, "betas", group["betas"])
         second_moment = "max_exp_avg_sq" if group["amsgrad"] else "exp_avg_sq"
-        foreach = self._use_foreach(group, tensors.params)
+        foreach = tensors.foreach
         indices = list(range(len(tensors.states)))
+        steps: list[float | Tensor] = [state["step"] for state in tensors.states]
         if _on_host(tensors.states[0]["step"]):
-            # Host step counts: skip parameters without a previous direction (u_0 = 0).
-            indices = [i for i in indices if tensors.states[i]["step"].item() > 0]
+            # Host step counts, read once: skip parameters without a previous direction (u_0 = 0).
+            steps = [step.item() for step in steps]  # type: ignore[union-attr]
+            indices = [i for i in indices if steps[i] > 0]
+            steps = [steps[i] for i in indices]
         states = [tensors.states[i] for i in indices]
         # AdamW: u_{t-1} = weight_decay * theta_{t-2} + the Adam direction (torch decays the
         # parameter by lr * weight_decay before the Adam step, so the decay is part of the step).
@@ -153,16 +156,16 @@ class AdamHD(HypergradOptimizer):
         directions, scales, rows = previous_adam_directions(
             [s["exp_avg"] for s in states],
             [s[second_moment] for s in states],
-            [s["step"] for s in states],
+            steps,
             beta1=beta1, beta2=beta2, eps=group["eps"], foreach=foreach,
             previous_params=[s["previous_param"] for s in states] if decoupled else None,
             weight_decay=group["weight_decay"] if decoupled else 0.0,
-            one_pass=self._use_compiled(group),
+            one_pass=tensors.compiled,
         )
         return PreviousDirections(indices, directions, scales, rows)
 
     def _update_params(self, group: dict[str, Any], tensors: GroupTensors, lr: LearningRate) -> None:
-        foreach, fused = self._use_foreach(group, tensors.params), self._use_fused(group)
+        foreach, fused = tensors.foreach, tensors.fused
         decoupled_decay = group["weight_decay"] if _keeps_previous_param(group) else 0.0
         if decoupled_decay:
             # torch.optim.AdamW's decay, theta <- theta * (1 - lr * wd), after keeping theta_{t-1}
@@ -243,16 +246,18 @@ def _keeps_previous_param(group: dict[str, Any]) -> bool:
     return bool(group["decoupled_weight_decay"]) and group["weight_decay"] != 0
 
 
-def _on_host(step: Tensor) -> bool:
-    """Whether the step count is read on the host. Not under torch.compile, where a read would
-    break the graph (torch.optim's ``_get_value``, ``_compat.step_value``, makes the same choice)."""
-    return step.is_cpu and not torch.compiler.is_compiling()
+def _on_host(step: float | Tensor) -> bool:
+    """Whether the step count is read on the host (a float: read already). Not under
+    torch.compile, where a read would break the graph (torch.optim's ``_get_value``,
+    ``_compat.step_value``, makes the same choice)."""
+    return not isinstance(step, Tensor) or (step.is_cpu and not torch.compiler.is_compiling())
 
 
-def _bias_corrections(step: Tensor, beta1: float, beta2: float) -> tuple[float | Tensor, float | Tensor]:
-    """``(1 - beta1^t, sqrt(1 - beta2^t))`` as floats for a host step count, tensors otherwise."""
+def _bias_corrections(step: float | Tensor, beta1: float, beta2: float) -> tuple[float | Tensor, float | Tensor]:
+    """``(1 - beta1^t, sqrt(1 - beta2^t))`` as floats for a host step count (a float, or a
+    tensor read here), tensors otherwise."""
     if _on_host(step):
-        t = step.item()
+        t = step.item() if isinstance(step, Tensor) else step
         return 1 - beta1**t, math.sqrt(1 - beta2**t)
     return 1 - torch.pow(beta1, step), (1 - torch.pow(beta2, step)).sqrt()
 
@@ -260,7 +265,7 @@ def _bias_corrections(step: Tensor, beta1: float, beta2: float) -> tuple[float |
 def previous_adam_directions(
     exp_avgs: list[Tensor],
     second_moments: list[Tensor],
-    steps: list[Tensor],
+    steps: list[float | Tensor],
     *,
     beta1: float,
     beta2: float,
@@ -289,8 +294,12 @@ def previous_adam_directions(
     scales: list[float | Tensor] = []
     shifts: list[float | Tensor] = []
     for step in steps:
+        if scales and isinstance(step, float) and step == steps[0]:  # (one step count: the common case)
+            scales.append(scales[0])
+            shifts.append(shifts[0])
+            continue
         bias_correction1, bias_correction2_sqrt = _bias_corrections(
-            step if _on_host(step) else step.clamp(min=1), beta1, beta2
+            step if _on_host(step) else step.clamp(min=1), beta1, beta2  # type: ignore[union-attr]
         )
         scales.append(bias_correction2_sqrt / bias_correction1)
         shifts.append(eps * bias_correction2_sqrt)
@@ -299,7 +308,8 @@ def previous_adam_directions(
     def directions() -> Iterator[Tensor]:
         if foreach and exp_avgs:
             denoms = torch._foreach_sqrt(second_moments)
-            torch._foreach_add_(denoms, shifts)
+            # (one number for every tensor: torch's CPU kernel takes a list one tensor at a time)
+            torch._foreach_add_(denoms, shifts[0] if all(shift is shifts[0] for shift in shifts) else shifts)
         else:
             denoms = (v.sqrt().add_(shift) for v, shift in zip(second_moments, shifts))
         for index, (m, denom) in enumerate(zip(exp_avgs, denoms)):
@@ -315,17 +325,44 @@ def previous_adam_directions(
     else:
         direction_scales = [weight_decay] * len(steps) if decay_apart else None
     rows = None
-    if one_pass and all(isinstance(scale, float) for scale in scales) and (previous_params is None or decay_apart):
+    if all(isinstance(scale, float) for scale in scales) and (previous_params is None or decay_apart):
         coefficients = None if previous_params is None else [scale / weight_decay for scale in scales]
 
-        def rows(grads: list[Tensor], rule: str) -> Tensor | None:
-            sums = recomputed_sums(
-                grads, exp_avgs, second_moments, shifts, norms=RULES[rule].norms,  # type: ignore[arg-type]
-                previous_params=previous_params, coefficients=coefficients,  # type: ignore[arg-type]
-            )
-            return None if sums is None else statistics_rows(sums, rule, direction_scales)
+        def rows(grads: list[Tensor], rule: str, summed: bool) -> Tensor | None:
+            if one_pass:
+                sums = recomputed_sums(
+                    grads, exp_avgs, second_moments, shifts, norms=RULES[rule].norms,  # type: ignore[arg-type]
+                    previous_params=previous_params, coefficients=coefficients,  # type: ignore[arg-type]
+                )
+                return None if sums is None else statistics_rows(sums, rule, direction_scales)
+            if not summed:
+                return None
+            return _flat_rows(grads, exp_avgs, second_moments, previous_params, shifts, coefficients,
+                              direction_scales, rule)  # type: ignore[arg-type]
 
     return directions(), direction_scales, rows
+
+
+def _flat_rows(
+    grads: list[Tensor], exp_avgs: list[Tensor], second_moments: list[Tensor], previous_params: list[Tensor] | None,
+    shifts: list[float], coefficients: list[float] | None, scales: list[float], rule: str,
+) -> Tensor | None:
+    """A small group's one row of statistics, its direction recomputed over one flat copy of
+    ``g``, ``m`` and ``v`` (and ``theta_{t-2}``): a fixed number of calls, whatever the number of
+    tensors (``_hypergradient.flat_pays``); ``None`` where that does not pay or the tensors differ
+    (device, dtype, kind) or step counts (their shifts)."""
+    # Rows: m, v, g, then theta_{t-2} (AdamW) or a copy of m, so that u lands beside g.
+    operands = [*exp_avgs, *second_moments, *grads, *(previous_params or exp_avgs)]
+    if (not flat_pays(grads, rule, scales, streams=4) or any(shift != shifts[0] for shift in shifts)
+            or not operands[0].is_cpu or not one_kind(operands)):
+        return None
+    parts = flat_copy(operands).view(4, -1)
+    denom = parts[1].sqrt_().add_(shifts[0])
+    if coefficients is None:
+        torch.div(parts[0], denom, out=parts[3])
+    else:
+        parts[3].addcdiv_(parts[0], denom, value=coefficients[0])
+    return flat_statistics(parts[2:], rule, scales[0])
 
 
 def _single_tensor_update(

@@ -108,9 +108,12 @@ def local_tensors(tensors: Sequence[Tensor]) -> list[Tensor]:
     """Each DTensor's local tensor (same storage: writing to it writes the DTensor), others as
     they are. For elementwise kernels that DTensor has no sharding rule for, e.g.
     ``torch._foreach_copy_`` (torch 2.13); the arguments of one kernel must be placed alike."""
-    if _dtensor_module() is None:
+    if _dtensor_module() is None or all(type(t) in _PLAIN for t in tensors):
         return list(tensors)
     return [t.to_local() if _is_dtensor(t) else t for t in tensors]
+
+
+_PLAIN = (Tensor, torch.nn.Parameter)
 
 
 def _group_mesh(params: Sequence[Tensor]) -> Any | None:
@@ -174,17 +177,18 @@ def check_not_zero_sharded(zero: Any) -> None:
 
 
 def all_reduce_statistics(
-    group_params: Sequence[Sequence[Tensor]], statistics: Sequence[Statistics]
+    group_params: Sequence[Sequence[Tensor] | None], statistics: Sequence[Statistics]
 ) -> list[Statistics]:
     """Sum the statistics of the sharded groups over their mesh, all groups in one ``all_reduce``.
 
     ``group_params[i]`` are the parameters behind ``statistics[i]`` (``None`` where a group has no
-    statistics this step, which every rank agrees on because their optimizer states match).
-    Groups of plain tensors keep their local statistics. Returns the statistics to use.
+    statistics this step, which every rank agrees on because their optimizer states match);
+    ``group_params[i]`` is ``None`` for a group known to hold plain tensors only. Groups of plain
+    tensors keep their local statistics. Returns the statistics to use.
     """
-    if _dtensor_module() is None:
+    if _dtensor_module() is None or all(params is None for params in group_params):
         return list(statistics)
-    meshes = [_group_mesh(params) for params in group_params]
+    meshes = [None if params is None else _group_mesh(params) for params in group_params]
     # Sums over a group or one row per tensor are reduced; per-weight statistics (a list) need not
     # be: each weight's statistics come from that weight alone, on whichever rank holds it.
     sharded = [

@@ -4,13 +4,13 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, NamedTuple
 
 import torch
 from torch import Tensor
 from torch.optim import Optimizer
 
-from ._compat import capture_health_check, check_fused_param, default_foreach
+from ._compat import capture_health_check, check_fused_param, default_foreach, is_fsdp1_flat_param
 from ._group_statistics import group_statistics
 from ._kernels import LearningRate, as_real
 from ._keywords import HYPERGRAD_KEYWORDS, LATER_KEYWORDS, keyword_defaults, resolved, spelled_out
@@ -46,6 +46,10 @@ class GroupTensors:
     states: list[dict[str, Any]] = field(default_factory=list)
     idle: set[int] = field(default_factory=set)
     first: bool = True  # no parameter that steps now had state before: the group's first step
+    # The step's path, decided once a step (``_use_fused``, ``_use_foreach``, ``_use_compiled``).
+    fused: bool = False
+    foreach: bool = False
+    compiled: bool = False
 
 
 @dataclass
@@ -54,13 +58,14 @@ class PreviousDirections:
     ``tensors.params[indices[k]]`` (a parameter without one, at its first step, is left out), times
     ``scales[k]`` where scales are given (a factor the rule keeps apart, e.g. Adam's bias
     corrections). ``directions`` may be a generator (recomputed directions live one at a time).
-    ``rows``, where the base rule has one: the rows of ``tensor_statistics`` for given gradients
-    and rule taken in one pass (e.g. compiled), or ``None`` when that pass is unavailable."""
+    ``rows``, where the base rule has one: the rows of ``tensor_statistics`` for given gradients,
+    rule and ``summed`` (one row for the group will do) taken in one pass (compiled, or over flat
+    copies of a small group), or ``None`` when that pass is unavailable."""
 
     indices: list[int]
     directions: Iterable[Tensor]
     scales: list[float | Tensor] | None = None
-    rows: Callable[[list[Tensor], str], Tensor | None] | None = None
+    rows: Callable[[list[Tensor], str, bool], Tensor | None] | None = None
 
 
 class HypergradOptimizer(Optimizer):
@@ -150,7 +155,7 @@ class HypergradOptimizer(Optimizer):
         # capture health check reads it, and torch.compile adds it while tracing (its guard on
         # the key then fails within the same frame when the key was absent).
         defaults.setdefault("capturable", False)
-        self._default_paths: dict[int, tuple[list[Tensor], bool, bool]] = {}
+        self._layouts: dict[int, tuple[list[Tensor], GroupLayout]] = {}
         super().__init__(params, defaults)
 
     def _checked_settings(self, settings: Mapping[str, Any], *, initial: bool = True) -> dict[str, Any]:
@@ -237,7 +242,7 @@ class HypergradOptimizer(Optimizer):
 
     def __setstate__(self, state: dict[str, Any]) -> None:
         super().__setstate__(state)
-        self._default_paths = {}
+        self._layouts = {}
         for holders, group in ((self.param_groups, True), (self.state.values(), False)):
             for holder in holders:  # a 0.1.0 pickle, or torch.optim's load_state_dict: in place
                 migrated = migrate(holder, group=group)
@@ -272,7 +277,8 @@ class HypergradOptimizer(Optimizer):
     def _init_group(self, group: dict[str, Any]) -> GroupTensors:
         """Phase 1: the parameters that have a gradient (and elements), their state, and the
         gradients the base rule uses. Complex parameters are stepped as real views."""
-        tensors = GroupTensors()
+        fused = self._use_fused(group)
+        tensors = GroupTensors(fused=fused)
         for p in group["params"]:
             if p.grad is None and self.state.get(p):
                 mark_idle(self.state[p])  # it does not move at this step: its stored direction is not u_t
@@ -282,7 +288,7 @@ class HypergradOptimizer(Optimizer):
                 raise RuntimeError(f"{type(self).__name__} does not support sparse gradients")
             state = self.state[p]
             tensors.first = tensors.first and not state
-            if not state and self._use_fused(group):
+            if not state and fused:
                 check_fused_param(p)  # once per parameter, as torch.optim checks once
             if take_idle(state):
                 tensors.idle.add(len(tensors.params))
@@ -292,9 +298,10 @@ class HypergradOptimizer(Optimizer):
             tensors.grads.append(grad)
             tensors.states.append(state)
         if tensors.params:
+            tensors.foreach = self._use_foreach(group, tensors.params)
+            tensors.compiled = fused and self._use_compiled(group)
             tensors.grads = effective_grads(
-                tensors.params, tensors.grads, self._coupled_weight_decay(group), group["maximize"],
-                self._use_foreach(group, tensors.params),
+                tensors.params, tensors.grads, self._coupled_weight_decay(group), group["maximize"], tensors.foreach
             )
         return tensors
 
@@ -308,18 +315,16 @@ class HypergradOptimizer(Optimizer):
             return bool(fused)
         if group["foreach"] is not None or group["capturable"]:
             return False
-        return self._default_path(group)[0] and not torch.compiler.is_compiling()
+        return self._layout(group).fused and not torch.compiler.is_compiling()
 
-    def _default_path(self, group: dict[str, Any]) -> tuple[bool, bool]:
-        """Whether the group's default path is fused (:func:`fused_by_default`), and whether it
-        is large enough to compile the passes around the kernel (:data:`COMPILED_BY_DEFAULT`);
-        decided once per group."""
+    def _layout(self, group: dict[str, Any]) -> GroupLayout:
+        """What the group's parameters decide about its steps, once per group (as a state layout
+        is decided at the first step)."""
         params = group["params"]
-        chosen = self._default_paths.get(id(params))
-        if chosen is None or chosen[0] is not params:  # (the list is held: its id is not reused)
-            large = sum(p.numel() for p in params if isinstance(p, Tensor)) >= COMPILED_BY_DEFAULT
-            chosen = self._default_paths[id(params)] = (params, fused_by_default(params), large)
-        return chosen[1], chosen[2]
+        known = self._layouts.get(id(params))
+        if known is None or known[0] is not params:  # (the list is held: its id is not reused)
+            known = self._layouts[id(params)] = (params, GroupLayout.of(params))
+        return known[1]
 
     def _use_compiled(self, group: dict[str, Any]) -> bool:
         """Whether a fused step takes the compiled passes around its kernel (``_compiled.py``,
@@ -327,7 +332,7 @@ class HypergradOptimizer(Optimizer):
         default path for groups of :data:`COMPILED_BY_DEFAULT` elements or more."""
         if not self._use_fused(group):
             return False
-        return bool(group.get("fused")) or self._default_path(group)[1]
+        return bool(group.get("fused")) or self._layout(group).compiled
 
     def _use_foreach(self, group: dict[str, Any], params: list[Tensor]) -> bool:
         """torch.optim's choice: the user's ``foreach``, else multi-tensor kernels on devices
@@ -339,12 +344,13 @@ class HypergradOptimizer(Optimizer):
             return bool(group["foreach"])
         return default_foreach(params)
 
-    def _update_function(self, group: dict[str, Any], params: list[Tensor], single_tensor: Callable[..., None],
+    @staticmethod
+    def _update_function(tensors: GroupTensors, single_tensor: Callable[..., None],
                          multi_tensor: Callable[..., None], fused: Callable[..., None]) -> Callable[..., None]:
-        """The base rule's update kernel for the path torch.optim would take: fused, foreach or for-loop."""
-        if self._use_fused(group):
+        """The base rule's update kernel for the step's path (torch.optim's): fused, foreach or for-loop."""
+        if tensors.fused:
             return fused
-        return multi_tensor if self._use_foreach(group, params) else single_tensor
+        return multi_tensor if tensors.foreach else single_tensor
 
     @staticmethod
     def _place_lr(group: dict[str, Any], device: torch.device) -> LearningRate:
@@ -383,7 +389,8 @@ class HypergradOptimizer(Optimizer):
         # (A group whose rule climbs, read once here, adds |theta|^2 to its statistics.)
         climbs = [group["hypergrad_lr"] != 0 and climbing(group, tensors.states) for group, tensors in active]
         statistics = [group_statistics(self, group, tensors, climb) for (group, tensors), climb in zip(active, climbs)]
-        statistics = all_reduce_statistics([tensors.params for _, tensors in active], statistics)
+        statistics = all_reduce_statistics(
+            [None if self._layout(group).plain else tensors.params for group, tensors in active], statistics)
         # The rates of every group, then (while a rule climbs) the bound on them, then the updates.
         steps = [self._group_rates(group, tensors, statistics_of_group, climb)
                  for (group, tensors), statistics_of_group, climb in zip(active, statistics, climbs)]
@@ -406,7 +413,7 @@ class HypergradOptimizer(Optimizer):
         bounded = group["first_step_bound"] is not None and group["hypergrad_lr"] != 0
         climbs = climbs and bounded and statistics is not None
         theta_squared = counted_squares(tensors.params) if bounded and tensors.first else None
-        rates = step_rates(group, tensors.params, tensors.states, lr, statistics, compiled=self._use_compiled(group))
+        rates = step_rates(group, tensors.params, tensors.states, lr, statistics, compiled=tensors.compiled)
         return GroupStep(group, tensors, lr, rates, statistics if climbs else None, theta_squared)
 
     def _step_group(self, step: GroupStep) -> FirstStep | None:
@@ -460,6 +467,23 @@ class HypergradOptimizer(Optimizer):
                 raise ValueError(f"Parameter {name!r} is not in this optimizer's param groups")
             rates[name] = parameter_rate(group, self.state[param])
         return rates
+
+
+class GroupLayout(NamedTuple):
+    """``fused``: the group's default path is fused (:func:`fused_by_default`); ``compiled``: it
+    is large enough to compile the passes around the kernel (:data:`COMPILED_BY_DEFAULT`);
+    ``plain``: its parameters are plain tensors, none sharded (no DTensor, no FSDP1 flat
+    parameter), so that its statistics are never reduced over ranks."""
+
+    fused: bool
+    compiled: bool
+    plain: bool
+
+    @classmethod
+    def of(cls, params: list[Tensor]) -> GroupLayout:
+        large = sum(p.numel() for p in params if isinstance(p, Tensor)) >= COMPILED_BY_DEFAULT
+        plain = all(type(p) in (Tensor, torch.nn.Parameter) and not is_fsdp1_flat_param(p) for p in params)
+        return cls(fused_by_default(params), large, plain)
 
 
 #: Parameter dtypes whose default path on the CPU is the fused one.

@@ -107,7 +107,7 @@ class RMSpropHD(HypergradOptimizer):
         return PreviousDirections(indices, [as_real(tensors.states[i][key]) for i in indices])
 
     def _update_params(self, group: dict[str, Any], tensors: GroupTensors, lr: LearningRate) -> None:
-        rmsprop_update = _multi_tensor_update if self._use_foreach(group, tensors.params) else _single_tensor_update
+        rmsprop_update = _multi_tensor_update if tensors.foreach else _single_tensor_update
         rmsprop_update(
             tensors.params, tensors.grads, tensors.states,
             lr=lr, alpha=group["alpha"], eps=group["eps"], momentum=group["momentum"], centered=group["centered"],

@@ -150,7 +150,7 @@ class _ScheduleFreeHD(HypergradOptimizer):
         return PreviousDirections(indices, directions, [scale] * len(indices))
 
     def _update_params(self, group: dict[str, Any], tensors: GroupTensors, lr: LearningRate) -> None:
-        foreach = self._use_foreach(group, tensors.params)
+        foreach = tensors.foreach
         sched = warmup_factor(group["k"], group["warmup_steps"])
         scheduled_lr = group["scheduled_lr"] = lr * sched
         c, record = averaging_weight(group, scheduled_lr)

@@ -176,7 +176,7 @@ class SGDHD(HypergradOptimizer):
 
     def _update_params(self, group: dict[str, Any], tensors: GroupTensors, lr: LearningRate) -> None:
         sgd_hd_update = self._update_function(
-            group, tensors.params, _single_tensor_update, _multi_tensor_update, _fused_update
+            tensors, _single_tensor_update, _multi_tensor_update, _fused_update
         )
         # With maximize or weight decay the effective gradients are this step's own temporaries:
         # they can become the stored direction instead of being copied into it. So can plain
