@@ -60,9 +60,9 @@ VARIANTS: dict[str, tuple[type, type, dict[str, Any], float]] = {
     "RMSprop-HD": (hypergrad.RMSpropHD, torch.optim.RMSprop, dict(lr=1e-3), 1e-12),
 }
 # The memory table of docs/hypergradient.md: extra state per parameter element beyond the base.
-# AdamW-HD keeps theta_{t-2} (previous_param) at its default weight_decay=1e-2.
+# AdamW-HD recomputes theta_{t-2} at one rate per group (the default granularity).
 DOCUMENTED_EXTRA_STATE = {
-    "SGD-HD": 1.0, "SGD-HD wd": 1.0, "heavy-ball-HD": 0.0, "SGDN-HD": 1.0, "Adam-HD": 0.0, "AdamW-HD": 1.0,
+    "SGD-HD": 1.0, "SGD-HD wd": 1.0, "heavy-ball-HD": 0.0, "SGDN-HD": 1.0, "Adam-HD": 0.0, "AdamW-HD": 0.0,
     "Adagrad-HD": 1.0, "RMSprop-HD": 1.0,
 }
 

@@ -9,11 +9,11 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from ._compat import flat_copy, fused_adam, fused_adamw
+from ._compat import flat_copy, fused_adam, fused_adamw, version
 from ._compiled import recomputed_sums
 from ._hypergradient import flat_pays, flat_statistics, statistics_rows
 from ._kernels import LearningRate, by_device, increment_steps, one_kind
-from ._rates import remember, remembered
+from ._rates import group_rate, remember, remembered
 from ._rules import RULES
 from ._validation import check_adam_arguments, check_fused
 from .distributed import local_tensors
@@ -126,7 +126,9 @@ class AdamHD(HypergradOptimizer):
             state["exp_avg_sq"] = torch.zeros_like(param, memory_format=torch.preserve_format)
             if group["amsgrad"]:
                 state["max_exp_avg_sq"] = torch.zeros_like(param, memory_format=torch.preserve_format)
-        if _keeps_previous_param(group) and "previous_param" not in state:
+        if not _keeps_previous_param(group):
+            state.pop("previous_param", None)  # (saved by an earlier version: recomputed instead)
+        elif "previous_param" not in state:
             # theta_{t-2} for the decay term of u_{t-1}; zeros before the first step (u_0 = 0).
             # A state from elsewhere (a torch.optim.AdamW checkpoint) lacks it: the current
             # parameter is the nearest value we have.
@@ -149,36 +151,73 @@ class AdamHD(HypergradOptimizer):
             steps = [step.item() for step in steps]  # type: ignore[union-attr]
             indices = [i for i in indices if steps[i] > 0]
             steps = [steps[i] for i in indices]
-        states = [tensors.states[i] for i in indices]
         # AdamW: u_{t-1} = weight_decay * theta_{t-2} + the Adam direction (torch decays the
         # parameter by lr * weight_decay before the Adam step, so the decay is part of the step).
-        decoupled = _keeps_previous_param(group)
+        # Per tensor or weight theta_{t-2} is kept; at one rate per group it is recomputed.
+        previous_params, weight_decay, decay_scale = None, 0.0, 1.0
+        if _keeps_previous_param(group):
+            previous_params, weight_decay = [tensors.states[i]["previous_param"] for i in indices], group["weight_decay"]
+        elif group["decoupled_weight_decay"]:
+            weight_decay, reached = _reached_by(group)
+            if weight_decay != 0:
+                indices, steps = self._unwritten(tensors, indices, steps)
+                previous_params, decay_scale = [tensors.params[i] for i in indices], 1 / (1 - weight_decay * reached)
+        states = [tensors.states[i] for i in indices]
         directions, scales, rows = previous_adam_directions(
             [s["exp_avg"] for s in states],
             [s[second_moment] for s in states],
             steps,
             beta1=beta1, beta2=beta2, eps=group["eps"], foreach=foreach,
-            previous_params=[s["previous_param"] for s in states] if decoupled else None,
-            weight_decay=group["weight_decay"] if decoupled else 0.0,
+            previous_params=previous_params, weight_decay=weight_decay, decay_scale=decay_scale,
             one_pass=tensors.compiled,
         )
         return PreviousDirections(indices, directions, scales, rows)
 
+    def _unwritten(self, tensors: GroupTensors, indices: list[int],
+                   steps: list[float | Tensor]) -> tuple[list[int], list[float | Tensor]]:
+        """``indices`` (and their ``steps``) without the parameters something else has written
+        since the step that reached them (their version moved): their ``theta_{t-1}`` cannot be
+        recomputed, so they sit this hypergradient out, as at a first step."""
+        if not self._reached or torch.compiler.is_compiling():  # (dynamo does not trace versions)
+            return indices, steps
+        kept = []
+        for k, i in enumerate(indices):
+            reached = self._reached.get(id(tensors.states[i]))
+            if reached is None or (reached[0] is tensors.states[i] and reached[1] == version(tensors.params[i])):
+                kept.append(k)
+        if len(kept) == len(indices):
+            return indices, steps
+        return [indices[k] for k in kept], [steps[k] for k in kept]
+
+    def _finish_step(self, group: dict[str, Any], tensors: GroupTensors) -> None:
+        """AdamW at one rate per group: the decay and the rate that reached ``theta_t`` (for
+        :func:`_reached_by` at the next step) and each parameter's version after it."""
+        if not group["decoupled_weight_decay"] or group["granularity"] != "group":
+            return
+        rate = group_rate(group)
+        remember(group, decay=(group["weight_decay"], rate.clone() if isinstance(rate, Tensor) else rate))
+        if group["weight_decay"] != 0 and not torch.compiler.is_compiling():
+            for param, state in zip(tensors.params, tensors.states):
+                self._reached[id(state)] = (state, version(param))
+
     def _update_params(self, group: dict[str, Any], tensors: GroupTensors, lr: LearningRate) -> None:
         foreach, fused = tensors.foreach, tensors.fused
-        decoupled_decay = group["weight_decay"] if _keeps_previous_param(group) else 0.0
-        if decoupled_decay:
-            # torch.optim.AdamW's decay, theta <- theta * (1 - lr * wd), after keeping theta_{t-1}
-            # (the fused kernel decays inside its pass).
+        decoupled_decay = group["weight_decay"] if group["decoupled_weight_decay"] else 0.0
+        if _keeps_previous_param(group):  # theta_{t-1}, kept before it moves
             previous_params = [s["previous_param"] for s in tensors.states]
-            decay = 1 - lr * decoupled_decay
             if foreach:
                 torch._foreach_copy_(local_tensors(previous_params), local_tensors(tensors.params))
-                if not fused:
-                    torch._foreach_mul_(tensors.params, decay)
             else:
                 for param, previous_param in zip(tensors.params, previous_params):
                     previous_param.copy_(param)
+        if decoupled_decay and not fused:
+            # torch.optim.AdamW's decay, theta <- theta * (1 - lr * wd) (the fused kernel decays
+            # inside its pass).
+            decay = 1 - lr * decoupled_decay
+            if foreach:
+                torch._foreach_mul_(tensors.params, decay)
+            else:
+                for param in tensors.params:
                     param.mul_(decay)
         beta1, beta2 = group["betas"]
         remember(group, betas=group["betas"])
@@ -206,11 +245,12 @@ class AdamWHD(AdamHD):
                 \text{ no decay term: the decay is not part of the loss})
         \end{aligned}
 
-    Memory: the Adam part of ``u_{t-1}`` is recomputed from the state, as in :class:`AdamHD`; its
-    decay term needs ``theta_{t-2}``, which is not the current parameter, so it is kept in
-    ``state["previous_param"]`` (one buffer, only when ``weight_decay != 0``). Recovering it by
-    inverting the step would divide by ``1 - alpha lambda`` and go wrong whenever anything else
-    (a scheduler, a projection, a checkpoint load) touches the parameters or the rate in between.
+    Memory: the Adam part of ``u_{t-1}`` is recomputed from the state, as in :class:`AdamHD`; so
+    is its decay term at one rate per group, from the weights the last step reached,
+    ``u_{t-1} = (lambda theta_{t-1} + a_{t-1}) / (1 - alpha_{t-1} lambda)`` with that step's rate
+    and decay (a parameter something else wrote since, detected by its version counter, sits
+    one hypergradient out; docs/hypergradient.md). Per tensor or weight ``theta_{t-2}`` is kept in
+    ``state["previous_param"]`` (one buffer, only when ``weight_decay != 0``).
 
     Args: as :class:`AdamHD`, without ``decoupled_weight_decay``; ``weight_decay`` defaults to
     1e-2, as in ``torch.optim.AdamW``.
@@ -243,7 +283,18 @@ class AdamWHD(AdamHD):
 
 
 def _keeps_previous_param(group: dict[str, Any]) -> bool:
-    return bool(group["decoupled_weight_decay"]) and group["weight_decay"] != 0
+    """Whether AdamW keeps ``theta_{t-2}`` (``state["previous_param"]``): where rates differ
+    within the group (per tensor or weight); at one rate per group it is recomputed."""
+    return bool(group["decoupled_weight_decay"]) and group["weight_decay"] != 0 and group["granularity"] != "group"
+
+
+def _reached_by(group: dict[str, Any]) -> tuple[float, LearningRate]:
+    """The decay ``lambda`` and the rate ``alpha_t`` of the group's last step (``theta_t =
+    theta_{t-1} (1 - alpha_t lambda) - alpha_t a_t``), as that step left them (the user or a
+    scheduler may have written others into the group since); for a checkpoint that does not say
+    (torch.optim.AdamW's, or one saved by an earlier version), the group's own."""
+    decay = remembered(group, "decay", None)
+    return (group["weight_decay"], group_rate(group)) if decay is None else decay
 
 
 def _on_host(step: float | Tensor) -> bool:
@@ -273,14 +324,18 @@ def previous_adam_directions(
     foreach: bool,
     previous_params: list[Tensor] | None = None,
     weight_decay: float = 0.0,
+    decay_scale: float | Tensor = 1.0,
     one_pass: bool = False,
-) -> tuple[Iterator[Tensor], list[float | Tensor] | None, Callable[[list[Tensor], str], Tensor | None] | None]:
+) -> tuple[Iterator[Tensor], list[float | Tensor] | None, Callable[[list[Tensor], str, bool], Tensor | None] | None]:
     """Adam's last update direction ``m_hat / (sqrt(v_hat) + eps)`` from its state, factored as
     ``scale * m / (sqrt(v) + eps * sqrt(bc2))`` with ``scale = sqrt(bc2) / bc1``; returns the
     unscaled directions (a generator: each lives only while its dot product is taken) and scales.
     With ``previous_params`` (AdamW's ``theta_{t-2}``), the direction ``weight_decay * theta_{t-2}
     + m_hat / (sqrt(v_hat) + eps)``: for host step counts as ``weight_decay`` times
-    ``theta_{t-2} + (scale / weight_decay) * m / denom``, one pass; else scaled in place.
+    ``theta_{t-2} + (scale / weight_decay) * m / denom``, one pass; else scaled in place. Times
+    ``decay_scale`` where given: with ``previous_params`` the weights ``theta_{t-1}`` that step
+    reached and ``decay_scale = 1 / (1 - alpha lambda)`` (its rate and decay), that is the same
+    direction, ``(lambda theta_{t-1} + a_{t-1}) / (1 - alpha lambda)``, without ``theta_{t-2}``.
 
     On a device a step count may be 0 (host branches would synchronise): it is read as 1 there,
     which gives the right direction, 0, because ``m = v = 0`` then. Each direction is divided into
@@ -322,8 +377,10 @@ def previous_adam_directions(
 
     if previous_params is None:
         direction_scales: list[float | Tensor] | None = scales
+    elif decay_apart:
+        direction_scales = [weight_decay * decay_scale] * len(steps)
     else:
-        direction_scales = [weight_decay] * len(steps) if decay_apart else None
+        direction_scales = None if isinstance(decay_scale, float) and decay_scale == 1.0 else [decay_scale] * len(steps)
     rows = None
     if all(isinstance(scale, float) for scale in scales) and (previous_params is None or decay_apart):
         coefficients = None if previous_params is None else [scale / weight_decay for scale in scales]

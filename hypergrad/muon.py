@@ -300,6 +300,12 @@ class MuonWithAdamWHD(HypergradOptimizer):
         else:
             AdamWHD._update_params(self, group, tensors, lr)  # type: ignore[arg-type]
 
+    def _finish_step(self, group: dict[str, Any], tensors: GroupTensors) -> None:
+        if not group["use_muon"]:
+            AdamWHD._finish_step(self, group, tensors)  # type: ignore[arg-type]
+
+    _unwritten = AdamWHD._unwritten
+
 
 _EMBEDDINGS = (nn.Embedding, nn.EmbeddingBag)
 

@@ -156,6 +156,11 @@ class HypergradOptimizer(Optimizer):
         # the key then fails within the same frame when the key was absent).
         defaults.setdefault("capturable", False)
         self._layouts: dict[int, tuple[list[Tensor], GroupLayout]] = {}
+        # For a base rule that recomputes a previous direction from the weights (AdamW): each
+        # parameter's state and version after the step that reached its weights, so that a write
+        # by anyone else since is seen. Not saved: after a load, or in a new process, the
+        # parameters are taken as that step left them.
+        self._reached: dict[int, tuple[dict[str, Any], int]] = {}
         super().__init__(params, defaults)
 
     def _checked_settings(self, settings: Mapping[str, Any], *, initial: bool = True) -> dict[str, Any]:
@@ -242,7 +247,7 @@ class HypergradOptimizer(Optimizer):
 
     def __setstate__(self, state: dict[str, Any]) -> None:
         super().__setstate__(state)
-        self._layouts = {}
+        self._layouts, self._reached = {}, {}
         for holders, group in ((self.param_groups, True), (self.state.values(), False)):
             for holder in holders:  # a 0.1.0 pickle, or torch.optim's load_state_dict: in place
                 migrated = migrate(holder, group=group)
@@ -268,6 +273,10 @@ class HypergradOptimizer(Optimizer):
 
     def _update_params(self, group: dict[str, Any], tensors: GroupTensors, lr: LearningRate) -> None:
         raise NotImplementedError
+
+    def _finish_step(self, group: dict[str, Any], tensors: GroupTensors) -> None:
+        """After every parameter has moved (the bounds included): what the base rule notes about
+        the step for the next one's previous directions (nothing by default)."""
 
     def _coupled_weight_decay(self, group: dict[str, Any]) -> float:
         """The L2 coefficient folded into the gradient (0 where the decay is decoupled)."""
@@ -398,6 +407,8 @@ class HypergradOptimizer(Optimizer):
         first_steps = [first for first in map(self._step_group, steps) if first is not None]
         if first_steps:
             bound_first_steps(self, first_steps)
+        for group, tensors in active:
+            self._finish_step(group, tensors)
         return loss
 
     def _group_rates(
