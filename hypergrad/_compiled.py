@@ -179,6 +179,24 @@ def recomputed_sums(
     return _or_none(_call(key, _recomputed_sums, *arguments))
 
 
+def _nesterov_sums(grads: list[Tensor], kept: list[Tensor], bufs: list[Tensor], momentum: Tensor,
+                   norms: bool) -> Tensor:
+    """Per tensor, with ``d = g_{t-1} + momentum * v``: ``g . d``, and with ``norms`` also
+    ``|g|^2`` and ``|d|^2``; a ``(tensors,)`` or ``(tensors, 3)`` tensor."""
+    return _stacked([_sums(g, k + momentum * v, norms) for g, k, v in zip(grads, kept, bufs)], norms)
+
+
+def nesterov_sums(grads: list[Tensor], kept: list[Tensor], bufs: list[Tensor], momentum: float, *,
+                  norms: bool) -> Tensor | None:
+    """The sums of :func:`_nesterov_sums` (SGDN's recomputed ``u_{t-1}``) from the compiled
+    function, one pass over ``g_t``, ``g_{t-1}`` and ``v_{t-1}``, or ``None`` where it is not
+    :func:`available` or fails. ``momentum`` travels as a tensor (a new value does not recompile)."""
+    if not available(grads, light=True) or any(type(t) is not Tensor or t.dtype != grads[0].dtype for t in (*kept, *bufs)):
+        return None
+    factor = torch.tensor(momentum, dtype=grads[0].dtype)
+    return _or_none(_call(("nesterov", norms), _nesterov_sums, grads, kept, bufs, factor, norms))
+
+
 def adagrad_directions(
     write: Callable[..., None], directions: list[Tensor], grads: list[Tensor], state_sums: list[Tensor], eps: float
 ) -> bool:

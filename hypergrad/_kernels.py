@@ -21,24 +21,28 @@ def as_real(tensor: Tensor) -> Tensor:
     return torch.view_as_real(tensor) if tensor.is_complex() else tensor
 
 
-def direction_buffer(state: dict[str, Any], like: Tensor) -> Tensor:
-    """``state["hypergrad_direction"]``, created empty like ``like`` on first use."""
-    if "hypergrad_direction" not in state:
-        state["hypergrad_direction"] = torch.empty_like(like, memory_format=torch.preserve_format)
-    return state["hypergrad_direction"]
+#: The state key of a stored direction (a base rule that keeps something else names its own).
+DIRECTION = "hypergrad_direction"
 
 
-def stored_copies(states: list[dict[str, Any]], tensors: list[Tensor]) -> list[Tensor]:
-    """Copy ``tensors`` into the states' direction buffers (one foreach copy); the buffers."""
-    directions = [direction_buffer(s, t) for s, t in zip(states, tensors)]
+def direction_buffer(state: dict[str, Any], like: Tensor, key: str = DIRECTION) -> Tensor:
+    """``state[key]`` (the stored direction), created empty like ``like`` on first use."""
+    if key not in state:
+        state[key] = torch.empty_like(like, memory_format=torch.preserve_format)
+    return state[key]
+
+
+def stored_copies(states: list[dict[str, Any]], tensors: list[Tensor], key: str = DIRECTION) -> list[Tensor]:
+    """Copy ``tensors`` into the states' buffers ``key`` (one foreach copy); the buffers."""
+    directions = [direction_buffer(s, t, key) for s, t in zip(states, tensors)]
     torch._foreach_copy_(local_tensors(directions), local_tensors(tensors))
     return directions
 
 
-def adopt_directions(states: list[dict[str, Any]], directions: list[Tensor]) -> list[Tensor]:
-    """Keep this step's freshly computed directions as the stored ones (no copy)."""
+def adopt_directions(states: list[dict[str, Any]], directions: list[Tensor], key: str = DIRECTION) -> list[Tensor]:
+    """Keep this step's freshly computed tensors as the stored ones, ``state[key]`` (no copy)."""
     for state, direction in zip(states, directions):
-        state["hypergrad_direction"] = direction
+        state[key] = direction
     return directions
 
 

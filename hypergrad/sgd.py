@@ -7,16 +7,22 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from ._compat import fused_sgd, version
+from ._compat import flat_copy, fused_sgd, version
+from ._compiled import nesterov_sums
+from ._hypergradient import flat_pays, flat_statistics, statistics_rows
 from ._kernels import (
+    DIRECTION,
     LearningRate,
     adopt_directions,
     by_device,
     descend,
     direction_buffer,
     foreach_descend,
+    one_kind,
     stored_copies,
 )
+from ._rates import remember, remembered
+from ._rules import RULES
 from ._validation import check_fused, check_sgd_arguments
 from .optimizer import GroupTensors, HypergradOptimizer, PreviousDirections
 
@@ -24,6 +30,16 @@ __all__ = ["SGDHD"]
 
 #: Parameter dtypes that torch's CPU fused SGD kernel does not update (torch 2.13).
 HALF_DTYPES = (torch.float16, torch.bfloat16)
+#: Nesterov's kept ``g_{t-1}`` (its ``u_{t-1}`` is recomputed from it and the momentum buffer).
+GRADIENT = "hypergrad_gradient"
+
+
+def _kept_key(group: dict[str, Any]) -> str | None:
+    """The state key of what the group's rule keeps for ``u_{t-1}`` beside its own buffers:
+    plain SGD's direction, Nesterov's gradient; ``None`` for heavy ball (the momentum buffer)."""
+    if group["momentum"] == 0:
+        return DIRECTION
+    return GRADIENT if group["nesterov"] else None
 
 
 class SGDHD(HypergradOptimizer):
@@ -54,8 +70,11 @@ class SGDHD(HypergradOptimizer):
     ``g_t . u_{t-1} = -d f_t / d alpha_{t-1}``: the learning rate descends the derivative of the
     current loss with respect to the learning rate used one step earlier. It is one dot product
     over all parameters of the group, taken once per step, before the parameters move. Memory:
-    heavy ball needs nothing extra (the momentum buffer is ``u_{t-1}``); plain SGD and Nesterov
-    keep one buffer, ``state["hypergrad_direction"]``.
+    heavy ball needs nothing extra (the momentum buffer is ``u_{t-1}``); plain SGD keeps
+    ``u_{t-1} = g_{t-1}`` in ``state["hypergrad_direction"]``; Nesterov keeps ``g_{t-1}`` in
+    ``state["hypergrad_gradient"]`` and recomputes ``u_{t-1} = g_{t-1} + mu v_{t-1}`` from it and
+    the momentum buffer (not yet moved at step t) with the momentum that step used: the update
+    writes nothing for HD, and the statistics read ``g_{t-1}`` and ``v_{t-1}``.
 
     Args:
         params: parameters or param groups; a group may override ``lr`` and ``hypergrad_lr``.
@@ -69,14 +88,15 @@ class SGDHD(HypergradOptimizer):
             pass over ``g_t`` and ``u_{t-1}`` (from 2^17 elements a step), and a tensor ``lr``'s
             rule one compiled call (a float ``lr`` moves on host floats; compiled at the first
             step that takes statistics: seconds; eager where compiling fails or
-            ``HYPERGRAD_COMPILED_STATISTICS=0``; see docs/performance.md).
+            ``HYPERGRAD_COMPILED_STATISTICS=0``; see docs/performance.md); Nesterov's recomputed
+            ``u_{t-1}`` is summed in the same pass, which reads ``g_t``, ``g_{t-1}`` and ``v_{t-1}``.
             ``None`` (the default) with ``foreach=None``: the default path
             (:func:`hypergrad.optimizer.fused_by_default`: fused on the CPU). ``False``: never fused.
         capturable: keep the stored direction in a fixed buffer (one copy per step), so that
             ``step()`` can be captured in a CUDA graph. Without it, a gradient the step does not
             change becomes the stored direction instead of being copied: an effective gradient
-            the step computes anyway (with ``weight_decay`` or ``maximize``), and plain SGD's
-            ``p.grad`` itself. The latter is checked at the next step (its version counter): a
+            the step computes anyway (with ``weight_decay`` or ``maximize``), and plain SGD's and
+            Nesterov's ``p.grad`` itself. The latter is checked at the next step (its version counter): a
             gradient whose memory was written since (``zero_grad(set_to_none=False)``, a backward
             accumulating into it, DDP's ``gradient_as_bucket_view``) no longer holds
             ``u_{t-1}``, so that step's hypergradient leaves the tensor out and the optimizer
@@ -133,7 +153,8 @@ class SGDHD(HypergradOptimizer):
         self._track_adopted()
 
     def _track_adopted(self) -> None:
-        # The gradients kept as plain SGD's stored directions: id(state) -> (that gradient, its
+        # The gradients kept as plain SGD's stored directions (Nesterov's stored gradients):
+        # id(state) -> (that gradient, its
         # version when kept), and whether gradients may still be kept (not once one's memory was
         # seen reused). Not in the state: a loaded direction is a tensor of its own. Keyed by the
         # state dict, so that it holds one entry per parameter; an entry whose gradient is not
@@ -157,38 +178,59 @@ class SGDHD(HypergradOptimizer):
 
     def _init_state(self, group: dict[str, Any], param: Tensor, state: dict[str, Any]) -> None:
         """Nothing up front: the momentum buffer and the direction are created at the first step.
-        A fused step refuses half-precision parameters on the CPU, before anything changes."""
+        A fused step refuses half-precision parameters on the CPU, before anything changes. A
+        Nesterov state saved by an earlier version, which kept ``u_{t-1}``, keeps
+        ``g_{t-1} = u_{t-1} - mu v_{t-1}`` instead."""
         if param.dtype in HALF_DTYPES and param.device.type == "cpu" and self._use_fused(group):
             raise RuntimeError(
                 f"SGDHD(fused=True) cannot step {param.dtype} parameters on the CPU: torch "
                 f"{torch.__version__}'s CPU fused SGD kernel leaves them unchanged (torch.optim.SGD(fused=True) "
                 "too); use foreach=True"
             )
+        if group["nesterov"] and DIRECTION in state:
+            direction = state.pop(DIRECTION)
+            if "momentum_buffer" in state:
+                momentum = remembered(group, "momentum", group["momentum"])
+                state[GRADIENT] = direction.sub(state["momentum_buffer"], alpha=momentum)
 
     def _previous_directions(self, group: dict[str, Any], tensors: GroupTensors) -> PreviousDirections:
-        # u_{t-1} is the momentum buffer for heavy ball, else the stored direction; a parameter
-        # without one (its first step) has u_{t-1} = 0 and adds nothing.
-        key = "momentum_buffer" if group["momentum"] != 0 and not group["nesterov"] else "hypergrad_direction"
+        # u_{t-1} is the momentum buffer for heavy ball, the stored direction for plain SGD, and
+        # recomputed for Nesterov; a parameter without one (its first step) adds nothing.
+        key = _kept_key(group) or "momentum_buffer"
         indices = [i for i, s in enumerate(tensors.states) if key in s]
         if not torch.compiler.is_compiling() and self._adopted:  # (dynamo does not trace the dict)
             indices = [i for i in indices if self._intact(tensors.states[i], tensors.states[i][key])]
-        return PreviousDirections(indices, [tensors.states[i][key] for i in indices])
+        if key != GRADIENT:
+            return PreviousDirections(indices, [tensors.states[i][key] for i in indices])
+        momentum = remembered(group, "momentum", group["momentum"])
+        kept = [tensors.states[i][GRADIENT] for i in indices]
+        bufs = [tensors.states[i]["momentum_buffer"] for i in indices]
+        directions = (torch.add(g, buf, alpha=momentum) for g, buf in zip(kept, bufs))  # one at a time
+
+        def rows(grads: list[Tensor], rule: str, summed: bool) -> Tensor | None:
+            return _nesterov_rows(grads, kept, bufs, momentum, rule, summed, tensors.compiled)
+
+        return PreviousDirections(indices, directions, None, rows)
 
     def _update_params(self, group: dict[str, Any], tensors: GroupTensors, lr: LearningRate) -> None:
         sgd_hd_update = self._update_function(
             tensors, _single_tensor_update, _multi_tensor_update, _fused_update
         )
         # With maximize or weight decay the effective gradients are this step's own temporaries:
-        # they can become the stored direction instead of being copied into it. So can plain
-        # SGD's p.grad, which the step only reads (checked by _intact at the next step). Neither
-        # in a CUDA graph, which replays the buffers' addresses of its capture, nor compiled.
+        # they can become the stored direction (Nesterov's stored gradient) instead of being
+        # copied into it. So can p.grad, which the step only reads (checked by _intact at the next
+        # step). Neither in a CUDA graph, which replays the buffers' addresses of its capture, nor
+        # compiled.
+        key = _kept_key(group)
+        if group["nesterov"]:
+            remember(group, momentum=group["momentum"])
         temporaries = group["maximize"] or group["weight_decay"] != 0
-        keep_gradients = group["momentum"] == 0 and not temporaries and not torch.compiler.is_compiling()
+        keep_gradients = key is not None and not temporaries and not torch.compiler.is_compiling()
         adopt = not group["capturable"] and (temporaries or (keep_gradients and self._adopt_gradients))
         if keep_gradients and not adopt and self._adopted:
             for state in tensors.states:  # a kept gradient is not a buffer to copy into
-                if self._kept_gradient(state, state.get("hypergrad_direction")) is not None:
-                    del state["hypergrad_direction"]
+                if self._kept_gradient(state, state.get(key)) is not None:
+                    del state[key]
                     del self._adopted[id(state)]
         sgd_hd_update(
             tensors.params, tensors.grads, tensors.states,
@@ -215,18 +257,17 @@ def _single_tensor_update(
     *, lr: LearningRate, momentum: float, dampening: float, nesterov: bool, adopt_grads: bool,
 ) -> None:
     for param, grad, state in zip(params, grads, states):
+        if momentum == 0 or nesterov:  # u_t = g_t (plain), or g_t kept for u_t = g_t + mu v_t
+            key = DIRECTION if momentum == 0 else GRADIENT
+            if adopt_grads:
+                state[key] = grad
+            else:
+                direction_buffer(state, grad, key).copy_(grad)
         if momentum != 0:
             buf = _updated_momentum_buffer(state, grad, momentum, dampening)
-            if not nesterov:
-                direction = buf
-            elif adopt_grads:
-                direction = state["hypergrad_direction"] = grad.add_(buf, alpha=momentum)
-            else:
-                direction = torch.add(grad, buf, alpha=momentum, out=direction_buffer(state, grad))
-        elif adopt_grads:
-            direction = state["hypergrad_direction"] = grad
+            direction = torch.add(grad, buf, alpha=momentum) if nesterov else buf
         else:
-            direction = direction_buffer(state, grad).copy_(grad)
+            direction = grad
         descend(param, direction, lr)
 
 
@@ -247,20 +288,19 @@ def _multi_tensor_update(
                 ]
             if not nesterov:
                 directions = bufs
-            elif adopt_grads:
-                torch._foreach_add_(device_grads, bufs, alpha=momentum)
-                directions = adopt_directions(device_states, device_grads)
             else:
-                directions = stored_copies(device_states, device_grads)
-                torch._foreach_add_(directions, bufs, alpha=momentum)
+                _stored_gradients(device_states, device_grads, adopt_grads, GRADIENT)
+                directions = torch._foreach_add(device_grads, bufs, alpha=momentum)
         else:
             directions = _stored_gradients(device_states, device_grads, adopt_grads)
         foreach_descend(device_params, directions, lr)
 
 
-def _stored_gradients(states: list[dict[str, Any]], grads: list[Tensor], adopt_grads: bool) -> list[Tensor]:
-    """Plain SGD's ``u_t = g_t`` kept for the next step: adopted, or copied into the buffers."""
-    return adopt_directions(states, grads) if adopt_grads else stored_copies(states, grads)
+def _stored_gradients(states: list[dict[str, Any]], grads: list[Tensor], adopt_grads: bool,
+                      key: str = DIRECTION) -> list[Tensor]:
+    """``g_t`` kept for the next step (plain SGD's ``u_t``, Nesterov's ``g_t`` under ``key``):
+    adopted, or copied into the buffers."""
+    return adopt_directions(states, grads, key) if adopt_grads else stored_copies(states, grads, key)
 
 
 def _fused_update(
@@ -268,13 +308,15 @@ def _fused_update(
     *, lr: LearningRate, momentum: float, dampening: float, nesterov: bool, adopt_grads: bool,
 ) -> None:
     """torch.optim.SGD's fused kernel takes the step (the gradients come with the decay and
-    sign already applied); plain SGD keeps ``g_t`` as before it, Nesterov writes
-    ``u_t = g_t + momentum * v_t`` in one pass after it (the kernel does not keep it)."""
+    sign already applied); plain SGD and Nesterov keep ``g_t`` (Nesterov's ``u_t = g_t + mu v_t``
+    is recomputed at the next step: nothing is written after the kernel)."""
     for device_params, device_grads, device_states in by_device(params, grads, states):
         if momentum == 0:
             _stored_gradients(device_states, device_grads, adopt_grads)
             _fused_sgd(device_params, device_grads, [], lr, 0.0, 0.0, False, False)
             continue
+        if nesterov:
+            _stored_gradients(device_states, device_grads, adopt_grads, GRADIENT)
         # The kernel starts a momentum buffer (v_1 = g_1) only for a whole list at once.
         started = [i for i, s in enumerate(device_states) if "momentum_buffer" in s]
         new = [i for i, s in enumerate(device_states) if "momentum_buffer" not in s]
@@ -288,15 +330,6 @@ def _fused_update(
                 [device_params[i] for i in chosen], [device_grads[i] for i in chosen],
                 [device_states[i]["momentum_buffer"] for i in chosen], lr, momentum, dampening, nesterov, first,
             )
-        if not nesterov:
-            continue
-        bufs = [s["momentum_buffer"] for s in device_states]
-        if adopt_grads:
-            torch._foreach_add_(device_grads, bufs, alpha=momentum)
-            adopt_directions(device_states, device_grads)
-        else:
-            for grad, buf, state in zip(device_grads, bufs, device_states):
-                torch.add(grad, buf, alpha=momentum, out=direction_buffer(state, grad))
 
 
 def _fused_sgd(
@@ -308,3 +341,20 @@ def _fused_sgd(
         params, grads, bufs, weight_decay=0.0, momentum=momentum, lr=lr, dampening=dampening,
         nesterov=nesterov, maximize=False, is_first_step=first,
     )
+
+
+def _nesterov_rows(grads: list[Tensor], kept: list[Tensor], bufs: list[Tensor], momentum: float, rule: str,
+                   summed: bool, compiled: bool) -> Tensor | None:
+    """The statistics rows of Nesterov's ``u_{t-1} = g_{t-1} + mu v_{t-1}`` without writing it:
+    on the compiled path one pass over ``g_t``, ``g_{t-1}`` and ``v_{t-1}`` (a rule that reads the
+    norms; the additive rule's one dot product is faster eagerly); for a small group's one row,
+    over one flat copy of the three (``_hypergradient.flat_pays``); else ``None``."""
+    if compiled:
+        sums = nesterov_sums(grads, kept, bufs, momentum, norms=True) if RULES[rule].norms else None
+        return None if sums is None else statistics_rows(sums, rule)
+    operands = [*grads, *kept, *bufs]
+    if not summed or not flat_pays(grads, rule, streams=3) or not operands[0].is_cpu or not one_kind(operands):
+        return None
+    parts = flat_copy(operands).view(3, -1)
+    parts[1].add_(parts[2], alpha=momentum)  # u_{t-1}, beside g_t
+    return flat_statistics(parts[:2], rule)

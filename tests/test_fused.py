@@ -179,7 +179,7 @@ COMPILED_CASES = {  # case: optimizer, settings, dtype, the compiled functions i
         hypergrad.AdamWHD, dict(hypergrad_rule="multiplicative", granularity="tensor"), torch.float64,
         {("recomputed", True, True)},
     ),
-    "SGDN-f64": (hypergrad.SGDHD, dict(momentum=0.9, nesterov=True), torch.float64, {("stored", True)}),
+    "SGDN-f64": (hypergrad.SGDHD, dict(momentum=0.9, nesterov=True), torch.float64, {("nesterov", True)}),
     "Adagrad-f32": (
         hypergrad.AdagradHD, dict(lr_decay=1e-2), torch.float32, {("stored", True), "adagrad directions"},
     ),

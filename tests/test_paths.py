@@ -107,7 +107,7 @@ COMPILED_KEYS = [  # optimizer, settings, _compiled.MIN_ELEMENTS (None: its own)
     (hypergrad.AdagradHD, dict(hypergrad_rule="additive"), None, set()),
     (hypergrad.AdagradHD, dict(hypergrad_rule="additive"), 0, {"adagrad directions"}),
     (hypergrad.SGDHD, dict(momentum=0.9, nesterov=True), None, set()),
-    (hypergrad.SGDHD, dict(momentum=0.9, nesterov=True), 0, {("stored", True)}),
+    (hypergrad.SGDHD, dict(momentum=0.9, nesterov=True), 0, {("nesterov", True)}),
     (hypergrad.AdamHD, dict(), None, {("recomputed", True, False)}),
     (hypergrad.AdamHD, dict(lr=torch.tensor(0.01)), None, {("recomputed", True, False), "rule"}),
 ]
