@@ -346,11 +346,12 @@ def _fused_sgd(
 def _nesterov_rows(grads: list[Tensor], kept: list[Tensor], bufs: list[Tensor], momentum: float, rule: str,
                    summed: bool, compiled: bool) -> Tensor | None:
     """The statistics rows of Nesterov's ``u_{t-1} = g_{t-1} + mu v_{t-1}`` without writing it:
-    on the compiled path one pass over ``g_t``, ``g_{t-1}`` and ``v_{t-1}`` (a rule that reads the
-    norms; the additive rule's one dot product is faster eagerly); for a small group's one row,
-    over one flat copy of the three (``_hypergradient.flat_pays``); else ``None``."""
+    on the compiled path one pass over ``g_t``, ``g_{t-1}`` and ``v_{t-1}`` (for every rule: the
+    eager way writes ``u`` before its dot product; on the MLP of docs/performance.md the additive
+    rule's step takes 1.25 ms this way against 2.18 ms); for a small group's one row, over one
+    flat copy of the three (``_hypergradient.flat_pays``); else ``None``."""
     if compiled:
-        sums = nesterov_sums(grads, kept, bufs, momentum, norms=True) if RULES[rule].norms else None
+        sums = nesterov_sums(grads, kept, bufs, momentum, norms=RULES[rule].norms)
         return None if sums is None else statistics_rows(sums, rule)
     operands = [*grads, *kept, *bufs]
     if not summed or not flat_pays(grads, rule, streams=3) or not operands[0].is_cpu or not one_kind(operands):
