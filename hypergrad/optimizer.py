@@ -288,29 +288,36 @@ class HypergradOptimizer(Optimizer):
         gradients the base rule uses. Complex parameters are stepped as real views."""
         fused = self._use_fused(group)
         tensors = GroupTensors(fused=fused)
+        params, grads, states, optimizer_state = tensors.params, tensors.grads, tensors.states, self.state
         for p in group["params"]:
-            if p.grad is None and self.state.get(p):
-                mark_idle(self.state[p])  # it does not move at this step: its stored direction is not u_t
-            if p.grad is None or p.numel() == 0:
+            grad = p.grad
+            if grad is None:
+                state = optimizer_state.get(p)
+                if state:
+                    mark_idle(state)  # it does not move at this step: its stored direction is not u_t
                 continue
-            if p.grad.is_sparse:
+            if p.numel() == 0:
+                continue
+            if grad.is_sparse:
                 raise RuntimeError(f"{type(self).__name__} does not support sparse gradients")
-            state = self.state[p]
-            tensors.first = tensors.first and not state
-            if not state and fused:
+            state = optimizer_state[p]
+            if state:
+                tensors.first = False
+            elif fused:
                 check_fused_param(p)  # once per parameter, as torch.optim checks once
             if take_idle(state):
-                tensors.idle.add(len(tensors.params))
-            param, grad = as_real(p), as_real(p.grad)
-            self._init_state(group, param, state)
-            tensors.params.append(param)
-            tensors.grads.append(grad)
-            tensors.states.append(state)
-        if tensors.params:
-            tensors.foreach = self._use_foreach(group, tensors.params)
-            tensors.compiled = fused and self._use_compiled(group)
+                tensors.idle.add(len(params))
+            if p.is_complex():
+                p, grad = as_real(p), as_real(grad)
+            self._init_state(group, p, state)
+            params.append(p)
+            grads.append(grad)
+            states.append(state)
+        if params:
+            tensors.foreach = fused or self._use_foreach(group, params)
+            tensors.compiled = fused and (bool(group.get("fused")) or self._layout(group).compiled)
             tensors.grads = effective_grads(
-                tensors.params, tensors.grads, self._coupled_weight_decay(group), group["maximize"], tensors.foreach
+                params, grads, self._coupled_weight_decay(group), group["maximize"], tensors.foreach
             )
         return tensors
 
