@@ -408,12 +408,13 @@ def _flat_rows(
     ``g``, ``m`` and ``v`` (and ``theta_{t-2}``): a fixed number of calls, whatever the number of
     tensors (``_hypergradient.flat_pays``); ``None`` where that does not pay or the tensors differ
     (device, dtype, kind) or step counts (their shifts)."""
-    # Rows: m, v, g, then theta_{t-2} (AdamW) or a copy of m, so that u lands beside g.
-    operands = [*exp_avgs, *second_moments, *grads, *(previous_params or exp_avgs)]
+    # (the moments and weights are like the gradients: made like the parameters, or cast to their
+    # dtype and device by load_state_dict)
     if (not flat_pays(grads, rule, scales, streams=4) or any(shift != shifts[0] for shift in shifts)
-            or not operands[0].is_cpu or not one_kind(operands)):
+            or not grads[0].is_cpu or not one_kind(grads)):
         return None
-    parts = flat_copy(operands).view(4, -1)
+    # Rows: m, v, g, then theta (AdamW) or a copy of m, so that u lands beside g.
+    parts = flat_copy([*exp_avgs, *second_moments, *grads, *(previous_params or exp_avgs)]).view(4, -1)
     denom = parts[1].sqrt_().add_(shifts[0])
     if coefficients is None:
         torch.div(parts[0], denom, out=parts[3])

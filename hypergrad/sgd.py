@@ -353,9 +353,10 @@ def _nesterov_rows(grads: list[Tensor], kept: list[Tensor], bufs: list[Tensor], 
     if compiled:
         sums = nesterov_sums(grads, kept, bufs, momentum, norms=RULES[rule].norms)
         return None if sums is None else statistics_rows(sums, rule)
-    operands = [*grads, *kept, *bufs]
-    if not summed or not flat_pays(grads, rule, streams=3) or not operands[0].is_cpu or not one_kind(operands):
+    # (the kept gradients and momentum buffers are like the gradients: made from them, or cast to
+    # the parameters' dtype and device by load_state_dict)
+    if not summed or not flat_pays(grads, rule, streams=3) or not grads[0].is_cpu or not one_kind(grads):
         return None
-    parts = flat_copy(operands).view(3, -1)
+    parts = flat_copy([*grads, *kept, *bufs]).view(3, -1)
     parts[1].add_(parts[2], alpha=momentum)  # u_{t-1}, beside g_t
     return flat_statistics(parts[:2], rule)

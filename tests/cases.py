@@ -4,9 +4,11 @@ the tests picks its cases from by name."""
 
 from __future__ import annotations
 
+import copy
 import itertools
 from typing import Any, NamedTuple
 
+import pytest
 import schedulefree
 import torch
 from torch.optim import Optimizer
@@ -54,6 +56,46 @@ def train(model: torch.nn.Module, optimizer: torch.optim.Optimizer, batches) -> 
         optimizer.step()
         lrs.append(float(optimizer.param_groups[0]["lr"]))
     return lrs
+
+
+def resumed_run(make, edit=None, steps: int = 10, split: int = 5):
+    """``make(params)``'s optimizer trained on ``steps`` batches, and a new model and optimizer
+    resumed from the state saved after ``split`` of them (``edit(state_dict)`` may change it, as a
+    file of another version holds it) and trained on the rest: ``(model, optimizer)`` of both."""
+    batches = make_batches(steps)
+    model = TinyNet()
+    optimizer = make(model.parameters())
+    train(model, optimizer, batches[:split])
+    saved_model, saved = copy.deepcopy(model.state_dict()), copy.deepcopy(optimizer.state_dict())
+    train(model, optimizer, batches[split:])
+    resumed_model = TinyNet()
+    resumed_model.load_state_dict(saved_model)
+    resumed = make(resumed_model.parameters())
+    if edit is not None:
+        edit(saved)
+    resumed.load_state_dict(saved)
+    train(resumed_model, resumed, batches[split:])
+    return (model, optimizer), (resumed_model, resumed)
+
+
+def assert_additive_steps(model: torch.nn.Module, optimizer: torch.optim.Optimizer, batches, beta: float,
+                          directions_after, before=None) -> None:
+    """Under the additive rule group 0's rate moves at every step by ``beta * g_t . u_{t-1}``,
+    written out: ``before(number)`` runs before each step (it may write into the group) and what
+    it returns goes with the step's gradients to ``directions_after(noted, grads)``, the ``u_t``
+    of every parameter after that step."""
+    params, group, directions = list(model.parameters()), optimizer.param_groups[0], None
+    for number, batch in enumerate(batches):
+        noted = before(number) if before is not None else None
+        rate = group["lr"]
+        optimizer.zero_grad()
+        batch_loss(model, batch).backward()
+        grads = [p.grad.clone() for p in params]
+        optimizer.step()
+        if directions is not None:
+            moved = beta * sum(float(torch.dot(g.flatten(), u.flatten())) for g, u in zip(grads, directions))
+            assert group["lr"] == pytest.approx(rate + moved, rel=1e-12, abs=1e-15), f"step {number}"
+        directions = directions_after(noted, grads)
 
 
 def quadratic_descent(optimizer: torch.optim.Optimizer, x: torch.Tensor, eigenvalues: torch.Tensor, steps: int,

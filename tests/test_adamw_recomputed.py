@@ -6,13 +6,11 @@ checkpoints."""
 
 from __future__ import annotations
 
-import copy
-
 import pytest
 import torch
 
 import hypergrad
-from cases import TinyNet, batch_loss, make_batches
+from cases import TinyNet, assert_additive_steps, batch_loss, make_batches, resumed_run
 from hypergrad.reference import AdamWHDReference
 
 PATHS = {"for-loop": dict(foreach=False, fused=False), "foreach": dict(foreach=True), "fused": dict(fused=True)}
@@ -69,21 +67,17 @@ def test_a_rate_or_decay_written_between_steps_is_not_taken_for_the_last_steps(p
     params = list(model.parameters())
     optimizer = hypergrad.AdamWHD(params, lr=1e-2, weight_decay=0.1, hypergrad_rule="additive",
                                   hypergrad_lr=beta, **PATHS[path])
-    group, directions = optimizer.param_groups[0], None
+    group = optimizer.param_groups[0]
     writes = {2: ("lr", 0.5e-2), 4: ("weight_decay", 0.3), 5: ("lr", 2e-2), 6: ("weight_decay", 0.0)}
-    for number, batch in enumerate(make_batches(9)):
+
+    def before(number):  # the user's write, then what the step starts from
         if number in writes:
             key, value = writes[number]
             group[key] = value
-        rate, decay, before = group["lr"], group["weight_decay"], [p.detach().clone() for p in params]
-        optimizer.zero_grad()
-        batch_loss(model, batch).backward()
-        grads = [p.grad.clone() for p in params]
-        optimizer.step()
-        if directions is not None:
-            moved = beta * sum(float(torch.dot(g.flatten(), u.flatten())) for g, u in zip(grads, directions))
-            assert group["lr"] == pytest.approx(rate + moved, rel=1e-12, abs=1e-15), f"step {number}"
-        directions = _adam_directions(optimizer, params, before, decay)
+        return group["weight_decay"], [p.detach().clone() for p in params]
+
+    assert_additive_steps(model, optimizer, make_batches(9), beta,
+                          lambda noted, grads: _adam_directions(optimizer, params, noted[1], noted[0]), before)
 
 
 def _adam_directions(optimizer, params, before, decay):
@@ -142,43 +136,25 @@ def test_a_parameter_written_by_something_else_sits_one_hypergradient_out(path, 
     assert optimizer.param_groups[0]["lr"] == pytest.approx(expected, rel=1e-10)
 
 
+@pytest.mark.parametrize("old_release", [False, True])
 @pytest.mark.parametrize("path", list(PATHS))
-def test_a_resumed_run_continues_exactly(path):
+def test_a_resumed_run_continues_exactly(path, old_release):
     """A checkpoint holds no versions: the loaded weights are taken as the last step left them, so a
     run resumed in a new optimizer (and model) continues as the uninterrupted one, bit for bit; a
-    checkpoint of an earlier release, with ``previous_param``, loads and continues too."""
+    checkpoint of an earlier version, with ``previous_param``, loads and continues too."""
     settings = {**SETTINGS["scalefree"], **PATHS[path]}
-    batches = make_batches(10)
-    model = TinyNet()
-    optimizer = hypergrad.AdamWHD(model.parameters(), **settings)
-    for batch in batches[:5]:
-        optimizer.zero_grad()
-        batch_loss(model, batch).backward()
-        optimizer.step()
-    saved_model, saved = copy.deepcopy(model.state_dict()), copy.deepcopy(optimizer.state_dict())
-    for batch in batches[5:]:
-        optimizer.zero_grad()
-        batch_loss(model, batch).backward()
-        optimizer.step()
 
-    for old_release in (False, True):
-        resumed_model = TinyNet()
-        resumed_model.load_state_dict(saved_model)
-        state_dict = copy.deepcopy(saved)
-        if old_release:  # earlier versions kept theta_{t-2}, and did not remember the decay
-            state_dict["param_groups"][0]["hypergrad_state"]["settings"].pop("decay")
-            for key, state in state_dict["state"].items():
-                state["previous_param"] = torch.zeros_like(state["exp_avg"])
-        resumed = hypergrad.AdamWHD(resumed_model.parameters(), **settings)
-        resumed.load_state_dict(state_dict)
-        for batch in batches[5:]:
-            resumed.zero_grad()
-            batch_loss(resumed_model, batch).backward()
-            resumed.step()
-        assert resumed.param_groups[0]["lr"] == optimizer.param_groups[0]["lr"]
-        for mine, theirs in zip(resumed_model.parameters(), model.parameters()):
-            torch.testing.assert_close(mine, theirs, rtol=0, atol=0)
-        assert all("previous_param" not in state for state in resumed.state.values())
+    def as_earlier_versions_saved_it(state_dict):  # theta_{t-2} kept, the decay not remembered
+        state_dict["param_groups"][0]["hypergrad_state"]["settings"].pop("decay")
+        for state in state_dict["state"].values():
+            state["previous_param"] = torch.zeros_like(state["exp_avg"])
+
+    (model, optimizer), (resumed_model, resumed) = resumed_run(
+        lambda params: hypergrad.AdamWHD(params, **settings), as_earlier_versions_saved_it if old_release else None)
+    assert resumed.param_groups[0]["lr"] == optimizer.param_groups[0]["lr"]
+    for mine, theirs in zip(resumed_model.parameters(), model.parameters()):
+        torch.testing.assert_close(mine, theirs, rtol=0, atol=0)
+    assert all("previous_param" not in state for state in resumed.state.values())
 
 
 def test_per_tensor_and_per_weight_rates_keep_the_previous_weights():

@@ -175,3 +175,15 @@ def test_time_per_step_column_is_a_dash_without_adamw_and_a_ratio_with_it():
     without = {("w", "adam_hd", 1): curve}
     rows = score_table({"scores": {"adam_hd": 1.0}, "time_scores": {"adam_hd": 1.0}}, without).splitlines()
     assert rows[2].endswith("| - |") and "nan" not in rows[2]
+
+
+def test_time_per_step_per_workload_is_the_median_over_seeds_on_that_workload():
+    from experiments.benchmark.selftuning_report import step_cost_table
+
+    record = {"workloads": {"a": {}, "b": {}}, "scores": {"adam_hd": 1.0, "adamw": 0.5}}
+    curves = {("a", "adamw", seed): {"steps": [10], "time_s": [1.0]} for seed in (1, 2, 3)}
+    curves.update({("a", "adam_hd", seed): {"steps": [10], "time_s": [t]} for seed, t in ((1, 1.0), (2, 3.0), (3, 2.0))})
+    curves[("b", "adam_hd", 1)] = {"steps": [10], "time_s": [1.0]}  # no AdamW on b
+    rows = step_cost_table(record, curves).splitlines()
+    assert rows[0] == "| entry | a | b |"
+    assert rows[2] == "| adam_hd | 2.00x | - |" and rows[3] == "| adamw | 1.00x | - |"

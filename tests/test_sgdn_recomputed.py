@@ -5,13 +5,11 @@ checkpoints of the earlier layout (``u_{t-1}`` kept as ``hypergrad_direction``).
 
 from __future__ import annotations
 
-import copy
-
 import pytest
 import torch
 
 import hypergrad
-from cases import TinyNet, batch_loss, make_batches
+from cases import TinyNet, assert_additive_steps, batch_loss, make_batches, resumed_run
 from hypergrad.reference import SGDHDReference
 
 PATHS = {"for-loop": dict(foreach=False, fused=False), "foreach": dict(foreach=True), "fused": dict(fused=True)}
@@ -67,55 +65,34 @@ def test_the_momentum_the_last_step_used(path):
     params = list(model.parameters())
     optimizer = hypergrad.SGDHD(params, lr=0.05, momentum=0.9, nesterov=True, hypergrad_rule="additive",
                                 hypergrad_lr=beta, **PATHS[path])
-    group, directions = optimizer.param_groups[0], None
-    for number, batch in enumerate(make_batches(8)):
+    group = optimizer.param_groups[0]
+
+    def before(number):
         group["momentum"] = 0.9 - 0.05 * number
-        rate = group["lr"]
-        optimizer.zero_grad()
-        batch_loss(model, batch).backward()
-        grads = [p.grad.clone() for p in params]
-        optimizer.step()
-        if directions is not None:
-            moved = beta * sum(float(torch.dot(g.flatten(), u.flatten())) for g, u in zip(grads, directions))
-            assert group["lr"] == pytest.approx(rate + moved, rel=1e-12), f"step {number}"
-        directions = [g + group["momentum"] * optimizer.state[p]["momentum_buffer"] for g, p in zip(grads, params)]
+
+    def directions_after(_, grads):
+        return [g + group["momentum"] * optimizer.state[p]["momentum_buffer"] for g, p in zip(grads, params)]
+
+    assert_additive_steps(model, optimizer, make_batches(8), beta, directions_after, before)
 
 
+@pytest.mark.parametrize("earlier_layout", [False, True])
 @pytest.mark.parametrize("path", list(PATHS))
-def test_a_checkpoint_of_the_earlier_layout_continues(path):
+def test_a_checkpoint_of_the_earlier_layout_continues(path, earlier_layout):
     """A state that kept ``u_{t-1}`` (``hypergrad_direction``, the layout before this one) loads as
     ``g_{t-1} = u_{t-1} - mu v_{t-1}`` and continues as the uninterrupted run; so does one of this
     layout, bit for bit."""
     settings = dict(lr=0.05, momentum=0.9, nesterov=True, weight_decay=1e-3, **PATHS[path])
-    batches = make_batches(10)
-    model = TinyNet()
-    optimizer = hypergrad.SGDHD(model.parameters(), **settings)
-    for batch in batches[:5]:
-        optimizer.zero_grad()
-        batch_loss(model, batch).backward()
-        optimizer.step()
-    saved_model, saved = copy.deepcopy(model.state_dict()), copy.deepcopy(optimizer.state_dict())
-    for batch in batches[5:]:
-        optimizer.zero_grad()
-        batch_loss(model, batch).backward()
-        optimizer.step()
 
-    for earlier_layout in (False, True):
-        state_dict = copy.deepcopy(saved)
-        if earlier_layout:
-            for state in state_dict["state"].values():
-                gradient = state.pop("hypergrad_gradient")
-                state["hypergrad_direction"] = gradient + 0.9 * state["momentum_buffer"]
-        resumed_model = TinyNet()
-        resumed_model.load_state_dict(saved_model)
-        resumed = hypergrad.SGDHD(resumed_model.parameters(), **settings)
-        resumed.load_state_dict(state_dict)
-        for batch in batches[5:]:
-            resumed.zero_grad()
-            batch_loss(resumed_model, batch).backward()
-            resumed.step()
-        tolerance = 1e-12 if earlier_layout else 0.0
-        assert resumed.param_groups[0]["lr"] == pytest.approx(optimizer.param_groups[0]["lr"], rel=tolerance)
-        for mine, theirs in zip(resumed_model.parameters(), model.parameters()):
-            torch.testing.assert_close(mine, theirs, rtol=tolerance, atol=tolerance)
-        assert all("hypergrad_direction" not in state for state in resumed.state.values())
+    def as_the_earlier_layout_saved_it(state_dict):
+        for state in state_dict["state"].values():
+            gradient = state.pop("hypergrad_gradient")
+            state["hypergrad_direction"] = gradient + 0.9 * state["momentum_buffer"]
+
+    (model, optimizer), (resumed_model, resumed) = resumed_run(
+        lambda params: hypergrad.SGDHD(params, **settings), as_the_earlier_layout_saved_it if earlier_layout else None)
+    tolerance = 1e-12 if earlier_layout else 0.0
+    assert resumed.param_groups[0]["lr"] == pytest.approx(optimizer.param_groups[0]["lr"], rel=tolerance)
+    for mine, theirs in zip(resumed_model.parameters(), model.parameters()):
+        torch.testing.assert_close(mine, theirs, rtol=tolerance, atol=tolerance)
+    assert all("hypergrad_direction" not in state for state in resumed.state.values())

@@ -3,7 +3,7 @@
 * :func:`score_table`: entries by step-based score, with the time-based score and each entry's
   process time per step relative to torch's AdamW;
 * :func:`markdown`: ``benchmark.md`` (workloads with sources and hashes, the score table, steps to
-  target per workload, final metrics with seed ranges);
+  target per workload, final metrics with seed ranges, the time per step per workload);
 * :func:`plot_profile` and :func:`plot_curves`: ``performance_profile.png`` and ``curves.png``.
 """
 
@@ -23,7 +23,7 @@ from experiments.benchmark import scoring  # noqa: E402
 from experiments.core.methods import METHODS  # noqa: E402
 from experiments.core.plotting import legend_outside, save_figure  # noqa: E402
 
-__all__ = ["markdown", "plot_curves", "plot_profile", "score_table", "step_cost"]
+__all__ = ["markdown", "plot_curves", "plot_profile", "score_table", "step_cost", "step_cost_table"]
 
 
 def _color(entries: Sequence[str], entry: str) -> tuple:
@@ -34,18 +34,32 @@ def _linestyle(entry: str) -> str:
     return "-" if "hd" in entry else "--"
 
 
-def step_cost(curves: dict[tuple[str, str, int], dict], entry: str, baseline: str = "adamw") -> float:
-    """The median over workloads and seeds of ``entry``'s process seconds per step divided by
-    ``baseline``'s on the same workload and seed (NaN where either has no steps)."""
+def step_cost(curves: dict[tuple[str, str, int], dict], entry: str, baseline: str = "adamw",
+              workload: str | None = None) -> float:
+    """The median over workloads (or on ``workload`` alone) and seeds of ``entry``'s process
+    seconds per step divided by ``baseline``'s on the same workload and seed (NaN where either
+    has no steps)."""
     ratios = []
-    for (workload, name, seed), curve in curves.items():
-        other = curves.get((workload, baseline, seed))
-        if name == entry and other and curve["steps"] and other["steps"]:
+    for (name_of_workload, name, seed), curve in curves.items():
+        other = curves.get((name_of_workload, baseline, seed))
+        if name == entry and (workload is None or name_of_workload == workload) and other and curve["steps"] \
+                and other["steps"]:
             mine = curve["time_s"][-1] / curve["steps"][-1]
             theirs = other["time_s"][-1] / other["steps"][-1]
             if theirs > 0:
                 ratios.append(mine / theirs)
     return statistics.median(ratios) if ratios else math.nan
+
+
+def step_cost_table(record: dict, curves: dict) -> str:
+    """Each entry's process time per step relative to AdamW's, per workload (median over seeds;
+    ``-`` where AdamW is not among the entries or the entry has no steps)."""
+    workloads, entries = list(record["workloads"]), list(record["scores"])
+    lines = ["| entry | " + " | ".join(workloads) + " |", "|---|" + "---:|" * len(workloads)]
+    for entry in entries:
+        costs = [step_cost(curves, entry, workload=name) for name in workloads]
+        lines.append(f"| {entry} | " + " | ".join("-" if math.isnan(c) else f"{c:.2f}x" for c in costs) + " |")
+    return "\n".join(lines)
 
 
 def score_table(record: dict, curves: dict) -> str:
@@ -93,6 +107,9 @@ def markdown(record: dict, curves: dict, command: str, elapsed_s: float) -> str:
                 values = [r[key] for r in runs if r["entry"] == entry and r["workload"] == name]
                 cells.append(show(scoring.upper_median(values)) if show else _range(values))
             lines.append(f"| {entry} | " + " | ".join(cells) + " |")
+    lines += ["", "## Process time per step relative to AdamW (median over seeds)", "",
+              "The whole training step (forward, backward, the optimizer's step and its schedule), each "
+              "entry as its users would write it.", "", step_cost_table(record, curves)]
     lines += ["", "Entries: " + "; ".join(f"`{e}`: {METHODS[e].description}" for e in entries) + ".", ""]
     return "\n".join(lines)
 
