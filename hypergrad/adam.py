@@ -65,7 +65,7 @@ class AdamHD(HypergradOptimizer):
             takes statistics (seconds; eager where compiling fails or
             ``HYPERGRAD_COMPILED_STATISTICS=0``; see docs/performance.md).
             ``None`` (the default) with ``foreach=None``: the default path
-            (:func:`hypergrad.optimizer.fused_by_default`: fused on the CPU). ``False``: never fused.
+            (:func:`hypergrad._paths.fused_by_default`: fused on the CPU). ``False``: never fused.
         hypergrad_lr: ``beta``; ``None`` (the default) is the rule's own: 0.05 for the
             scale-free rule, and for the additive and multiplicative rules the reference code's
             1e-7 for Adam-HD on MNIST logistic regression and MLP (it used 1e-8 for VGG on

@@ -91,7 +91,7 @@ class SGDHD(HypergradOptimizer):
             ``HYPERGRAD_COMPILED_STATISTICS=0``; see docs/performance.md); Nesterov's recomputed
             ``u_{t-1}`` is summed in the same pass, which reads ``g_t``, ``g_{t-1}`` and ``v_{t-1}``.
             ``None`` (the default) with ``foreach=None``: the default path
-            (:func:`hypergrad.optimizer.fused_by_default`: fused on the CPU). ``False``: never fused.
+            (:func:`hypergrad._paths.fused_by_default`: fused on the CPU). ``False``: never fused.
         capturable: keep the stored direction in a fixed buffer (one copy per step), so that
             ``step()`` can be captured in a CUDA graph. Without it, a gradient the step does not
             change becomes the stored direction instead of being copied: an effective gradient

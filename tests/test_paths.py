@@ -142,16 +142,16 @@ def test_which_compiled_passes_a_step_takes(monkeypatch, optimizer_cls, settings
 @pytest.mark.parametrize("optimizer_cls, module, name, settings", KERNELS, ids=IDS)
 def test_the_default_compiles_only_large_groups(monkeypatch, optimizer_cls, module, name, settings, large):
     """The default path takes the fused kernel at every size, but compiles the passes around it
-    only for groups of ``optimizer.COMPILED_BY_DEFAULT`` elements or more (compiling costs
+    only for groups of ``_paths.COMPILED_BY_DEFAULT`` elements or more (compiling costs
     seconds); a small group's default step takes no compiled call."""
-    from hypergrad import _compiled, optimizer
+    from hypergrad import _compiled, _paths
 
     keys = []
     monkeypatch.setenv(_compiled.SWITCH, "1")
     monkeypatch.setattr(_compiled, "_call", lambda key, *args: keys.append(key) or _compiled._UNAVAILABLE)
     monkeypatch.setattr(_compiled, "MIN_ELEMENTS", 0)
     if large:
-        monkeypatch.setattr(optimizer, "COMPILED_BY_DEFAULT", 0)
+        monkeypatch.setattr(_paths, "COMPILED_BY_DEFAULT", 0)
     calls = _fused_calls(monkeypatch, module, name)
     _steps(optimizer_cls, settings)
     assert calls and bool(keys) == large
