@@ -5,6 +5,7 @@
 from __future__ import annotations
 
 import argparse
+import gc
 import sys
 
 import torch
@@ -111,13 +112,15 @@ def main(argv: list[str] | None = None) -> int:
         )
         run_suite(config, methods, args.out or f"runs/{args.task}", resume=args.resume)
         if args.distributed and torch.distributed.is_initialized():
-            # Every rank done with its collectives before any tears down: gloo aborts a rank
-            # whose peer has left ("terminate called without an active exception", SIGABRT).
-            torch.distributed.barrier()
+            torch.distributed.barrier()  # every rank done with its collectives before any tears down
     except (ValueError, TypeError, OSError, MethodUnavailableError, DatasetNotFoundError, DatasetFileError) as error:
         parser.exit(2, f"error: {error}\n")
     finally:
         if args.distributed and torch.distributed.is_initialized():
+            # The wrapped models (DDP's reducer, FSDP) hold the process group in reference cycles:
+            # collected at interpreter exit, gloo's work objects then abort the rank ("terminate
+            # called without an active exception", SIGABRT). Collect them while Python is alive.
+            gc.collect()
             torch.distributed.destroy_process_group()
     return 0
 

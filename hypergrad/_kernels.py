@@ -11,7 +11,7 @@ import torch
 from torch import Tensor
 
 from ._compat import group_by_device_and_dtype
-from .distributed import local_tensors
+from .distributed import PLAIN_TYPES, local_tensors
 
 LearningRate = Union[float, Tensor]
 
@@ -62,10 +62,7 @@ def one_kind(tensors: list[Tensor]) -> bool:
     """Whether ``tensors`` are plain tensors (or parameters) of one device and dtype."""
     first = tensors[0]
     device, dtype = first.device, first.dtype
-    return all(type(t) in _PLAIN and t.dtype == dtype and t.device == device for t in tensors)
-
-
-_PLAIN = (Tensor, torch.nn.Parameter)
+    return all(type(t) in PLAIN_TYPES and t.dtype == dtype and t.device == device for t in tensors)
 
 
 #: The CPU scalar 1 that :func:`increment_steps` adds (read only; made once, not at every step).

@@ -10,6 +10,7 @@ import torch
 from torch import Tensor
 
 from ._compat import is_fsdp1_flat_param
+from .distributed import PLAIN_TYPES
 
 __all__ = ["COMPILED_BY_DEFAULT", "FUSED_BY_DEFAULT_DTYPES", "GroupLayout", "fused_by_default"]
 
@@ -27,7 +28,7 @@ class GroupLayout(NamedTuple):
     @classmethod
     def of(cls, params: list[Tensor]) -> GroupLayout:
         large = sum(p.numel() for p in params if isinstance(p, Tensor)) >= COMPILED_BY_DEFAULT
-        plain = all(type(p) in (Tensor, torch.nn.Parameter) and not is_fsdp1_flat_param(p) for p in params)
+        plain = all(type(p) in PLAIN_TYPES and not is_fsdp1_flat_param(p) for p in params)
         return cls(fused_by_default(params), large, plain)
 
 
@@ -53,6 +54,6 @@ def fused_by_default(params: list[Tensor]) -> bool:
     group, and elsewhere every group, takes torch.optim's default (foreach on accelerators; no GPU
     figure exists yet to choose otherwise)."""
     return all(
-        type(p) in (Tensor, torch.nn.Parameter) and p.device.type == "cpu" and p.dtype in FUSED_BY_DEFAULT_DTYPES
+        type(p) in PLAIN_TYPES and p.device.type == "cpu" and p.dtype in FUSED_BY_DEFAULT_DTYPES
         for p in params
     )

@@ -43,8 +43,11 @@ from torch.utils.hooks import RemovableHandle
 
 from ._compat import is_fsdp1_flat_param
 
-__all__ = ["all_reduce_statistics", "check_not_zero_sharded", "local_operands", "local_tensors",
+__all__ = ["PLAIN_TYPES", "all_reduce_statistics", "check_not_zero_sharded", "local_operands", "local_tensors",
            "watch_zero_redundancy"]
+
+#: The types of a plain (not sharded, not a subclass) tensor or parameter, checked by ``type(t) in``.
+PLAIN_TYPES = (Tensor, torch.nn.Parameter)
 
 Statistics = Union[Tensor, list[Union[Tensor, None]], None]
 """A group's statistics: sums over the group or per-tensor rows (a tensor), per-weight (a list)."""
@@ -108,12 +111,9 @@ def local_tensors(tensors: Sequence[Tensor]) -> list[Tensor]:
     """Each DTensor's local tensor (same storage: writing to it writes the DTensor), others as
     they are. For elementwise kernels that DTensor has no sharding rule for, e.g.
     ``torch._foreach_copy_`` (torch 2.13); the arguments of one kernel must be placed alike."""
-    if _dtensor_module() is None or all(type(t) in _PLAIN for t in tensors):
+    if _dtensor_module() is None or all(type(t) in PLAIN_TYPES for t in tensors):
         return list(tensors)
     return [t.to_local() if _is_dtensor(t) else t for t in tensors]
-
-
-_PLAIN = (Tensor, torch.nn.Parameter)
 
 
 def _group_mesh(params: Sequence[Tensor]) -> Any | None:

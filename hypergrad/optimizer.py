@@ -315,8 +315,8 @@ class HypergradOptimizer(Optimizer):
             grads.append(grad)
             states.append(state)
         if params:
-            tensors.foreach = fused or self._use_foreach(group, params)
-            tensors.compiled = fused and (bool(group.get("fused")) or self._layout(group).compiled)
+            tensors.foreach = self._use_foreach(group, params)
+            tensors.compiled = self._use_compiled(group)
             tensors.grads = effective_grads(
                 params, grads, self._coupled_weight_decay(group), group["maximize"], tensors.foreach
             )
